@@ -1,0 +1,51 @@
+//! Change events, as change capture delivers them.
+
+use crate::{Key, Position, Row, TableName};
+
+/// One row-level change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Insert {
+        table: TableName,
+        row: Row,
+    },
+    /// `old_key` identifies the row before the change (the key may itself change). `before` is
+    /// the whole old row where the source provides it. `unchanged` lists columns the source did
+    /// not send because they did not change (PostgreSQL's unchanged TOAST values); their slots
+    /// in `row` hold `Value::Null` and must be left as they are on the target.
+    Update {
+        table: TableName,
+        old_key: Key,
+        before: Option<Row>,
+        row: Row,
+        unchanged: Vec<usize>,
+    },
+    Delete {
+        table: TableName,
+        old_key: Key,
+        before: Option<Row>,
+    },
+    Truncate {
+        tables: Vec<TableName>,
+    },
+}
+
+impl Change {
+    /// The table a row change touches (`None` for truncate, which may touch several).
+    pub fn table(&self) -> Option<&TableName> {
+        match self {
+            Change::Insert { table, .. }
+            | Change::Update { table, .. }
+            | Change::Delete { table, .. } => Some(table),
+            Change::Truncate { .. } => None,
+        }
+    }
+}
+
+/// A committed source transaction: its changes in order, and the position just past its
+/// commit. A sink that has applied it records `position` as its checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transaction {
+    pub position: Position,
+    pub changes: Vec<Change>,
+}
