@@ -40,7 +40,7 @@ pub enum Value {
 
 /// A possibly multi-dimensional array with PostgreSQL's per-dimension lower bounds.
 /// `elements` are in row-major order; their count is the product of `dims`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Array {
     /// One entry per dimension: (lower bound, length). Empty for an empty array.
     pub dims: Vec<(i32, i32)>,
@@ -147,6 +147,37 @@ impl PartialEq for Value {
                 },
             ) => ta == tb && a == b,
             _ => false,
+        }
+    }
+}
+
+impl Eq for Value {}
+
+impl std::hash::Hash for Value {
+    /// Consistent with `==`: floats hash by their bits.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Value::Null => {}
+            Value::Bool(b) => b.hash(state),
+            Value::Int(i) => i.hash(state),
+            Value::UInt(u) => u.hash(state),
+            Value::Float32(f) => f.to_bits().hash(state),
+            Value::Float64(f) => f.to_bits().hash(state),
+            Value::Decimal(d) => d.hash(state),
+            Value::Text(s) | Value::Json(s) => s.hash(state),
+            Value::Bytes(b) => b.hash(state),
+            Value::Date(d) => d.hash(state),
+            Value::Time(t) => t.hash(state),
+            Value::TimeTz(t) => t.hash(state),
+            Value::Timestamp(t) | Value::TimestampTz(t) => t.hash(state),
+            Value::Interval(i) => i.hash(state),
+            Value::Uuid(u) => u.hash(state),
+            Value::Array(a) => a.hash(state),
+            Value::Raw { type_name, text } => {
+                type_name.hash(state);
+                text.hash(state);
+            }
         }
     }
 }

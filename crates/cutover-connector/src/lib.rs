@@ -1,0 +1,183 @@
+//! The contracts between engines and the pipeline.
+//!
+//! An engine crate (SQLite, PostgreSQL, …) implements [`Source`], [`Sink`] and [`TableReader`]
+//! for its database; the pipeline and verify only ever see these traits. The traits are
+//! synchronous: each value owns one connection and is used from one thread; parallel work opens
+//! more of them through a [`Connect`] implementation.
+
+mod error;
+
+pub use error::{ConnectorError, ErrorKind};
+
+use cutover_model::{Change, Key, Position, Row, TableName, TableSchema, Transaction};
+
+/// A half-open range of primary-key values, `[start, end)`; `None` is unbounded on that side.
+/// Keys compare as the engine orders them (tuples compared column by column).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KeyRange {
+    pub start: Option<Key>,
+    pub end: Option<Key>,
+}
+
+impl KeyRange {
+    pub fn all() -> KeyRange {
+        KeyRange::default()
+    }
+}
+
+/// The rows of one chunk and the stretch of the change stream during which they were read.
+///
+/// Every row reflects the table's state at some instant between `low` and `high`. An engine that
+/// reads inside a snapshot whose exact stream position it knows sets `low == high`. The applier
+/// emits the rows once it has applied everything up to `high`, minus the rows whose keys changed
+/// after `low` (the stream carries their newer state): DBLog's watermark rule.
+#[derive(Debug, Clone)]
+pub struct ChunkRows {
+    pub rows: Vec<Row>,
+    pub low: Position,
+    pub high: Position,
+}
+
+/// Reads tables and the changes made to them.
+///
+/// Contract:
+/// - `read_chunk` returns rows ordered by primary key, with the positions described on
+///   [`ChunkRows`]; it holds no transaction open after it returns.
+/// - `start_capture` is idempotent: calling it again for the same tables keeps what was
+///   captured since the first call and returns the position capture started at.
+/// - `read_changes` returns committed changes with positions strictly after `after`, in commit
+///   order, whole transactions, at most about `max_changes` changes (a single larger transaction
+///   is returned whole). The same call after a restart returns the same changes
+///   (at-least-once); nothing is lost as long as `release` was only called with positions the
+///   sink has durably applied.
+/// - `release(upto)` lets the source discard change history up to and including `upto`.
+pub trait Source {
+    /// The tables capture and copy can handle, with their schemas.
+    fn tables(&mut self) -> Result<Vec<TableSchema>, ConnectorError>;
+    /// Boundaries that split `table` into chunks of about `rows_per_chunk` rows each, from the
+    /// key's actual distribution. Returns ranges that together cover every key exactly once.
+    /// A cheap estimate of the table's size, for chunk sizing and progress.
+    fn estimate(&mut self, table: &TableSchema) -> Result<TableEstimate, ConnectorError>;
+    fn plan_chunks(
+        &mut self,
+        table: &TableSchema,
+        rows_per_chunk: u64,
+    ) -> Result<Vec<KeyRange>, ConnectorError>;
+    fn read_chunk(
+        &mut self,
+        table: &TableSchema,
+        range: &KeyRange,
+    ) -> Result<ChunkRows, ConnectorError>;
+    fn start_capture(&mut self, tables: &[TableSchema]) -> Result<Position, ConnectorError>;
+    /// The position of the newest committed change (what a drain must reach).
+    fn current_position(&mut self) -> Result<Position, ConnectorError>;
+    fn read_changes(
+        &mut self,
+        tables: &[TableSchema],
+        after: Position,
+        max_changes: usize,
+    ) -> Result<Vec<Transaction>, ConnectorError>;
+    fn release(&mut self, upto: Position) -> Result<(), ConnectorError>;
+    /// Removes everything capture installed on the source (triggers, change tables, slots).
+    fn stop_capture(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError>;
+}
+
+/// Roughly how big a table is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableEstimate {
+    pub rows: u64,
+    /// Average bytes of a row's values.
+    pub avg_row_bytes: u64,
+}
+
+/// One step of an apply batch, applied in order.
+#[derive(Debug, Clone)]
+pub enum ApplyOp {
+    /// Insert or overwrite a whole row (chunk rows).
+    Upsert { table: TableName, row: Row },
+    /// A captured change.
+    Change(Change),
+    /// Marks chunk `chunk` of `table` copied.
+    ChunkDone { table: TableName, chunk: u32 },
+}
+
+/// Writes a target idempotently, with its progress in the same transaction.
+///
+/// Contract:
+/// - `apply` commits all of `ops` and the `checkpoint` in one target transaction, or nothing.
+///   Replaying a batch (after a crash between the commit and the caller learning of it) leaves
+///   the target unchanged: upserts overwrite, inserts of an existing key overwrite, deletes of a
+///   missing key do nothing.
+/// - `checkpoint` returns the position of the last committed `apply`, surviving restarts.
+/// - `prepare` creates missing tables (columns, types, NOT NULL, defaults, primary key) and the
+///   control store; secondary indexes wait for `finish_tables`.
+pub trait Sink {
+    fn prepare(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError>;
+    /// Records the chunk plan once; later calls return the stored plan unchanged, so a resumed
+    /// run copies the same ranges.
+    fn chunk_plan(
+        &mut self,
+        table: &TableSchema,
+        plan: &mut dyn FnMut() -> Result<Vec<KeyRange>, ConnectorError>,
+    ) -> Result<Vec<PlannedChunk>, ConnectorError>;
+    fn apply(&mut self, ops: &[ApplyOp], checkpoint: Position) -> Result<(), ConnectorError>;
+    fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError>;
+    /// Builds secondary indexes once the copy is complete.
+    fn finish_tables(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError>;
+    /// Removes the control store.
+    fn cleanup(&mut self) -> Result<(), ConnectorError>;
+}
+
+/// A chunk as the control store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedChunk {
+    pub index: u32,
+    pub range: KeyRange,
+    pub done: bool,
+}
+
+/// Reads a table in key order, for verify.
+pub trait TableReader {
+    /// Up to `limit` rows with keys after `after` (exclusive) and before `before` (exclusive),
+    /// ordered by key: keyset pagination, never `OFFSET`.
+    fn scan(
+        &mut self,
+        table: &TableSchema,
+        after: Option<&Key>,
+        before: Option<&Key>,
+        limit: usize,
+    ) -> Result<Vec<Row>, ConnectorError>;
+}
+
+/// A key as messages show it: `(42, 'abc')`, long values cut.
+pub fn key_text(key: &[cutover_model::Value]) -> String {
+    use cutover_model::Value;
+    let parts: Vec<String> = key
+        .iter()
+        .map(|v| match v {
+            Value::Text(s) if s.chars().count() > 40 => {
+                format!("'{}…' ({} bytes)", s.chars().take(40).collect::<String>(), s.len())
+            }
+            Value::Text(s) => format!("'{s}'"),
+            Value::Int(i) => i.to_string(),
+            Value::UInt(u) => u.to_string(),
+            Value::Bytes(b) => format!("<{} bytes>", b.len()),
+            Value::Null => "NULL".to_owned(),
+            Value::Uuid(u) => u.iter().map(|b| format!("{b:02x}")).collect(),
+            other => format!("{other:?}").chars().take(60).collect(),
+        })
+        .collect();
+    format!("({})", parts.join(", "))
+}
+
+/// Opens connections: the configuration half of a connector, shared across worker threads.
+pub trait Connect: Send + Sync {
+    type Source: Source + Send;
+    type Sink: Sink + Send;
+    type Reader: TableReader + Send;
+    fn source(&self) -> Result<Self::Source, ConnectorError>;
+    fn sink(&self) -> Result<Self::Sink, ConnectorError>;
+    fn reader(&self) -> Result<Self::Reader, ConnectorError>;
+    /// Where this connects, for messages, with any password removed.
+    fn describe(&self) -> String;
+}

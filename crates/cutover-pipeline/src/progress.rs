@@ -1,0 +1,91 @@
+//! Live progress and status of a running migration: what `status`, progress bars and (later)
+//! the metrics endpoint read. One place, shared through an `Arc`, updated with atomics.
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Mutex;
+
+use cutover_model::{Position, TableName};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    Preparing = 0,
+    Copying = 1,
+    Replicating = 2,
+    Draining = 3,
+    Stopped = 4,
+}
+
+#[derive(Debug)]
+pub struct TableProgress {
+    pub name: TableName,
+    pub rows_estimate: AtomicU64,
+    pub rows_copied: AtomicU64,
+    pub bytes_copied: AtomicU64,
+    pub chunks_total: AtomicU64,
+    pub chunks_done: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub struct Progress {
+    phase: AtomicU8,
+    pub tables: Mutex<Vec<std::sync::Arc<TableProgress>>>,
+    pub rows_copied: AtomicU64,
+    pub bytes_copied: AtomicU64,
+    /// Chunk rows dropped because the change stream carried a newer state of the row.
+    pub rows_superseded: AtomicU64,
+    pub changes_applied: AtomicU64,
+    pub batches_applied: AtomicU64,
+    applied: Mutex<Option<Position>>,
+    source: Mutex<Option<Position>>,
+}
+
+impl Progress {
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::Relaxed) {
+            0 => Phase::Preparing,
+            1 => Phase::Copying,
+            2 => Phase::Replicating,
+            3 => Phase::Draining,
+            _ => Phase::Stopped,
+        }
+    }
+
+    pub(crate) fn set_phase(&self, p: Phase) {
+        self.phase.store(p as u8, Ordering::Relaxed);
+    }
+
+    /// The last source position the target has durably applied.
+    pub fn applied_position(&self) -> Option<Position> {
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_applied(&self, p: Position) {
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+    }
+
+    /// The newest source position seen.
+    pub fn source_position(&self) -> Option<Position> {
+        *self.source.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_source(&self, p: Position) {
+        *self.source.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+    }
+
+    /// Lag in positions (change-log entries for SQLite, bytes of WAL for PostgreSQL).
+    pub fn lag(&self) -> Option<u64> {
+        match (self.source_position()?, self.applied_position()?) {
+            (Position::Sequence(s), Position::Sequence(a)) => Some(s.saturating_sub(a)),
+            (Position::Lsn(s), Position::Lsn(a)) => Some(s.saturating_sub(a)),
+            _ => None,
+        }
+    }
+
+    pub fn table_snapshot(&self) -> Vec<std::sync::Arc<TableProgress>> {
+        self.tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

@@ -1,0 +1,618 @@
+//! Backfill and replicate, together: the applier loop and its reader threads.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cutover_connector::{
+    ApplyOp, ChunkRows, Connect, ConnectorError, ErrorKind, KeyRange, Sink, Source,
+};
+use cutover_model::{Change, Key, Position, TableSchema};
+
+use crate::progress::{Phase, Progress, TableProgress};
+use crate::retry::retry;
+
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// Reader threads copying chunks in parallel.
+    pub jobs: usize,
+    /// Aim for chunks of about this many bytes (rows × average row size).
+    pub chunk_bytes: u64,
+    pub min_chunk_rows: u64,
+    pub max_chunk_rows: u64,
+    /// Bounds on one apply batch (one target transaction).
+    pub batch_changes: usize,
+    pub batch_bytes: usize,
+    /// How long to wait for new changes when the stream is idle.
+    pub poll_interval: Duration,
+    /// Stop once the copy is done and the target has applied everything the source had when
+    /// last checked.
+    pub stop_when_caught_up: bool,
+    /// Only these tables (all when empty), minus `exclude`.
+    pub tables: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        SyncOptions {
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            chunk_bytes: 4 << 20,
+            min_chunk_rows: 64,
+            max_chunk_rows: 20_000,
+            batch_changes: 5_000,
+            batch_bytes: 16 << 20,
+            poll_interval: Duration::from_millis(5),
+            stop_when_caught_up: false,
+            tables: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// Steers a running sync from another thread.
+#[derive(Debug, Default)]
+pub struct Control {
+    stop: AtomicBool,
+    drain_to: Mutex<Option<Position>>,
+}
+
+impl Control {
+    /// Stop after the batch being applied; progress so far is kept and the next run resumes.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Finish once the copy is complete and everything up to `position` is applied.
+    pub fn drain_to(&self, position: Position) {
+        *self.drain_to.lock().unwrap_or_else(|p| p.into_inner()) = Some(position);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    fn drain_target(&self) -> Option<Position> {
+        *self.drain_to.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncReport {
+    pub tables: usize,
+    pub rows_copied: u64,
+    pub bytes_copied: u64,
+    pub rows_superseded: u64,
+    pub changes_applied: u64,
+    pub position: Position,
+    pub elapsed: Duration,
+    /// True when the run ended because it was asked to stop, not because it finished.
+    pub interrupted: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Connector(#[from] ConnectorError),
+    #[error("no tables to migrate: the source has none, or --tables/--exclude-tables left none")]
+    NoTables,
+    #[error("a chunk reader thread panicked; nothing it read was applied: run the same command again")]
+    ReaderPanicked,
+}
+
+impl SyncError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SyncError::Connector(e) => e.kind(),
+            SyncError::NoTables => ErrorKind::InvalidInput,
+            SyncError::ReaderPanicked => ErrorKind::Database,
+        }
+    }
+}
+
+struct Job {
+    id: u64,
+    table: usize,
+    chunk: u32,
+    range: KeyRange,
+}
+
+struct ReadChunk {
+    job: u64,
+    table: usize,
+    chunk: u32,
+    rows: ChunkRows,
+}
+
+/// What the applier knows about a chunk between dispatch and emission.
+struct Outstanding {
+    table: usize,
+    /// The applied position when the job was dispatched: the chunk's `low` is at least this.
+    floor: Position,
+}
+
+/// Runs backfill and replication from `source` to `target` until the copy is done and a stop
+/// condition holds (see [`SyncOptions::stop_when_caught_up`], [`Control`]).
+pub fn run<S: Connect, T: Connect>(
+    source: &S,
+    target: &T,
+    opts: &SyncOptions,
+    control: &Control,
+    progress: &Progress,
+) -> Result<SyncReport, SyncError> {
+    let started = Instant::now();
+    progress.set_phase(Phase::Preparing);
+    let mut src = retry("connecting to the source", || source.source())?;
+    let mut sink = retry("connecting to the target", || target.sink())?;
+    let tables: Vec<TableSchema> = retry("reading the source schema", || src.tables())?
+        .into_iter()
+        .filter(|t| opts.tables.is_empty() || opts.tables.contains(&t.name.name))
+        .filter(|t| !opts.exclude.contains(&t.name.name))
+        .collect();
+    if tables.is_empty() {
+        return Err(SyncError::NoTables);
+    }
+    if let Some(missing) = opts
+        .tables
+        .iter()
+        .find(|n| !tables.iter().any(|t| &t.name.name == *n))
+    {
+        return Err(ConnectorError::new(
+            ErrorKind::NotFound,
+            format!("table {missing} (from --tables) does not exist on the source"),
+        )
+        .into());
+    }
+    let start = retry("installing change capture", || src.start_capture(&tables))?;
+    retry("preparing the target", || sink.prepare(&tables))?;
+    let mut applied = retry("reading the checkpoint", || sink.checkpoint())?.unwrap_or(start);
+    progress.set_applied(applied);
+
+    // Plan chunks (or load the stored plan), largest tables first.
+    let mut jobs: Vec<(u64, Job)> = Vec::new();
+    let mut remaining = vec![0u64; tables.len()];
+    let mut table_progress = Vec::with_capacity(tables.len());
+    let mut next_id = 0u64;
+    for (ti, t) in tables.iter().enumerate() {
+        let est = retry("estimating table sizes", || src.estimate(t))?;
+        let rows_per_chunk = (opts.chunk_bytes / est.avg_row_bytes.max(1))
+            .clamp(opts.min_chunk_rows, opts.max_chunk_rows);
+        let plan = sink.chunk_plan(t, &mut || src.plan_chunks(t, rows_per_chunk))?;
+        let tp = Arc::new(TableProgress {
+            name: t.name.clone(),
+            rows_estimate: est.rows.into(),
+            rows_copied: 0.into(),
+            bytes_copied: 0.into(),
+            chunks_total: (plan.len() as u64).into(),
+            chunks_done: (plan.iter().filter(|c| c.done).count() as u64).into(),
+        });
+        table_progress.push(tp);
+        for c in plan.into_iter().filter(|c| !c.done) {
+            remaining[ti] += 1;
+            jobs.push((
+                est.rows.saturating_mul(est.avg_row_bytes),
+                Job {
+                    id: next_id,
+                    table: ti,
+                    chunk: c.index,
+                    range: c.range,
+                },
+            ));
+            next_id += 1;
+        }
+    }
+    *progress.tables.lock().unwrap_or_else(|p| p.into_inner()) = table_progress.clone();
+    jobs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
+    let mut queue: VecDeque<Job> = jobs.into_iter().map(|(_, j)| j).collect();
+    let done_at_start: Vec<TableSchema> = tables
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| remaining[*i] == 0)
+        .map(|(_, t)| t.clone())
+        .collect();
+    retry("building indexes", || sink.finish_tables(&done_at_start))?;
+    progress.set_phase(if queue.is_empty() {
+        Phase::Replicating
+    } else {
+        Phase::Copying
+    });
+    tracing::info!(tables = tables.len(), chunks = queue.len(), position = %applied, "sync starting");
+
+    let tables = Arc::new(tables);
+    let workers = opts.jobs.max(1);
+    let (job_tx, job_rx) = mpsc::channel::<Job>();
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (res_tx, res_rx) = mpsc::sync_channel::<Result<ReadChunk, ConnectorError>>(workers * 2);
+
+    std::thread::scope(|scope| -> Result<SyncReport, SyncError> {
+        let mut handles = Vec::new();
+        // Readers start only if there is something to copy.
+        for _ in 0..if queue.is_empty() { 0 } else { workers } {
+            let job_rx = Arc::clone(&job_rx);
+            let res_tx = res_tx.clone();
+            let tables = Arc::clone(&tables);
+            handles.push(scope.spawn(move || reader(source, &tables, &job_rx, &res_tx)));
+        }
+        drop(res_tx);
+
+        let mut applier = Applier {
+            tables: &tables,
+            opts,
+            progress,
+            table_progress: &table_progress,
+            remaining,
+            in_flight: HashMap::new(),
+            pending: Vec::new(),
+            touched: HashMap::new(),
+            truncated: HashMap::new(),
+            applied,
+        };
+        let result = applier.run(
+            &mut src,
+            &mut sink,
+            &mut queue,
+            &job_tx,
+            &res_rx,
+            control,
+            workers,
+        );
+        drop(job_tx);
+        // Unblock readers waiting to hand over a chunk, then wait for them.
+        while res_rx.try_recv().is_ok() {}
+        drop(res_rx);
+        let mut panicked = false;
+        for h in handles {
+            panicked |= h.join().is_err();
+        }
+        let interrupted = result?;
+        if panicked {
+            return Err(SyncError::ReaderPanicked);
+        }
+        applied = applier.applied;
+        progress.set_phase(Phase::Stopped);
+        Ok(SyncReport {
+            tables: tables.len(),
+            rows_copied: progress.rows_copied.load(Ordering::Relaxed),
+            bytes_copied: progress.bytes_copied.load(Ordering::Relaxed),
+            rows_superseded: progress.rows_superseded.load(Ordering::Relaxed),
+            changes_applied: progress.changes_applied.load(Ordering::Relaxed),
+            position: applied,
+            elapsed: started.elapsed(),
+            interrupted,
+        })
+    })
+}
+
+fn reader<S: Connect>(
+    source: &S,
+    tables: &[TableSchema],
+    jobs: &Mutex<mpsc::Receiver<Job>>,
+    results: &mpsc::SyncSender<Result<ReadChunk, ConnectorError>>,
+) {
+    let mut src = match retry("connecting a chunk reader to the source", || source.source()) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = results.send(Err(e));
+            return;
+        }
+    };
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let table = &tables[job.table];
+        let read = retry("reading a chunk", || src.read_chunk(table, &job.range)).map(|rows| {
+            ReadChunk {
+                job: job.id,
+                table: job.table,
+                chunk: job.chunk,
+                rows,
+            }
+        });
+        let failed = read.is_err();
+        if results.send(read).is_err() || failed {
+            return;
+        }
+    }
+}
+
+struct Applier<'a> {
+    tables: &'a [TableSchema],
+    opts: &'a SyncOptions,
+    progress: &'a Progress,
+    table_progress: &'a [Arc<TableProgress>],
+    /// Chunks per table not yet committed.
+    remaining: Vec<u64>,
+    in_flight: HashMap<u64, Outstanding>,
+    /// Chunks read, waiting for the stream to reach their `high`.
+    pending: Vec<ReadChunk>,
+    /// Keys changed while chunks of their table were outstanding, with the change's position.
+    touched: HashMap<(usize, Key), Position>,
+    /// Tables truncated while chunks were outstanding, with the position.
+    truncated: HashMap<usize, Position>,
+    applied: Position,
+}
+
+/// Counters of a batch, credited to progress once the batch commits.
+#[derive(Default)]
+struct BatchTally {
+    changes: u64,
+    superseded: u64,
+    chunks: Vec<(usize, u64, u64)>,
+}
+
+impl Applier<'_> {
+    /// Returns whether the run was interrupted by [`Control::stop`].
+    #[allow(clippy::too_many_arguments)]
+    fn run<Src: Source, Snk: Sink>(
+        &mut self,
+        src: &mut Src,
+        sink: &mut Snk,
+        queue: &mut VecDeque<Job>,
+        job_tx: &mpsc::Sender<Job>,
+        res_rx: &mpsc::Receiver<Result<ReadChunk, ConnectorError>>,
+        control: &Control,
+        workers: usize,
+    ) -> Result<bool, SyncError> {
+        let mut last_release = Instant::now();
+        let mut released = self.applied;
+        loop {
+            // Keep the readers busy, with a bounded number of chunks in memory.
+            while self.in_flight.len() + self.pending.len() < workers * 2 {
+                let Some(job) = queue.pop_front() else { break };
+                self.in_flight.insert(
+                    job.id,
+                    Outstanding {
+                        table: job.table,
+                        floor: self.applied,
+                    },
+                );
+                if job_tx.send(job).is_err() {
+                    break;
+                }
+            }
+            while let Ok(r) = res_rx.try_recv() {
+                self.accept(r?);
+            }
+
+            let txns = retry("reading changes", || {
+                src.read_changes(self.tables, self.applied, self.opts.batch_changes)
+            })?;
+            let idle = txns.is_empty();
+            let mut ops = Vec::new();
+            let mut bytes = 0usize;
+            let mut tally = BatchTally::default();
+            let mut position = self.applied;
+            self.emit_ready(position, &mut ops, &mut bytes, &mut tally);
+            for txn in txns {
+                for change in txn.changes {
+                    self.track(&change, txn.position);
+                    bytes += change_bytes(&change);
+                    tally.changes += 1;
+                    ops.push(ApplyOp::Change(change));
+                }
+                position = txn.position;
+                self.emit_ready(position, &mut ops, &mut bytes, &mut tally);
+                if bytes >= self.opts.batch_bytes {
+                    // The rest is read again next round, from `position`.
+                    break;
+                }
+            }
+            if position != self.applied || !ops.is_empty() {
+                retry("applying a batch to the target", || sink.apply(&ops, position))?;
+                self.commit(position, tally, sink)?;
+            }
+            self.prune();
+
+            if self.applied > released && last_release.elapsed() > Duration::from_secs(1) {
+                // Only what the target has durably applied is released.
+                retry("releasing applied changes on the source", || {
+                    src.release(self.applied)
+                })?;
+                released = self.applied;
+                last_release = Instant::now();
+            }
+
+            if control.stopped() {
+                return Ok(true);
+            }
+            let copy_done = queue.is_empty() && self.in_flight.is_empty() && self.pending.is_empty();
+            if copy_done && self.progress.phase() == Phase::Copying {
+                self.progress.set_phase(Phase::Replicating);
+                tracing::info!(position = %self.applied, "copy complete; replicating");
+            }
+            if idle {
+                let current = retry("reading the source position", || src.current_position())?;
+                self.progress.set_source(current);
+                if copy_done {
+                    if let Some(target) = control.drain_target() {
+                        self.progress.set_phase(Phase::Draining);
+                        if self.applied >= target {
+                            return Ok(false);
+                        }
+                    }
+                    if self.opts.stop_when_caught_up && self.applied >= current {
+                        return Ok(false);
+                    }
+                }
+                if !self.in_flight.is_empty() {
+                    match res_rx.recv_timeout(self.opts.poll_interval) {
+                        Ok(r) => self.accept(r?),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            return Err(SyncError::ReaderPanicked)
+                        }
+                    }
+                } else {
+                    std::thread::sleep(self.opts.poll_interval);
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, r: ReadChunk) {
+        self.in_flight.remove(&r.job);
+        self.pending.push(r);
+    }
+
+    fn outstanding(&self, table: usize) -> bool {
+        self.in_flight.values().any(|o| o.table == table)
+            || self.pending.iter().any(|p| p.table == table)
+    }
+
+    /// Remembers which keys a change touched, while chunks of its table are outstanding.
+    fn track(&mut self, change: &Change, at: Position) {
+        let table = match change {
+            Change::Truncate { tables } => {
+                for name in tables {
+                    if let Some(ti) = self.tables.iter().position(|t| &t.name == name) {
+                        if self.outstanding(ti) {
+                            self.truncated.insert(ti, at);
+                        }
+                    }
+                }
+                return;
+            }
+            other => other.table(),
+        };
+        let Some(ti) = table.and_then(|n| self.tables.iter().position(|t| &t.name == n)) else {
+            return;
+        };
+        if !self.outstanding(ti) {
+            return;
+        }
+        let schema = &self.tables[ti];
+        match change {
+            Change::Insert { row, .. } => {
+                self.touched.insert((ti, schema.key_of(row)), at);
+            }
+            Change::Update { old_key, row, .. } => {
+                self.touched.insert((ti, old_key.clone()), at);
+                self.touched.insert((ti, schema.key_of(row)), at);
+            }
+            Change::Delete { old_key, .. } => {
+                self.touched.insert((ti, old_key.clone()), at);
+            }
+            Change::Truncate { .. } => {}
+        }
+    }
+
+    /// Moves every pending chunk whose `high` the stream has reached into the batch, minus rows
+    /// whose keys changed after the chunk's `low`.
+    fn emit_ready(
+        &mut self,
+        position: Position,
+        ops: &mut Vec<ApplyOp>,
+        bytes: &mut usize,
+        tally: &mut BatchTally,
+    ) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].rows.high > position {
+                i += 1;
+                continue;
+            }
+            let chunk = self.pending.swap_remove(i);
+            let ti = chunk.table;
+            let schema = &self.tables[ti];
+            let low = chunk.rows.low;
+            let truncated_after_low = self.truncated.get(&ti).is_some_and(|&p| p > low);
+            let (mut rows_out, mut bytes_out) = (0u64, 0u64);
+            for row in chunk.rows.rows {
+                let superseded = truncated_after_low
+                    || self
+                        .touched
+                        .get(&(ti, schema.key_of(&row)))
+                        .is_some_and(|&p| p > low);
+                if superseded {
+                    tally.superseded += 1;
+                    continue;
+                }
+                let b: usize = row.iter().map(|v| v.payload_len()).sum();
+                *bytes += b;
+                bytes_out += b as u64;
+                rows_out += 1;
+                ops.push(ApplyOp::Upsert {
+                    table: schema.name.clone(),
+                    row,
+                });
+            }
+            ops.push(ApplyOp::ChunkDone {
+                table: schema.name.clone(),
+                chunk: chunk.chunk,
+            });
+            tally.chunks.push((ti, rows_out, bytes_out));
+        }
+    }
+
+    fn commit<Snk: Sink>(
+        &mut self,
+        position: Position,
+        tally: BatchTally,
+        sink: &mut Snk,
+    ) -> Result<(), SyncError> {
+        self.applied = position;
+        let p = self.progress;
+        p.set_applied(position);
+        p.changes_applied
+            .fetch_add(tally.changes, Ordering::Relaxed);
+        p.rows_superseded
+            .fetch_add(tally.superseded, Ordering::Relaxed);
+        p.batches_applied.fetch_add(1, Ordering::Relaxed);
+        let mut finished = Vec::new();
+        for (ti, rows, bytes) in tally.chunks {
+            let tp = &self.table_progress[ti];
+            tp.rows_copied.fetch_add(rows, Ordering::Relaxed);
+            tp.bytes_copied.fetch_add(bytes, Ordering::Relaxed);
+            tp.chunks_done.fetch_add(1, Ordering::Relaxed);
+            p.rows_copied.fetch_add(rows, Ordering::Relaxed);
+            p.bytes_copied.fetch_add(bytes, Ordering::Relaxed);
+            self.remaining[ti] = self.remaining[ti].saturating_sub(1);
+            if self.remaining[ti] == 0 {
+                finished.push(self.tables[ti].clone());
+            }
+        }
+        if !finished.is_empty() {
+            retry("building indexes", || sink.finish_tables(&finished))?;
+            for t in &finished {
+                tracing::info!(table = %t.name, "table copied; indexes built");
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets touched keys no outstanding chunk can need: those at or before the oldest
+    /// outstanding chunk's `low` (or dispatch floor, while it is still being read).
+    fn prune(&mut self) {
+        let floor = self
+            .in_flight
+            .values()
+            .map(|o| o.floor)
+            .chain(self.pending.iter().map(|p| p.rows.low))
+            .min();
+        match floor {
+            None => {
+                self.touched.clear();
+                self.truncated.clear();
+            }
+            Some(f) => {
+                self.touched.retain(|_, p| *p > f);
+                self.truncated.retain(|_, p| *p > f);
+            }
+        }
+    }
+}
+
+fn change_bytes(c: &Change) -> usize {
+    match c {
+        Change::Insert { row, .. } | Change::Update { row, .. } => {
+            row.iter().map(|v| v.payload_len()).sum()
+        }
+        Change::Delete { old_key, .. } => old_key.iter().map(|v| v.payload_len()).sum(),
+        Change::Truncate { .. } => 8,
+    }
+}

@@ -1,0 +1,497 @@
+//! SQLite as a target: tables created from the source's schema, rows and changes applied with
+//! their checkpoint in one transaction, and a small control store beside the data.
+//!
+//! Control store (in the target database):
+//! - `_cutover_state(key, value)`: `checkpoint` = the source position applied so far.
+//! - `_cutover_tables(name, phase)`: the tables this migration created or adopted.
+//! - `_cutover_chunks(table_name, chunk, start_key, end_key, done)`: the chunk plan, keys in
+//!   cutover-model's binary encoding.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use cutover_connector::{
+    key_text, ApplyOp, ConnectorError, ErrorKind, KeyRange, PlannedChunk, Sink,
+};
+use cutover_model::{
+    decode_row, encode_row, Change, Position, TableName, TableSchema, Value,
+};
+use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction as SqlTx};
+
+use crate::error::{ident, map};
+use crate::sql::{column_list, key_match};
+use crate::value::Param;
+
+const STATE: &str = "_cutover_state";
+const TABLES: &str = "_cutover_tables";
+const CHUNKS: &str = "_cutover_chunks";
+
+/// SQL text for one table, built once.
+struct TableSql {
+    schema: TableSchema,
+    upsert: String,
+    delete: String,
+    truncate: String,
+}
+
+impl TableSql {
+    fn new(t: &TableSchema) -> TableSql {
+        let name = ident(&t.name.name);
+        let cols = column_list(t);
+        let placeholders = vec!["?"; t.columns.len()].join(", ");
+        let key_cols: Vec<String> = t.key_columns().map(|c| ident(&c.name)).collect();
+        let updates: Vec<String> = t
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !t.primary_key.contains(i))
+            .map(|(_, c)| format!("{0} = excluded.{0}", ident(&c.name)))
+            .collect();
+        let on_conflict = if key_cols.is_empty() {
+            String::new()
+        } else if updates.is_empty() {
+            format!(" ON CONFLICT ({}) DO NOTHING", key_cols.join(", "))
+        } else {
+            format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                key_cols.join(", "),
+                updates.join(", ")
+            )
+        };
+        TableSql {
+            schema: t.clone(),
+            upsert: format!("INSERT INTO {name} ({cols}) VALUES ({placeholders}){on_conflict}"),
+            delete: format!("DELETE FROM {name} WHERE {}", key_match(t)),
+            truncate: format!("DELETE FROM {name}"),
+        }
+    }
+}
+
+pub struct SqliteSink {
+    conn: Connection,
+    tables: HashMap<TableName, TableSql>,
+}
+
+impl SqliteSink {
+    pub(crate) fn open(path: &Path) -> Result<SqliteSink, ConnectorError> {
+        let conn = crate::open_target(path)?;
+        Ok(SqliteSink {
+            conn,
+            tables: HashMap::new(),
+        })
+    }
+}
+
+fn create_table_sql(t: &TableSchema) -> String {
+    let mut parts: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| {
+            let mut s = ident(&c.name);
+            if !c.declared_type.is_empty() {
+                s.push(' ');
+                s.push_str(&c.declared_type);
+            }
+            if !c.nullable {
+                s.push_str(" NOT NULL");
+            }
+            if let Some(d) = &c.default {
+                s.push_str(&format!(" DEFAULT ({d})"));
+            }
+            s
+        })
+        .collect();
+    if t.has_primary_key() {
+        let keys: Vec<String> = t.key_columns().map(|c| ident(&c.name)).collect();
+        parts.push(format!("PRIMARY KEY ({})", keys.join(", ")));
+    }
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({})",
+        ident(&t.name.name),
+        parts.join(", ")
+    )
+}
+
+fn table_exists(tx: &Connection, name: &str) -> Result<bool, ConnectorError> {
+    tx.query_row(
+        "SELECT 1 FROM sqlite_schema WHERE type IN ('table', 'index') AND name = ?1",
+        [name],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|o| o.is_some())
+    .map_err(|e| map(format!("checking whether {name} exists on the target"), e))
+}
+
+fn encode_key(k: &Option<Vec<Value>>) -> Option<Vec<u8>> {
+    k.as_ref().map(|k| encode_row(k))
+}
+
+fn lookup<'a>(
+    tables: &'a HashMap<TableName, TableSql>,
+    name: &TableName,
+) -> Result<&'a TableSql, ConnectorError> {
+    tables.get(name).ok_or_else(|| {
+        ConnectorError::new(
+            ErrorKind::NotFound,
+            format!("table {name} was not prepared on the target"),
+        )
+    })
+}
+
+impl SqliteSink {
+
+    fn apply_change(tx: &SqlTx<'_>, t: &TableSql, change: &Change) -> Result<(), ConnectorError> {
+        let name = &t.schema.name;
+        match change {
+            Change::Insert { row, .. } => {
+                exec(tx, &t.upsert, row.iter(), || format!("inserting into {name}"), row, t)
+            }
+            Change::Update {
+                old_key,
+                row,
+                unchanged,
+                ..
+            } => {
+                let new_key = t.schema.key_of(row);
+                if unchanged.is_empty() {
+                    if &new_key != old_key {
+                        exec(tx, &t.delete, old_key.iter(), || format!("moving a row of {name} to a new key"), row, t)?;
+                    }
+                    exec(tx, &t.upsert, row.iter(), || format!("updating {name}"), row, t)
+                } else {
+                    // Columns the source did not send keep their target value.
+                    let sets: Vec<String> = t
+                        .schema
+                        .columns
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !unchanged.contains(i))
+                        .map(|(_, c)| format!("{} = ?", ident(&c.name)))
+                        .collect();
+                    let sql = format!(
+                        "UPDATE {} SET {} WHERE {}",
+                        ident(&name.name),
+                        sets.join(", "),
+                        key_match(&t.schema)
+                    );
+                    let params = row
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| !unchanged.contains(i))
+                        .map(|(_, v)| v)
+                        .chain(old_key.iter());
+                    exec(tx, &sql, params, || format!("updating {name}"), row, t)
+                }
+            }
+            Change::Delete { old_key, .. } => {
+                exec(tx, &t.delete, old_key.iter(), || format!("deleting from {name}"), old_key, t)
+            }
+            Change::Truncate { .. } => tx
+                .execute(&t.truncate, [])
+                .map(drop)
+                .map_err(|e| map(format!("truncating {name}"), e)),
+        }
+    }
+}
+
+/// Runs one cached statement; errors name the table and the row's key.
+fn exec<'v>(
+    tx: &SqlTx<'_>,
+    sql: &str,
+    params: impl Iterator<Item = &'v Value>,
+    what: impl Fn() -> String,
+    row_or_key: &[Value],
+    t: &TableSql,
+) -> Result<(), ConnectorError> {
+    let key_desc = || {
+        if row_or_key.len() == t.schema.columns.len() {
+            key_text(&t.schema.key_of(row_or_key))
+        } else {
+            key_text(row_or_key)
+        }
+    };
+    let mut stmt = tx
+        .prepare_cached(sql)
+        .map_err(|e| map(what(), e))?;
+    stmt.execute(params_from_iter(params.map(Param)))
+        .map(drop)
+        .map_err(|e| map(format!("{} key {}", what(), key_desc()), e))
+}
+
+impl Sink for SqliteSink {
+    fn prepare(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        let ctx = "preparing the target";
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| map(ctx, e))?;
+        tx.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {STATE} (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS {TABLES} (name TEXT PRIMARY KEY, phase TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS {CHUNKS} (table_name TEXT NOT NULL, chunk INTEGER NOT NULL,
+                 start_key BLOB, end_key BLOB, done INTEGER NOT NULL DEFAULT 0,
+                 PRIMARY KEY (table_name, chunk));"
+        ))
+        .map_err(|e| map(ctx, e))?;
+        for t in tables {
+            let name = &t.name.name;
+            let ours = tx
+                .query_row(
+                    &format!("SELECT 1 FROM {TABLES} WHERE name = ?1"),
+                    [name],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map_err(|e| map(ctx, e))?
+                .is_some();
+            if !ours && table_exists(&tx, name)? {
+                let rows: i64 = tx
+                    .query_row(&format!("SELECT count(*) FROM {}", ident(name)), [], |r| {
+                        r.get(0)
+                    })
+                    .map_err(|e| map(format!("counting rows of {name} on the target"), e))?;
+                if rows > 0 {
+                    return Err(ConnectorError::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "target table {name} already holds {rows} rows that cutover did not write. \
+                             Empty or drop it on the target (or point --target at a new database), then run again"
+                        ),
+                    ));
+                }
+            }
+            tx.execute_batch(&create_table_sql(t))
+                .map_err(|e| map(format!("creating table {name} on the target"), e))?;
+            tx.execute(
+                &format!("INSERT OR IGNORE INTO {TABLES} (name, phase) VALUES (?1, 'copying')"),
+                [name],
+            )
+            .map_err(|e| map(ctx, e))?;
+            self.tables.insert(t.name.clone(), TableSql::new(t));
+        }
+        tx.commit().map_err(|e| map(ctx, e))
+    }
+
+    fn chunk_plan(
+        &mut self,
+        table: &TableSchema,
+        plan: &mut dyn FnMut() -> Result<Vec<KeyRange>, ConnectorError>,
+    ) -> Result<Vec<PlannedChunk>, ConnectorError> {
+        let ctx = || format!("recording the chunk plan of {}", table.name);
+        let name = &table.name.name;
+        let read = |conn: &Connection| -> Result<Vec<PlannedChunk>, ConnectorError> {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT chunk, start_key, end_key, done FROM {CHUNKS} WHERE table_name = ?1 ORDER BY chunk"
+                ))
+                .map_err(|e| map(ctx(), e))?;
+            let rows = stmt
+                .query_map([name], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<Vec<u8>>>(1)?,
+                        r.get::<_, Option<Vec<u8>>>(2)?,
+                        r.get::<_, bool>(3)?,
+                    ))
+                })
+                .map_err(|e| map(ctx(), e))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (chunk, start, end, done) = row.map_err(|e| map(ctx(), e))?;
+                let decode = |b: Option<Vec<u8>>| {
+                    b.map(|b| decode_row(&b)).transpose().map_err(|e| {
+                        ConnectorError::new(
+                            ErrorKind::Database,
+                            format!("{}: stored chunk {chunk} has a corrupt key: {e}", ctx()),
+                        )
+                    })
+                };
+                out.push(PlannedChunk {
+                    index: u32::try_from(chunk).unwrap_or(u32::MAX),
+                    range: KeyRange {
+                        start: decode(start)?,
+                        end: decode(end)?,
+                    },
+                    done,
+                });
+            }
+            Ok(out)
+        };
+        let existing = read(&self.conn)?;
+        if !existing.is_empty() {
+            return Ok(existing);
+        }
+        let ranges = plan()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| map(ctx(), e))?;
+        for (i, r) in ranges.iter().enumerate() {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {CHUNKS} (table_name, chunk, start_key, end_key, done) VALUES (?1, ?2, ?3, ?4, 0)"
+                ),
+                rusqlite::params![name, i as i64, encode_key(&r.start), encode_key(&r.end)],
+            )
+            .map_err(|e| map(ctx(), e))?;
+        }
+        tx.commit().map_err(|e| map(ctx(), e))?;
+        read(&self.conn)
+    }
+
+    fn apply(&mut self, ops: &[ApplyOp], checkpoint: Position) -> Result<(), ConnectorError> {
+        let ctx = format!("applying a batch up to {checkpoint} on the target");
+        let tables = &self.tables;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| map(&ctx, e))?;
+        for op in ops {
+            match op {
+                ApplyOp::Upsert { table, row } => {
+                    let t = lookup(tables, table)?;
+                    exec(&tx, &t.upsert, row.iter(), || format!("copying a row into {table}"), row, t)?;
+                }
+                ApplyOp::Change(change) => match change {
+                    Change::Truncate { tables: truncated } => {
+                        for name in truncated {
+                            if let Ok(t) = lookup(tables, name) {
+                                Self::apply_change(&tx, t, change)?;
+                            }
+                        }
+                    }
+                    _ => {
+                        if let Some(name) = change.table() {
+                            let t = lookup(tables, name)?;
+                            Self::apply_change(&tx, t, change)?;
+                        }
+                    }
+                },
+                ApplyOp::ChunkDone { table, chunk } => {
+                    tx.prepare_cached(&format!(
+                        "UPDATE {CHUNKS} SET done = 1 WHERE table_name = ?1 AND chunk = ?2"
+                    ))
+                    .and_then(|mut s| s.execute(rusqlite::params![table.name, *chunk as i64]))
+                    .map_err(|e| map(&ctx, e))?;
+                }
+            }
+        }
+        tx.prepare_cached(&format!(
+            "INSERT INTO {STATE} (key, value) VALUES ('checkpoint', ?1) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+        ))
+        .and_then(|mut s| s.execute([checkpoint.to_string()]))
+        .map_err(|e| map(&ctx, e))?;
+        tx.commit().map_err(|e| map(&ctx, e))
+    }
+
+    fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError> {
+        let ctx = "reading the checkpoint from the target";
+        if !table_exists(&self.conn, STATE)? {
+            return Ok(None);
+        }
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                &format!("SELECT value FROM {STATE} WHERE key = 'checkpoint'"),
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| map(ctx, e))?;
+        text.map(|t| {
+            t.parse().map_err(|e| {
+                ConnectorError::new(ErrorKind::Database, format!("{ctx}: {e}"))
+            })
+        })
+        .transpose()
+    }
+
+    fn finish_tables(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        for t in tables {
+            let name = &t.name.name;
+            for index in &t.indexes {
+                if table_exists(&self.conn, &index.name)? {
+                    continue;
+                }
+                let sql = match &index.definition {
+                    Some(def) => def.clone(),
+                    None => format!(
+                        "CREATE {}INDEX {} ON {} ({})",
+                        if index.unique { "UNIQUE " } else { "" },
+                        ident(&index.name),
+                        ident(name),
+                        index
+                            .columns
+                            .iter()
+                            .map(|c| ident(c))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                };
+                self.conn.execute_batch(&sql).map_err(|e| {
+                    map(format!("building index {} of table {name}", index.name), e)
+                })?;
+            }
+            self.conn
+                .execute(
+                    &format!("UPDATE {TABLES} SET phase = 'copied' WHERE name = ?1"),
+                    [name],
+                )
+                .map_err(|e| map(format!("marking {name} copied"), e))?;
+        }
+        Ok(())
+    }
+
+    fn cleanup(&mut self) -> Result<(), ConnectorError> {
+        self.conn
+            .execute_batch(&format!(
+                "DROP TABLE IF EXISTS {CHUNKS}; DROP TABLE IF EXISTS {TABLES}; DROP TABLE IF EXISTS {STATE};"
+            ))
+            .map_err(|e| map("removing the control store from the target", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cutover_model::{Column, ColumnType};
+
+    #[test]
+    fn create_table_keeps_types_defaults_and_key() {
+        let t = TableSchema {
+            name: TableName::bare("select"),
+            columns: vec![
+                Column {
+                    name: "id".into(),
+                    ty: ColumnType::Int {
+                        bits: 64,
+                        unsigned: false,
+                    },
+                    declared_type: "INTEGER".into(),
+                    nullable: false,
+                    default: None,
+                },
+                Column {
+                    name: "Name".into(),
+                    ty: ColumnType::Text { max_len: None },
+                    declared_type: "TEXT".into(),
+                    nullable: true,
+                    default: Some("'x'".into()),
+                },
+            ],
+            primary_key: vec![0],
+            indexes: vec![],
+        };
+        assert_eq!(
+            create_table_sql(&t),
+            "CREATE TABLE IF NOT EXISTS \"select\" (\"id\" INTEGER NOT NULL, \"Name\" TEXT DEFAULT ('x'), PRIMARY KEY (\"id\"))"
+        );
+        let sql = TableSql::new(&t);
+        assert_eq!(
+            sql.upsert,
+            "INSERT INTO \"select\" (\"id\", \"Name\") VALUES (?, ?) ON CONFLICT (\"id\") DO UPDATE SET \"Name\" = excluded.\"Name\""
+        );
+    }
+}
