@@ -84,7 +84,10 @@ pub(crate) fn open_existing(path: &Path) -> Result<Connection, ConnectorError> {
     if path.is_dir() {
         return Err(ConnectorError::new(
             ErrorKind::InvalidInput,
-            format!("{} is a directory, not a SQLite database file", path.display()),
+            format!(
+                "{} is a directory, not a SQLite database file",
+                path.display()
+            ),
         ));
     }
     if !path.exists() {
@@ -95,13 +98,17 @@ pub(crate) fn open_existing(path: &Path) -> Result<Connection, ConnectorError> {
     }
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
     )
     .map_err(|e| error::map(format!("opening {}", path.display()), e))?;
     tune(&conn, path)?;
     // Opening is lazy: the first read finds out whether this is a database at all.
-    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
-        .map_err(|e| error::map(format!("reading {}", path.display()), e))?;
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| error::map(format!("reading {}", path.display()), e))?;
     Ok(conn)
 }
 
@@ -110,11 +117,14 @@ pub(crate) fn open_target(path: &Path) -> Result<Connection, ConnectorError> {
     if path.is_dir() {
         return Err(ConnectorError::new(
             ErrorKind::InvalidInput,
-            format!("{} is a directory, not a SQLite database file", path.display()),
+            format!(
+                "{} is a directory, not a SQLite database file",
+                path.display()
+            ),
         ));
     }
-    let conn = Connection::open(path)
-        .map_err(|e| error::map(format!("opening {}", path.display()), e))?;
+    let conn =
+        Connection::open(path).map_err(|e| error::map(format!("opening {}", path.display()), e))?;
     tune(&conn, path)?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
         .map_err(|e| error::map(format!("reading {}", path.display()), e))?;
@@ -122,3 +132,5 @@ pub(crate) fn open_target(path: &Path) -> Result<Connection, ConnectorError> {
         .map_err(|e| error::map(format!("configuring {}", path.display()), e))?;
     Ok(conn)
 }
+
+pub mod demo;

@@ -30,7 +30,9 @@ impl SqliteReader {
         self.conn.execute_batch("BEGIN").map_err(|e| map(ctx, e))?;
         // A deferred transaction takes its snapshot at the first read.
         self.conn
-            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map_err(|e| map(ctx, e))?;
         self.in_snapshot = true;
         Ok(())
@@ -69,7 +71,9 @@ impl TableReader for SqliteReader {
         let n = table.columns.len();
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(|e| map(ctx(), e))? {
-            let row: Option<Row> = (0..n).map(|i| r.get_ref(i).ok().and_then(from_ref)).collect();
+            let row: Option<Row> = (0..n)
+                .map(|i| r.get_ref(i).ok().and_then(from_ref))
+                .collect();
             out.push(row.ok_or_else(|| {
                 ConnectorError::new(
                     ErrorKind::UnsupportedType,

@@ -115,7 +115,9 @@ pub(crate) fn column_type(declared: &str) -> ColumnType {
     } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
         ColumnType::Float { bits: 64 }
     } else {
-        ColumnType::Other { name: declared.to_owned() }
+        ColumnType::Other {
+            name: declared.to_owned(),
+        }
     }
 }
 
@@ -126,9 +128,15 @@ mod tests {
     #[test]
     fn affinity_follows_sqlite_rules() {
         assert!(matches!(column_type("BIGINT"), ColumnType::Int { .. }));
-        assert!(matches!(column_type("varchar(20)"), ColumnType::Text { .. }));
+        assert!(matches!(
+            column_type("varchar(20)"),
+            ColumnType::Text { .. }
+        ));
         assert!(matches!(column_type("BLOB"), ColumnType::Bytes { .. }));
-        assert!(matches!(column_type("double precision"), ColumnType::Float { .. }));
+        assert!(matches!(
+            column_type("double precision"),
+            ColumnType::Float { .. }
+        ));
         // "POINT" contains "INT": SQLite gives it integer affinity, and so do we.
         assert!(matches!(column_type("POINT"), ColumnType::Int { .. }));
         assert!(matches!(column_type(""), ColumnType::Other { .. }));

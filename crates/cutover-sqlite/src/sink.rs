@@ -13,9 +13,7 @@ use std::path::Path;
 use cutover_connector::{
     key_text, ApplyOp, ConnectorError, ErrorKind, KeyRange, PlannedChunk, Sink,
 };
-use cutover_model::{
-    decode_row, encode_row, Change, Position, TableName, TableSchema, Value,
-};
+use cutover_model::{decode_row, encode_row, Change, Position, TableName, TableSchema, Value};
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction as SqlTx};
 
 use crate::error::{ident, map};
@@ -140,13 +138,17 @@ fn lookup<'a>(
 }
 
 impl SqliteSink {
-
     fn apply_change(tx: &SqlTx<'_>, t: &TableSql, change: &Change) -> Result<(), ConnectorError> {
         let name = &t.schema.name;
         match change {
-            Change::Insert { row, .. } => {
-                exec(tx, &t.upsert, row.iter(), || format!("inserting into {name}"), row, t)
-            }
+            Change::Insert { row, .. } => exec(
+                tx,
+                &t.upsert,
+                row.iter(),
+                || format!("inserting into {name}"),
+                row,
+                t,
+            ),
             Change::Update {
                 old_key,
                 row,
@@ -156,9 +158,23 @@ impl SqliteSink {
                 let new_key = t.schema.key_of(row);
                 if unchanged.is_empty() {
                     if &new_key != old_key {
-                        exec(tx, &t.delete, old_key.iter(), || format!("moving a row of {name} to a new key"), row, t)?;
+                        exec(
+                            tx,
+                            &t.delete,
+                            old_key.iter(),
+                            || format!("moving a row of {name} to a new key"),
+                            row,
+                            t,
+                        )?;
                     }
-                    exec(tx, &t.upsert, row.iter(), || format!("updating {name}"), row, t)
+                    exec(
+                        tx,
+                        &t.upsert,
+                        row.iter(),
+                        || format!("updating {name}"),
+                        row,
+                        t,
+                    )
                 } else {
                     // Columns the source did not send keep their target value.
                     let sets: Vec<String> = t
@@ -184,9 +200,14 @@ impl SqliteSink {
                     exec(tx, &sql, params, || format!("updating {name}"), row, t)
                 }
             }
-            Change::Delete { old_key, .. } => {
-                exec(tx, &t.delete, old_key.iter(), || format!("deleting from {name}"), old_key, t)
-            }
+            Change::Delete { old_key, .. } => exec(
+                tx,
+                &t.delete,
+                old_key.iter(),
+                || format!("deleting from {name}"),
+                old_key,
+                t,
+            ),
             Change::Truncate { .. } => tx
                 .execute(&t.truncate, [])
                 .map(drop)
@@ -211,9 +232,7 @@ fn exec<'v>(
             key_text(row_or_key)
         }
     };
-    let mut stmt = tx
-        .prepare_cached(sql)
-        .map_err(|e| map(what(), e))?;
+    let mut stmt = tx.prepare_cached(sql).map_err(|e| map(what(), e))?;
     stmt.execute(params_from_iter(params.map(Param)))
         .map(drop)
         .map_err(|e| map(format!("{} key {}", what(), key_desc()), e))
@@ -351,7 +370,14 @@ impl Sink for SqliteSink {
             match op {
                 ApplyOp::Upsert { table, row } => {
                     let t = lookup(tables, table)?;
-                    exec(&tx, &t.upsert, row.iter(), || format!("copying a row into {table}"), row, t)?;
+                    exec(
+                        &tx,
+                        &t.upsert,
+                        row.iter(),
+                        || format!("copying a row into {table}"),
+                        row,
+                        t,
+                    )?;
                 }
                 ApplyOp::Change(change) => match change {
                     Change::Truncate { tables: truncated } => {
@@ -401,9 +427,8 @@ impl Sink for SqliteSink {
             .optional()
             .map_err(|e| map(ctx, e))?;
         text.map(|t| {
-            t.parse().map_err(|e| {
-                ConnectorError::new(ErrorKind::Database, format!("{ctx}: {e}"))
-            })
+            t.parse()
+                .map_err(|e| ConnectorError::new(ErrorKind::Database, format!("{ctx}: {e}")))
         })
         .transpose()
     }

@@ -220,7 +220,11 @@ impl Source for SqliteSource {
                 ),
             ));
         }
-        let max_key = tables.iter().map(|t| t.primary_key.len()).max().unwrap_or(0);
+        let max_key = tables
+            .iter()
+            .map(|t| t.primary_key.len())
+            .max()
+            .unwrap_or(0);
         let max_cols = tables.iter().map(|t| t.columns.len()).max().unwrap_or(0);
         let tx = self
             .conn
@@ -310,7 +314,11 @@ impl Source for SqliteSource {
             )
             .map_err(|e| map(ctx, e))?;
         tx.commit().map_err(|e| map(ctx, e))?;
-        tracing::debug!(tables = tables.len(), position = started, "change capture installed");
+        tracing::debug!(
+            tables = tables.len(),
+            position = started,
+            "change capture installed"
+        );
         Ok(Position::Sequence(started.max(0) as u64))
     }
 
@@ -472,7 +480,10 @@ impl Source for SqliteSource {
         ))
         .map_err(|e| map(ctx, e))?;
         tx.commit().map_err(|e| map(ctx, e))?;
-        tracing::info!(triggers = triggers.len(), "change capture removed from the source");
+        tracing::info!(
+            triggers = triggers.len(),
+            "change capture removed from the source"
+        );
         Ok(())
     }
 }

@@ -58,7 +58,10 @@ impl VerifyReport {
         self.tables.iter().all(TableDiff::is_equal)
     }
     pub fn rows_compared(&self) -> u64 {
-        self.tables.iter().map(|t| t.source_rows.max(t.target_rows)).sum()
+        self.tables
+            .iter()
+            .map(|t| t.source_rows.max(t.target_rows))
+            .sum()
     }
     pub fn differences(&self) -> u64 {
         self.tables
@@ -273,4 +276,21 @@ mod tests {
         assert!(same_value(&a, &b));
         assert!(!same_value(&Value::Float64(0.0), &Value::Float64(-0.0)));
     }
+}
+
+/// Compares every table in `tables`, one after another, calling `on_table` after each.
+pub fn verify_tables<A: TableReader, B: TableReader>(
+    source: &mut A,
+    target: &mut B,
+    tables: &[TableSchema],
+    page: usize,
+    on_table: &mut dyn FnMut(&TableDiff),
+) -> Result<VerifyReport, ConnectorError> {
+    let mut report = VerifyReport::default();
+    for t in tables {
+        let diff = compare_table(source, target, t, page)?;
+        on_table(&diff);
+        report.tables.push(diff);
+    }
+    Ok(report)
 }

@@ -1,0 +1,281 @@
+//! `cutover demo`: the whole lifecycle on embedded SQLite under a live workload.
+//!
+//! 1. create a school platform's database (schools, students, sessions with JSON answers,
+//!    annotations, attachments with 1 KB–600 KB blobs);
+//! 2. start the application's workload (inserts, updates, deletes across all tables);
+//! 3. sync: copy in parallel chunks while capture records every change, then follow;
+//! 4. switch: fence the workload's writes, drain to the source's last position, pin the
+//!    target's state, move the workload to the target, lift the fence (the pause is measured);
+//! 5. verify the frozen source against the target as it was at the switch, row by row.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use cutover_connector::{Connect, Source};
+use cutover_pipeline::{Control, Phase, Progress, SyncOptions};
+use cutover_sqlite::demo::{create_dataset, Workload};
+use cutover_sqlite::SqliteEndpoint;
+
+use crate::{endpoint, ui, EXIT_DIFFERENT};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Folder for the demo's two databases; earlier demo databases in it are replaced.
+    #[arg(long, default_value = "./cutover-demo")]
+    dir: PathBuf,
+    /// Rows in the source database, across its five tables.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(100..))]
+    rows: u64,
+    /// Seconds to keep following the live workload after the copy, before switching.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Workload transactions per second.
+    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate: u32,
+    /// Parallel chunk readers [default: number of CPUs].
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+/// Stops the workload when dropped, so no exit path leaves its thread running.
+struct StopOnDrop<'w>(&'w Workload);
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
+    if !(args.seconds.is_finite() && args.seconds >= 0.0) {
+        bail!(
+            "--seconds must be a number of seconds ≥ 0, got {}",
+            args.seconds
+        );
+    }
+    if args.dir.exists() && !args.dir.is_dir() {
+        bail!(
+            "--dir {} is a file, not a folder; give a folder for the demo's databases",
+            args.dir.display()
+        );
+    }
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating the demo folder {}", args.dir.display()))?;
+    let source_path = args.dir.join("source.db");
+    let target_path = args.dir.join("target.db");
+    endpoint::remove_database(&source_path)?;
+    endpoint::remove_database(&target_path)?;
+    let started = Instant::now();
+
+    println!(
+        "cutover demo: migrating a school platform's SQLite database under live writes\n  source {}\n  target {}",
+        source_path.display(),
+        target_path.display()
+    );
+    let shape = {
+        let bar = spinner("creating the source database");
+        let t = Instant::now();
+        let shape = create_dataset(&source_path, args.rows, 42, &mut |n| {
+            bar.set_message(format!("creating the source database: {n} rows"))
+        })?;
+        bar.finish_and_clear();
+        let size = std::fs::metadata(&source_path)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        println!(
+            "created {} rows ({} schools, {} students, {} sessions, {} annotations, {} attachments), {} in {:.1}s",
+            shape.total(),
+            shape.schools,
+            shape.students,
+            shape.sessions,
+            shape.annotations,
+            shape.attachments,
+            ui::bytes(size),
+            t.elapsed().as_secs_f64()
+        );
+        shape
+    };
+
+    let source = SqliteEndpoint::new(&source_path);
+    let target = SqliteEndpoint::new(&target_path);
+    let workload = Workload::new(&source_path, shape, args.rate);
+    let mut opts = SyncOptions::default();
+    if let Some(j) = args.jobs {
+        opts.jobs = j.max(1);
+    }
+    let control = Control::default();
+    let progress = Progress::default();
+
+    let ui_done = AtomicBool::new(false);
+    let outcome = std::thread::scope(|s| -> anyhow::Result<Outcome> {
+        let _stop = StopOnDrop(&workload);
+        let load = s.spawn(|| workload.run(7));
+        println!(
+            "workload started: about {} transactions/s on the source",
+            args.rate
+        );
+        let sync = s.spawn(|| cutover_pipeline::run(&source, &target, &opts, &control, &progress));
+
+        // Copy, then follow the workload for a while.
+        let copy_started = Instant::now();
+        let follow_ui = s.spawn(|| ui::follow(&progress, &ui_done));
+        while progress.phase() != Phase::Replicating && !sync.is_finished() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let copy_time = copy_started.elapsed();
+        if sync.is_finished() {
+            ui_done.store(true, Ordering::Relaxed);
+            let _ = follow_ui.join();
+            let r = sync.join();
+            return match r {
+                Ok(Err(e)) => Err(e).context("sync failed during the copy"),
+                _ => bail!("sync stopped before the copy finished"),
+            };
+        }
+        let copied_rows = progress.rows_copied.load(Ordering::Relaxed);
+        let copied_bytes = progress.bytes_copied.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_secs_f64(args.seconds));
+        ui_done.store(true, Ordering::Relaxed);
+        let _ = follow_ui.join();
+        println!(
+            "copy done in {:.1}s; followed the live workload for {:.1}s: {} changes applied, lag {}",
+            copy_time.as_secs_f64(),
+            args.seconds,
+            progress.changes_applied.load(Ordering::Relaxed),
+            progress.lag().map_or("-".into(), |l| format!("{l} changes"))
+        );
+
+        // Switch.
+        let mut src = source.source()?;
+        let mut snapshot = target.reader()?;
+        workload.reset_gap();
+        let mut fence = workload.fence();
+        let fenced_at = fence.fenced_at;
+        let last = src.current_position()?;
+        control.drain_to(last);
+        let report = match sync.join() {
+            Ok(r) => r.context("sync failed while draining")?,
+            Err(_) => bail!("the sync thread panicked"),
+        };
+        let drained_at = Instant::now();
+        snapshot.begin_snapshot()?;
+        fence.switch_to(&target_path);
+        drop(fence);
+        let flipped_at = Instant::now();
+        println!(
+            "switch: fenced writes, drained to {} in {:.1} ms, workload moved to the target: write pause {:.1} ms",
+            report.position,
+            (drained_at - fenced_at).as_secs_f64() * 1e3,
+            (flipped_at - fenced_at).as_secs_f64() * 1e3
+        );
+
+        // Let the application run on the target, then stop it.
+        std::thread::sleep(Duration::from_millis(1_000));
+        workload.stop();
+        match load.join() {
+            Ok(r) => r.context("the demo workload failed")?,
+            Err(_) => bail!("the workload thread panicked"),
+        }
+
+        // Verify the frozen source against the target as it was at the switch.
+        let t = Instant::now();
+        let bar = spinner("verifying row by row");
+        let tables = src.tables()?;
+        let mut reader = source.reader()?;
+        let verify =
+            cutover_verify::verify_tables(&mut reader, &mut snapshot, &tables, 5_000, &mut |d| {
+                bar.set_message(format!("verifying row by row: {} done", d.table))
+            })?;
+        bar.finish_and_clear();
+        snapshot.end_snapshot()?;
+        Ok(Outcome {
+            copied_rows,
+            copied_bytes,
+            copy_time,
+            changes: report.changes_applied,
+            superseded: report.rows_superseded,
+            pause: flipped_at - fenced_at,
+            drain: drained_at - fenced_at,
+            verify,
+            verify_time: t.elapsed(),
+        })
+    })?;
+
+    let w = &workload.stats;
+    let o = &outcome;
+    let secs = o.copy_time.as_secs_f64().max(1e-9);
+    println!("\nsummary");
+    println!(
+        "  copied      {} rows, {} in {:.1}s ({:.0} rows/s, {}/s)",
+        o.copied_rows,
+        ui::bytes(o.copied_bytes),
+        secs,
+        o.copied_rows as f64 / secs,
+        ui::bytes((o.copied_bytes as f64 / secs) as u64)
+    );
+    println!(
+        "  replicated  {} changes from the live workload ({} transactions: {} inserts, {} updates, {} deletes); {} copied rows superseded by newer changes",
+        o.changes,
+        w.transactions.load(Ordering::Relaxed),
+        w.inserts.load(Ordering::Relaxed),
+        w.updates.load(Ordering::Relaxed),
+        w.deletes.load(Ordering::Relaxed),
+        o.superseded
+    );
+    println!(
+        "  switch      write pause {:.1} ms (fence → drain {:.1} ms → flip); longest gap between the workload's commits {:.1} ms; {} transactions on the target since",
+        o.pause.as_secs_f64() * 1e3,
+        o.drain.as_secs_f64() * 1e3,
+        workload.longest_gap().as_secs_f64() * 1e3,
+        w.after_switch.load(Ordering::Relaxed)
+    );
+    println!(
+        "  verify      {}: {} rows compared row by row in {} tables, {} differences ({:.1}s)",
+        if o.verify.is_equal() {
+            "equal"
+        } else {
+            "DIFFERENT"
+        },
+        o.verify.rows_compared(),
+        o.verify.tables.len(),
+        o.verify.differences(),
+        o.verify_time.as_secs_f64()
+    );
+    println!("  total       {:.1}s", started.elapsed().as_secs_f64());
+    if !o.verify.is_equal() {
+        ui::print_verify(&o.verify);
+        return Ok(EXIT_DIFFERENT);
+    }
+    println!(
+        "\nThe source still carries capture triggers; remove them and the target's control store with:\n  cutover cleanup --source sqlite://{} --target sqlite://{}",
+        source_path.display(),
+        target_path.display()
+    );
+    Ok(0)
+}
+
+struct Outcome {
+    copied_rows: u64,
+    copied_bytes: u64,
+    copy_time: Duration,
+    changes: u64,
+    superseded: u64,
+    pause: Duration,
+    drain: Duration,
+    verify: cutover_verify::VerifyReport,
+    verify_time: Duration,
+}
+
+fn spinner(msg: &str) -> indicatif::ProgressBar {
+    let bar = if ui::is_terminal() {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        println!("{msg}…");
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_message(msg.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}

@@ -1,0 +1,166 @@
+//! Progress while work runs (bars on a terminal, plain lines otherwise) and reports after.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cutover_pipeline::{Phase, Progress};
+use cutover_verify::{DifferenceKind, VerifyReport};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn is_terminal() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Preparing => "preparing",
+        Phase::Copying => "copying",
+        Phase::Replicating => "replicating",
+        Phase::Draining => "draining",
+        Phase::Stopped => "stopped",
+    }
+}
+
+/// Shows the progress of a sync until `done` is set: one bar per table and a status line on a
+/// terminal, a plain line every two seconds otherwise.
+pub fn follow(progress: &Progress, done: &AtomicBool) {
+    if is_terminal() {
+        follow_bars(progress, done);
+    } else {
+        follow_lines(progress, done);
+    }
+}
+
+fn follow_lines(progress: &Progress, done: &AtomicBool) {
+    let mut last = Instant::now();
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if last.elapsed() >= Duration::from_secs(2) {
+            last = Instant::now();
+            println!("{}", status_line(progress));
+        }
+    }
+}
+
+pub fn status_line(progress: &Progress) -> String {
+    let tables = progress.table_snapshot();
+    let (copied, estimate) = tables.iter().fold((0, 0), |(c, e), t| {
+        (
+            c + t.rows_copied.load(Ordering::Relaxed),
+            e + t.rows_estimate.load(Ordering::Relaxed),
+        )
+    });
+    let pct = if estimate > 0 {
+        (copied as f64 / estimate as f64 * 100.0).min(100.0)
+    } else {
+        100.0
+    };
+    format!(
+        "{}: {copied}/{estimate} rows copied ({pct:.0}%), {}, {} changes applied, lag {}",
+        phase_name(progress.phase()),
+        bytes(progress.bytes_copied.load(Ordering::Relaxed)),
+        progress.changes_applied.load(Ordering::Relaxed),
+        progress
+            .lag()
+            .map_or_else(|| "-".to_owned(), |l| format!("{l} changes")),
+    )
+}
+
+fn follow_bars(progress: &Progress, done: &AtomicBool) {
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10));
+    let style = ProgressStyle::with_template(
+        "{prefix:>14.bold} [{bar:30.cyan/blue}] {pos:>8}/{len:8} rows {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let status = multi.add(ProgressBar::new_spinner());
+    status.enable_steady_tick(Duration::from_millis(120));
+    let mut bars: Vec<ProgressBar> = Vec::new();
+    while !done.load(Ordering::Relaxed) {
+        let tables = progress.table_snapshot();
+        while bars.len() < tables.len() {
+            let t = &tables[bars.len()];
+            let bar = multi.insert_before(&status, ProgressBar::new(1));
+            bar.set_style(style.clone());
+            bar.set_prefix(t.name.to_string());
+            bars.push(bar);
+        }
+        for (bar, t) in bars.iter().zip(&tables) {
+            let copied = t.rows_copied.load(Ordering::Relaxed);
+            let est = t.rows_estimate.load(Ordering::Relaxed).max(copied);
+            bar.set_length(est.max(1));
+            bar.set_position(copied);
+            bar.set_message(format!(
+                "{} chunk {}/{}",
+                bytes(t.bytes_copied.load(Ordering::Relaxed)),
+                t.chunks_done.load(Ordering::Relaxed),
+                t.chunks_total.load(Ordering::Relaxed)
+            ));
+        }
+        status.set_message(status_line(progress));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for b in &bars {
+        b.finish();
+    }
+    status.finish_and_clear();
+}
+
+/// Prints a verify report: a line per table, then the first differences.
+pub fn print_verify(report: &VerifyReport) {
+    println!(
+        "{:<24} {:>10} {:>10} {:>8} {:>8} {:>9}",
+        "table", "source", "target", "missing", "extra", "different"
+    );
+    for t in &report.tables {
+        println!(
+            "{:<24} {:>10} {:>10} {:>8} {:>8} {:>9}",
+            t.table.to_string(),
+            t.source_rows,
+            t.target_rows,
+            t.missing,
+            t.extra,
+            t.different
+        );
+    }
+    for t in report.tables.iter().filter(|t| !t.is_equal()) {
+        for d in t.differences.iter().take(20) {
+            let what = match &d.kind {
+                DifferenceKind::Missing => "missing on target".to_owned(),
+                DifferenceKind::Extra => "extra on target".to_owned(),
+                DifferenceKind::Different { columns } => {
+                    format!("different in {}", columns.join(", "))
+                }
+            };
+            println!(
+                "  {} key {}: {what}",
+                t.table,
+                cutover_connector::key_text(&d.key)
+            );
+        }
+    }
+    if report.is_equal() {
+        println!(
+            "equal: {} rows compared row by row, no differences",
+            report.rows_compared()
+        );
+    } else {
+        println!("DIFFERENT: {} differences", report.differences());
+    }
+}
