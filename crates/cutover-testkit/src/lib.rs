@@ -1,0 +1,71 @@
+//! Throwaway PostgreSQL and MariaDB servers for cutover's integration tests.
+//!
+//! [`Postgres::shared`] and [`MariaDb::shared`] start one server of each kind per
+//! test process, on first use, from the locally installed binaries:
+//!
+//! * in a fresh private directory `$TMPDIR/cutover-testkit-{pg,my}-XXXXXX` (or under
+//!   `/tmp` when `$TMPDIR` is long, unusual or not traversable by the server user);
+//! * on a free loopback port (`127.0.0.1` only; never 5432 or 3306), retried with a
+//!   new port up to 3 times if the port gets taken before the server binds it;
+//! * with no system configuration: the machine's own servers, their sockets, data
+//!   directories and option files are never used or contacted, and `PG*` / `MYSQL*` /
+//!   `MARIADB*` environment variables are removed from every command we run.
+//!
+//! When the process runs as root (the servers refuse to), the servers run as the
+//! `postgres` / `mysql` system users, which then own the temp directories.
+//!
+//! SQL is sent through the `psql` / `mariadb` command-line clients; there is no
+//! driver dependency.
+//!
+//! # Clean-up contract
+//!
+//! Every server this crate starts is stopped and its directory deleted when the
+//! process ends:
+//!
+//! * normal exit — including a `cargo test` run in which tests panicked — via a
+//!   `libc::atexit` handler (PostgreSQL: `pg_ctl stop -m immediate`; MariaDB:
+//!   SIGTERM, then SIGKILL after 10 s);
+//! * any other end (SIGKILL, SIGINT, `panic = "abort"`) via a detached watchdog
+//!   (`sh`, in its own session) per server that notices the process is gone through
+//!   a pipe only this process holds, signals the server (SIGQUIT / SIGTERM, then
+//!   SIGKILL after 5 s) and removes the directory, normally within a second or two.
+//!
+//! Only pids this crate spawned (or that its own servers wrote to their pid files),
+//! and only while their working directory is still the private data directory, are
+//! ever signalled. Nothing is killed by name.
+//!
+//! # Locating the programs
+//!
+//! * PostgreSQL: the directory in `CUTOVER_PG_BIN`, else `pg_config --bindir`, else
+//!   the highest `/usr/lib/postgresql/*/bin`, else `PATH` — the first that contains
+//!   `initdb`.
+//! * MariaDB: `mariadbd`, `mariadb-install-db` and `mariadb` from
+//!   `CUTOVER_MARIADB_BIN` if set, else `/usr/sbin`, `/usr/bin`, `/usr/local/{sbin,bin}`,
+//!   `PATH`.
+//!
+//! If they are missing, errors say how to install them (`scripts/ensure-servers.sh`
+//! does it on Debian/Ubuntu).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use cutover_testkit::Postgres;
+//!
+//! let pg = Postgres::shared()?;
+//! let db = pg.fresh_database("orders")?;
+//! pg.psql(&db, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")?;
+//! assert_eq!(pg.psql(&db, "SELECT count(*) FROM t")?, "1");
+//! let url = pg.url(&db); // postgres://postgres@127.0.0.1:PORT/t_orders_…
+//! # let _ = url;
+//! # Ok::<(), cutover_testkit::HarnessError>(())
+//! ```
+#![warn(missing_docs)]
+
+mod error;
+mod mariadb;
+mod postgres;
+mod sys;
+
+pub use error::HarnessError;
+pub use mariadb::MariaDb;
+pub use postgres::Postgres;
