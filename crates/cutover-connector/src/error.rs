@@ -33,7 +33,10 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Whether the same operation may succeed if simply tried again.
     pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::Connect | ErrorKind::Busy | ErrorKind::Timeout)
+        matches!(
+            self,
+            ErrorKind::Connect | ErrorKind::Busy | ErrorKind::Timeout
+        )
     }
 }
 

@@ -156,7 +156,11 @@ pub fn key_text(key: &[cutover_model::Value]) -> String {
         .iter()
         .map(|v| match v {
             Value::Text(s) if s.chars().count() > 40 => {
-                format!("'{}…' ({} bytes)", s.chars().take(40).collect::<String>(), s.len())
+                format!(
+                    "'{}…' ({} bytes)",
+                    s.chars().take(40).collect::<String>(),
+                    s.len()
+                )
             }
             Value::Text(s) => format!("'{s}'"),
             Value::Int(i) => i.to_string(),

@@ -344,9 +344,7 @@ impl<'a> Reader<'a> {
                     let lower = self.i32()?;
                     let len = self.i32()?;
                     let n = usize::try_from(len).map_err(|_| invalid("array length"))?;
-                    expected = expected
-                        .checked_mul(n)
-                        .ok_or(invalid("array length"))?;
+                    expected = expected.checked_mul(n).ok_or(invalid("array length"))?;
                     dims.push((lower, len));
                 }
                 let count = self.len()?;

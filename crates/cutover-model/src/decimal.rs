@@ -144,8 +144,15 @@ mod tests {
     #[test]
     fn parses_and_prints_exactly() {
         for text in [
-            "0", "1.50", "-12.340", "0.001", "123456789012345678901234567890.5", "NaN",
-            "Infinity", "-Infinity", "0.00",
+            "0",
+            "1.50",
+            "-12.340",
+            "0.001",
+            "123456789012345678901234567890.5",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "0.00",
         ] {
             let d: Decimal = text.parse().unwrap();
             assert_eq!(d.to_string(), text);

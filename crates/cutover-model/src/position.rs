@@ -55,7 +55,7 @@ mod tests {
         for p in [
             Position::Sequence(0),
             Position::Sequence(u64::MAX),
-            Position::Lsn(0x1_6B37_48),
+            Position::Lsn(0x016B_3748),
             Position::Lsn(u64::MAX),
         ] {
             assert_eq!(p.to_string().parse::<Position>().unwrap(), p);

@@ -38,21 +38,41 @@ impl fmt::Display for TableName {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColumnType {
     Bool,
-    Int { bits: u8, unsigned: bool },
-    Float { bits: u8 },
-    Decimal { precision: Option<u32>, scale: Option<u32> },
-    Text { max_len: Option<u32> },
-    Bytes { max_len: Option<u32> },
+    Int {
+        bits: u8,
+        unsigned: bool,
+    },
+    Float {
+        bits: u8,
+    },
+    Decimal {
+        precision: Option<u32>,
+        scale: Option<u32>,
+    },
+    Text {
+        max_len: Option<u32>,
+    },
+    Bytes {
+        max_len: Option<u32>,
+    },
     Date,
-    Time { zoned: bool },
-    Timestamp { zoned: bool },
+    Time {
+        zoned: bool,
+    },
+    Timestamp {
+        zoned: bool,
+    },
     Interval,
     Uuid,
-    Json { binary: bool },
+    Json {
+        binary: bool,
+    },
     Array(Box<ColumnType>),
     /// SQLite's untyped column (any storage class) or an engine type cutover does not model;
     /// values travel as they are or as [`crate::Value::Raw`].
-    Other { name: String },
+    Other {
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -105,7 +105,11 @@ fn parse_hms(s: &str) -> Option<i64> {
     if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let mut micros: i64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let mut micros: i64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     for _ in frac.len()..6 {
         micros *= 10;
     }
@@ -167,9 +171,9 @@ fn write_offset(f: &mut fmt::Formatter<'_>, offset: i32) -> fmt::Result {
     let sign = if offset < 0 { '-' } else { '+' };
     let a = offset.unsigned_abs();
     write!(f, "{sign}{:02}", a / 3600)?;
-    if a % 3600 != 0 {
+    if !a.is_multiple_of(3600) {
         write!(f, ":{:02}", (a / 60) % 60)?;
-        if a % 60 != 0 {
+        if !a.is_multiple_of(60) {
             write!(f, ":{:02}", a % 60)?;
         }
     }
@@ -244,7 +248,9 @@ pub struct Time(i64);
 
 impl Time {
     pub fn from_micros(micros: i64) -> Option<Time> {
-        (0..=MICROS_PER_DAY).contains(&micros).then_some(Time(micros))
+        (0..=MICROS_PER_DAY)
+            .contains(&micros)
+            .then_some(Time(micros))
     }
     pub fn micros(&self) -> i64 {
         self.0
@@ -340,9 +346,7 @@ impl Timestamp {
             _ => {}
         }
         let (body, bc) = strip_bc(t);
-        let split = body
-            .find([' ', 'T', 't'])
-            .ok_or_else(|| perr(what, text))?;
+        let split = body.find([' ', 'T', 't']).ok_or_else(|| perr(what, text))?;
         let days = parse_ymd(&body[..split], bc).ok_or_else(|| perr(what, text))?;
         let rest = &body[split + 1..];
         let (clock, offset) = match rest.find(['+', '-', 'Z', 'z']) {
@@ -594,7 +598,13 @@ mod tests {
         for text in ["10:00:00+05:30", "10:00:00-08", "23:59:59.999999+00"] {
             assert_eq!(text.parse::<TimeTz>().unwrap().to_string(), text);
         }
-        for text in ["PT0S", "P1Y2M3DT4H5M6.5S", "P-1Y-2M3DT-4H-5M-6S", "P10D", "PT-0.5S"] {
+        for text in [
+            "PT0S",
+            "P1Y2M3DT4H5M6.5S",
+            "P-1Y-2M3DT-4H-5M-6S",
+            "P10D",
+            "PT-0.5S",
+        ] {
             assert_eq!(text.parse::<Interval>().unwrap().to_string(), text);
         }
     }

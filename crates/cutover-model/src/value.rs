@@ -35,7 +35,10 @@ pub enum Value {
     Array(Array),
     /// The escape hatch: a value of a type cutover does not model, as the engine's exact text
     /// for it and the engine's name of its type. Written back as text cast to that type.
-    Raw { type_name: String, text: String },
+    Raw {
+        type_name: String,
+        text: String,
+    },
 }
 
 /// A possibly multi-dimensional array with PostgreSQL's per-dimension lower bounds.

@@ -98,7 +98,9 @@ pub enum SyncError {
     Connector(#[from] ConnectorError),
     #[error("no tables to migrate: the source has none, or --tables/--exclude-tables left none")]
     NoTables,
-    #[error("a chunk reader thread panicked; nothing it read was applied: run the same command again")]
+    #[error(
+        "a chunk reader thread panicked; nothing it read was applied: run the same command again"
+    )]
     ReaderPanicked,
 }
 
@@ -250,13 +252,7 @@ pub fn run<S: Connect, T: Connect>(
             applied,
         };
         let result = applier.run(
-            &mut src,
-            &mut sink,
-            &mut queue,
-            &job_tx,
-            &res_rx,
-            control,
-            workers,
+            &mut src, &mut sink, &mut queue, &job_tx, &res_rx, control, workers,
         );
         drop(job_tx);
         // Unblock readers waiting to hand over a chunk, then wait for them.
@@ -291,7 +287,9 @@ fn reader<S: Connect>(
     jobs: &Mutex<mpsc::Receiver<Job>>,
     results: &mpsc::SyncSender<Result<ReadChunk, ConnectorError>>,
 ) {
-    let mut src = match retry("connecting a chunk reader to the source", || source.source()) {
+    let mut src = match retry("connecting a chunk reader to the source", || {
+        source.source()
+    }) {
         Ok(s) => s,
         Err(e) => {
             let _ = results.send(Err(e));
@@ -305,14 +303,13 @@ fn reader<S: Connect>(
         };
         let Ok(job) = job else { return };
         let table = &tables[job.table];
-        let read = retry("reading a chunk", || src.read_chunk(table, &job.range)).map(|rows| {
-            ReadChunk {
+        let read =
+            retry("reading a chunk", || src.read_chunk(table, &job.range)).map(|rows| ReadChunk {
                 job: job.id,
                 table: job.table,
                 chunk: job.chunk,
                 rows,
-            }
-        });
+            });
         let failed = read.is_err();
         if results.send(read).is_err() || failed {
             return;
@@ -403,7 +400,9 @@ impl Applier<'_> {
                 }
             }
             if position != self.applied || !ops.is_empty() {
-                retry("applying a batch to the target", || sink.apply(&ops, position))?;
+                retry("applying a batch to the target", || {
+                    sink.apply(&ops, position)
+                })?;
                 self.commit(position, tally, sink)?;
             }
             self.prune();
@@ -420,7 +419,8 @@ impl Applier<'_> {
             if control.stopped() {
                 return Ok(true);
             }
-            let copy_done = queue.is_empty() && self.in_flight.is_empty() && self.pending.is_empty();
+            let copy_done =
+                queue.is_empty() && self.in_flight.is_empty() && self.pending.is_empty();
             if copy_done && self.progress.phase() == Phase::Copying {
                 self.progress.set_phase(Phase::Replicating);
                 tracing::info!(position = %self.applied, "copy complete; replicating");

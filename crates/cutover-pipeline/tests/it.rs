@@ -5,9 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use cutover_connector::{
-    ChunkRows, Connect, ConnectorError, KeyRange, Source, TableEstimate,
-};
+use cutover_connector::{ChunkRows, Connect, ConnectorError, KeyRange, Source, TableEstimate};
 use cutover_model::{Position, TableSchema, Transaction};
 use cutover_pipeline::{run, Control, Progress, SyncOptions};
 use cutover_sqlite::SqliteEndpoint;
@@ -90,7 +88,12 @@ fn create_source(path: &Path, rows: i64) {
     for i in 0..rows {
         tx.execute(
             "INSERT INTO items (id, name, score, body) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![i, format!("item-{i}"), i as f64 / 3.0, vec![(i % 251) as u8; (i % 700) as usize]],
+            rusqlite::params![
+                i,
+                format!("item-{i}"),
+                i as f64 / 3.0,
+                vec![(i % 251) as u8; (i % 700) as usize]
+            ],
         )
         .unwrap();
         tx.execute(
@@ -240,7 +243,10 @@ fn sync_under_concurrent_writes_ends_equal_row_by_row() {
     let dir = tempfile::tempdir().unwrap();
     let (src, dst) = (dir.path().join("src.db"), dir.path().join("dst.db"));
     create_source(&src, ROWS);
-    let (source, target) = (SlowChunks(SqliteEndpoint::new(&src)), SqliteEndpoint::new(&dst));
+    let (source, target) = (
+        SlowChunks(SqliteEndpoint::new(&src)),
+        SqliteEndpoint::new(&dst),
+    );
 
     let stop = AtomicBool::new(false);
     let writes = AtomicU64::new(0);
@@ -268,14 +274,23 @@ fn sync_under_concurrent_writes_ends_equal_row_by_row() {
         let report = sync.join().unwrap().unwrap();
         assert!(!report.interrupted);
         assert!(report.rows_copied > 0);
-        assert!(report.changes_applied > 0, "the writer's changes were replicated");
+        assert!(
+            report.changes_applied > 0,
+            "the writer's changes were replicated"
+        );
     });
     assert!(
-        progress.table_snapshot().iter().all(|t| t.chunks_total.load(Ordering::Relaxed) > 1),
+        progress
+            .table_snapshot()
+            .iter()
+            .all(|t| t.chunks_total.load(Ordering::Relaxed) > 1),
         "tables were split into several chunks"
     );
     assert_same(&src, &dst);
-    assert!(writes.load(Ordering::Relaxed) > 2_000, "the writer wrote during the copy");
+    assert!(
+        writes.load(Ordering::Relaxed) > 2_000,
+        "the writer wrote during the copy"
+    );
     assert!(
         progress.rows_superseded.load(Ordering::Relaxed) > 0,
         "some copied rows changed while their chunk was read (the race under test happened)"
@@ -324,7 +339,10 @@ fn interrupted_sync_resumes_without_copying_finished_chunks_again() {
         }
         control.stop();
         let report = first.join().unwrap().unwrap();
-        assert!(report.interrupted, "the first run was stopped before the copy finished");
+        assert!(
+            report.interrupted,
+            "the first run was stopped before the copy finished"
+        );
         let copied_first = report.rows_copied;
 
         // Second run: finishes the copy and catches up.
@@ -349,7 +367,14 @@ fn cleanup_removes_capture_and_control_store() {
     let (src, dst) = (dir.path().join("src.db"), dir.path().join("dst.db"));
     create_source(&src, 100);
     let (source, target) = (SqliteEndpoint::new(&src), SqliteEndpoint::new(&dst));
-    run(&source, &target, &small_chunks(), &Control::default(), &Progress::default()).unwrap();
+    run(
+        &source,
+        &target,
+        &small_chunks(),
+        &Control::default(),
+        &Progress::default(),
+    )
+    .unwrap();
     let internal = |p: &Path| -> i64 {
         Connection::open(p)
             .unwrap()

@@ -170,7 +170,7 @@ pub fn create_dataset(
     let mut written = 0u64;
     let mut tick = |n: &mut u64| {
         *n += 1;
-        if *n % 5_000 == 0 {
+        if n.is_multiple_of(5_000) {
             progress(*n);
         }
     };

@@ -136,7 +136,7 @@ impl Source for SqliteSource {
         let mut boundaries: Vec<Key> = Vec::new();
         let mut seen: u64 = 0;
         while let Some(r) = rows.next().map_err(|e| map(ctx(), e))? {
-            if seen > 0 && seen % n == 0 {
+            if seen > 0 && seen.is_multiple_of(n) {
                 let key = read_row(r, 0, cols.len()).ok_or_else(|| {
                     ConnectorError::new(
                         ErrorKind::UnsupportedType,

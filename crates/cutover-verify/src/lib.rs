@@ -244,6 +244,23 @@ pub fn compare_table<A: TableReader, B: TableReader>(
     Ok(diff)
 }
 
+/// Compares every table in `tables`, one after another, calling `on_table` after each.
+pub fn verify_tables<A: TableReader, B: TableReader>(
+    source: &mut A,
+    target: &mut B,
+    tables: &[TableSchema],
+    page: usize,
+    on_table: &mut dyn FnMut(&TableDiff),
+) -> Result<VerifyReport, ConnectorError> {
+    let mut report = VerifyReport::default();
+    for t in tables {
+        let diff = compare_table(source, target, t, page)?;
+        on_table(&diff);
+        report.tables.push(diff);
+    }
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,21 +293,4 @@ mod tests {
         assert!(same_value(&a, &b));
         assert!(!same_value(&Value::Float64(0.0), &Value::Float64(-0.0)));
     }
-}
-
-/// Compares every table in `tables`, one after another, calling `on_table` after each.
-pub fn verify_tables<A: TableReader, B: TableReader>(
-    source: &mut A,
-    target: &mut B,
-    tables: &[TableSchema],
-    page: usize,
-    on_table: &mut dyn FnMut(&TableDiff),
-) -> Result<VerifyReport, ConnectorError> {
-    let mut report = VerifyReport::default();
-    for t in tables {
-        let diff = compare_table(source, target, t, page)?;
-        on_table(&diff);
-        report.tables.push(diff);
-    }
-    Ok(report)
 }

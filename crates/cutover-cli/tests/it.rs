@@ -1,0 +1,350 @@
+//! End-to-end tests of the `cutover` binary.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+fn cutover(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cutover"))
+        .args(args)
+        .env_remove("CUTOVER_SOURCE")
+        .env_remove("CUTOVER_TARGET")
+        .output()
+        .expect("run cutover")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[track_caller]
+fn assert_exit(o: &Output, code: i32, stderr_has: &str) {
+    let (out, err) = text(o);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
+    assert!(
+        err.contains(stderr_has),
+        "stderr should mention {stderr_has:?}:\n{err}"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_exit_2_and_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain.txt");
+    std::fs::write(
+        &file,
+        "not a database, just text that is long enough to have a header",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let target = dir.path().join("t.db");
+    let target = target.to_str().unwrap();
+
+    assert_exit(&cutover(&["frobnicate"]), 2, "unrecognized subcommand");
+    assert_exit(
+        &cutover(&["demo", "--bogus"]),
+        2,
+        "unexpected argument '--bogus'",
+    );
+    assert_exit(
+        &cutover(&["demo", "--rows", "ten"]),
+        2,
+        "invalid value 'ten'",
+    );
+    assert_exit(
+        &cutover(&["demo", "--dir", file]),
+        2,
+        "is a file, not a folder",
+    );
+    assert_exit(
+        &cutover(&["sync", "--source", file, "--target", target]),
+        2,
+        "not a SQLite database",
+    );
+    assert_exit(
+        &cutover(&[
+            "verify",
+            "--source",
+            "sqlite:///nonexistent/x.db",
+            "--target",
+            target,
+        ]),
+        2,
+        "no SQLite database at /nonexistent/x.db",
+    );
+    assert_exit(
+        &cutover(&[
+            "sync",
+            "--source",
+            "postgres://u:secret@127.0.0.1:1/db",
+            "--target",
+            target,
+        ]),
+        2,
+        "not supported by this build yet",
+    );
+    let o = cutover(&[
+        "sync",
+        "--source",
+        "postgres://u:secret@127.0.0.1:1/db",
+        "--target",
+        target,
+    ]);
+    assert!(
+        !text(&o).1.contains("secret"),
+        "passwords are never printed"
+    );
+    assert_exit(
+        &cutover(&["sync", "--target", target]),
+        2,
+        "--source <SOURCE>",
+    );
+}
+
+#[test]
+fn help_teaches_the_commands() {
+    let o = cutover(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    let (out, _) = text(&o);
+    for word in ["demo", "sync", "verify", "cleanup", "Exit codes"] {
+        assert!(out.contains(word), "--help mentions {word}:\n{out}");
+    }
+    let (out, _) = text(&cutover(&["demo", "--help"]));
+    for word in ["--dir", "--rows", "--seconds", "./cutover-demo"] {
+        assert!(out.contains(word), "demo --help mentions {word}:\n{out}");
+    }
+}
+
+#[test]
+fn demo_migrates_under_load_and_starts_over_cleanly_in_the_same_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for run in 0..2 {
+        let o = cutover(&[
+            "demo",
+            "--dir",
+            d,
+            "--rows",
+            "4000",
+            "--seconds",
+            "0.3",
+            "--rate",
+            "300",
+        ]);
+        let (out, err) = text(&o);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "run {run}\nstdout:\n{out}\nstderr:\n{err}"
+        );
+        assert!(out.contains("verify      equal"), "{out}");
+        assert!(out.contains("0 differences"), "{out}");
+        assert!(out.contains("write pause"), "{out}");
+        let pause_ms: f64 = out
+            .split("write pause ")
+            .nth(2)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("summary reports the pause in ms:\n{out}"));
+        assert!(pause_ms > 0.0, "{out}");
+        assert!(
+            !out.contains("\u{1b}["),
+            "no terminal escapes when stdout is not a terminal"
+        );
+    }
+}
+
+const ROWS: i64 = 60_000;
+
+fn create_source(path: &Path) {
+    let c = Connection::open(path).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE docs (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, body BLOB, v INTEGER NOT NULL);
+         CREATE TABLE tags (doc INTEGER, tag TEXT, PRIMARY KEY (doc, tag)) WITHOUT ROWID;",
+    )
+    .unwrap();
+    let tx = c.unchecked_transaction().unwrap();
+    for i in 0..ROWS {
+        tx.execute(
+            "INSERT INTO docs VALUES (?1, ?2, ?3, 0)",
+            rusqlite::params![
+                i,
+                format!("owner{}", i % 97),
+                vec![(i % 256) as u8; 1_000 + (i % 300) as usize]
+            ],
+        )
+        .unwrap();
+        tx.execute(
+            "INSERT INTO tags VALUES (?1, ?2)",
+            rusqlite::params![i, format!("t{}", i % 5)],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+fn write_load(path: &Path, stop: &AtomicBool, writes: &AtomicU64) {
+    let c = Connection::open(path).unwrap();
+    c.busy_timeout(Duration::from_secs(30)).unwrap();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut next = ROWS;
+    while !stop.load(Ordering::Relaxed) {
+        let id = rng.i64(0..next);
+        let tx = c.unchecked_transaction().unwrap();
+        match rng.u8(0..4) {
+            0 => {
+                tx.execute("INSERT INTO docs VALUES (?1, 'new', x'01', 0)", [next])
+                    .unwrap();
+                tx.execute("INSERT OR IGNORE INTO tags VALUES (?1, 'fresh')", [next])
+                    .unwrap();
+                next += 1;
+            }
+            1 => {
+                tx.execute("DELETE FROM docs WHERE id = ?1", [id]).unwrap();
+                tx.execute("DELETE FROM tags WHERE doc = ?1", [id]).unwrap();
+            }
+            _ => {
+                tx.execute(
+                    "UPDATE docs SET v = v + 1, body = randomblob(64) WHERE id = ?1",
+                    [id],
+                )
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        writes.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+fn dump(path: &Path) -> Vec<Vec<rusqlite::types::Value>> {
+    let c = Connection::open(path).unwrap();
+    let mut out = Vec::new();
+    for q in [
+        "SELECT * FROM docs ORDER BY id",
+        "SELECT * FROM tags ORDER BY doc, tag",
+    ] {
+        let mut st = c.prepare(q).unwrap();
+        let n = st.column_count();
+        let rows = st
+            .query_map([], |r| {
+                (0..n).map(|i| r.get(i)).collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap();
+        out.extend(rows.map(Result::unwrap));
+    }
+    out
+}
+
+fn chunks_done(target: &Path) -> (i64, i64) {
+    let c = Connection::open(target).unwrap();
+    c.query_row(
+        "SELECT coalesce(sum(done), 0), count(*) FROM _cutover_chunks",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap_or((0, 0))
+}
+
+#[test]
+fn sync_killed_with_sigkill_at_random_moments_resumes_to_equal() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.db");
+    let dst = dir.path().join("dst.db");
+    create_source(&src);
+    let (s, t) = (src.to_str().unwrap(), dst.to_str().unwrap());
+    let stop = AtomicBool::new(false);
+    let writes = AtomicU64::new(0);
+    let mut rng = fastrand::Rng::with_seed(5);
+    let mut killed_during_copy = false;
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| write_load(&src, &stop, &writes));
+        for round in 0..5 {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+                .args(["sync", "--source", s, "--target", t, "--jobs", "2"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let started = Instant::now();
+            let wait = Duration::from_millis(rng.u64(150..900));
+            while started.elapsed() < wait {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("sync exited early in round {round}: {status}");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            let (done, total) = chunks_done(&dst);
+            killed_during_copy |= total > 0 && done < total;
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+    });
+    assert!(
+        killed_during_copy,
+        "at least one kill landed in the middle of the copy"
+    );
+    assert!(
+        writes.load(Ordering::Relaxed) > 500,
+        "the writer kept writing throughout"
+    );
+
+    let o = cutover(&[
+        "sync",
+        "--source",
+        s,
+        "--target",
+        t,
+        "--stop-when-caught-up",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("caught up"), "{out}");
+    assert!(
+        dump(&src) == dump(&dst),
+        "source and target differ after the resumed sync"
+    );
+
+    let o = cutover(&["verify", "--source", s, "--target", t]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("equal"), "{out}");
+
+    // A change on the target is found, and reported with exit 1.
+    Connection::open(&dst)
+        .unwrap()
+        .execute(
+            "UPDATE docs SET owner = 'tampered' WHERE id = (SELECT min(id) FROM docs)",
+            [],
+        )
+        .unwrap();
+    let o = cutover(&["verify", "--source", s, "--target", t]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("different in owner"), "{out}");
+
+    let o = cutover(&["cleanup", "--source", s, "--target", t]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let left: i64 = Connection::open(&src)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name LIKE '%cutover%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "cleanup removed the triggers and the change log");
+}
