@@ -394,3 +394,91 @@ fn cleanup_removes_capture_and_control_store() {
     assert_eq!(internal(&dst), 0);
     assert_same(&src, &dst);
 }
+
+#[test]
+fn a_column_added_on_the_source_during_sync_stops_it_with_the_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.db"), dir.path().join("dst.db"));
+    create_source(&src, 200);
+    let (source, target) = (SqliteEndpoint::new(&src), SqliteEndpoint::new(&dst));
+    run(
+        &source,
+        &target,
+        &small_chunks(),
+        &Control::default(),
+        &Progress::default(),
+    )
+    .unwrap();
+    let c = Connection::open(&src).unwrap();
+    c.execute_batch(
+        "ALTER TABLE pairs ADD COLUMN note TEXT; UPDATE pairs SET note = 'x', v = -1 WHERE a = 1;",
+    )
+    .unwrap();
+    let before = dump(&dst);
+    let err = run(
+        &source,
+        &target,
+        &small_chunks(),
+        &Control::default(),
+        &Progress::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        cutover_connector::ErrorKind::SchemaMismatch,
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("column note") && msg.contains("table pairs"),
+        "{msg}"
+    );
+    assert_eq!(
+        dump(&dst),
+        before,
+        "nothing after the schema change was applied"
+    );
+}
+
+#[test]
+fn a_column_added_while_sync_follows_stops_it_before_applying_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.db"), dir.path().join("dst.db"));
+    create_source(&src, 200);
+    let (source, target) = (SqliteEndpoint::new(&src), SqliteEndpoint::new(&dst));
+    let progress = Progress::default();
+    let opts = SyncOptions {
+        stop_when_caught_up: false,
+        ..small_chunks()
+    };
+    let err = std::thread::scope(|s| {
+        let sync = s.spawn(|| run(&source, &target, &opts, &Control::default(), &progress));
+        while progress.phase() != cutover_pipeline::Phase::Replicating {
+            assert!(!sync.is_finished(), "sync ended early");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Connection::open(&src)
+            .unwrap()
+            .execute_batch("ALTER TABLE items ADD COLUMN flag INTEGER; UPDATE items SET flag = 1, name = 'z' WHERE id = 3;")
+            .unwrap();
+        sync.join().unwrap().unwrap_err()
+    });
+    assert_eq!(
+        err.kind(),
+        cutover_connector::ErrorKind::SchemaMismatch,
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("column flag was added to table items"),
+        "{err}"
+    );
+    let name: String = Connection::open(&dst)
+        .unwrap()
+        .query_row("SELECT name FROM items WHERE id = 3", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        name, "item-3",
+        "the change after the schema change was not applied"
+    );
+}

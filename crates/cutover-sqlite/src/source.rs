@@ -22,15 +22,48 @@ use crate::value::{from_ref, Param};
 
 pub(crate) const LOG: &str = "_cutover_log";
 pub(crate) const CAPTURE: &str = "_cutover_capture";
+/// The column list of each captured table when its triggers were installed.
+const COLUMNS: &str = "_cutover_columns";
 const TRIGGER_PREFIX: &str = "_cutover_trg_";
 
 pub struct SqliteSource {
     conn: Connection,
+    /// `PRAGMA schema_version` when the captured tables' columns were last checked.
+    schema_version: Option<i64>,
 }
 
 impl SqliteSource {
     pub(crate) fn new(conn: Connection) -> SqliteSource {
-        SqliteSource { conn }
+        SqliteSource {
+            conn,
+            schema_version: None,
+        }
+    }
+
+    /// Stops capture from going on with a stale column list: SQLite lets a column be added
+    /// while the triggers are installed, and the triggers would not record it.
+    fn check_schema(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        let ctx = "checking the source schema";
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))
+            .map_err(|e| map(ctx, e))?;
+        if self.schema_version == Some(version) {
+            return Ok(());
+        }
+        let now = read_tables(&self.conn)?;
+        for t in tables {
+            let current = now
+                .iter()
+                .find(|c| c.name == t.name)
+                .map(column_names)
+                .unwrap_or_default();
+            if let Some(msg) = column_change(t, &column_names(t), &current) {
+                return Err(ConnectorError::new(ErrorKind::SchemaMismatch, msg));
+            }
+        }
+        self.schema_version = Some(version);
+        Ok(())
     }
 
     pub(crate) fn open(path: &Path) -> Result<SqliteSource, ConnectorError> {
@@ -65,6 +98,31 @@ fn seq_of(p: Position) -> Result<u64, ConnectorError> {
             format!("position {other} is not a SQLite change-log position (seq:N)"),
         )),
     }
+}
+
+/// Why a captured table's columns no longer match, naming table and column; `None` if they match.
+fn column_change(table: &TableSchema, was: &[String], now: &[String]) -> Option<String> {
+    if was == now {
+        return None;
+    }
+    let what = if let Some(added) = now.iter().find(|c| !was.contains(c)) {
+        format!("column {added} was added to table {}", table.name)
+    } else if let Some(dropped) = was.iter().find(|c| !now.contains(c)) {
+        format!("column {dropped} was dropped from table {}", table.name)
+    } else {
+        format!("the columns of table {} were reordered", table.name)
+    };
+    Some(format!(
+        "{what} on the source after change capture was installed (was: {}; now: {}). \
+         Changes captured before it lack the new layout, so nothing past it was applied. \
+         To go on, migrate the table again: `cutover cleanup` and sync into an empty target",
+        was.join(", "),
+        now.join(", ")
+    ))
+}
+
+fn column_names(t: &TableSchema) -> Vec<String> {
+    t.columns.iter().map(|c| c.name.clone()).collect()
 }
 
 fn sql_text(s: &str) -> String {
@@ -232,9 +290,38 @@ impl Source for SqliteSource {
             .map_err(|e| map(ctx, e))?;
         tx.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {CAPTURE} (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS {LOG} (seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, op TEXT NOT NULL);"
+             CREATE TABLE IF NOT EXISTS {LOG} (seq INTEGER PRIMARY KEY AUTOINCREMENT, tbl TEXT NOT NULL, op TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS {COLUMNS} (tbl TEXT PRIMARY KEY, columns TEXT NOT NULL);"
         ))
         .map_err(|e| map(ctx, e))?;
+        for t in tables {
+            // Column names joined by a separator that cannot occur in them unescaped.
+            let now = column_names(t);
+            let joined = now.join("\u{1f}");
+            let stored: Option<String> = tx
+                .query_row(
+                    &format!("SELECT columns FROM {COLUMNS} WHERE tbl = ?1"),
+                    [&t.name.name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| map(ctx, e))?;
+            match stored {
+                None => {
+                    tx.execute(
+                        &format!("INSERT INTO {COLUMNS} (tbl, columns) VALUES (?1, ?2)"),
+                        [&t.name.name, &joined],
+                    )
+                    .map_err(|e| map(ctx, e))?;
+                }
+                Some(was) => {
+                    let was: Vec<String> = was.split('\u{1f}').map(str::to_owned).collect();
+                    if let Some(msg) = column_change(t, &was, &now) {
+                        return Err(ConnectorError::new(ErrorKind::SchemaMismatch, msg));
+                    }
+                }
+            }
+        }
         let existing: Vec<String> = {
             let mut stmt = tx
                 .prepare(&format!("SELECT name FROM pragma_table_info('{LOG}')"))
@@ -334,6 +421,7 @@ impl Source for SqliteSource {
     ) -> Result<Vec<Transaction>, ConnectorError> {
         let after = seq_of(after)?;
         let ctx = || format!("reading changes after seq:{after}");
+        self.check_schema(tables)?;
         let released: Option<i64> = self
             .conn
             .query_row(
@@ -476,7 +564,7 @@ impl Source for SqliteSource {
                 .map_err(|e| map(ctx, e))?;
         }
         tx.execute_batch(&format!(
-            "DROP TABLE IF EXISTS {LOG}; DROP TABLE IF EXISTS {CAPTURE};"
+            "DROP TABLE IF EXISTS {LOG}; DROP TABLE IF EXISTS {CAPTURE}; DROP TABLE IF EXISTS {COLUMNS};"
         ))
         .map_err(|e| map(ctx, e))?;
         tx.commit().map_err(|e| map(ctx, e))?;
