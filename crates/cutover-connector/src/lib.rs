@@ -6,8 +6,10 @@
 //! more of them through a [`Connect`] implementation.
 
 mod error;
+mod progress;
 
 pub use error::{ConnectorError, ErrorKind};
+pub use progress::{Phase, Progress, TableProgress};
 
 use cutover_model::{Change, Key, Position, Row, TableName, TableSchema, Transaction};
 

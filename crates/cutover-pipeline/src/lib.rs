@@ -14,9 +14,8 @@
 //! minus rows whose keys changed after the chunk's `low` (DBLog's watermark rule). The sink
 //! commits each batch with its checkpoint, so a restart resumes exactly where it stopped.
 
-mod progress;
 mod retry;
 mod sync;
 
-pub use progress::{Phase, Progress, TableProgress};
+pub use cutover_connector::{Phase, Progress, TableProgress};
 pub use sync::{run, Control, SyncError, SyncOptions, SyncReport};

@@ -11,8 +11,8 @@ use cutover_connector::{
 };
 use cutover_model::{Change, Key, Position, TableSchema};
 
-use crate::progress::{Phase, Progress, TableProgress};
 use crate::retry::retry;
+use cutover_connector::{Phase, Progress, TableProgress};
 
 #[derive(Debug, Clone)]
 pub struct SyncOptions {

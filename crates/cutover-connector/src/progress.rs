@@ -51,7 +51,7 @@ impl Progress {
         }
     }
 
-    pub(crate) fn set_phase(&self, p: Phase) {
+    pub fn set_phase(&self, p: Phase) {
         self.phase.store(p as u8, Ordering::Relaxed);
     }
 
@@ -60,7 +60,7 @@ impl Progress {
         *self.applied.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn set_applied(&self, p: Position) {
+    pub fn set_applied(&self, p: Position) {
         *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
     }
 
@@ -69,7 +69,7 @@ impl Progress {
         *self.source.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn set_source(&self, p: Position) {
+    pub fn set_source(&self, p: Position) {
         *self.source.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
     }
 

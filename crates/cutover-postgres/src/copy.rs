@@ -1,0 +1,838 @@
+//! `cutover copy` for PostgreSQL → PostgreSQL: parallel chunked binary COPY, resumable.
+//!
+//! Control store (`_cutover` schema on the target):
+//! - `migration`: one row; `phase` moves `copying` → `post-data` → `copied`.
+//! - `chunks`: every chunk's key range (text forms of the key values) and whether it is done.
+//!   A chunk's rows and its done mark commit in one target transaction.
+//! - `steps`: post-data statements (indexes, constraints, foreign keys), each marked done in the
+//!   transaction that ran it.
+//!
+//! The pre-data schema, the control store and the chunk plan are created in ONE target
+//! transaction (PostgreSQL's DDL is transactional), so a kill at any instant leaves either
+//! nothing or a complete plan to resume.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cutover_connector::{ConnectorError, ErrorKind, Phase, Progress, TableProgress};
+use cutover_model::TableName;
+use postgres::Client;
+
+use crate::endpoint::PgEndpoint;
+use crate::error::{io, map};
+use crate::schema::{self, ident, literal, qualified, PgTable, Selection, SourceSchema};
+use crate::stream::{Counting, Throttle};
+
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    pub jobs: usize,
+    /// Aim for chunks of about this many bytes of table data.
+    pub chunk_bytes: u64,
+    /// And at most this many rows.
+    pub chunk_rows: u64,
+    /// Cap on rows per second across all workers.
+    pub max_rows_per_sec: Option<NonZeroU32>,
+    /// Empty target tables that already exist (and start a finished or foreign copy over).
+    pub truncate: bool,
+    pub selection: Selection,
+    /// Read every chunk in one exported snapshot, so the copy is one consistent instant of the
+    /// source (as pg_dump does). Engines without `pg_export_snapshot` need `false`.
+    pub consistent_snapshot: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            chunk_bytes: 64 << 20,
+            chunk_rows: 1_000_000,
+            max_rows_per_sec: None,
+            truncate: false,
+            selection: Selection::default(),
+            consistent_snapshot: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TableReport {
+    pub name: TableName,
+    pub rows: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+    /// Chunks found done from an earlier, interrupted run.
+    pub resumed_chunks: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct CopyReport {
+    pub tables: Vec<TableReport>,
+    pub rows: u64,
+    /// Bytes of COPY stream moved (what crossed the network).
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub resumed: bool,
+    pub interrupted: bool,
+    /// Objects of the source that copy does not carry (views, functions, triggers).
+    pub not_copied: Vec<String>,
+    pub post_data_steps: usize,
+}
+
+struct Chunk {
+    table: usize,
+    index: i32,
+    lower: Option<Vec<String>>,
+    upper: Option<Vec<String>>,
+}
+
+const CONTROL_DDL: &str = "
+CREATE SCHEMA IF NOT EXISTS _cutover;
+CREATE TABLE IF NOT EXISTS _cutover.migration (
+    id int PRIMARY KEY CHECK (id = 1),
+    source text NOT NULL,
+    phase text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS _cutover.chunks (
+    table_schema text NOT NULL,
+    table_name text NOT NULL,
+    chunk int NOT NULL,
+    lower_key text[],
+    upper_key text[],
+    done boolean NOT NULL DEFAULT false,
+    rows bigint,
+    bytes bigint,
+    done_at timestamptz,
+    PRIMARY KEY (table_schema, table_name, chunk));
+CREATE TABLE IF NOT EXISTS _cutover.steps (
+    id int PRIMARY KEY,
+    phase text NOT NULL,
+    sql text NOT NULL,
+    done boolean NOT NULL DEFAULT false);
+";
+
+fn control_phase(tgt: &mut Client) -> Result<Option<String>, ConnectorError> {
+    let ctx = "reading cutover's control store on the target";
+    let exists: bool = tgt
+        .query_one("SELECT to_regclass('_cutover.migration') IS NOT NULL", &[])
+        .map_err(|e| map(ctx, e))?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    Ok(tgt
+        .query_opt("SELECT phase FROM _cutover.migration", &[])
+        .map_err(|e| map(ctx, e))?
+        .map(|r| r.get(0)))
+}
+
+/// Copies the selected tables of `source` to `target`. See the module docs for the guarantees.
+pub fn copy(
+    source: &PgEndpoint,
+    target: &PgEndpoint,
+    opts: &CopyOptions,
+    progress: &Progress,
+    stop: &AtomicBool,
+) -> Result<CopyReport, ConnectorError> {
+    let started = Instant::now();
+    progress.set_phase(Phase::Preparing);
+    let mut src = source.connect()?;
+    let mut tgt = target.connect()?;
+    let schema = schema::read(&mut src, &opts.selection)?;
+    if schema.tables.is_empty() {
+        return Err(ConnectorError::new(
+            ErrorKind::NotFound,
+            format!(
+                "the source {} has no tables to copy (or --tables/--exclude-tables left none)",
+                source.redacted()
+            ),
+        ));
+    }
+    for t in schema
+        .tables
+        .iter()
+        .filter(|t| t.has_data() && t.primary_key.is_none())
+    {
+        tracing::warn!(table = %t.name, "no primary key: copied as one chunk; change capture will need a primary key or REPLICA IDENTITY FULL");
+    }
+
+    let mut phase = control_phase(&mut tgt)?;
+    if opts.truncate && phase.is_some() {
+        tgt.batch_execute("DROP SCHEMA _cutover CASCADE")
+            .map_err(|e| map("resetting cutover's control store for --truncate", e))?;
+        phase = None;
+    }
+    let resumed = phase.is_some();
+    if phase.is_none() {
+        prepare(&mut src, &mut tgt, source, &schema, opts)?;
+        phase = Some("copying".to_owned());
+    }
+
+    // Load the plan (fresh or from an interrupted run).
+    let mut chunks = VecDeque::new();
+    let mut reports: Vec<TableReport> = schema
+        .tables
+        .iter()
+        .map(|t| TableReport {
+            name: t.name.clone(),
+            rows: 0,
+            bytes: 0,
+            chunks: 0,
+            resumed_chunks: 0,
+        })
+        .collect();
+    let rows = tgt
+        .query(
+            "SELECT table_schema, table_name, chunk, lower_key, upper_key, done, coalesce(rows, 0)
+               FROM _cutover.chunks ORDER BY table_schema, table_name, chunk",
+            &[],
+        )
+        .map_err(|e| map("reading the chunk plan", e))?;
+    let table_progress: Vec<Arc<TableProgress>> = schema
+        .tables
+        .iter()
+        .map(|t| {
+            Arc::new(TableProgress {
+                name: t.name.clone(),
+                rows_estimate: t.rows_estimate.into(),
+                rows_copied: 0.into(),
+                bytes_copied: 0.into(),
+                chunks_total: 0.into(),
+                chunks_done: 0.into(),
+            })
+        })
+        .collect();
+    for r in &rows {
+        let name = TableName::new(Some(r.get::<_, &str>(0)), r.get::<_, &str>(1));
+        let Some(ti) = schema.tables.iter().position(|t| t.name == name) else {
+            return Err(ConnectorError::new(
+                ErrorKind::SchemaMismatch,
+                format!(
+                    "the interrupted copy on the target includes table {name}, which is not selected now (or no longer on the source): \
+                     run it with the same --tables, or pass --truncate to start over"
+                ),
+            ));
+        };
+        reports[ti].chunks += 1;
+        table_progress[ti]
+            .chunks_total
+            .fetch_add(1, Ordering::Relaxed);
+        if r.get::<_, bool>(5) {
+            reports[ti].resumed_chunks += 1;
+            table_progress[ti]
+                .chunks_done
+                .fetch_add(1, Ordering::Relaxed);
+            let done_rows = r.get::<_, i64>(6).max(0) as u64;
+            table_progress[ti]
+                .rows_copied
+                .fetch_add(done_rows, Ordering::Relaxed);
+        } else {
+            chunks.push_back(Chunk {
+                table: ti,
+                index: r.get(2),
+                lower: r.get(3),
+                upper: r.get(4),
+            });
+        }
+    }
+    *progress.tables.lock().unwrap_or_else(|p| p.into_inner()) = table_progress.clone();
+    // Largest tables first, so the long ones start early and the tail is short.
+    let mut sorted: Vec<Chunk> = chunks.into();
+    sorted.sort_by_key(|c| {
+        (
+            std::cmp::Reverse(schema.tables[c.table].bytes),
+            c.table,
+            c.index,
+        )
+    });
+    let queue = Mutex::new(VecDeque::from(sorted));
+
+    let mut interrupted = false;
+    if phase.as_deref() == Some("copying") {
+        progress.set_phase(Phase::Copying);
+        // One snapshot for every chunk: the copy is one instant of the source.
+        let mut snapshot_holder = None;
+        let snapshot = if opts.consistent_snapshot && !resumed {
+            let mut c = source.connect()?;
+            c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .map_err(|e| map("opening the copy's snapshot on the source", e))?;
+            let id: String = c
+                .query_one("SELECT pg_export_snapshot()", &[])
+                .map_err(|e| map("exporting the copy's snapshot (use --no-snapshot on engines without pg_export_snapshot)", e))?
+                .get(0);
+            snapshot_holder = Some(c);
+            Some(id)
+        } else {
+            None
+        };
+        let throttle = opts.max_rows_per_sec.map(Throttle::per_second);
+        let failed: Mutex<Option<ConnectorError>> = Mutex::new(None);
+        let abort = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for _ in 0..opts.jobs.max(1) {
+                s.spawn(|| {
+                    if let Err(e) = worker(
+                        source,
+                        target,
+                        &schema,
+                        &queue,
+                        snapshot.as_deref(),
+                        throttle.as_ref(),
+                        progress,
+                        &table_progress,
+                        stop,
+                        &abort,
+                    ) {
+                        abort.store(true, Ordering::SeqCst);
+                        let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
+                        f.get_or_insert(e);
+                    }
+                });
+            }
+        });
+        drop(snapshot_holder);
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        interrupted = stop.load(Ordering::SeqCst)
+            && !queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        if !interrupted {
+            tgt.execute(
+                "UPDATE _cutover.migration SET phase = 'post-data', updated_at = now()",
+                &[],
+            )
+            .map_err(|e| map("recording the end of the data copy", e))?;
+            phase = Some("post-data".to_owned());
+        }
+    }
+    let mut post_data_steps = 0;
+    if phase.as_deref() == Some("post-data") && !stop.load(Ordering::SeqCst) {
+        progress.set_phase(Phase::Draining);
+        post_data_steps = post_data(target, opts, stop)?;
+        set_sequences(&mut src, &mut tgt, &schema)?;
+        tgt.execute(
+            "UPDATE _cutover.migration SET phase = 'copied', updated_at = now()",
+            &[],
+        )
+        .map_err(|e| map("recording the end of the copy", e))?;
+    }
+    for (r, tp) in reports.iter_mut().zip(&table_progress) {
+        r.rows = tp.rows_copied.load(Ordering::Relaxed);
+        r.bytes = tp.bytes_copied.load(Ordering::Relaxed);
+    }
+    progress.set_phase(Phase::Stopped);
+    Ok(CopyReport {
+        rows: reports.iter().map(|r| r.rows).sum(),
+        bytes: reports.iter().map(|r| r.bytes).sum(),
+        tables: reports,
+        elapsed: started.elapsed(),
+        resumed,
+        interrupted: interrupted || stop.load(Ordering::SeqCst),
+        not_copied: schema.not_copied.clone(),
+        post_data_steps,
+    })
+}
+
+/// Creates the schema, the control store and the chunk plan in one target transaction.
+fn prepare(
+    src: &mut Client,
+    tgt: &mut Client,
+    source: &PgEndpoint,
+    schema: &SourceSchema,
+    opts: &CopyOptions,
+) -> Result<(), ConnectorError> {
+    // Refuse a target that already holds any of the tables, unless told to empty them.
+    let mut existing = Vec::new();
+    for t in &schema.tables {
+        let q = qualified(&t.name);
+        let found: bool = tgt
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&q])
+            .map_err(|e| map("inspecting the target", e))?
+            .get(0);
+        if found {
+            existing.push(t);
+        }
+    }
+    if !existing.is_empty() && !opts.truncate {
+        let names: Vec<String> = existing
+            .iter()
+            .take(5)
+            .map(|t| t.name.to_string())
+            .collect();
+        return Err(ConnectorError::new(
+            ErrorKind::Conflict,
+            format!(
+                "the target already has {} of the tables to copy ({}{}) and no copy of cutover's to resume there: \
+                 refusing to mix data. Copy into an empty database, drop those tables, or pass --truncate to empty them and copy again",
+                existing.len(),
+                names.join(", "),
+                if existing.len() > 5 { ", …" } else { "" }
+            ),
+        ));
+    }
+    // Extensions the target cannot install: fail early, naming them.
+    for (ext, _) in &schema.extensions {
+        let available: bool = tgt
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = $1)",
+                &[ext],
+            )
+            .map_err(|e| map("inspecting the target's extensions", e))?
+            .get(0);
+        if !available {
+            return Err(ConnectorError::new(
+                ErrorKind::SchemaMismatch,
+                format!("the source uses extension {ext}, which the target cannot install: install its package on the target server, or leave out the tables that use it"),
+            ));
+        }
+    }
+
+    let mut tx = tgt
+        .transaction()
+        .map_err(|e| map("starting the target's schema transaction", e))?;
+    tx.batch_execute("SET LOCAL search_path = pg_catalog")
+        .map_err(|e| map("preparing the target", e))?;
+    for t in &existing {
+        tx.batch_execute(&format!("TRUNCATE {}", qualified(&t.name)))
+            .map_err(|e| map(format!("emptying target table {} (--truncate)", t.name), e))?;
+    }
+    for (i, stmt) in schema.pre_data.iter().enumerate() {
+        // With --truncate, objects that already exist are kept.
+        let sp = format!("cutover_pre_{i}");
+        tx.batch_execute(&format!("SAVEPOINT {sp}"))
+            .map_err(|e| map("preparing the target", e))?;
+        match tx.batch_execute(stmt) {
+            Ok(()) => {}
+            Err(e)
+                if opts.truncate
+                    && e.code()
+                        .is_some_and(|c| matches!(c.code(), "42P07" | "42710" | "42P06")) =>
+            {
+                tx.batch_execute(&format!("ROLLBACK TO SAVEPOINT {sp}"))
+                    .map_err(|e| map("preparing the target", e))?;
+            }
+            Err(e) => {
+                return Err(map(
+                    format!("creating the schema on the target, at: {}", shorten(stmt)),
+                    e,
+                ))
+            }
+        }
+    }
+    tx.batch_execute(CONTROL_DDL).map_err(|e| {
+        map(
+            "creating cutover's control store (schema _cutover) on the target",
+            e,
+        )
+    })?;
+    tx.execute(
+        "INSERT INTO _cutover.migration (id, source, phase) VALUES (1, $1, 'copying')",
+        &[&source.redacted()],
+    )
+    .map_err(|e| map("recording the migration", e))?;
+    let steps = schema
+        .post_data
+        .iter()
+        .map(|s| ("index", s))
+        .chain(schema.foreign_keys.iter().map(|s| ("fk", s)));
+    for (i, (phase, sql)) in steps.enumerate() {
+        tx.execute(
+            "INSERT INTO _cutover.steps (id, phase, sql) VALUES ($1, $2, $3)",
+            &[&(i as i32), &phase, sql],
+        )
+        .map_err(|e| map("recording the post-data steps", e))?;
+    }
+    for t in schema.tables.iter().filter(|t| t.has_data()) {
+        let bounds = plan_chunks(src, t, opts)?;
+        let mut lower: Option<Vec<String>> = None;
+        for (i, upper) in bounds
+            .into_iter()
+            .map(Some)
+            .chain(std::iter::once(None))
+            .enumerate()
+        {
+            tx.execute(
+                "INSERT INTO _cutover.chunks (table_schema, table_name, chunk, lower_key, upper_key) VALUES ($1, $2, $3, $4, $5)",
+                &[&t.name.schema, &t.name.name, &(i as i32), &lower, &upper],
+            )
+            .map_err(|e| map("recording the chunk plan", e))?;
+            lower = upper;
+        }
+    }
+    tx.commit()
+        .map_err(|e| map("committing the target's schema", e))?;
+    Ok(())
+}
+
+fn shorten(sql: &str) -> String {
+    let s: String = sql.chars().take(160).collect();
+    if s.len() < sql.len() {
+        format!("{s}…")
+    } else {
+        s
+    }
+}
+
+/// Up to this many rows, chunk boundaries are exact (one ordered pass on the server).
+const EXACT_PLAN_ROWS: u64 = 5_000_000;
+
+/// Chunk boundaries from a sample of the key's actual distribution (TABLESAMPLE), as the text
+/// form of each key column. Empty: the table is one chunk.
+fn plan_chunks(
+    src: &mut Client,
+    t: &PgTable,
+    opts: &CopyOptions,
+) -> Result<Vec<Vec<String>>, ConnectorError> {
+    let Some((_, key)) = &t.primary_key else {
+        return Ok(Vec::new());
+    };
+    let ctx = || format!("planning chunks of table {}", t.name);
+    let mut rows = t.rows_estimate;
+    if rows == 0 && t.bytes > 0 {
+        // Never analyzed: count once.
+        rows = src
+            .query_one(
+                &format!("SELECT count(*) FROM ONLY {}", qualified(&t.name)),
+                &[],
+            )
+            .map_err(|e| map(ctx(), e))?
+            .get::<_, i64>(0)
+            .max(0) as u64;
+    }
+    let by_bytes = t.bytes.div_ceil(opts.chunk_bytes.max(1));
+    let by_rows = rows.div_ceil(opts.chunk_rows.max(1));
+    let chunks = by_bytes.max(by_rows).max(1);
+    if chunks <= 1 || rows == 0 {
+        return Ok(Vec::new());
+    }
+    let cols: Vec<String> = key.iter().map(|k| ident(k)).collect();
+    // Aliased: `ORDER BY "id"` would otherwise bind to the text output column named "id" and
+    // sort lexicographically ('10' < '2'), making overlapping chunks.
+    let texts: Vec<String> = cols
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{c}::text AS cutover_k{i}"))
+        .collect();
+    let (texts, cols) = (texts.join(", "), cols.join(", "));
+    let table = qualified(&t.name);
+    let to_keys = |rows: Vec<postgres::Row>| -> Vec<Vec<String>> {
+        rows.iter()
+            .map(|r| (0..key.len()).map(|i| r.get::<_, String>(i)).collect())
+            .collect()
+    };
+    if rows <= EXACT_PLAN_ROWS {
+        // Exact: the server numbers the keys in order and sends back only the boundaries.
+        let step = rows.div_ceil(chunks).max(1) as i64;
+        let sql = format!(
+            "SELECT {texts} FROM (SELECT {cols}, row_number() OVER (ORDER BY {cols}) AS cutover_rn FROM ONLY {table}) s \
+              WHERE cutover_rn % $1 = 1 AND cutover_rn > 1 ORDER BY {cols}"
+        );
+        let bounds = src.query(&sql, &[&step]).map_err(|e| map(ctx(), e))?;
+        return Ok(to_keys(bounds));
+    }
+    // Large tables: sample pages, falling back to sampling rows if too few keys came back.
+    let sample_rows = (chunks * 64).min(200_000);
+    let pct = (sample_rows as f64 / rows as f64 * 100.0 * 1.5).clamp(0.0001, 100.0);
+    let mut keys = Vec::new();
+    for method in ["SYSTEM", "BERNOULLI"] {
+        let sql = format!(
+            "SELECT {texts} FROM ONLY {table} TABLESAMPLE {method} ({pct}) ORDER BY {cols}"
+        );
+        keys = to_keys(src.query(&sql, &[]).map_err(|e| map(ctx(), e))?);
+        if keys.len() as u64 >= chunks * 8 {
+            break;
+        }
+    }
+    let mut bounds: Vec<Vec<String>> = Vec::new();
+    for i in 1..chunks {
+        let at = (i as usize * keys.len()) / chunks as usize;
+        if let Some(k) = keys.get(at) {
+            if bounds.last() != Some(k) && Some(k) != keys.first() {
+                bounds.push(k.clone());
+            }
+        }
+    }
+    Ok(bounds)
+}
+
+/// `("a", "b") >= ('1'::bigint, 'x'::text) AND ("a", "b") < (…)`.
+fn range_predicate(t: &PgTable, lower: Option<&[String]>, upper: Option<&[String]>) -> String {
+    let Some((_, key)) = &t.primary_key else {
+        return "true".to_owned();
+    };
+    let cols: Vec<String> = key.iter().map(|k| ident(k)).collect();
+    let types: Vec<&str> = key
+        .iter()
+        .map(|k| {
+            t.columns
+                .iter()
+                .find(|c| &c.name == k)
+                .map_or("text", |c| c.type_sql.as_str())
+        })
+        .collect();
+    let tuple = |vals: &[String]| -> String {
+        let v: Vec<String> = vals
+            .iter()
+            .zip(&types)
+            .map(|(v, ty)| format!("{}::{ty}", literal(v)))
+            .collect();
+        format!("({})", v.join(", "))
+    };
+    let lhs = format!("({})", cols.join(", "));
+    let mut conds = Vec::new();
+    if let Some(l) = lower {
+        conds.push(format!("{lhs} >= {}", tuple(l)));
+    }
+    if let Some(u) = upper {
+        conds.push(format!("{lhs} < {}", tuple(u)));
+    }
+    if conds.is_empty() {
+        "true".to_owned()
+    } else {
+        conds.join(" AND ")
+    }
+}
+
+fn describe_range(lower: Option<&[String]>, upper: Option<&[String]>) -> String {
+    let f = |k: Option<&[String]>, none: &str| {
+        k.map_or(none.to_owned(), |k| format!("({})", k.join(", ")))
+    };
+    format!("keys {} to {}", f(lower, "start"), f(upper, "end"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn worker(
+    source: &PgEndpoint,
+    target: &PgEndpoint,
+    schema: &SourceSchema,
+    queue: &Mutex<VecDeque<Chunk>>,
+    snapshot: Option<&str>,
+    throttle: Option<&Throttle>,
+    progress: &Progress,
+    table_progress: &[Arc<TableProgress>],
+    stop: &AtomicBool,
+    abort: &AtomicBool,
+) -> Result<(), ConnectorError> {
+    let mut src = source.connect()?;
+    let mut tgt = target.connect()?;
+    loop {
+        if stop.load(Ordering::SeqCst) || abort.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let Some(chunk) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
+            return Ok(());
+        };
+        let t = &schema.tables[chunk.table];
+        let range = describe_range(chunk.lower.as_deref(), chunk.upper.as_deref());
+        let ctx = || format!("copying table {} chunk {} ({range})", t.name, chunk.index);
+        let cols: Vec<String> = t.copied_columns().map(|c| ident(&c.name)).collect();
+        let cols = cols.join(", ");
+        let format = if t.binary_copy() { "binary" } else { "text" };
+        let out_sql = format!(
+            "COPY (SELECT {cols} FROM ONLY {} WHERE {}) TO STDOUT (FORMAT {format})",
+            qualified(&t.name),
+            range_predicate(t, chunk.lower.as_deref(), chunk.upper.as_deref())
+        );
+        let in_sql = format!(
+            "COPY {} ({cols}) FROM STDIN (FORMAT {format})",
+            qualified(&t.name)
+        );
+        let tp = &table_progress[chunk.table];
+        let mut stx = src.transaction().map_err(|e| map(ctx(), e))?;
+        stx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .map_err(|e| map(ctx(), e))?;
+        if let Some(id) = snapshot {
+            stx.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", literal(id)))
+                .map_err(|e| map(format!("{}: joining the copy's snapshot", ctx()), e))?;
+        }
+        let mut ttx = tgt.transaction().map_err(|e| map(ctx(), e))?;
+        let reader = stx.copy_out(&out_sql).map_err(|e| map(ctx(), e))?;
+        let mut counting = Counting::new(
+            reader,
+            format == "binary",
+            throttle,
+            &tp.rows_copied,
+            &tp.bytes_copied,
+        );
+        let mut writer = ttx.copy_in(&in_sql).map_err(|e| map(ctx(), e))?;
+        let copied = std::io::copy(&mut counting, &mut writer);
+        let (rows, bytes) = (counting.rows, counting.bytes);
+        let finish = copied
+            .map_err(|e| io(ctx(), e))
+            .and_then(|_| writer.finish().map_err(|e| map(ctx(), e)));
+        if let Err(e) = finish {
+            // The rows of this chunk were not committed: take them off the live counters.
+            tp.rows_copied.fetch_sub(rows, Ordering::Relaxed);
+            tp.bytes_copied.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(e.context("nothing of this chunk was committed; chunks already copied are kept, run the same command again after fixing"));
+        }
+        drop(counting);
+        ttx.execute(
+            "UPDATE _cutover.chunks SET done = true, rows = $4, bytes = $5, done_at = now()
+              WHERE table_schema = $1 AND table_name = $2 AND chunk = $3",
+            &[
+                &t.name.schema,
+                &t.name.name,
+                &chunk.index,
+                &(rows as i64),
+                &(bytes as i64),
+            ],
+        )
+        .map_err(|e| map(ctx(), e))?;
+        ttx.commit().map_err(|e| map(ctx(), e))?;
+        stx.commit().map_err(|e| map(ctx(), e))?;
+        tp.chunks_done.fetch_add(1, Ordering::Relaxed);
+        progress.rows_copied.fetch_add(rows, Ordering::Relaxed);
+        progress.bytes_copied.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// Runs the post-data steps not yet done: indexes and constraints in parallel, then foreign
+/// keys. Returns how many ran.
+fn post_data(
+    target: &PgEndpoint,
+    opts: &CopyOptions,
+    stop: &AtomicBool,
+) -> Result<usize, ConnectorError> {
+    let mut tgt = target.connect()?;
+    let mut ran = 0;
+    for phase in ["index", "fk"] {
+        let steps: Vec<(i32, String)> = tgt
+            .query(
+                "SELECT id, sql FROM _cutover.steps WHERE phase = $1 AND NOT done ORDER BY id",
+                &[&phase],
+            )
+            .map_err(|e| map("reading the post-data steps", e))?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        ran += steps.len();
+        let queue = Mutex::new(VecDeque::from(steps));
+        let failed: Mutex<Option<ConnectorError>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..opts.jobs.max(1) {
+                s.spawn(|| {
+                    let run = || -> Result<(), ConnectorError> {
+                        let mut c = target.connect()?;
+                        c.batch_execute(
+                            "SET search_path = pg_catalog; SET maintenance_work_mem = '256MB'",
+                        )
+                        .map_err(|e| map("preparing to build indexes", e))?;
+                        loop {
+                            if stop.load(Ordering::SeqCst)
+                                || failed.lock().map(|f| f.is_some()).unwrap_or(true)
+                            {
+                                return Ok(());
+                            }
+                            let Some((id, sql)) =
+                                queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+                            else {
+                                return Ok(());
+                            };
+                            let ctx = || format!("building on the target: {}", shorten(&sql));
+                            let mut tx = c.transaction().map_err(|e| map(ctx(), e))?;
+                            match tx.batch_execute(&sql) {
+                                Ok(()) => {}
+                                // Already there (kept by --truncate): fine.
+                                Err(e)
+                                    if opts.truncate
+                                        && e.code().is_some_and(|c| {
+                                            matches!(c.code(), "42P07" | "42710")
+                                        }) =>
+                                {
+                                    drop(tx);
+                                    tx = c.transaction().map_err(|e| map(ctx(), e))?;
+                                }
+                                Err(e) => return Err(map(ctx(), e)),
+                            }
+                            tx.execute(
+                                "UPDATE _cutover.steps SET done = true WHERE id = $1",
+                                &[&id],
+                            )
+                            .map_err(|e| map(ctx(), e))?;
+                            tx.commit().map_err(|e| map(ctx(), e))?;
+                        }
+                    };
+                    if let Err(e) = run() {
+                        failed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                    }
+                });
+            }
+        });
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+    }
+    Ok(ran)
+}
+
+/// Sets every sequence on the target to the source's value (plain, serial and identity).
+fn set_sequences(
+    src: &mut Client,
+    tgt: &mut Client,
+    schema: &SourceSchema,
+) -> Result<(), ConnectorError> {
+    for seq in &schema.sequences {
+        let ctx = || format!("setting sequence {seq} on the target");
+        let row = src
+            .query_one(&format!("SELECT last_value, is_called FROM {seq}"), &[])
+            .map_err(|e| map(ctx(), e))?;
+        let (value, called): (i64, bool) = (row.get(0), row.get(1));
+        tgt.query_one(
+            "SELECT setval($1::text::regclass, $2, $3)",
+            &[&seq, &value, &called],
+        )
+        .map_err(|e| map(ctx(), e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::PgColumn;
+
+    fn table() -> PgTable {
+        let col = |n: &str, ty: &str| PgColumn {
+            name: n.into(),
+            type_sql: ty.into(),
+            not_null: true,
+            default: None,
+            identity: None,
+            generated: None,
+            collation: None,
+            needs_text_copy: false,
+        };
+        PgTable {
+            name: TableName::new(Some("s"), "t"),
+            kind: 'r',
+            unlogged: false,
+            columns: vec![col("A", "bigint"), col("b", "text")],
+            primary_key: Some(("t_pkey".into(), vec!["A".into(), "b".into()])),
+            primary_key_inherited: false,
+            partition_of: None,
+            partition_key: None,
+            rows_estimate: 0,
+            bytes: 0,
+            replica_identity: 'd',
+        }
+    }
+
+    #[test]
+    fn range_predicates_cast_quoted_literals() {
+        let t = table();
+        let l = vec!["1".to_owned(), "it's".to_owned()];
+        let u = vec!["9".to_owned(), "z".to_owned()];
+        assert_eq!(
+            range_predicate(&t, Some(&l), Some(&u)),
+            "(\"A\", \"b\") >= ('1'::bigint, 'it''s'::text) AND (\"A\", \"b\") < ('9'::bigint, 'z'::text)"
+        );
+        assert_eq!(range_predicate(&t, None, None), "true");
+    }
+}

@@ -1,0 +1,656 @@
+//! The source's schema from the catalog, and the DDL that recreates it on the target, in
+//! `pg_restore`'s order: pre-data (schemas, extensions, types, sequences, tables with their
+//! columns, defaults, NOT NULL and primary key), then the data, then post-data (indexes;
+//! unique, check and exclusion constraints; foreign keys; sequence values).
+//!
+//! Catalog reads run with `search_path = pg_catalog`, so every name that `format_type`,
+//! `pg_get_expr` and `pg_get_*def` print is schema-qualified and the DDL means the same thing on
+//! the target whatever its search path.
+
+use std::collections::{BTreeSet, HashMap};
+
+use cutover_connector::{ConnectorError, ErrorKind};
+use cutover_model::{Column, ColumnType, Index, TableName, TableSchema};
+use postgres::Client;
+
+use crate::error::map;
+
+/// Schemas never migrated.
+const SYSTEM_SCHEMAS: &str = "('pg_catalog', 'information_schema', '_cutover')";
+
+/// `"a""b"`.
+pub(crate) fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `'it''s'`.
+pub(crate) fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+pub(crate) fn qualified(t: &TableName) -> String {
+    match &t.schema {
+        Some(s) => format!("{}.{}", ident(s), ident(&t.name)),
+        None => ident(&t.name),
+    }
+}
+
+/// A column, with what PostgreSQL needs beyond the model.
+#[derive(Debug, Clone)]
+pub struct PgColumn {
+    pub name: String,
+    /// `format_type` output, schema-qualified where not built in.
+    pub type_sql: String,
+    pub not_null: bool,
+    pub default: Option<String>,
+    /// `a` (ALWAYS) or `d` (BY DEFAULT) for identity columns.
+    pub identity: Option<char>,
+    /// The expression of a `GENERATED ALWAYS AS (…) STORED` column (never copied: computed).
+    pub generated: Option<String>,
+    pub collation: Option<String>,
+    /// The binary COPY form of this type embeds a type OID that differs between clusters
+    /// (arrays and composites of user-defined types): the table is copied in text format.
+    pub needs_text_copy: bool,
+}
+
+/// A table (or partition) of the source.
+#[derive(Debug, Clone)]
+pub struct PgTable {
+    pub name: TableName,
+    /// `r` table, `p` partitioned table (holds no rows itself).
+    pub kind: char,
+    pub unlogged: bool,
+    pub columns: Vec<PgColumn>,
+    pub primary_key: Option<(String, Vec<String>)>,
+    /// The primary key is inherited from a partitioned parent (not declared here).
+    pub primary_key_inherited: bool,
+    pub partition_of: Option<(TableName, String)>,
+    pub partition_key: Option<String>,
+    pub rows_estimate: u64,
+    pub bytes: u64,
+    pub replica_identity: char,
+}
+
+impl PgTable {
+    /// Columns whose values are copied (generated columns are computed by the target).
+    pub fn copied_columns(&self) -> impl Iterator<Item = &PgColumn> + '_ {
+        self.columns.iter().filter(|c| c.generated.is_none())
+    }
+
+    /// Holds rows (partitioned parents do not; their partitions do).
+    pub fn has_data(&self) -> bool {
+        self.kind == 'r'
+    }
+
+    pub fn binary_copy(&self) -> bool {
+        !self.copied_columns().any(|c| c.needs_text_copy)
+    }
+
+    /// The engine-neutral schema.
+    pub fn model(&self) -> TableSchema {
+        let columns: Vec<Column> = self
+            .columns
+            .iter()
+            .map(|c| Column {
+                name: c.name.clone(),
+                ty: column_type(&c.type_sql),
+                declared_type: c.type_sql.clone(),
+                nullable: !c.not_null,
+                default: c.default.clone(),
+            })
+            .collect();
+        let primary_key = self
+            .primary_key
+            .as_ref()
+            .map(|(_, cols)| {
+                cols.iter()
+                    .filter_map(|k| columns.iter().position(|c| &c.name == k))
+                    .collect()
+            })
+            .unwrap_or_default();
+        TableSchema {
+            name: self.name.clone(),
+            columns,
+            primary_key,
+            indexes: Vec::<Index>::new(),
+        }
+    }
+}
+
+/// Maps a `format_type` spelling to the model's type.
+pub(crate) fn column_type(t: &str) -> ColumnType {
+    if let Some(elem) = t.strip_suffix("[]") {
+        return ColumnType::Array(Box::new(column_type(elem)));
+    }
+    let base = t.split('(').next().unwrap_or(t).trim();
+    match base {
+        "boolean" => ColumnType::Bool,
+        "smallint" => ColumnType::Int {
+            bits: 16,
+            unsigned: false,
+        },
+        "integer" => ColumnType::Int {
+            bits: 32,
+            unsigned: false,
+        },
+        "bigint" => ColumnType::Int {
+            bits: 64,
+            unsigned: false,
+        },
+        "real" => ColumnType::Float { bits: 32 },
+        "double precision" => ColumnType::Float { bits: 64 },
+        "numeric" => ColumnType::Decimal {
+            precision: None,
+            scale: None,
+        },
+        "text" | "character varying" | "character" | "name" | "citext" => {
+            ColumnType::Text { max_len: None }
+        }
+        "bytea" => ColumnType::Bytes { max_len: None },
+        "date" => ColumnType::Date,
+        "time without time zone" => ColumnType::Time { zoned: false },
+        "time with time zone" => ColumnType::Time { zoned: true },
+        "timestamp without time zone" => ColumnType::Timestamp { zoned: false },
+        "timestamp with time zone" => ColumnType::Timestamp { zoned: true },
+        "interval" => ColumnType::Interval,
+        "uuid" => ColumnType::Uuid,
+        "json" => ColumnType::Json { binary: false },
+        "jsonb" => ColumnType::Json { binary: true },
+        _ => ColumnType::Other { name: t.to_owned() },
+    }
+}
+
+/// Which tables to take.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// `name` or `schema.name`; all when empty.
+    pub tables: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+impl Selection {
+    fn matches(list: &[String], t: &TableName) -> bool {
+        let schema = t.schema.as_deref().unwrap_or("public");
+        list.iter().any(|n| match n.split_once('.') {
+            Some((s, name)) => s == schema && name == t.name,
+            None => n == &t.name,
+        })
+    }
+
+    fn wants(&self, t: &TableName) -> bool {
+        (self.tables.is_empty() || Self::matches(&self.tables, t))
+            && !Self::matches(&self.exclude, t)
+    }
+}
+
+/// What the source holds, and the statements that recreate it.
+#[derive(Debug, Clone)]
+pub struct SourceSchema {
+    pub tables: Vec<PgTable>,
+    /// Statements before the data, in order.
+    pub pre_data: Vec<String>,
+    /// Statements after the data that may run in parallel (indexes, unique/check constraints).
+    pub post_data: Vec<String>,
+    /// Foreign keys: after every index exists.
+    pub foreign_keys: Vec<String>,
+    /// Sequences whose values are set after the data: (qualified name, for messages).
+    pub sequences: Vec<String>,
+    /// Extensions the tables need: (name, schema).
+    pub extensions: Vec<(String, String)>,
+    /// Objects cutover does not copy yet, for a note (views, functions, triggers).
+    pub not_copied: Vec<String>,
+}
+
+fn q(client: &mut Client, sql: &str, ctx: &str) -> Result<Vec<postgres::Row>, ConnectorError> {
+    client.query(sql, &[]).map_err(|e| map(ctx, e))
+}
+
+/// Reads the selected tables and everything they depend on.
+pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, ConnectorError> {
+    let ctx = "reading the source schema";
+    client
+        .batch_execute("SET search_path = pg_catalog")
+        .map_err(|e| map(ctx, e))?;
+    let rows = q(
+        client,
+        &format!(
+            "SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relpersistence::text,
+                    greatest(c.reltuples, 0)::bigint, pg_table_size(c.oid), c.relreplident::text,
+                    (SELECT pn.nspname FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
+                       JOIN pg_namespace pn ON pn.oid = pc.relnamespace WHERE i.inhrelid = c.oid AND c.relispartition),
+                    (SELECT pc.relname FROM pg_inherits i JOIN pg_class pc ON pc.oid = i.inhparent
+                      WHERE i.inhrelid = c.oid AND c.relispartition),
+                    CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END,
+                    CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN {SYSTEM_SCHEMAS}
+                AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                 AND d.objid = c.oid AND d.deptype = 'e')
+              ORDER BY n.nspname, c.relname"
+        ),
+        ctx,
+    )?;
+    let mut tables = Vec::new();
+    let mut oids: Vec<u32> = Vec::new();
+    for r in &rows {
+        let name = TableName::new(Some(r.get::<_, &str>(1)), r.get::<_, &str>(2));
+        let parent = match (r.get::<_, Option<String>>(8), r.get::<_, Option<String>>(9)) {
+            (Some(s), Some(n)) => Some(TableName::new(Some(&s), &n)),
+            _ => None,
+        };
+        // A partition is taken with its parent; the parent is taken if selected.
+        let selected =
+            selection.wants(&name) || parent.as_ref().is_some_and(|p| selection.wants(p));
+        if !selected {
+            continue;
+        }
+        oids.push(r.get(0));
+        tables.push(PgTable {
+            name,
+            kind: r.get::<_, String>(3).chars().next().unwrap_or('r'),
+            unlogged: r.get::<_, String>(4) == "u",
+            columns: Vec::new(),
+            primary_key: None,
+            primary_key_inherited: false,
+            partition_of: parent.zip(r.get::<_, Option<String>>(10)),
+            partition_key: r.get(11),
+            rows_estimate: r.get::<_, i64>(5).max(0) as u64,
+            bytes: r.get::<_, i64>(6).max(0) as u64,
+            replica_identity: r.get::<_, String>(7).chars().next().unwrap_or('d'),
+        });
+    }
+    for wanted in &selection.tables {
+        if !tables
+            .iter()
+            .any(|t| Selection::matches(std::slice::from_ref(wanted), &t.name))
+        {
+            return Err(ConnectorError::new(
+                ErrorKind::NotFound,
+                format!("table {wanted} (from --tables) does not exist on the source"),
+            ));
+        }
+    }
+    let index_of: HashMap<u32, usize> = oids.iter().enumerate().map(|(i, o)| (*o, i)).collect();
+
+    // Columns.
+    let cols = client
+        .query(
+            "SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                    CASE WHEN a.attgenerated = '' THEN pg_get_expr(ad.adbin, ad.adrelid) END,
+                    a.attidentity::text,
+                    CASE WHEN a.attgenerated <> '' THEN pg_get_expr(ad.adbin, ad.adrelid) END,
+                    CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0 THEN
+                         (SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_collation co
+                            JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END,
+                    (t.typcategory = 'A' AND t.typelem >= 16384) OR (t.typtype = 'c' AND t.oid >= 16384)
+                      OR (t.typtype = 'd' AND EXISTS (SELECT 1 FROM pg_type b WHERE b.oid = t.typbasetype
+                          AND ((b.typcategory = 'A' AND b.typelem >= 16384) OR b.typtype = 'c')))
+               FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+               LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+              WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attrelid, a.attnum",
+            &[&oids],
+        )
+        .map_err(|e| map(ctx, e))?;
+    for r in &cols {
+        let Some(&i) = index_of.get(&r.get::<_, u32>(0)) else {
+            continue;
+        };
+        let identity: String = r.get(5);
+        tables[i].columns.push(PgColumn {
+            name: r.get(1),
+            type_sql: r.get(2),
+            not_null: r.get(3),
+            default: r.get(4),
+            identity: identity.chars().next(),
+            generated: r.get(6),
+            collation: r.get(7),
+            needs_text_copy: r.get(8),
+        });
+    }
+
+    // Primary keys.
+    let pks = client
+        .query(
+            "SELECT c.conrelid, c.conname, c.conparentid <> 0,
+                    array(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(n, o)
+                            JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.o)::text[]
+               FROM pg_constraint c WHERE c.contype = 'p' AND c.conrelid = ANY($1)",
+            &[&oids],
+        )
+        .map_err(|e| map(ctx, e))?;
+    for r in &pks {
+        if let Some(&i) = index_of.get(&r.get::<_, u32>(0)) {
+            tables[i].primary_key = Some((r.get(1), r.get(3)));
+            tables[i].primary_key_inherited = r.get(2);
+        }
+    }
+
+    let mut schemas: BTreeSet<String> = tables
+        .iter()
+        .filter_map(|t| t.name.schema.clone())
+        .collect();
+    let mut pre_data = Vec::new();
+
+    // Extensions (their objects come with them).
+    let mut extensions = Vec::new();
+    for r in q(
+        client,
+        "SELECT e.extname, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+          WHERE e.extname <> 'plpgsql' ORDER BY e.oid",
+        ctx,
+    )? {
+        let (name, schema): (String, String) = (r.get(0), r.get(1));
+        schemas.insert(schema.clone());
+        extensions.push((name, schema));
+    }
+
+    // User-defined types: enums, composites, domains, in creation (OID) order.
+    let types = q(
+        client,
+        &format!(
+            "SELECT t.oid, n.nspname, t.typname, t.typtype::text,
+                    array(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder),
+                    format_type(t.typbasetype, t.typtypmod), t.typnotnull, t.typdefault,
+                    array(SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.contypid = t.oid ORDER BY c.conname),
+                    array(SELECT format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)) FROM pg_attribute a
+                           WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
+               FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+              WHERE n.nspname NOT IN {SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_%'
+                AND (t.typtype IN ('e', 'd') OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))
+                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')
+              ORDER BY t.oid"
+        ),
+        ctx,
+    )?;
+    let mut type_sql = Vec::new();
+    for r in &types {
+        let schema: String = r.get(1);
+        let name = format!("{}.{}", ident(&schema), ident(r.get::<_, &str>(2)));
+        schemas.insert(schema);
+        let kind: String = r.get(3);
+        let sql = match kind.as_str() {
+            "e" => {
+                let labels: Vec<String> = r.get(4);
+                format!(
+                    "CREATE TYPE {name} AS ENUM ({})",
+                    labels
+                        .iter()
+                        .map(|l| literal(l))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+            "d" => {
+                let mut s = format!("CREATE DOMAIN {name} AS {}", r.get::<_, String>(5));
+                if let Some(d) = r.get::<_, Option<String>>(7) {
+                    s.push_str(&format!(" DEFAULT {d}"));
+                }
+                if r.get::<_, bool>(6) {
+                    s.push_str(" NOT NULL");
+                }
+                for c in r.get::<_, Vec<String>>(8) {
+                    s.push(' ');
+                    s.push_str(&c);
+                }
+                s
+            }
+            _ => format!(
+                "CREATE TYPE {name} AS ({})",
+                r.get::<_, Vec<String>>(9).join(", ")
+            ),
+        };
+        type_sql.push(sql);
+    }
+
+    // Sequences that are not identity sequences (those come with their columns).
+    let seqs = q(
+        client,
+        &format!(
+            "SELECT n.nspname, c.relname, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement,
+                    s.seqmin, s.seqmax, s.seqcache, s.seqcycle,
+                    (SELECT format('%I.%I.%I', tn.nspname, tc.relname, a.attname) FROM pg_depend d
+                       JOIN pg_class tc ON tc.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+                       JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                      WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'a'),
+                    EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'i')
+               FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname NOT IN {SYSTEM_SCHEMAS}
+                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+              ORDER BY n.nspname, c.relname"
+        ),
+        ctx,
+    )?;
+    let mut seq_sql = Vec::new();
+    let mut owned_by = Vec::new();
+    let mut sequences = Vec::new();
+    for r in &seqs {
+        let schema: String = r.get(0);
+        let name = format!("{}.{}", ident(&schema), ident(r.get::<_, &str>(1)));
+        sequences.push(name.clone());
+        if r.get::<_, bool>(10) {
+            continue; // identity sequence
+        }
+        schemas.insert(schema);
+        seq_sql.push(format!(
+            "CREATE SEQUENCE {name} AS {} START {} INCREMENT {} MINVALUE {} MAXVALUE {} CACHE {}{}",
+            r.get::<_, String>(2),
+            r.get::<_, i64>(3),
+            r.get::<_, i64>(4),
+            r.get::<_, i64>(5),
+            r.get::<_, i64>(6),
+            r.get::<_, i64>(7),
+            if r.get::<_, bool>(8) { " CYCLE" } else { "" }
+        ));
+        if let Some(owner) = r.get::<_, Option<String>>(9) {
+            // Only when the owning table is migrated.
+            let owner_table = owner
+                .rsplit_once('.')
+                .map(|(t, _)| t.to_owned())
+                .unwrap_or_default();
+            if tables
+                .iter()
+                .any(|t| qualified(&t.name).replace('"', "") == owner_table.replace('"', ""))
+            {
+                owned_by.push(format!("ALTER SEQUENCE {name} OWNED BY {owner}"));
+            }
+        }
+    }
+
+    // Tables: parents before partitions.
+    let mut table_sql = Vec::new();
+    let mut ordered: Vec<&PgTable> = tables.iter().filter(|t| t.partition_of.is_none()).collect();
+    ordered.extend(tables.iter().filter(|t| t.partition_of.is_some()));
+    for t in ordered {
+        table_sql.push(create_table_sql(t));
+    }
+
+    // Post-data.
+    let indexes = client
+        .query(
+            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+              WHERE i.indrelid = ANY($1)
+                AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x'))
+                AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
+              ORDER BY i.indrelid, i.indexrelid",
+            &[&oids],
+        )
+        .map_err(|e| map(ctx, e))?;
+    let mut post_data: Vec<String> = indexes.iter().map(|r| r.get::<_, String>(0)).collect();
+    let cons = client
+        .query(
+            "SELECT c.conrelid, c.conname, c.contype::text, pg_get_constraintdef(c.oid)
+               FROM pg_constraint c
+              WHERE c.conrelid = ANY($1) AND c.contype IN ('u', 'c', 'x', 'f') AND c.conparentid = 0 AND c.conislocal
+              ORDER BY c.conrelid, c.conname",
+            &[&oids],
+        )
+        .map_err(|e| map(ctx, e))?;
+    let mut foreign_keys = Vec::new();
+    for r in &cons {
+        let Some(&i) = index_of.get(&r.get::<_, u32>(0)) else {
+            continue;
+        };
+        let sql = format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {}",
+            qualified(&tables[i].name),
+            ident(r.get::<_, &str>(1)),
+            r.get::<_, String>(3)
+        );
+        if r.get::<_, String>(2) == "f" {
+            foreign_keys.push(sql);
+        } else {
+            post_data.push(sql);
+        }
+    }
+
+    let not_copied: Vec<String> = q(
+        client,
+        &format!(
+            "SELECT count(*) FILTER (WHERE c.relkind IN ('v', 'm'))::bigint || ' views',
+                    (SELECT count(*) FROM pg_proc p JOIN pg_namespace pn ON pn.oid = p.pronamespace
+                      WHERE pn.nspname NOT IN {SYSTEM_SCHEMAS} AND pn.nspname NOT LIKE 'pg\\_%'
+                        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e'))::bigint || ' functions',
+                    (SELECT count(*) FROM pg_trigger tg WHERE NOT tg.tgisinternal AND tg.tgrelid = ANY(ARRAY[{}]::oid[]))::bigint || ' triggers'
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN {SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_%'",
+            if oids.is_empty() { "0".to_owned() } else { oids.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(",") }
+        ),
+        ctx,
+    )?
+    .first()
+    .map(|r| vec![r.get(0), r.get(1), r.get(2)])
+    .unwrap_or_default()
+    .into_iter()
+    .filter(|s: &String| !s.starts_with("0 "))
+    .collect();
+
+    for s in &schemas {
+        if s != "public" {
+            pre_data.push(format!("CREATE SCHEMA IF NOT EXISTS {}", ident(s)));
+        }
+    }
+    for (name, schema) in &extensions {
+        pre_data.push(format!(
+            "CREATE EXTENSION IF NOT EXISTS {} WITH SCHEMA {}",
+            ident(name),
+            ident(schema)
+        ));
+    }
+    pre_data.extend(type_sql);
+    pre_data.extend(seq_sql);
+    pre_data.extend(table_sql);
+    pre_data.extend(owned_by);
+    client
+        .batch_execute("RESET search_path")
+        .map_err(|e| map(ctx, e))?;
+    Ok(SourceSchema {
+        tables,
+        pre_data,
+        post_data,
+        foreign_keys,
+        sequences,
+        extensions,
+        not_copied,
+    })
+}
+
+fn create_table_sql(t: &PgTable) -> String {
+    let name = qualified(&t.name);
+    let unlogged = if t.unlogged { "UNLOGGED " } else { "" };
+    if let Some((parent, bound)) = &t.partition_of {
+        return format!(
+            "CREATE {unlogged}TABLE {name} PARTITION OF {} {bound}",
+            qualified(parent)
+        );
+    }
+    let mut parts: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| {
+            let mut s = format!("{} {}", ident(&c.name), c.type_sql);
+            if let Some(coll) = &c.collation {
+                s.push_str(&format!(" COLLATE {coll}"));
+            }
+            if let Some(expr) = &c.generated {
+                s.push_str(&format!(" GENERATED ALWAYS AS ({expr}) STORED"));
+            } else if let Some(d) = &c.default {
+                s.push_str(&format!(" DEFAULT {d}"));
+            }
+            match c.identity {
+                Some('a') => s.push_str(" GENERATED ALWAYS AS IDENTITY"),
+                Some('d') => s.push_str(" GENERATED BY DEFAULT AS IDENTITY"),
+                _ => {}
+            }
+            if c.not_null {
+                s.push_str(" NOT NULL");
+            }
+            s
+        })
+        .collect();
+    if let (Some((pk_name, cols)), false) = (&t.primary_key, t.primary_key_inherited) {
+        parts.push(format!(
+            "CONSTRAINT {} PRIMARY KEY ({})",
+            ident(pk_name),
+            cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let mut sql = format!("CREATE {unlogged}TABLE {name} ({})", parts.join(", "));
+    if let Some(key) = &t.partition_key {
+        sql.push_str(&format!(" PARTITION BY {key}"));
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_map_to_the_model() {
+        assert_eq!(
+            column_type("integer[]"),
+            ColumnType::Array(Box::new(ColumnType::Int {
+                bits: 32,
+                unsigned: false
+            }))
+        );
+        assert_eq!(
+            column_type("numeric(6,2)"),
+            ColumnType::Decimal {
+                precision: None,
+                scale: None
+            }
+        );
+        assert_eq!(
+            column_type("character varying(20)"),
+            ColumnType::Text { max_len: None }
+        );
+        assert!(matches!(
+            column_type("public.mood"),
+            ColumnType::Other { .. }
+        ));
+    }
+
+    #[test]
+    fn selection_matches_bare_and_qualified_names() {
+        let s = Selection {
+            tables: vec!["school.students".into(), "sessions".into()],
+            exclude: vec!["public.sessions".into()],
+        };
+        assert!(s.wants(&TableName::new(Some("school"), "students")));
+        assert!(!s.wants(&TableName::new(Some("public"), "students")));
+        assert!(!s.wants(&TableName::new(Some("public"), "sessions")));
+        assert!(s.wants(&TableName::new(Some("other"), "sessions")));
+    }
+
+    #[test]
+    fn quoting_survives_awkward_names() {
+        assert_eq!(ident("Order \"x\""), "\"Order \"\"x\"\"\"");
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(
+            qualified(&TableName::new(Some("Sch"), "select")),
+            "\"Sch\".\"select\""
+        );
+    }
+}
