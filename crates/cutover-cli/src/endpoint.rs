@@ -17,14 +17,37 @@ pub enum Role {
     Existing,
 }
 
+/// Which engine a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    Sqlite,
+    Other,
+}
+
+pub fn engine_of(url: &str) -> Engine {
+    match url
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("postgres" | "postgresql") => Engine::Postgres,
+        None | Some("sqlite" | "file") => Engine::Sqlite,
+        Some(_) => Engine::Other,
+    }
+}
+
 /// Parses a SQLite URL or path and checks it is usable in `role`.
 pub fn sqlite(url: &str, role: Role) -> anyhow::Result<SqliteEndpoint> {
     let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     match scheme.as_deref() {
         None | Some("sqlite") | Some("file") => {}
-        Some("postgres" | "postgresql" | "mysql" | "mariadb") => bail!(
-            "{}:// databases are not supported by this build yet; cutover currently migrates \
-             SQLite databases (sqlite://PATH). PostgreSQL and MySQL support is on the way",
+        Some("postgres" | "postgresql") => bail!(
+            "this command does not support PostgreSQL yet: `cutover copy` does (sync, verify and \
+             cleanup for PostgreSQL are on the way); here use sqlite://PATH"
+        ),
+        Some("mysql" | "mariadb") => bail!(
+            "{}:// databases are not supported by this build yet; MySQL/MariaDB support is on the way",
             scheme.unwrap_or_default()
         ),
         Some(other) => bail!(

@@ -1,6 +1,8 @@
 //! `cutover`: move a live database to another with zero downtime and proof that nothing was
 //! lost. This binary is the only place that knows argv, terminals and exit codes.
 
+mod config;
+mod copy;
 mod demo;
 mod endpoint;
 mod ui;
@@ -27,7 +29,8 @@ const EXIT_ERROR: u8 = 2;
         Try it: `cutover demo` runs a whole migration of a school platform's SQLite database \
         under live writes, in well under a minute.",
     after_help = "Exit codes: 0 success, 1 the two sides differ, 2 error.\n\
-        Databases: sqlite://PATH (or a path to a SQLite file). PostgreSQL and MySQL are next.",
+        Databases: postgres://user:pass@host:port/db?sslmode=… (copy), sqlite://PATH (all commands).\n\
+        Settings also come from CUTOVER_SOURCE, CUTOVER_TARGET and a --config TOML file.",
     propagate_version = true
 )]
 struct Cli {
@@ -43,6 +46,10 @@ enum Command {
     /// Run a whole migration on embedded SQLite under a live workload: copy, follow changes,
     /// switch with a measured write pause, verify row by row.
     Demo(demo::DemoArgs),
+    /// Copy every table once, fast: parallel chunks, resumable after any crash, optionally
+    /// throttled. Creates the schema on the target first and builds indexes and constraints
+    /// after the data.
+    Copy(copy::CopyArgs),
     /// Copy every table, then follow changes until interrupted (Ctrl-C stops cleanly, with the
     /// position saved) or, with --stop-when-caught-up, until the target has caught up.
     Sync(SyncArgs),
@@ -55,12 +62,38 @@ enum Command {
 
 #[derive(Args)]
 struct Endpoints {
-    /// The database to migrate from, e.g. sqlite://app.db.
+    /// The database to migrate from: postgres://user:pass@host:5432/db?sslmode=require, or
+    /// sqlite://app.db.
     #[arg(long, env = "CUTOVER_SOURCE")]
-    source: String,
-    /// The database to migrate to, e.g. sqlite://new.db (created if missing).
+    source: Option<String>,
+    /// The database to migrate to, same forms (a SQLite file is created if missing).
     #[arg(long, env = "CUTOVER_TARGET")]
-    target: String,
+    target: Option<String>,
+    /// Read settings from a TOML file (source, target, tables, exclude_tables, jobs,
+    /// max_rows_per_sec, truncate, snapshot); flags and CUTOVER_* variables override it.
+    #[arg(long, env = "CUTOVER_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+}
+
+impl Endpoints {
+    /// The source and target URLs from flags, environment or the config file, and the file's
+    /// other settings.
+    fn resolve(&self) -> anyhow::Result<(String, String, config::FileConfig)> {
+        let file = match &self.config {
+            Some(p) => config::load(p)?,
+            None => config::FileConfig::default(),
+        };
+        let pick = |flag: &Option<String>, from_file: &Option<String>, what: &str, var: &str| {
+            flag.clone().or_else(|| from_file.clone()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no {what} database: pass --{what} URL, set {var}, or put {what} = \"URL\" in a --config file"
+                )
+            })
+        };
+        let source = pick(&self.source, &file.source, "source", "CUTOVER_SOURCE")?;
+        let target = pick(&self.target, &file.target, "target", "CUTOVER_TARGET")?;
+        Ok((source, target, file))
+    }
 }
 
 #[derive(Args)]
@@ -106,6 +139,7 @@ fn main() -> ExitCode {
     init_tracing(&cli.log);
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
+        Command::Copy(args) => copy::run(&args),
         Command::Sync(args) => sync(&args),
         Command::Verify(args) => verify(&args),
         Command::Cleanup(args) => cleanup(&args),
@@ -138,8 +172,9 @@ fn init_tracing(level: &str) {
 fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
     use cutover_connector::Connect;
     use std::sync::Arc;
-    let source = endpoint::sqlite(&args.endpoints.source, endpoint::Role::Source)?;
-    let target = endpoint::sqlite(&args.endpoints.target, endpoint::Role::Target)?;
+    let (source, target, _) = args.endpoints.resolve()?;
+    let source = endpoint::sqlite(&source, endpoint::Role::Source)?;
+    let target = endpoint::sqlite(&target, endpoint::Role::Target)?;
     let mut opts = cutover_pipeline::SyncOptions {
         stop_when_caught_up: args.stop_when_caught_up,
         tables: args.tables.clone(),
@@ -187,8 +222,9 @@ fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
 }
 
 fn verify(args: &VerifyArgs) -> anyhow::Result<u8> {
-    let source = endpoint::sqlite(&args.endpoints.source, endpoint::Role::Existing)?;
-    let target = endpoint::sqlite(&args.endpoints.target, endpoint::Role::Existing)?;
+    let (source, target, _) = args.endpoints.resolve()?;
+    let source = endpoint::sqlite(&source, endpoint::Role::Existing)?;
+    let target = endpoint::sqlite(&target, endpoint::Role::Existing)?;
     let report = endpoint::verify_all(&source, &target, &args.tables, None)?;
     ui::print_verify(&report);
     Ok(if report.is_equal() { 0 } else { EXIT_DIFFERENT })
@@ -196,8 +232,9 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<u8> {
 
 fn cleanup(args: &Endpoints) -> anyhow::Result<u8> {
     use cutover_connector::{Connect, Sink, Source};
-    let source = endpoint::sqlite(&args.source, endpoint::Role::Existing)?;
-    let target = endpoint::sqlite(&args.target, endpoint::Role::Existing)?;
+    let (source, target, _) = args.resolve()?;
+    let source = endpoint::sqlite(&source, endpoint::Role::Existing)?;
+    let target = endpoint::sqlite(&target, endpoint::Role::Existing)?;
     let mut src = source.source()?;
     let tables = src.tables()?;
     src.stop_capture(&tables)?;

@@ -33,6 +33,7 @@ fn phase_name(p: Phase) -> &'static str {
         Phase::Copying => "copying",
         Phase::Replicating => "replicating",
         Phase::Draining => "draining",
+        Phase::Indexing => "building indexes and constraints",
         Phase::Stopped => "stopped",
     }
 }

@@ -91,7 +91,30 @@ fn bad_input_is_refused_with_exit_2_and_a_reason() {
             target,
         ]),
         2,
-        "not supported by this build yet",
+        "does not support PostgreSQL yet",
+    );
+    assert_exit(
+        &cutover(&[
+            "copy",
+            "--source",
+            "postgres://u:secret@127.0.0.1:1",
+            "--target",
+            "postgres://h/db",
+        ]),
+        2,
+        "names no database",
+    );
+    let o = cutover(&[
+        "copy",
+        "--source",
+        "postgres://u:secret@127.0.0.1:1/db",
+        "--target",
+        "postgres://u:secret@127.0.0.1:1/db2",
+    ]);
+    assert_exit(&o, 2, "connecting to postgres://u:***@127.0.0.1:1/db");
+    assert!(
+        !text(&o).1.contains("secret"),
+        "passwords are never printed"
     );
     let o = cutover(&[
         "sync",
@@ -107,7 +130,14 @@ fn bad_input_is_refused_with_exit_2_and_a_reason() {
     assert_exit(
         &cutover(&["sync", "--target", target]),
         2,
-        "--source <SOURCE>",
+        "no source database: pass --source",
+    );
+    let bad_config = dir.path().join("m.toml");
+    std::fs::write(&bad_config, "source = \"sqlite://a.db\"\njobz = 3\n").unwrap();
+    assert_exit(
+        &cutover(&["copy", "--config", bad_config.to_str().unwrap()]),
+        2,
+        "unknown field `jobz`",
     );
 }
 
@@ -347,4 +377,141 @@ fn sync_killed_with_sigkill_at_random_moments_resumes_to_equal() {
         )
         .unwrap();
     assert_eq!(left, 0, "cleanup removed the triggers and the change log");
+}
+
+// PostgreSQL end to end, against throwaway servers.
+
+fn pg_dump_all(pg: &cutover_testkit::Postgres, db: &str) -> Vec<String> {
+    [
+        "public.students ORDER BY id",
+        "public.sessions ORDER BY id",
+        "school.notes ORDER BY a, b",
+    ]
+    .iter()
+    .map(|t| {
+        let (table, order) = t.split_once(" ORDER BY ").unwrap();
+        pg.psql(
+            db,
+            &format!("COPY (SELECT * FROM {table} ORDER BY {order}) TO STDOUT"),
+        )
+        .unwrap()
+    })
+    .collect()
+}
+
+fn pg_source(pg: &cutover_testkit::Postgres) -> String {
+    let db = pg.fresh_database("e2e").unwrap();
+    pg.psql(
+        &db,
+        "CREATE SCHEMA school;
+         CREATE TABLE public.students (id bigint PRIMARY KEY, name text NOT NULL, profile jsonb);
+         CREATE TABLE public.sessions (id uuid PRIMARY KEY, student_id bigint REFERENCES public.students, score numeric(6,2), answers jsonb);
+         CREATE TABLE school.notes (a int, b text, body text, PRIMARY KEY (a, b));
+         INSERT INTO public.students SELECT i, 'student ' || i, jsonb_build_object('n', i) FROM generate_series(1, 60000) i;
+         INSERT INTO public.sessions SELECT md5(i::text)::uuid, 1 + i % 60000, (i % 10000) / 100.0, jsonb_build_object('a', repeat('x', 200)) FROM generate_series(1, 60000) i;
+         INSERT INTO school.notes SELECT i % 100, 'n' || i, repeat('b', 100) FROM generate_series(1, 30000) i;
+         ANALYZE;",
+    )
+    .unwrap();
+    db
+}
+
+#[test]
+fn pg_copy_from_a_config_file_prints_json_and_arrives_identical() {
+    let pg = cutover_testkit::Postgres::shared().unwrap();
+    let src = pg_source(pg);
+    let dst = pg.fresh_database("e2e_cfg").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("migration.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source = \"{}\"\ntarget = \"{}\"\njobs = 2\n",
+            pg.url(&src),
+            pg.url(&dst)
+        ),
+    )
+    .unwrap();
+    let o = cutover(&[
+        "copy",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--json",
+        "--chunk-mb",
+        "1",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["rows"], 150_000);
+    assert!(v["mb_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["tables"].as_array().unwrap().len(), 3);
+    assert!(v["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["chunks"].as_u64().unwrap() > 1));
+    assert_eq!(pg_dump_all(pg, &src), pg_dump_all(pg, &dst));
+}
+
+#[test]
+fn pg_copy_killed_with_sigkill_at_random_moments_resumes_without_loss_or_duplicates() {
+    let pg = cutover_testkit::Postgres::shared().unwrap();
+    let src = pg_source(pg);
+    let dst = pg.fresh_database("e2e_kill").unwrap();
+    let (s, t) = (pg.url(&src), pg.url(&dst));
+    let mut rng = fastrand::Rng::with_seed(3);
+    let mut kills_mid_copy = 0;
+    for _ in 0..4 {
+        // Throttled so the copy lasts a few seconds and the kill lands inside it.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args([
+                "copy",
+                "--source",
+                &s,
+                "--target",
+                &t,
+                "--jobs",
+                "2",
+                "--chunk-mb",
+                "1",
+                "--max-rows-per-sec",
+                "40000",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.u64(300..1_500)));
+        let finished = child.try_wait().unwrap().is_some();
+        child.kill().ok();
+        child.wait().unwrap();
+        if !finished {
+            let phase = pg
+                .psql(
+                    &dst,
+                    "SELECT coalesce((SELECT phase FROM _cutover.migration), 'none')",
+                )
+                .unwrap();
+            if phase == "copying" || phase == "none" {
+                kills_mid_copy += 1;
+            }
+        }
+    }
+    assert!(
+        kills_mid_copy >= 2,
+        "kills landed during the copy: {kills_mid_copy}"
+    );
+    let o = cutover(&["copy", "--source", &s, "--target", &t, "--json"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["resumed"], true, "{out}");
+    assert_eq!(pg_dump_all(pg, &src), pg_dump_all(pg, &dst));
+    assert_eq!(
+        pg.psql(&dst, "SELECT phase FROM _cutover.migration")
+            .unwrap(),
+        "copied"
+    );
 }

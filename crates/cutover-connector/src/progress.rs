@@ -13,6 +13,8 @@ pub enum Phase {
     Copying = 1,
     Replicating = 2,
     Draining = 3,
+    /// Building indexes and constraints after the data.
+    Indexing = 5,
     Stopped = 4,
 }
 
@@ -47,6 +49,7 @@ impl Progress {
             1 => Phase::Copying,
             2 => Phase::Replicating,
             3 => Phase::Draining,
+            5 => Phase::Indexing,
             _ => Phase::Stopped,
         }
     }

@@ -310,7 +310,7 @@ pub fn copy(
     }
     let mut post_data_steps = 0;
     if phase.as_deref() == Some("post-data") && !stop.load(Ordering::SeqCst) {
-        progress.set_phase(Phase::Draining);
+        progress.set_phase(Phase::Indexing);
         post_data_steps = post_data(target, opts, stop)?;
         set_sequences(&mut src, &mut tgt, &schema)?;
         tgt.execute(

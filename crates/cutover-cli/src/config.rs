@@ -1,0 +1,34 @@
+//! Settings from a TOML file (`--config migration.toml`); flags and `CUTOVER_*` variables win.
+//!
+//! ```toml
+//! source = "postgres://app@db-old:5432/app?sslmode=require"
+//! target = "postgres://app@db-new:5432/app?sslmode=require"
+//! tables = ["public.students", "sessions"]   # optional; all tables when absent
+//! exclude_tables = ["audit_log"]
+//! jobs = 8
+//! max_rows_per_sec = 50000
+//! ```
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub source: Option<String>,
+    pub target: Option<String>,
+    pub tables: Option<Vec<String>>,
+    pub exclude_tables: Option<Vec<String>>,
+    pub jobs: Option<usize>,
+    pub max_rows_per_sec: Option<u32>,
+    pub truncate: Option<bool>,
+    pub snapshot: Option<bool>,
+}
+
+pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("in the config file {}", path.display()))
+}

@@ -1,0 +1,192 @@
+//! `cutover copy`: the existing rows, fast, resumable, throttled.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use cutover_connector::Progress;
+use cutover_postgres::copy::{copy, CopyOptions, CopyReport};
+use cutover_postgres::schema::Selection;
+use cutover_postgres::PgEndpoint;
+
+use crate::endpoint::{engine_of, Engine};
+use crate::{ui, Endpoints, EXIT_ERROR};
+
+#[derive(Args)]
+pub struct CopyArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    /// Only these tables (comma-separated; `name` or `schema.name`).
+    #[arg(long, value_delimiter = ',')]
+    tables: Vec<String>,
+    /// Leave these tables out (comma-separated; `name` or `schema.name`).
+    #[arg(long = "exclude-tables", value_delimiter = ',')]
+    exclude_tables: Vec<String>,
+    /// Parallel workers across all tables [default: number of CPUs].
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Cap the total copy rate, in rows per second, to spare a busy source.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_rows_per_sec: Option<u32>,
+    /// Empty target tables that already exist and copy again (otherwise a target that holds
+    /// any of the tables, outside a copy of cutover's to resume, is refused).
+    #[arg(long)]
+    truncate: bool,
+    /// Do not read the whole copy in one exported snapshot (for engines without
+    /// pg_export_snapshot, e.g. CockroachDB); each chunk is still consistent.
+    #[arg(long)]
+    no_snapshot: bool,
+    /// Target chunk size in MB of table data.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    chunk_mb: u64,
+    /// Print a JSON summary on stdout at the end (tables, rows, bytes, seconds, MB/s).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
+    let (source, target, file) = args.endpoints.resolve()?;
+    match (engine_of(&source), engine_of(&target)) {
+        (Engine::Postgres, Engine::Postgres) => {}
+        (Engine::Sqlite, Engine::Sqlite) => bail!(
+            "for SQLite use `cutover sync --stop-when-caught-up --source {source} --target {target}`: \
+             it copies and catches up in one go"
+        ),
+        _ => bail!("cutover copy supports PostgreSQL → PostgreSQL (postgres://…) so far"),
+    }
+    let source = PgEndpoint::from_url(&source).context("--source")?;
+    let target = PgEndpoint::from_url(&target).context("--target")?;
+    let mut opts = CopyOptions {
+        truncate: args.truncate || file.truncate.unwrap_or(false),
+        consistent_snapshot: !args.no_snapshot && file.snapshot.unwrap_or(true),
+        chunk_bytes: args.chunk_mb << 20,
+        selection: Selection {
+            tables: if args.tables.is_empty() {
+                file.tables.clone().unwrap_or_default()
+            } else {
+                args.tables.clone()
+            },
+            exclude: if args.exclude_tables.is_empty() {
+                file.exclude_tables.clone().unwrap_or_default()
+            } else {
+                args.exclude_tables.clone()
+            },
+        },
+        max_rows_per_sec: args
+            .max_rows_per_sec
+            .or(file.max_rows_per_sec)
+            .and_then(NonZeroU32::new),
+        ..CopyOptions::default()
+    };
+    if let Some(j) = args.jobs.or(file.jobs) {
+        opts.jobs = j.max(1);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = Arc::clone(&stop);
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let progress = Progress::default();
+    let ui_done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        let ui =
+            (!args.json || ui::is_terminal()).then(|| s.spawn(|| ui::follow(&progress, &ui_done)));
+        let r = copy(&source, &target, &opts, &progress, &stop);
+        ui_done.store(true, Ordering::Relaxed);
+        if let Some(ui) = ui {
+            let _ = ui.join();
+        }
+        r
+    });
+    let report = result.with_context(|| {
+        format!(
+            "copy from {} to {} failed",
+            source.redacted(),
+            target.redacted()
+        )
+    })?;
+    if args.json {
+        println!("{}", json(&report));
+    } else {
+        print_report(&report);
+    }
+    if report.interrupted {
+        eprintln!("interrupted: chunks copied so far are kept; run the same command to resume");
+        return Ok(EXIT_ERROR);
+    }
+    Ok(0)
+}
+
+fn mb_per_s(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / 1e6 / secs.max(1e-9)
+}
+
+fn json(r: &CopyReport) -> String {
+    let secs = r.elapsed.as_secs_f64();
+    let tables: Vec<serde_json::Value> = r
+        .tables
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "schema": t.name.schema,
+                "table": t.name.name,
+                "rows": t.rows,
+                "bytes": t.bytes,
+                "chunks": t.chunks,
+                "resumed_chunks": t.resumed_chunks,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "tables": tables,
+        "rows": r.rows,
+        "bytes": r.bytes,
+        "seconds": (secs * 1000.0).round() / 1000.0,
+        "mb_per_s": (mb_per_s(r.bytes, secs) * 10.0).round() / 10.0,
+        "resumed": r.resumed,
+        "interrupted": r.interrupted,
+        "post_data_steps": r.post_data_steps,
+        "not_copied": r.not_copied,
+    })
+    .to_string()
+}
+
+fn print_report(r: &CopyReport) {
+    let secs = r.elapsed.as_secs_f64();
+    println!(
+        "{:<40} {:>12} {:>10} {:>7}",
+        "table", "rows", "bytes", "chunks"
+    );
+    for t in &r.tables {
+        let chunks = if t.resumed_chunks > 0 {
+            format!("{} ({} resumed)", t.chunks, t.resumed_chunks)
+        } else {
+            t.chunks.to_string()
+        };
+        println!(
+            "{:<40} {:>12} {:>10} {:>7}",
+            t.name.to_string(),
+            t.rows,
+            ui::bytes(t.bytes),
+            chunks
+        );
+    }
+    println!(
+        "copied {} rows, {} in {:.1}s ({:.1} MB/s){}; {} index/constraint steps",
+        r.rows,
+        ui::bytes(r.bytes),
+        secs,
+        mb_per_s(r.bytes, secs),
+        if r.resumed { ", resumed" } else { "" },
+        r.post_data_steps
+    );
+    if !r.not_copied.is_empty() {
+        println!(
+            "not copied (copy them with your schema tooling): {}",
+            r.not_copied.join(", ")
+        );
+    }
+}
