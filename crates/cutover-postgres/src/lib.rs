@@ -5,6 +5,7 @@
 pub mod copy;
 mod endpoint;
 mod error;
+pub mod pgoutput;
 pub mod schema;
 mod stream;
 
