@@ -86,40 +86,76 @@ pub fn status_line(progress: &Progress) -> String {
 fn follow_bars(progress: &Progress, done: &AtomicBool) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10));
     let style = ProgressStyle::with_template(
-        "{prefix:>14.bold} [{bar:30.cyan/blue}] {pos:>8}/{len:8} rows {msg}",
+        "{prefix:>24.bold} [{bar:28.cyan/blue}] {human_pos:>10}/{human_len:10} rows eta {eta:>4} {msg}",
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
+    let total_style = ProgressStyle::with_template(
+        "{prefix:>24.bold.green} [{bar:28.green/blue}] {percent:>3}% {msg} elapsed {elapsed_precise} eta {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let total = multi.add(ProgressBar::new(1));
+    total.set_style(total_style);
+    total.set_prefix("all tables");
     let status = multi.add(ProgressBar::new_spinner());
     status.enable_steady_tick(Duration::from_millis(120));
+    let started = Instant::now();
     let mut bars: Vec<ProgressBar> = Vec::new();
+    // When each table's first rows arrived, for its rate.
+    let mut first_rows: Vec<Option<Instant>> = Vec::new();
     while !done.load(Ordering::Relaxed) {
         let tables = progress.table_snapshot();
         while bars.len() < tables.len() {
             let t = &tables[bars.len()];
-            let bar = multi.insert_before(&status, ProgressBar::new(1));
+            let bar = multi.insert_before(&total, ProgressBar::new(1));
             bar.set_style(style.clone());
             bar.set_prefix(t.name.to_string());
             bars.push(bar);
+            first_rows.push(None);
         }
-        for (bar, t) in bars.iter().zip(&tables) {
-            let copied = t.rows_copied.load(Ordering::Relaxed);
-            let est = t.rows_estimate.load(Ordering::Relaxed).max(copied);
+        let (mut copied, mut estimate, mut bytes) = (0, 0, 0);
+        for ((bar, t), first) in bars.iter().zip(&tables).zip(first_rows.iter_mut()) {
+            let rows = t.rows_copied.load(Ordering::Relaxed);
+            if rows > 0 && first.is_none() {
+                *first = Some(Instant::now());
+            }
+            let done_chunks = t.chunks_done.load(Ordering::Relaxed);
+            let all_chunks = t.chunks_total.load(Ordering::Relaxed);
+            let rate = match first {
+                Some(at) if done_chunks < all_chunks => {
+                    format!(
+                        "{:.0} rows/s",
+                        rows as f64 / at.elapsed().as_secs_f64().max(1e-3)
+                    )
+                }
+                _ => String::new(),
+            };
+            let est = t.rows_estimate.load(Ordering::Relaxed).max(rows);
+            let b = t.bytes_copied.load(Ordering::Relaxed);
+            (copied, estimate, bytes) = (copied + rows, estimate + est, bytes + b);
             bar.set_length(est.max(1));
-            bar.set_position(copied);
+            bar.set_position(rows);
             bar.set_message(format!(
-                "{} chunk {}/{}",
-                bytes(t.bytes_copied.load(Ordering::Relaxed)),
-                t.chunks_done.load(Ordering::Relaxed),
-                t.chunks_total.load(Ordering::Relaxed)
+                "{:>9} chunk {done_chunks}/{all_chunks} {rate}",
+                self::bytes(b)
             ));
         }
+        total.set_length(estimate.max(1));
+        total.set_position(copied);
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        total.set_message(format!(
+            "{copied}/{estimate} rows, {} at {}/s",
+            self::bytes(bytes),
+            self::bytes((bytes as f64 / secs) as u64)
+        ));
         status.set_message(status_line(progress));
         std::thread::sleep(Duration::from_millis(100));
     }
     for b in &bars {
         b.finish();
     }
+    total.finish();
     status.finish_and_clear();
 }
 
