@@ -454,3 +454,153 @@ fn the_throttle_holds_the_row_rate_within_ten_percent() {
         "{rate:.0} rows/s over {secs:.2}s"
     );
 }
+
+#[test]
+fn a_wrong_password_is_an_auth_error_with_the_fix_and_no_password() {
+    let pg = Postgres::shared().unwrap();
+    let db = pg.fresh_database("pw").unwrap();
+    let role = format!("cutover_pw_{}", fastrand::u32(..));
+    pg.psql(&db, &format!("SET password_encryption = 'scram-sha-256'; CREATE ROLE {role} LOGIN SUPERUSER PASSWORD 'right-one'"))
+        .unwrap();
+    // Only this role must use a password; everyone else keeps trust.
+    let hba = pg.data_dir().join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all {role} 127.0.0.1/32 scram-sha-256\n{old}"),
+    )
+    .unwrap();
+    pg.psql(&db, "SELECT pg_reload_conf()").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let url = |pw: &str| format!("postgres://{role}:{pw}@127.0.0.1:{}/{db}", pg.port());
+    let wrong = PgEndpoint::from_url(&url("wrong-one")).unwrap();
+    let right = PgEndpoint::from_url(&url("right-one")).unwrap();
+    let err = copy(
+        &wrong,
+        &right,
+        &small_chunks(),
+        &Progress::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("password authentication failed"), "{msg}");
+    assert!(msg.contains("check the user name and password"), "{msg}");
+    assert!(!msg.contains("wrong-one"), "{msg}");
+    assert!(right.connect().is_ok(), "the right password connects");
+}
+
+/// A tmpfs of a few MB, mounted for the test's life: a real "disk full".
+struct TinyDisk(std::path::PathBuf);
+
+impl TinyDisk {
+    fn mount(mb: u32) -> TinyDisk {
+        let dir = std::env::temp_dir().join(format!("cutover-tiny-{}", fastrand::u32(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mb}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            ok,
+            "mounting a tmpfs needs root (the test harness runs as root on CI machines)"
+        );
+        let chown = std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        TinyDisk(dir)
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_full_target_disk_stops_with_the_fix_keeps_finished_chunks_and_resumes() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("full_s").unwrap();
+    pg.psql(&src, "CREATE TABLE big (id int PRIMARY KEY, body text); INSERT INTO big SELECT i, md5(i::text) || repeat('x', 900) FROM generate_series(1, 20000) i; ANALYZE big;")
+        .unwrap();
+    let dst = pg.fresh_database("full_t").unwrap();
+    let disk = TinyDisk::mount(6);
+    let space = format!("tiny_{}", fastrand::u32(..));
+    pg.psql(
+        &dst,
+        &format!("CREATE TABLESPACE {space} LOCATION '{}'", disk.0.display()),
+    )
+    .unwrap();
+    pg.psql(
+        &dst,
+        &format!("ALTER DATABASE {dst} SET default_tablespace = {space}"),
+    )
+    .unwrap();
+    let (s, t) = endpoints(pg, &src, &dst);
+    let opts = CopyOptions {
+        jobs: 1,
+        chunk_bytes: 512 << 10,
+        ..CopyOptions::default()
+    };
+    let err = copy(&s, &t, &opts, &Progress::default(), &AtomicBool::new(false)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::DiskFull, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("copying table public.big chunk"), "{msg}");
+    assert!(
+        msg.contains("free space, then run the same command again"),
+        "{msg}"
+    );
+    let kept: i64 = pg
+        .psql(&dst, "SELECT count(*) FROM big")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let done: i64 = pg
+        .psql(
+            &dst,
+            "SELECT coalesce(sum(rows), 0) FROM _cutover.chunks WHERE done",
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(kept > 0 && kept < 20000, "{kept}");
+    assert_eq!(kept, done, "exactly the finished chunks are on the target");
+
+    // Make room (move everything to the main disk), run the same copy again: it resumes.
+    pg.psql(
+        &dst,
+        &format!("ALTER DATABASE {dst} RESET default_tablespace"),
+    )
+    .unwrap();
+    pg.psql(&dst, "ALTER TABLE big SET TABLESPACE pg_default; ALTER INDEX big_pkey SET TABLESPACE pg_default;
+                   ALTER TABLE _cutover.chunks SET TABLESPACE pg_default; ALTER TABLE _cutover.migration SET TABLESPACE pg_default;
+                   ALTER TABLE _cutover.steps SET TABLESPACE pg_default;
+                   ALTER INDEX _cutover.chunks_pkey SET TABLESPACE pg_default; ALTER INDEX _cutover.migration_pkey SET TABLESPACE pg_default;
+                   ALTER INDEX _cutover.steps_pkey SET TABLESPACE pg_default;")
+        .unwrap();
+    let report = copy(&s, &t, &opts, &Progress::default(), &AtomicBool::new(false)).unwrap();
+    assert!(report.resumed);
+    assert_eq!(dump(pg, &src, "big", "id"), dump(pg, &dst, "big", "id"));
+    pg.psql(&src, "SELECT 1").unwrap();
+    // The tablespace must be empty before the tiny disk goes away.
+    let _ = pg.psql("postgres", &format!("DROP DATABASE {dst}"));
+    let _ = pg.psql("postgres", &format!("DROP TABLESPACE {space}"));
+}
