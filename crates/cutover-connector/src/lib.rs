@@ -38,6 +38,45 @@ pub struct ChunkRows {
     pub rows: Vec<Row>,
     pub low: Position,
     pub high: Position,
+    /// The transactions the rows reflect, when the engine knows them exactly (PostgreSQL's
+    /// `pg_current_snapshot()`). Then a row is dropped only if its key was changed by a
+    /// transaction this snapshot did not see, instead of by any change after `low`.
+    pub snapshot: Option<TxSnapshot>,
+}
+
+/// A set of visible transactions, as PostgreSQL describes a snapshot: every transaction id below
+/// `xmin` is visible, none at or above `xmax`, and between them all but `in_progress`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxSnapshot {
+    pub xmin: u64,
+    pub xmax: u64,
+    pub in_progress: Vec<u64>,
+}
+
+impl TxSnapshot {
+    /// Whether the changes of transaction `xid` are visible in this snapshot.
+    pub fn sees(&self, xid: u64) -> bool {
+        xid < self.xmin || (xid < self.xmax && !self.in_progress.contains(&xid))
+    }
+
+    /// Parses `pg_current_snapshot()`'s text form `xmin:xmax:xip,xip,…`.
+    pub fn parse(text: &str) -> Option<TxSnapshot> {
+        let mut parts = text.trim().splitn(3, ':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let in_progress = match parts.next()? {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(|x| x.parse().ok())
+                .collect::<Option<Vec<u64>>>()?,
+        };
+        Some(TxSnapshot {
+            xmin,
+            xmax,
+            in_progress,
+        })
+    }
 }
 
 /// Reads tables and the changes made to them.
@@ -149,6 +188,24 @@ pub trait TableReader {
         before: Option<&Key>,
         limit: usize,
     ) -> Result<Vec<Row>, ConnectorError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_parse_and_decide_visibility() {
+        let s = TxSnapshot::parse("100:105:101,103").unwrap();
+        assert!(s.sees(99) && s.sees(100) && s.sees(102) && s.sees(104));
+        assert!(!s.sees(101) && !s.sees(103) && !s.sees(105) && !s.sees(1_000));
+        assert_eq!(
+            TxSnapshot::parse("7:7:").unwrap().in_progress,
+            Vec::<u64>::new()
+        );
+        assert!(TxSnapshot::parse("7:x:").is_none());
+        assert!(TxSnapshot::parse("7").is_none());
+    }
 }
 
 /// A key as messages show it: `(42, 'abc')`, long values cut.

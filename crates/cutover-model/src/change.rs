@@ -47,5 +47,8 @@ impl Change {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transaction {
     pub position: Position,
+    /// The source's transaction id, where it has one (PostgreSQL's xid); lets a chunk read in a
+    /// snapshot tell exactly which transactions it already reflects.
+    pub xid: Option<u64>,
     pub changes: Vec<Change>,
 }

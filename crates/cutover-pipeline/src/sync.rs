@@ -327,8 +327,9 @@ struct Applier<'a> {
     in_flight: HashMap<u64, Outstanding>,
     /// Chunks read, waiting for the stream to reach their `high`.
     pending: Vec<ReadChunk>,
-    /// Keys changed while chunks of their table were outstanding, with the change's position.
-    touched: HashMap<(usize, Key), Position>,
+    /// Keys changed while chunks of their table were outstanding, with the change's position and
+    /// transaction id.
+    touched: HashMap<(usize, Key), (Position, Option<u64>)>,
     /// Tables truncated while chunks were outstanding, with the position.
     truncated: HashMap<usize, Position>,
     applied: Position,
@@ -387,7 +388,7 @@ impl Applier<'_> {
             self.emit_ready(position, &mut ops, &mut bytes, &mut tally);
             for txn in txns {
                 for change in txn.changes {
-                    self.track(&change, txn.position);
+                    self.track(&change, txn.position, txn.xid);
                     bytes += change_bytes(&change);
                     tally.changes += 1;
                     ops.push(ApplyOp::Change(change));
@@ -465,7 +466,7 @@ impl Applier<'_> {
     }
 
     /// Remembers which keys a change touched, while chunks of its table are outstanding.
-    fn track(&mut self, change: &Change, at: Position) {
+    fn track(&mut self, change: &Change, at: Position, xid: Option<u64>) {
         let table = match change {
             Change::Truncate { tables } => {
                 for name in tables {
@@ -488,14 +489,14 @@ impl Applier<'_> {
         let schema = &self.tables[ti];
         match change {
             Change::Insert { row, .. } => {
-                self.touched.insert((ti, schema.key_of(row)), at);
+                self.touched.insert((ti, schema.key_of(row)), (at, xid));
             }
             Change::Update { old_key, row, .. } => {
-                self.touched.insert((ti, old_key.clone()), at);
-                self.touched.insert((ti, schema.key_of(row)), at);
+                self.touched.insert((ti, old_key.clone()), (at, xid));
+                self.touched.insert((ti, schema.key_of(row)), (at, xid));
             }
             Change::Delete { old_key, .. } => {
-                self.touched.insert((ti, old_key.clone()), at);
+                self.touched.insert((ti, old_key.clone()), (at, xid));
             }
             Change::Truncate { .. } => {}
         }
@@ -520,6 +521,12 @@ impl Applier<'_> {
             let ti = chunk.table;
             let schema = &self.tables[ti];
             let low = chunk.rows.low;
+            let snapshot = chunk.rows.snapshot.as_ref();
+            // Whether the chunk's rows already reflect a change made at `p` by `xid`.
+            let reflected = |p: Position, xid: Option<u64>| match (snapshot, xid) {
+                (Some(s), Some(x)) => s.sees(x),
+                _ => p <= low,
+            };
             let truncated_after_low = self.truncated.get(&ti).is_some_and(|&p| p > low);
             let (mut rows_out, mut bytes_out) = (0u64, 0u64);
             for row in chunk.rows.rows {
@@ -527,7 +534,7 @@ impl Applier<'_> {
                     || self
                         .touched
                         .get(&(ti, schema.key_of(&row)))
-                        .is_some_and(|&p| p > low);
+                        .is_some_and(|&(p, xid)| !reflected(p, xid));
                 if superseded {
                     tally.superseded += 1;
                     continue;
@@ -600,7 +607,7 @@ impl Applier<'_> {
                 self.truncated.clear();
             }
             Some(f) => {
-                self.touched.retain(|_, p| *p > f);
+                self.touched.retain(|_, (p, _)| *p > f);
                 self.truncated.retain(|_, p| *p > f);
             }
         }

@@ -476,6 +476,9 @@ fn shorten(sql: &str) -> String {
     }
 }
 
+/// Bytes gathered into one CopyData message to the target.
+const COPY_BUFFER: usize = 1 << 20;
+
 /// Up to this many rows, chunk boundaries are exact (one ordered pass on the server).
 const EXACT_PLAN_ROWS: u64 = 5_000_000;
 
@@ -657,12 +660,15 @@ fn worker(
             &tp.rows_copied,
             &tp.bytes_copied,
         );
-        let mut writer = ttx.copy_in(&in_sql).map_err(|e| map(ctx(), e))?;
+        let writer = ttx.copy_in(&in_sql).map_err(|e| map(ctx(), e))?;
+        // The driver sends a CopyData message per 4 KB written; gather 1 MB per message.
+        let mut writer = std::io::BufWriter::with_capacity(COPY_BUFFER, writer);
         let copied = std::io::copy(&mut counting, &mut writer);
         let (rows, bytes) = (counting.rows, counting.bytes);
         let finish = copied
+            .and_then(|_| writer.into_inner().map_err(|e| e.into_error()))
             .map_err(|e| io(ctx(), e))
-            .and_then(|_| writer.finish().map_err(|e| map(ctx(), e)));
+            .and_then(|w| w.finish().map_err(|e| map(ctx(), e)));
         if let Err(e) = finish {
             // The rows of this chunk were not committed: take them off the live counters.
             tp.rows_copied.fetch_sub(rows, Ordering::Relaxed);
@@ -740,7 +746,7 @@ fn post_data(
                                 Err(e)
                                     if opts.truncate
                                         && e.code().is_some_and(|c| {
-                                            matches!(c.code(), "42P07" | "42710")
+                                            matches!(c.code(), "42P07" | "42710" | "42P16")
                                         }) =>
                                 {
                                     drop(tx);

@@ -492,11 +492,17 @@ fn a_wrong_password_is_an_auth_error_with_the_fix_and_no_password() {
     assert!(right.connect().is_ok(), "the right password connects");
 }
 
-/// A tmpfs of a few MB, mounted for the test's life: a real "disk full".
-struct TinyDisk(std::path::PathBuf);
+/// A database whose default tablespace sits on a tmpfs of a few MB: a real "disk full". On
+/// drop (also when the test fails) the database and tablespace go first, then the mount, so
+/// the shared test server never loses files under a live relation.
+struct TinyDisk {
+    dir: std::path::PathBuf,
+    db: String,
+    space: String,
+}
 
 impl TinyDisk {
-    fn mount(mb: u32) -> TinyDisk {
+    fn for_database(pg: &Postgres, db: &str, mb: u32) -> TinyDisk {
         let dir = std::env::temp_dir().join(format!("cutover-tiny-{}", fastrand::u32(..)));
         std::fs::create_dir_all(&dir).unwrap();
         let ok = std::process::Command::new("mount")
@@ -521,17 +527,46 @@ impl TinyDisk {
             .status()
             .unwrap();
         assert!(chown.success());
-        TinyDisk(dir)
+        let disk = TinyDisk {
+            dir,
+            db: db.to_owned(),
+            space: format!("tiny_{}", fastrand::u32(..)),
+        };
+        pg.psql(
+            db,
+            &format!(
+                "CREATE TABLESPACE {} LOCATION '{}'",
+                disk.space,
+                disk.dir.display()
+            ),
+        )
+        .unwrap();
+        pg.psql(
+            db,
+            &format!(
+                "ALTER DATABASE {db} SET default_tablespace = {}",
+                disk.space
+            ),
+        )
+        .unwrap();
+        disk
     }
 }
 
 impl Drop for TinyDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-        let _ = std::fs::remove_dir(&self.0);
+        if let Ok(pg) = Postgres::shared() {
+            let _ = pg.psql(
+                "postgres",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db),
+            );
+            let _ = pg.psql(
+                "postgres",
+                &format!("DROP TABLESPACE IF EXISTS {}", self.space),
+            );
+        }
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
@@ -539,21 +574,15 @@ impl Drop for TinyDisk {
 fn a_full_target_disk_stops_with_the_fix_keeps_finished_chunks_and_resumes() {
     let pg = Postgres::shared().unwrap();
     let src = pg.fresh_database("full_s").unwrap();
-    pg.psql(&src, "CREATE TABLE big (id int PRIMARY KEY, body text); INSERT INTO big SELECT i, md5(i::text) || repeat('x', 900) FROM generate_series(1, 20000) i; ANALYZE big;")
-        .unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE big (id int PRIMARY KEY, body text);
+         INSERT INTO big SELECT i, md5(i::text) || repeat('x', 900) FROM generate_series(1, 20000) i;
+         ANALYZE big;",
+    )
+    .unwrap();
     let dst = pg.fresh_database("full_t").unwrap();
-    let disk = TinyDisk::mount(6);
-    let space = format!("tiny_{}", fastrand::u32(..));
-    pg.psql(
-        &dst,
-        &format!("CREATE TABLESPACE {space} LOCATION '{}'", disk.0.display()),
-    )
-    .unwrap();
-    pg.psql(
-        &dst,
-        &format!("ALTER DATABASE {dst} SET default_tablespace = {space}"),
-    )
-    .unwrap();
+    let _disk = TinyDisk::for_database(pg, &dst, 6);
     let (s, t) = endpoints(pg, &src, &dst);
     let opts = CopyOptions {
         jobs: 1,
@@ -590,17 +619,18 @@ fn a_full_target_disk_stops_with_the_fix_keeps_finished_chunks_and_resumes() {
         &format!("ALTER DATABASE {dst} RESET default_tablespace"),
     )
     .unwrap();
-    pg.psql(&dst, "ALTER TABLE big SET TABLESPACE pg_default; ALTER INDEX big_pkey SET TABLESPACE pg_default;
-                   ALTER TABLE _cutover.chunks SET TABLESPACE pg_default; ALTER TABLE _cutover.migration SET TABLESPACE pg_default;
-                   ALTER TABLE _cutover.steps SET TABLESPACE pg_default;
-                   ALTER INDEX _cutover.chunks_pkey SET TABLESPACE pg_default; ALTER INDEX _cutover.migration_pkey SET TABLESPACE pg_default;
-                   ALTER INDEX _cutover.steps_pkey SET TABLESPACE pg_default;")
-        .unwrap();
+    pg.psql(
+        &dst,
+        "ALTER TABLE big SET TABLESPACE pg_default;
+         ALTER TABLE _cutover.chunks SET TABLESPACE pg_default;
+         ALTER TABLE _cutover.migration SET TABLESPACE pg_default;
+         ALTER TABLE _cutover.steps SET TABLESPACE pg_default;
+         ALTER INDEX _cutover.chunks_pkey SET TABLESPACE pg_default;
+         ALTER INDEX _cutover.migration_pkey SET TABLESPACE pg_default;
+         ALTER INDEX _cutover.steps_pkey SET TABLESPACE pg_default;",
+    )
+    .unwrap();
     let report = copy(&s, &t, &opts, &Progress::default(), &AtomicBool::new(false)).unwrap();
     assert!(report.resumed);
     assert_eq!(dump(pg, &src, "big", "id"), dump(pg, &dst, "big", "id"));
-    pg.psql(&src, "SELECT 1").unwrap();
-    // The tablespace must be empty before the tiny disk goes away.
-    let _ = pg.psql("postgres", &format!("DROP DATABASE {dst}"));
-    let _ = pg.psql("postgres", &format!("DROP TABLESPACE {space}"));
 }

@@ -263,6 +263,7 @@ impl Source for SqliteSource {
             rows,
             low: position,
             high: position,
+            snapshot: None,
         })
     }
 
@@ -472,6 +473,7 @@ impl Source for SqliteSource {
                 // position still advances past it.
                 out.push(Transaction {
                     position,
+                    xid: None,
                     changes: Vec::new(),
                 });
                 continue;
@@ -511,6 +513,7 @@ impl Source for SqliteSource {
             };
             out.push(Transaction {
                 position,
+                xid: None,
                 changes: vec![change],
             });
         }
