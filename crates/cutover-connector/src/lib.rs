@@ -190,24 +190,6 @@ pub trait TableReader {
     ) -> Result<Vec<Row>, ConnectorError>;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshots_parse_and_decide_visibility() {
-        let s = TxSnapshot::parse("100:105:101,103").unwrap();
-        assert!(s.sees(99) && s.sees(100) && s.sees(102) && s.sees(104));
-        assert!(!s.sees(101) && !s.sees(103) && !s.sees(105) && !s.sees(1_000));
-        assert_eq!(
-            TxSnapshot::parse("7:7:").unwrap().in_progress,
-            Vec::<u64>::new()
-        );
-        assert!(TxSnapshot::parse("7:x:").is_none());
-        assert!(TxSnapshot::parse("7").is_none());
-    }
-}
-
 /// A key as messages show it: `(42, 'abc')`, long values cut.
 pub fn key_text(key: &[cutover_model::Value]) -> String {
     use cutover_model::Value;
@@ -243,4 +225,22 @@ pub trait Connect: Send + Sync {
     fn reader(&self) -> Result<Self::Reader, ConnectorError>;
     /// Where this connects, for messages, with any password removed.
     fn describe(&self) -> String;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_parse_and_decide_visibility() {
+        let s = TxSnapshot::parse("100:105:101,103").unwrap();
+        assert!(s.sees(99) && s.sees(100) && s.sees(102) && s.sees(104));
+        assert!(!s.sees(101) && !s.sees(103) && !s.sees(105) && !s.sees(1_000));
+        assert_eq!(
+            TxSnapshot::parse("7:7:").unwrap().in_progress,
+            Vec::<u64>::new()
+        );
+        assert!(TxSnapshot::parse("7:x:").is_none());
+        assert!(TxSnapshot::parse("7").is_none());
+    }
 }
