@@ -507,7 +507,12 @@ fn plan_chunks(
     }
     let by_bytes = t.bytes.div_ceil(opts.chunk_bytes.max(1));
     let by_rows = rows.div_ceil(opts.chunk_rows.max(1));
-    let chunks = by_bytes.max(by_rows).max(1);
+    let mut chunks = by_bytes.max(by_rows).max(1);
+    if scattered(t) {
+        // Key ranges of a key that does not follow the heap (random UUIDs) are read with a
+        // sequential scan each; more chunks than workers would read the table more often.
+        chunks = chunks.min(opts.jobs.max(1) as u64);
+    }
     if chunks <= 1 || rows == 0 {
         return Ok(Vec::new());
     }
@@ -559,6 +564,12 @@ fn plan_chunks(
         }
     }
     Ok(bounds)
+}
+
+/// Whether the table's key order is unrelated to where rows sit on disk, so that a key range is
+/// best read by a sequential scan (an index range scan would read the heap at random).
+fn scattered(t: &PgTable) -> bool {
+    t.key_correlation.is_some_and(|c| c.abs() < 0.5)
 }
 
 /// `("a", "b") >= ('1'::bigint, 'x'::text) AND ("a", "b") < (…)`.
@@ -650,6 +661,12 @@ fn worker(
         if let Some(id) = snapshot {
             stx.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", literal(id)))
                 .map_err(|e| map(format!("{}: joining the copy's snapshot", ctx()), e))?;
+        }
+        if scattered(t) && (chunk.lower.is_some() || chunk.upper.is_some()) {
+            stx.batch_execute(
+                "SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off",
+            )
+            .map_err(|e| map(ctx(), e))?;
         }
         let mut ttx = tgt.transaction().map_err(|e| map(ctx(), e))?;
         let reader = stx.copy_out(&out_sql).map_err(|e| map(ctx(), e))?;
@@ -827,6 +844,7 @@ mod tests {
             rows_estimate: 0,
             bytes: 0,
             replica_identity: 'd',
+            key_correlation: None,
         }
     }
 

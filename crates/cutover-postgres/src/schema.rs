@@ -71,6 +71,8 @@ pub struct PgTable {
     pub rows_estimate: u64,
     pub bytes: u64,
     pub replica_identity: char,
+    /// `pg_stats.correlation` of the first key column: near ±1 when key order follows the heap.
+    pub key_correlation: Option<f64>,
 }
 
 impl PgTable {
@@ -261,6 +263,7 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
             rows_estimate: r.get::<_, i64>(5).max(0) as u64,
             bytes: r.get::<_, i64>(6).max(0) as u64,
             replica_identity: r.get::<_, String>(7).chars().next().unwrap_or('d'),
+            key_correlation: None,
         });
     }
     for wanted in &selection.tables {
@@ -328,6 +331,21 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
             tables[i].primary_key = Some((r.get(1), r.get(3)));
             tables[i].primary_key_inherited = r.get(2);
         }
+    }
+
+    // How well key order follows the heap order, for chunk planning.
+    for t in tables.iter_mut() {
+        let Some((_, cols)) = &t.primary_key else {
+            continue;
+        };
+        let corr = client
+            .query_opt(
+                "SELECT correlation::float8 FROM pg_stats WHERE schemaname = $1 AND tablename = $2 AND attname = $3",
+                &[&t.name.schema, &t.name.name, &cols[0]],
+            )
+            .map_err(|e| map(ctx, e))?
+            .and_then(|r| r.get::<_, Option<f64>>(0));
+        t.key_correlation = corr;
     }
 
     let mut schemas: BTreeSet<String> = tables
