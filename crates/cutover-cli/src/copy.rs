@@ -18,12 +18,8 @@ use crate::{ui, Endpoints, EXIT_ERROR};
 pub struct CopyArgs {
     #[command(flatten)]
     endpoints: Endpoints,
-    /// Only these tables (comma-separated; `name` or `schema.name`).
-    #[arg(long, value_delimiter = ',')]
-    tables: Vec<String>,
-    /// Leave these tables out (comma-separated; `name` or `schema.name`).
-    #[arg(long = "exclude-tables", value_delimiter = ',')]
-    exclude_tables: Vec<String>,
+    #[command(flatten)]
+    tables: crate::TableArgs,
     /// Parallel workers across all tables [default: number of CPUs].
     #[arg(long)]
     jobs: Option<usize>,
@@ -62,17 +58,9 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
         truncate: args.truncate || file.truncate.unwrap_or(false),
         consistent_snapshot: !args.no_snapshot && file.snapshot.unwrap_or(true),
         chunk_bytes: args.chunk_mb << 20,
-        selection: Selection {
-            tables: if args.tables.is_empty() {
-                file.tables.clone().unwrap_or_default()
-            } else {
-                args.tables.clone()
-            },
-            exclude: if args.exclude_tables.is_empty() {
-                file.exclude_tables.clone().unwrap_or_default()
-            } else {
-                args.exclude_tables.clone()
-            },
+        selection: {
+            let (tables, exclude) = args.tables.resolve(&file);
+            Selection { tables, exclude }
         },
         max_rows_per_sec: args
             .max_rows_per_sec

@@ -5,11 +5,11 @@ mod config;
 mod copy;
 mod demo;
 mod endpoint;
+mod sync;
 mod ui;
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 /// Exit codes: 0 ok, 1 differences found (verify, demo), 2 error.
@@ -29,7 +29,7 @@ const EXIT_ERROR: u8 = 2;
         Try it: `cutover demo` runs a whole migration of a school platform's SQLite database \
         under live writes, in well under a minute.",
     after_help = "Exit codes: 0 success, 1 the two sides differ, 2 error.\n\
-        Databases: postgres://user:pass@host:port/db?sslmode=… (copy), sqlite://PATH (all commands).\n\
+        Databases: postgres://user:pass@host:port/db?sslmode=… (copy, sync, status, cleanup), sqlite://PATH (all but copy and status).\n\
         Settings also come from CUTOVER_SOURCE, CUTOVER_TARGET and a --config TOML file.",
     propagate_version = true
 )]
@@ -50,14 +50,20 @@ enum Command {
     /// throttled. Creates the schema on the target first and builds indexes and constraints
     /// after the data.
     Copy(copy::CopyArgs),
-    /// Copy every table, then follow changes until interrupted (Ctrl-C stops cleanly, with the
-    /// position saved) or, with --stop-when-caught-up, until the target has caught up.
-    Sync(SyncArgs),
+    /// Copy what is not yet copied, then follow every change until interrupted (Ctrl-C or
+    /// SIGTERM stops cleanly, with the position saved) or, with --stop-when-caught-up, until the
+    /// target has caught up. PostgreSQL: logical replication (slot and publication cutover_NAME
+    /// on the source; needs wal_level=logical).
+    Sync(sync::SyncArgs),
     /// Compare source and target row by row; exit 0 when equal, 1 when they differ.
     Verify(VerifyArgs),
-    /// Remove what cutover installed: capture triggers and change log on the source, the
-    /// control store on the target. Migrated data stays.
-    Cleanup(Endpoints),
+    /// Show a migration's phase, copy progress per table, replication lag (bytes and seconds),
+    /// applied position, changes/s, and warnings (slot retaining WAL, sync not running).
+    Status(sync::StatusArgs),
+    /// Remove what cutover installed: capture triggers and change log (SQLite) or replication
+    /// slot and publication (PostgreSQL) on the source, the control store on the target.
+    /// Migrated data stays.
+    Cleanup(sync::CleanupArgs),
 }
 
 #[derive(Args)]
@@ -96,22 +102,32 @@ impl Endpoints {
     }
 }
 
+/// Which tables to take.
 #[derive(Args)]
-struct SyncArgs {
-    #[command(flatten)]
-    endpoints: Endpoints,
-    /// Only these tables (comma-separated).
+pub struct TableArgs {
+    /// Only these tables (comma-separated; `name` or `schema.name`).
     #[arg(long, value_delimiter = ',')]
     tables: Vec<String>,
-    /// Leave these tables out (comma-separated).
+    /// Leave these tables out (comma-separated; `name` or `schema.name`).
     #[arg(long = "exclude-tables", value_delimiter = ',')]
     exclude_tables: Vec<String>,
-    /// Parallel chunk readers [default: number of CPUs].
-    #[arg(long)]
-    jobs: Option<usize>,
-    /// Exit 0 once the copy is done and the target has applied every change made so far.
-    #[arg(long)]
-    stop_when_caught_up: bool,
+}
+
+impl TableArgs {
+    /// (tables, exclude): the flags, else the config file's lists.
+    fn resolve(&self, file: &config::FileConfig) -> (Vec<String>, Vec<String>) {
+        let pick = |flag: &Vec<String>, from_file: &Option<Vec<String>>| {
+            if flag.is_empty() {
+                from_file.clone().unwrap_or_default()
+            } else {
+                flag.clone()
+            }
+        };
+        (
+            pick(&self.tables, &file.tables),
+            pick(&self.exclude_tables, &file.exclude_tables),
+        )
+    }
 }
 
 #[derive(Args)]
@@ -140,9 +156,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Copy(args) => copy::run(&args),
-        Command::Sync(args) => sync(&args),
+        Command::Sync(args) => sync::sync(&args),
         Command::Verify(args) => verify(&args),
-        Command::Cleanup(args) => cleanup(&args),
+        Command::Status(args) => sync::status(&args),
+        Command::Cleanup(args) => sync::cleanup(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -169,58 +186,6 @@ fn init_tracing(level: &str) {
         .try_init();
 }
 
-fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
-    use cutover_connector::Connect;
-    use std::sync::Arc;
-    let (source, target, _) = args.endpoints.resolve()?;
-    let source = endpoint::sqlite(&source, endpoint::Role::Source)?;
-    let target = endpoint::sqlite(&target, endpoint::Role::Target)?;
-    let mut opts = cutover_pipeline::SyncOptions {
-        stop_when_caught_up: args.stop_when_caught_up,
-        tables: args.tables.clone(),
-        exclude: args.exclude_tables.clone(),
-        ..Default::default()
-    };
-    if let Some(j) = args.jobs {
-        opts.jobs = j.max(1);
-    }
-    let control = Arc::new(cutover_pipeline::Control::default());
-    {
-        let control = Arc::clone(&control);
-        ctrlc::set_handler(move || control.stop()).context("installing the Ctrl-C handler")?;
-    }
-    let progress = cutover_pipeline::Progress::default();
-    let ui_done = std::sync::atomic::AtomicBool::new(false);
-    let report = std::thread::scope(|s| {
-        let ui = s.spawn(|| ui::follow(&progress, &ui_done));
-        let r = cutover_pipeline::run(&source, &target, &opts, &control, &progress);
-        ui_done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = ui.join();
-        r
-    })
-    .with_context(|| {
-        format!(
-            "sync from {} to {} stopped; what was applied is kept, run the same command to resume",
-            source.describe(),
-            target.describe()
-        )
-    })?;
-    println!(
-        "{} {} rows copied ({}), {} changes applied, position {}, {:.1}s",
-        if report.interrupted {
-            "stopped:"
-        } else {
-            "caught up:"
-        },
-        report.rows_copied,
-        ui::bytes(report.bytes_copied),
-        report.changes_applied,
-        report.position,
-        report.elapsed.as_secs_f64()
-    );
-    Ok(0)
-}
-
 fn verify(args: &VerifyArgs) -> anyhow::Result<u8> {
     let (source, target, _) = args.endpoints.resolve()?;
     let source = endpoint::sqlite(&source, endpoint::Role::Existing)?;
@@ -228,21 +193,4 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<u8> {
     let report = endpoint::verify_all(&source, &target, &args.tables, None)?;
     ui::print_verify(&report);
     Ok(if report.is_equal() { 0 } else { EXIT_DIFFERENT })
-}
-
-fn cleanup(args: &Endpoints) -> anyhow::Result<u8> {
-    use cutover_connector::{Connect, Sink, Source};
-    let (source, target, _) = args.resolve()?;
-    let source = endpoint::sqlite(&source, endpoint::Role::Existing)?;
-    let target = endpoint::sqlite(&target, endpoint::Role::Existing)?;
-    let mut src = source.source()?;
-    let tables = src.tables()?;
-    src.stop_capture(&tables)?;
-    target.sink()?.cleanup()?;
-    println!(
-        "removed change capture from {} and the control store from {}",
-        source.describe(),
-        target.describe()
-    );
-    Ok(0)
 }

@@ -119,6 +119,28 @@ pub trait Source {
         max_changes: usize,
     ) -> Result<Vec<Transaction>, ConnectorError>;
     fn release(&mut self, upto: Position) -> Result<(), ConnectorError>;
+    /// The current committed state of the rows with these keys (those that exist), read now.
+    ///
+    /// Needed only by engines whose updates can arrive without some column values (PostgreSQL
+    /// leaves unchanged TOASTed values out): when such an update meets a row whose chunk is not
+    /// on the target yet, the applier writes the row's current state instead, and the stream
+    /// brings it up to date from there. Engines that always send whole rows keep this default.
+    fn fetch_rows(
+        &mut self,
+        table: &TableSchema,
+        keys: &[Key],
+    ) -> Result<Vec<Row>, ConnectorError> {
+        let _ = keys;
+        Err(ConnectorError::new(
+            ErrorKind::UnsupportedType,
+            format!("this source cannot re-read rows of {} by key", table.name),
+        ))
+    }
+    /// Bytes of change history the source keeps for this migration (PostgreSQL: WAL held by the
+    /// replication slot), for status and warnings; `None` where the engine cannot tell.
+    fn history_bytes(&mut self) -> Result<Option<u64>, ConnectorError> {
+        Ok(None)
+    }
     /// Removes everything capture installed on the source (triggers, change tables, slots).
     fn stop_capture(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError>;
 }
@@ -165,6 +187,12 @@ pub trait Sink {
     fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError>;
     /// Builds secondary indexes once the copy is complete.
     fn finish_tables(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError>;
+    /// Records the migration's live status (positions, lag, rates) where `cutover status` can
+    /// read it from another process. Called now and then by the applier; a no-op by default.
+    fn note(&mut self, progress: &Progress) -> Result<(), ConnectorError> {
+        let _ = progress;
+        Ok(())
+    }
     /// Removes the control store.
     fn cleanup(&mut self) -> Result<(), ConnectorError>;
 }

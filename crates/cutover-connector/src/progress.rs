@@ -40,6 +40,9 @@ pub struct Progress {
     pub batches_applied: AtomicU64,
     applied: Mutex<Option<Position>>,
     source: Mutex<Option<Position>>,
+    committed_at: Mutex<Option<std::time::SystemTime>>,
+    /// Change history the source keeps for this migration, plus one; 0 while unknown.
+    history_bytes: AtomicU64,
 }
 
 impl Progress {
@@ -74,6 +77,28 @@ impl Progress {
 
     pub fn set_source(&self, p: Position) {
         *self.source.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+    }
+
+    /// When the source committed the last transaction the target has applied.
+    pub fn committed_at(&self) -> Option<std::time::SystemTime> {
+        *self.committed_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn set_committed_at(&self, t: std::time::SystemTime) {
+        *self.committed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+    }
+
+    /// Bytes of change history the source keeps for this migration, where known.
+    pub fn history_bytes(&self) -> Option<u64> {
+        match self.history_bytes.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n - 1),
+        }
+    }
+
+    pub fn set_history_bytes(&self, bytes: u64) {
+        self.history_bytes
+            .store(bytes.saturating_add(1), Ordering::Relaxed);
     }
 
     /// Lag in positions (change-log entries for SQLite, bytes of WAL for PostgreSQL).

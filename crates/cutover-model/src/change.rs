@@ -50,5 +50,7 @@ pub struct Transaction {
     /// The source's transaction id, where it has one (PostgreSQL's xid); lets a chunk read in a
     /// snapshot tell exactly which transactions it already reflects.
     pub xid: Option<u64>,
+    /// When the source committed it, where the source says (PostgreSQL): for lag in seconds.
+    pub committed_at: Option<std::time::SystemTime>,
     pub changes: Vec<Change>,
 }

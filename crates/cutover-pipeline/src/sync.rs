@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cutover_connector::{
     ApplyOp, ChunkRows, Connect, ConnectorError, ErrorKind, KeyRange, Sink, Source,
 };
-use cutover_model::{Change, Key, Position, TableSchema};
+use cutover_model::{Change, Key, Position, TableSchema, Transaction};
 
 use crate::retry::retry;
 use cutover_connector::{Phase, Progress, TableProgress};
@@ -94,7 +94,7 @@ pub struct SyncReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("{0}")]
+    #[error(transparent)]
     Connector(#[from] ConnectorError),
     #[error("no tables to migrate: the source has none, or --tables/--exclude-tables left none")]
     NoTables,
@@ -250,6 +250,8 @@ pub fn run<S: Connect, T: Connect>(
             touched: HashMap::new(),
             truncated: HashMap::new(),
             applied,
+            read_upto: applied,
+            backlog: VecDeque::new(),
         };
         let result = applier.run(
             &mut src, &mut sink, &mut queue, &job_tx, &res_rx, control, workers,
@@ -327,12 +329,24 @@ struct Applier<'a> {
     in_flight: HashMap<u64, Outstanding>,
     /// Chunks read, waiting for the stream to reach their `high`.
     pending: Vec<ReadChunk>,
-    /// Keys changed while chunks of their table were outstanding, with the change's position and
-    /// transaction id.
-    touched: HashMap<(usize, Key), (Position, Option<u64>)>,
+    /// Keys changed while chunks of their table were outstanding: the change's position and
+    /// transaction id, and whether any of those changes was an update that left out values
+    /// (PostgreSQL's unchanged TOAST columns), which cannot create the row on its own.
+    touched: HashMap<(usize, Key), Touch>,
     /// Tables truncated while chunks were outstanding, with the position.
     truncated: HashMap<usize, Position>,
     applied: Position,
+    /// The position of the last transaction read from the source (ahead of `applied` while
+    /// `backlog` holds transactions read but not yet applied).
+    read_upto: Position,
+    backlog: VecDeque<Transaction>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Touch {
+    at: Position,
+    xid: Option<u64>,
+    partial: bool,
 }
 
 /// Counters of a batch, credited to progress once the batch commits.
@@ -340,6 +354,7 @@ struct Applier<'a> {
 struct BatchTally {
     changes: u64,
     superseded: u64,
+    committed_at: Option<std::time::SystemTime>,
     chunks: Vec<(usize, u64, u64)>,
 }
 
@@ -357,6 +372,9 @@ impl Applier<'_> {
         workers: usize,
     ) -> Result<bool, SyncError> {
         let mut last_release = Instant::now();
+        let mut last_note = Instant::now();
+        let mut last_recorded = Instant::now();
+        let mut unrecorded: Option<Position> = None;
         let mut released = self.applied;
         loop {
             // Keep the readers busy, with a bounded number of chunks in memory.
@@ -377,16 +395,22 @@ impl Applier<'_> {
                 self.accept(r?);
             }
 
-            let txns = retry("reading changes", || {
-                src.read_changes(self.tables, self.applied, self.opts.batch_changes)
-            })?;
-            let idle = txns.is_empty();
+            if self.backlog.is_empty() {
+                let txns = retry("reading changes", || {
+                    src.read_changes(self.tables, self.read_upto, self.opts.batch_changes)
+                })?;
+                if let Some(last) = txns.last() {
+                    self.read_upto = last.position;
+                }
+                self.backlog.extend(txns);
+            }
+            let mut idle = self.backlog.is_empty();
             let mut ops = Vec::new();
             let mut bytes = 0usize;
             let mut tally = BatchTally::default();
             let mut position = self.applied;
-            self.emit_ready(position, &mut ops, &mut bytes, &mut tally);
-            for txn in txns {
+            self.emit_ready(src, position, &mut ops, &mut bytes, &mut tally)?;
+            while let Some(txn) = self.backlog.pop_front() {
                 for change in txn.changes {
                     self.track(&change, txn.position, txn.xid);
                     bytes += change_bytes(&change);
@@ -394,17 +418,30 @@ impl Applier<'_> {
                     ops.push(ApplyOp::Change(change));
                 }
                 position = txn.position;
-                self.emit_ready(position, &mut ops, &mut bytes, &mut tally);
-                if bytes >= self.opts.batch_bytes {
-                    // The rest is read again next round, from `position`.
+                if txn.committed_at.is_some() {
+                    tally.committed_at = txn.committed_at;
+                }
+                self.emit_ready(src, position, &mut ops, &mut bytes, &mut tally)?;
+                if bytes >= self.opts.batch_bytes || tally.changes >= self.opts.batch_changes as u64
+                {
+                    // The rest stays in the backlog for the next batch.
                     break;
                 }
             }
             if position != self.applied || !ops.is_empty() {
-                retry("applying a batch to the target", || {
-                    sink.apply(&ops, position)
-                })?;
-                self.commit(position, tally, sink)?;
+                if ops.is_empty() && last_recorded.elapsed() < Duration::from_secs(1) {
+                    // Only the source's position moved (WAL of other tables, or idle): record
+                    // that now and then, not on every keepalive.
+                    unrecorded = Some(position);
+                    idle = true;
+                } else {
+                    retry("applying a batch to the target", || {
+                        sink.apply(&ops, position)
+                    })?;
+                    self.commit(position, tally, sink)?;
+                    unrecorded = None;
+                    last_recorded = Instant::now();
+                }
             }
             self.prune();
 
@@ -415,6 +452,17 @@ impl Applier<'_> {
                 })?;
                 released = self.applied;
                 last_release = Instant::now();
+            }
+
+            if last_note.elapsed() > Duration::from_secs(1) {
+                if let Ok(Some(b)) = src.history_bytes() {
+                    self.progress.set_history_bytes(b);
+                }
+                // Status for other processes; a failure here must not stop replication.
+                if let Err(e) = sink.note(self.progress) {
+                    tracing::warn!(error = %e, "could not record the sync's status on the target");
+                }
+                last_note = Instant::now();
             }
 
             if control.stopped() {
@@ -430,13 +478,21 @@ impl Applier<'_> {
                 let current = retry("reading the source position", || src.current_position())?;
                 self.progress.set_source(current);
                 if copy_done {
-                    if let Some(target) = control.drain_target() {
-                        self.progress.set_phase(Phase::Draining);
-                        if self.applied >= target {
-                            return Ok(false);
+                    let reached = unrecorded.unwrap_or(self.applied).max(self.applied);
+                    let goal = match control.drain_target() {
+                        Some(target) => {
+                            self.progress.set_phase(Phase::Draining);
+                            Some(target)
                         }
-                    }
-                    if self.opts.stop_when_caught_up && self.applied >= current {
+                        None => self.opts.stop_when_caught_up.then_some(current),
+                    };
+                    if goal.is_some_and(|g| reached >= g) {
+                        if reached > self.applied {
+                            retry("recording the final position on the target", || {
+                                sink.apply(&[], reached)
+                            })?;
+                            self.commit(reached, BatchTally::default(), sink)?;
+                        }
                         return Ok(false);
                     }
                 }
@@ -467,6 +523,7 @@ impl Applier<'_> {
 
     /// Remembers which keys a change touched, while chunks of its table are outstanding.
     fn track(&mut self, change: &Change, at: Position, xid: Option<u64>) {
+        let touch = |partial: bool| Touch { at, xid, partial };
         let table = match change {
             Change::Truncate { tables } => {
                 for name in tables {
@@ -487,30 +544,44 @@ impl Applier<'_> {
             return;
         }
         let schema = &self.tables[ti];
+        let mut mark = |key: Key, partial: bool| {
+            self.touched
+                .entry((ti, key))
+                .and_modify(|t| {
+                    let was = t.partial;
+                    *t = touch(was || partial);
+                })
+                .or_insert_with(|| touch(partial));
+        };
         match change {
-            Change::Insert { row, .. } => {
-                self.touched.insert((ti, schema.key_of(row)), (at, xid));
+            Change::Insert { row, .. } => mark(schema.key_of(row), false),
+            Change::Update {
+                old_key,
+                row,
+                unchanged,
+                ..
+            } => {
+                let partial = !unchanged.is_empty();
+                mark(old_key.clone(), partial);
+                mark(schema.key_of(row), partial);
             }
-            Change::Update { old_key, row, .. } => {
-                self.touched.insert((ti, old_key.clone()), (at, xid));
-                self.touched.insert((ti, schema.key_of(row)), (at, xid));
-            }
-            Change::Delete { old_key, .. } => {
-                self.touched.insert((ti, old_key.clone()), (at, xid));
-            }
+            Change::Delete { old_key, .. } => mark(old_key.clone(), false),
             Change::Truncate { .. } => {}
         }
     }
 
     /// Moves every pending chunk whose `high` the stream has reached into the batch, minus rows
-    /// whose keys changed after the chunk's `low`.
-    fn emit_ready(
+    /// whose keys changed after the chunk's `low`. A row whose newer state the stream could not
+    /// carry whole (an update without its unchanged values, applied before the row was on the
+    /// target) is re-read from the source instead; the stream brings it up to date from there.
+    fn emit_ready<Src: Source>(
         &mut self,
+        src: &mut Src,
         position: Position,
         ops: &mut Vec<ApplyOp>,
         bytes: &mut usize,
         tally: &mut BatchTally,
-    ) {
+    ) -> Result<(), SyncError> {
         let mut i = 0;
         while i < self.pending.len() {
             if self.pending[i].rows.high > position {
@@ -529,16 +600,8 @@ impl Applier<'_> {
             };
             let truncated_after_low = self.truncated.get(&ti).is_some_and(|&p| p > low);
             let (mut rows_out, mut bytes_out) = (0u64, 0u64);
-            for row in chunk.rows.rows {
-                let superseded = truncated_after_low
-                    || self
-                        .touched
-                        .get(&(ti, schema.key_of(&row)))
-                        .is_some_and(|&(p, xid)| !reflected(p, xid));
-                if superseded {
-                    tally.superseded += 1;
-                    continue;
-                }
+            let mut refetch = Vec::new();
+            let mut emit = |row: cutover_model::Row| {
                 let b: usize = row.iter().map(|v| v.payload_len()).sum();
                 *bytes += b;
                 bytes_out += b as u64;
@@ -547,6 +610,27 @@ impl Applier<'_> {
                     table: schema.name.clone(),
                     row,
                 });
+            };
+            for row in chunk.rows.rows {
+                let key = schema.key_of(&row);
+                let touch = self.touched.get(&(ti, key));
+                let superseded =
+                    truncated_after_low || touch.is_some_and(|t| !reflected(t.at, t.xid));
+                if superseded {
+                    if !truncated_after_low && touch.is_some_and(|t| t.partial) {
+                        refetch.push(schema.key_of(&row));
+                    }
+                    tally.superseded += 1;
+                    continue;
+                }
+                emit(row);
+            }
+            if !refetch.is_empty() {
+                let rows = retry("re-reading rows from the source", || {
+                    src.fetch_rows(schema, &refetch)
+                })?;
+                tally.superseded -= rows.len() as u64;
+                rows.into_iter().for_each(&mut emit);
             }
             ops.push(ApplyOp::ChunkDone {
                 table: schema.name.clone(),
@@ -554,6 +638,7 @@ impl Applier<'_> {
             });
             tally.chunks.push((ti, rows_out, bytes_out));
         }
+        Ok(())
     }
 
     fn commit<Snk: Sink>(
@@ -565,6 +650,9 @@ impl Applier<'_> {
         self.applied = position;
         let p = self.progress;
         p.set_applied(position);
+        if let Some(t) = tally.committed_at {
+            p.set_committed_at(t);
+        }
         p.changes_applied
             .fetch_add(tally.changes, Ordering::Relaxed);
         p.rows_superseded
@@ -607,7 +695,7 @@ impl Applier<'_> {
                 self.truncated.clear();
             }
             Some(f) => {
-                self.touched.retain(|_, (p, _)| *p > f);
+                self.touched.retain(|_, t| t.at > f);
                 self.truncated.retain(|_, p| *p > f);
             }
         }

@@ -88,13 +88,29 @@ struct Chunk {
     upper: Option<Vec<String>>,
 }
 
-const CONTROL_DDL: &str = "
+/// The control store. `migration.mode` is `copy` for `cutover copy` and `sync` once change
+/// capture runs; `replication` holds the applier's checkpoint and what `cutover status` shows.
+pub(crate) const CONTROL_DDL: &str = "
 CREATE SCHEMA IF NOT EXISTS _cutover;
 CREATE TABLE IF NOT EXISTS _cutover.migration (
     id int PRIMARY KEY CHECK (id = 1),
     source text NOT NULL,
     phase text NOT NULL,
     started_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now());
+ALTER TABLE _cutover.migration ADD COLUMN IF NOT EXISTS mode text NOT NULL DEFAULT 'copy';
+CREATE TABLE IF NOT EXISTS _cutover.replication (
+    id int PRIMARY KEY CHECK (id = 1),
+    slot text NOT NULL,
+    publication text NOT NULL,
+    position text,
+    source_position text,
+    committed_at timestamptz,
+    changes_applied bigint NOT NULL DEFAULT 0,
+    changes_per_sec double precision,
+    lag_bytes bigint,
+    history_bytes bigint,
+    direction text NOT NULL DEFAULT 'forward',
     updated_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE IF NOT EXISTS _cutover.chunks (
     table_schema text NOT NULL,
@@ -114,7 +130,7 @@ CREATE TABLE IF NOT EXISTS _cutover.steps (
     done boolean NOT NULL DEFAULT false);
 ";
 
-fn control_phase(tgt: &mut Client) -> Result<Option<String>, ConnectorError> {
+pub(crate) fn control_phase(tgt: &mut Client) -> Result<Option<String>, ConnectorError> {
     let ctx = "reading cutover's control store on the target";
     let exists: bool = tgt
         .query_one("SELECT to_regclass('_cutover.migration') IS NOT NULL", &[])
@@ -344,107 +360,13 @@ fn prepare(
     schema: &SourceSchema,
     opts: &CopyOptions,
 ) -> Result<(), ConnectorError> {
-    // Refuse a target that already holds any of the tables, unless told to empty them.
-    let mut existing = Vec::new();
-    for t in &schema.tables {
-        let q = qualified(&t.name);
-        let found: bool = tgt
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&q])
-            .map_err(|e| map("inspecting the target", e))?
-            .get(0);
-        if found {
-            existing.push(t);
-        }
-    }
-    if !existing.is_empty() && !opts.truncate {
-        let names: Vec<String> = existing
-            .iter()
-            .take(5)
-            .map(|t| t.name.to_string())
-            .collect();
-        return Err(ConnectorError::new(
-            ErrorKind::Conflict,
-            format!(
-                "the target already has {} of the tables to copy ({}{}) and no copy of cutover's to resume there: \
-                 refusing to mix data. Copy into an empty database, drop those tables, or pass --truncate to empty them and copy again",
-                existing.len(),
-                names.join(", "),
-                if existing.len() > 5 { ", …" } else { "" }
-            ),
-        ));
-    }
-    // Extensions the target cannot install: fail early, naming them.
-    for (ext, _) in &schema.extensions {
-        let available: bool = tgt
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = $1)",
-                &[ext],
-            )
-            .map_err(|e| map("inspecting the target's extensions", e))?
-            .get(0);
-        if !available {
-            return Err(ConnectorError::new(
-                ErrorKind::SchemaMismatch,
-                format!("the source uses extension {ext}, which the target cannot install: install its package on the target server, or leave out the tables that use it"),
-            ));
-        }
-    }
-
+    let existing = existing_tables(tgt, schema, opts.truncate, "copy")?;
     let mut tx = tgt
         .transaction()
         .map_err(|e| map("starting the target's schema transaction", e))?;
-    tx.batch_execute("SET LOCAL search_path = pg_catalog")
-        .map_err(|e| map("preparing the target", e))?;
-    for t in &existing {
-        tx.batch_execute(&format!("TRUNCATE {}", qualified(&t.name)))
-            .map_err(|e| map(format!("emptying target table {} (--truncate)", t.name), e))?;
-    }
-    for (i, stmt) in schema.pre_data.iter().enumerate() {
-        // With --truncate, objects that already exist are kept.
-        let sp = format!("cutover_pre_{i}");
-        tx.batch_execute(&format!("SAVEPOINT {sp}"))
-            .map_err(|e| map("preparing the target", e))?;
-        match tx.batch_execute(stmt) {
-            Ok(()) => {}
-            Err(e)
-                if opts.truncate
-                    && e.code()
-                        .is_some_and(|c| matches!(c.code(), "42P07" | "42710" | "42P06")) =>
-            {
-                tx.batch_execute(&format!("ROLLBACK TO SAVEPOINT {sp}"))
-                    .map_err(|e| map("preparing the target", e))?;
-            }
-            Err(e) => {
-                return Err(map(
-                    format!("creating the schema on the target, at: {}", shorten(stmt)),
-                    e,
-                ))
-            }
-        }
-    }
-    tx.batch_execute(CONTROL_DDL).map_err(|e| {
-        map(
-            "creating cutover's control store (schema _cutover) on the target",
-            e,
-        )
-    })?;
-    tx.execute(
-        "INSERT INTO _cutover.migration (id, source, phase) VALUES (1, $1, 'copying')",
-        &[&source.redacted()],
-    )
-    .map_err(|e| map("recording the migration", e))?;
-    let steps = schema
-        .post_data
-        .iter()
-        .map(|s| ("index", s))
-        .chain(schema.foreign_keys.iter().map(|s| ("fk", s)));
-    for (i, (phase, sql)) in steps.enumerate() {
-        tx.execute(
-            "INSERT INTO _cutover.steps (id, phase, sql) VALUES ($1, $2, $3)",
-            &[&(i as i32), &phase, sql],
-        )
-        .map_err(|e| map("recording the post-data steps", e))?;
-    }
+    create_schema(&mut tx, schema, &existing, opts.truncate)?;
+    record_migration(&mut tx, source, "copy")?;
+    record_steps(&mut tx, schema, schema.primary_keys.iter())?;
     for t in schema.tables.iter().filter(|t| t.has_data()) {
         let bounds = plan_chunks(src, t, opts)?;
         let mut lower: Option<Vec<String>> = None;
@@ -464,6 +386,140 @@ fn prepare(
     }
     tx.commit()
         .map_err(|e| map("committing the target's schema", e))?;
+    Ok(())
+}
+
+/// The selected tables the target already has. Refuses (naming them and the fix) unless
+/// `truncate`; also refuses early when the target cannot install an extension the source uses.
+pub(crate) fn existing_tables<'a>(
+    tgt: &mut Client,
+    schema: &'a SourceSchema,
+    truncate: bool,
+    verb: &str,
+) -> Result<Vec<&'a PgTable>, ConnectorError> {
+    let mut existing = Vec::new();
+    for t in &schema.tables {
+        let q = qualified(&t.name);
+        let found: bool = tgt
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&q])
+            .map_err(|e| map("inspecting the target", e))?
+            .get(0);
+        if found {
+            existing.push(t);
+        }
+    }
+    if !existing.is_empty() && !truncate {
+        let names: Vec<String> = existing
+            .iter()
+            .take(5)
+            .map(|t| t.name.to_string())
+            .collect();
+        return Err(ConnectorError::new(
+            ErrorKind::Conflict,
+            format!(
+                "the target already has {} of the tables to {verb} ({}{}) and no migration of cutover's to resume there: \
+                 refusing to mix data. Use an empty database, drop those tables, or pass --truncate to empty them and start over",
+                existing.len(),
+                names.join(", "),
+                if existing.len() > 5 { ", …" } else { "" }
+            ),
+        ));
+    }
+    for (ext, _) in &schema.extensions {
+        let available: bool = tgt
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = $1)",
+                &[ext],
+            )
+            .map_err(|e| map("inspecting the target's extensions", e))?
+            .get(0);
+        if !available {
+            return Err(ConnectorError::new(
+                ErrorKind::SchemaMismatch,
+                format!("the source uses extension {ext}, which the target cannot install: install its package on the target server, or leave out the tables that use it"),
+            ));
+        }
+    }
+    Ok(existing)
+}
+
+/// Empties `existing` and runs the pre-data statements, inside the caller's transaction. With
+/// `truncate`, objects that already exist are kept.
+pub(crate) fn create_schema(
+    tx: &mut postgres::Transaction<'_>,
+    schema: &SourceSchema,
+    existing: &[&PgTable],
+    truncate: bool,
+) -> Result<(), ConnectorError> {
+    tx.batch_execute("SET LOCAL search_path = pg_catalog")
+        .map_err(|e| map("preparing the target", e))?;
+    for t in existing {
+        tx.batch_execute(&format!("TRUNCATE {}", qualified(&t.name)))
+            .map_err(|e| map(format!("emptying target table {} (--truncate)", t.name), e))?;
+    }
+    for (i, stmt) in schema.pre_data.iter().enumerate() {
+        let sp = format!("cutover_pre_{i}");
+        tx.batch_execute(&format!("SAVEPOINT {sp}"))
+            .map_err(|e| map("preparing the target", e))?;
+        match tx.batch_execute(stmt) {
+            Ok(()) => {}
+            Err(e)
+                if truncate
+                    && e.code()
+                        .is_some_and(|c| matches!(c.code(), "42P07" | "42710" | "42P06")) =>
+            {
+                tx.batch_execute(&format!("ROLLBACK TO SAVEPOINT {sp}"))
+                    .map_err(|e| map("preparing the target", e))?;
+            }
+            Err(e) => {
+                return Err(map(
+                    format!("creating the schema on the target, at: {}", shorten(stmt)),
+                    e,
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the control store and records the migration (`mode` copy or sync).
+pub(crate) fn record_migration(
+    tx: &mut postgres::Transaction<'_>,
+    source: &PgEndpoint,
+    mode: &str,
+) -> Result<(), ConnectorError> {
+    tx.batch_execute(CONTROL_DDL).map_err(|e| {
+        map(
+            "creating cutover's control store (schema _cutover) on the target",
+            e,
+        )
+    })?;
+    tx.execute(
+        "INSERT INTO _cutover.migration (id, source, phase, mode) VALUES (1, $1, 'copying', $2)",
+        &[&source.redacted(), &mode],
+    )
+    .map_err(|e| map("recording the migration", e))?;
+    Ok(())
+}
+
+/// Records the post-data steps: `first` (primary keys when they come after the data), the
+/// indexes and constraints, then the foreign keys.
+pub(crate) fn record_steps<'a>(
+    tx: &mut postgres::Transaction<'_>,
+    schema: &'a SourceSchema,
+    first: impl Iterator<Item = &'a String>,
+) -> Result<(), ConnectorError> {
+    let steps = first
+        .chain(&schema.post_data)
+        .map(|s| ("index", s))
+        .chain(schema.foreign_keys.iter().map(|s| ("fk", s)));
+    for (i, (phase, sql)) in steps.enumerate() {
+        tx.execute(
+            "INSERT INTO _cutover.steps (id, phase, sql) VALUES ($1, $2, $3)",
+            &[&(i as i32), &phase, sql],
+        )
+        .map_err(|e| map("recording the post-data steps", e))?;
+    }
     Ok(())
 }
 
@@ -489,22 +545,10 @@ fn plan_chunks(
     t: &PgTable,
     opts: &CopyOptions,
 ) -> Result<Vec<Vec<String>>, ConnectorError> {
-    let Some((_, key)) = &t.primary_key else {
+    if t.primary_key.is_none() {
         return Ok(Vec::new());
-    };
-    let ctx = || format!("planning chunks of table {}", t.name);
-    let mut rows = t.rows_estimate;
-    if rows == 0 && t.bytes > 0 {
-        // Never analyzed: count once.
-        rows = src
-            .query_one(
-                &format!("SELECT count(*) FROM ONLY {}", qualified(&t.name)),
-                &[],
-            )
-            .map_err(|e| map(ctx(), e))?
-            .get::<_, i64>(0)
-            .max(0) as u64;
     }
+    let rows = row_count(src, t)?;
     let by_bytes = t.bytes.div_ceil(opts.chunk_bytes.max(1));
     let by_rows = rows.div_ceil(opts.chunk_rows.max(1));
     let mut chunks = by_bytes.max(by_rows).max(1);
@@ -513,6 +557,36 @@ fn plan_chunks(
         // sequential scan each; more chunks than workers would read the table more often.
         chunks = chunks.min(opts.jobs.max(1) as u64);
     }
+    chunk_bounds(src, t, rows, chunks)
+}
+
+/// The planner's row estimate, or an exact count for a table never analyzed.
+pub(crate) fn row_count(src: &mut Client, t: &PgTable) -> Result<u64, ConnectorError> {
+    if t.rows_estimate > 0 || t.bytes == 0 {
+        return Ok(t.rows_estimate);
+    }
+    let n: i64 = src
+        .query_one(
+            &format!("SELECT count(*) FROM ONLY {}", qualified(&t.name)),
+            &[],
+        )
+        .map_err(|e| map(format!("counting the rows of {}", t.name), e))?
+        .get(0);
+    Ok(n.max(0) as u64)
+}
+
+/// Boundaries that split `t` (about `rows` rows) into `chunks` key ranges from the key's actual
+/// distribution, as the text form of each key column. Empty: the table is one chunk.
+pub(crate) fn chunk_bounds(
+    src: &mut Client,
+    t: &PgTable,
+    rows: u64,
+    chunks: u64,
+) -> Result<Vec<Vec<String>>, ConnectorError> {
+    let Some((_, key)) = &t.primary_key else {
+        return Ok(Vec::new());
+    };
+    let ctx = || format!("planning chunks of table {}", t.name);
     if chunks <= 1 || rows == 0 {
         return Ok(Vec::new());
     }
@@ -573,7 +647,11 @@ fn scattered(t: &PgTable) -> bool {
 }
 
 /// `("a", "b") >= ('1'::bigint, 'x'::text) AND ("a", "b") < (…)`.
-fn range_predicate(t: &PgTable, lower: Option<&[String]>, upper: Option<&[String]>) -> String {
+pub(crate) fn range_predicate(
+    t: &PgTable,
+    lower: Option<&[String]>,
+    upper: Option<&[String]>,
+) -> String {
     let Some((_, key)) = &t.primary_key else {
         return "true".to_owned();
     };
@@ -715,7 +793,7 @@ fn worker(
 
 /// Runs the post-data steps not yet done: indexes and constraints in parallel, then foreign
 /// keys. Returns how many ran.
-fn post_data(
+pub(crate) fn post_data(
     target: &PgEndpoint,
     opts: &CopyOptions,
     stop: &AtomicBool,
@@ -796,7 +874,7 @@ fn post_data(
 }
 
 /// Sets every sequence on the target to the source's value (plain, serial and identity).
-fn set_sequences(
+pub(crate) fn set_sequences(
     src: &mut Client,
     tgt: &mut Client,
     schema: &SourceSchema,
@@ -831,6 +909,7 @@ mod tests {
             generated: None,
             collation: None,
             needs_text_copy: false,
+            type_oid: 0,
         };
         PgTable {
             name: TableName::new(Some("s"), "t"),

@@ -135,6 +135,14 @@ impl PgEndpoint {
         &self.redacted
     }
 
+    pub(crate) fn config(&self) -> &postgres::Config {
+        &self.config
+    }
+
+    pub(crate) fn tls(&self) -> TlsMode {
+        self.tls
+    }
+
     pub fn dbname(&self) -> &str {
         self.config.get_dbname().unwrap_or("")
     }
@@ -166,6 +174,12 @@ impl PgEndpoint {
 }
 
 fn tls_connector(mode: TlsMode) -> tokio_postgres_rustls::MakeRustlsConnect {
+    tokio_postgres_rustls::MakeRustlsConnect::new((*tls_config(mode)).clone())
+}
+
+/// The TLS client settings for `mode`: checked certificates for `verify-*`, any certificate
+/// otherwise (libpq's `require`/`prefer`).
+pub(crate) fn tls_config(mode: TlsMode) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -186,7 +200,7 @@ fn tls_connector(mode: TlsMode) -> tokio_postgres_rustls::MakeRustlsConnect {
             .with_custom_certificate_verifier(Arc::new(NoVerification))
             .with_no_client_auth()
     };
-    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+    Arc::new(config)
 }
 
 /// `sslmode=require`/`prefer`: encrypt, but accept any certificate (libpq's behaviour).

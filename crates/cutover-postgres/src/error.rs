@@ -32,6 +32,18 @@ pub(crate) fn map(context: impl std::fmt::Display, e: postgres::Error) -> Connec
     ConnectorError::new(kind, format!("{context}: {detail}{fix}")).with_source(e)
 }
 
+/// An error the server sent on a connection cutover drives itself (the replication protocol).
+pub(crate) fn server_error(
+    context: impl std::fmt::Display,
+    code: &str,
+    message: &str,
+    detail: Option<&str>,
+) -> ConnectorError {
+    let (kind, fix) = classify(&SqlState::from_code(code));
+    let detail = detail.map(|d| format!(" ({d})")).unwrap_or_default();
+    ConnectorError::new(kind, format!("{context}: {message}{detail}{fix}"))
+}
+
 fn is_connection_error(e: &postgres::Error) -> bool {
     if e.is_closed() {
         return true;

@@ -2,11 +2,19 @@
 //! fast, resumable, throttled parallel copy that streams binary `COPY … TO STDOUT` into binary
 //! `COPY … FROM STDIN` chunk by chunk, each chunk committed with its "done" mark.
 
+mod connect;
 pub mod copy;
 mod endpoint;
 mod error;
 pub mod pgoutput;
+pub mod pgtext;
+mod replication;
 pub mod schema;
+mod sink;
+mod source;
 mod stream;
 
+pub use connect::PgConnect;
 pub use endpoint::{redact, PgEndpoint, TlsMode};
+pub use sink::PgSink;
+pub use source::{retained_wal, CaptureNames, PgRows, PgSource};

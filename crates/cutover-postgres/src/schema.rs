@@ -43,6 +43,8 @@ pub struct PgColumn {
     pub name: String,
     /// `format_type` output, schema-qualified where not built in.
     pub type_sql: String,
+    /// The type's OID on the source (what change capture's relation messages name).
+    pub type_oid: u32,
     pub not_null: bool,
     pub default: Option<String>,
     /// `a` (ALWAYS) or `d` (BY DEFAULT) for identity columns.
@@ -193,8 +195,10 @@ pub struct SourceSchema {
     pub tables: Vec<PgTable>,
     /// Statements before the data, in order.
     pub pre_data: Vec<String>,
-    /// Statements after the data that may run in parallel (primary keys, indexes, unique, check
-    /// and exclusion constraints).
+    /// Primary keys: after the data for `copy`, before it for `sync` (upserts need them).
+    pub primary_keys: Vec<String>,
+    /// Statements after the data that may run in parallel (indexes, unique, check and exclusion
+    /// constraints).
     pub post_data: Vec<String>,
     /// Foreign keys: after every index exists.
     pub foreign_keys: Vec<String>,
@@ -291,7 +295,8 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
                             JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END,
                     (t.typcategory = 'A' AND t.typelem >= 16384) OR (t.typtype = 'c' AND t.oid >= 16384)
                       OR (t.typtype = 'd' AND EXISTS (SELECT 1 FROM pg_type b WHERE b.oid = t.typbasetype
-                          AND ((b.typcategory = 'A' AND b.typelem >= 16384) OR b.typtype = 'c')))
+                          AND ((b.typcategory = 'A' AND b.typelem >= 16384) OR b.typtype = 'c'))),
+                    a.atttypid
                FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
                LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
               WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
@@ -313,6 +318,7 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
             generated: r.get(6),
             collation: r.get(7),
             needs_text_copy: r.get(8),
+            type_oid: r.get(9),
         });
     }
 
@@ -498,9 +504,8 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
             &[&oids],
         )
         .map_err(|e| map(ctx, e))?;
-    // Primary keys first (foreign keys and upserts need them), then the other indexes.
-    let mut post_data: Vec<String> = tables.iter().filter_map(primary_key_sql).collect();
-    post_data.extend(indexes.iter().map(|r| r.get::<_, String>(0)));
+    let primary_keys: Vec<String> = tables.iter().filter_map(primary_key_sql).collect();
+    let mut post_data: Vec<String> = indexes.iter().map(|r| r.get::<_, String>(0)).collect();
     let cons = client
         .query(
             "SELECT c.conrelid, c.conname, c.contype::text, pg_get_constraintdef(c.oid)
@@ -570,6 +575,7 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
     Ok(SourceSchema {
         tables,
         pre_data,
+        primary_keys,
         post_data,
         foreign_keys,
         sequences,
@@ -580,7 +586,7 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
 
 /// The primary key, added after the data as pg_restore does: one index build instead of a btree
 /// insert per row. `None` for tables without one, or whose key comes from a partitioned parent.
-fn primary_key_sql(t: &PgTable) -> Option<String> {
+pub(crate) fn primary_key_sql(t: &PgTable) -> Option<String> {
     match (&t.primary_key, t.primary_key_inherited) {
         (Some((name, cols)), false) => Some(format!(
             "ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})",

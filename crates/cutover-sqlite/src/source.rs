@@ -472,6 +472,7 @@ impl Source for SqliteSource {
                 // A table captured by an earlier run but no longer part of the migration: the
                 // position still advances past it.
                 out.push(Transaction {
+                    committed_at: None,
                     position,
                     xid: None,
                     changes: Vec::new(),
@@ -512,6 +513,7 @@ impl Source for SqliteSource {
                 }
             };
             out.push(Transaction {
+                committed_at: None,
                 position,
                 xid: None,
                 changes: vec![change],

@@ -1,0 +1,431 @@
+//! `cutover sync`, `cutover status` and `cutover cleanup`: copy and follow changes, show where a
+//! migration stands, and remove what cutover installed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use cutover_connector::{Connect, Sink, Source};
+use cutover_postgres::schema::Selection;
+use cutover_postgres::{CaptureNames, PgConnect, PgEndpoint};
+
+use crate::endpoint::{self, engine_of, Engine};
+use crate::{ui, Endpoints};
+
+#[derive(Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    #[command(flatten)]
+    tables: crate::TableArgs,
+    /// Parallel chunk readers [default: number of CPUs].
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Exit 0 once the copy is done and the target has applied every change the source had
+    /// when last checked (for scripts that drain, e.g. before a switch).
+    #[arg(long)]
+    stop_when_caught_up: bool,
+    /// PostgreSQL: empty target tables that already exist (otherwise refused, unless the target
+    /// holds a migration of cutover's to resume).
+    #[arg(long)]
+    truncate: bool,
+    /// PostgreSQL: the migration's name; the source's replication slot and publication are
+    /// `cutover_<name>` [default: the target's database name]. Give concurrent migrations from
+    /// one source different names.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The target of the migration: postgres://… (its control store holds the status).
+    #[arg(long, env = "CUTOVER_TARGET")]
+    target: Option<String>,
+    /// Read the target from a TOML file (`target = "…"`).
+    #[arg(long, env = "CUTOVER_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Warn when the source's slot retains more WAL than this many MB.
+    #[arg(long, default_value_t = 1024)]
+    warn_wal_mb: u64,
+}
+
+#[derive(Args)]
+pub struct CleanupArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    /// PostgreSQL: the migration's name, as given to sync [default: the target's database name].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+fn names(name: Option<&str>, target: &PgEndpoint) -> CaptureNames {
+    CaptureNames::for_migration(name.unwrap_or(target.dbname()))
+}
+
+fn pg_pair(
+    source: &str,
+    target: &str,
+    selection: Selection,
+    name: Option<&str>,
+    truncate: bool,
+    jobs: usize,
+) -> anyhow::Result<(PgConnect, PgConnect)> {
+    let s = PgEndpoint::from_url(source).context("--source")?;
+    let t = PgEndpoint::from_url(target).context("--target")?;
+    let names = names(name, &t);
+    let side = |endpoint: &PgEndpoint, peer: &PgEndpoint| PgConnect {
+        endpoint: endpoint.clone(),
+        peer: peer.clone(),
+        selection: selection.clone(),
+        names: names.clone(),
+        truncate,
+        jobs,
+    };
+    Ok((side(&s, &t), side(&t, &s)))
+}
+
+pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
+    let (source, target, file) = args.endpoints.resolve()?;
+    let mut opts = cutover_pipeline::SyncOptions {
+        stop_when_caught_up: args.stop_when_caught_up,
+        ..Default::default()
+    };
+    if let Some(j) = args.jobs.or(file.jobs) {
+        opts.jobs = j.max(1);
+    }
+    let (tables, exclude) = args.tables.resolve(&file);
+    match (engine_of(&source), engine_of(&target)) {
+        (Engine::Postgres, Engine::Postgres) => {
+            // PostgreSQL selects tables itself (schema-qualified names).
+            let selection = Selection { tables, exclude };
+            let (s, t) = pg_pair(
+                &source,
+                &target,
+                selection,
+                args.name.as_deref(),
+                args.truncate || file.truncate.unwrap_or(false),
+                opts.jobs,
+            )?;
+            run(&s, &t, &opts)
+        }
+        (Engine::Sqlite, Engine::Sqlite) => {
+            opts.tables = tables;
+            opts.exclude = exclude;
+            let s = endpoint::sqlite(&source, endpoint::Role::Source)?;
+            let t = endpoint::sqlite(&target, endpoint::Role::Target)?;
+            run(&s, &t, &opts)
+        }
+        _ => bail!(
+            "cutover sync supports PostgreSQL → PostgreSQL and SQLite → SQLite so far; \
+             give both --source and --target as postgres://… or both as sqlite://…"
+        ),
+    }
+}
+
+fn run<S: Connect, T: Connect>(
+    source: &S,
+    target: &T,
+    opts: &cutover_pipeline::SyncOptions,
+) -> anyhow::Result<u8> {
+    let control = Arc::new(cutover_pipeline::Control::default());
+    {
+        let control = Arc::clone(&control);
+        ctrlc::set_handler(move || control.stop()).context("installing the Ctrl-C handler")?;
+    }
+    let progress = cutover_pipeline::Progress::default();
+    let ui_done = AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        let ui = s.spawn(|| ui::follow(&progress, &ui_done));
+        let r = cutover_pipeline::run(source, target, opts, &control, &progress);
+        ui_done.store(true, Ordering::Relaxed);
+        let _ = ui.join();
+        r
+    })
+    .with_context(|| {
+        format!(
+            "sync from {} to {} stopped; what was applied is kept, run the same command to resume",
+            source.describe(),
+            target.describe()
+        )
+    })?;
+    println!(
+        "{} {} rows copied ({}), {} changes applied, position {}, {:.1}s",
+        if report.interrupted {
+            "stopped:"
+        } else {
+            "caught up:"
+        },
+        report.rows_copied,
+        ui::bytes(report.bytes_copied),
+        report.changes_applied,
+        report.position,
+        report.elapsed.as_secs_f64()
+    );
+    Ok(0)
+}
+
+pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<u8> {
+    let (source, target, _) = args.endpoints.resolve()?;
+    match (engine_of(&source), engine_of(&target)) {
+        (Engine::Postgres, Engine::Postgres) => {
+            let (s, t) = pg_pair(
+                &source,
+                &target,
+                Selection::default(),
+                args.name.as_deref(),
+                false,
+                1,
+            )?;
+            let mut src = s.source()?;
+            src.stop_capture(&[])?;
+            t.sink()?.cleanup()?;
+            println!(
+                "removed replication slot and publication {} from {} and the control store (_cutover) from {}",
+                s.names.slot,
+                s.describe(),
+                t.describe()
+            );
+        }
+        _ => {
+            let source = endpoint::sqlite(&source, endpoint::Role::Existing)?;
+            let target = endpoint::sqlite(&target, endpoint::Role::Existing)?;
+            let mut src = source.source()?;
+            let tables = src.tables()?;
+            src.stop_capture(&tables)?;
+            target.sink()?.cleanup()?;
+            println!(
+                "removed change capture from {} and the control store from {}",
+                source.describe(),
+                target.describe()
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// What `cutover status` shows, read from the target's control store.
+#[derive(Debug, serde::Serialize)]
+struct Status {
+    target: String,
+    mode: String,
+    phase: String,
+    direction: Option<String>,
+    tables: Vec<TableStatus>,
+    applied_position: Option<String>,
+    source_position: Option<String>,
+    lag_bytes: Option<i64>,
+    lag_seconds: Option<f64>,
+    changes_applied: Option<i64>,
+    changes_per_sec: Option<f64>,
+    slot: Option<String>,
+    slot_retained_wal_bytes: Option<i64>,
+    /// Seconds since the running sync last wrote its status.
+    updated_seconds_ago: Option<f64>,
+    warnings: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct TableStatus {
+    table: String,
+    chunks: i64,
+    chunks_done: i64,
+    rows_copied: i64,
+}
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<u8> {
+    let file = match &args.config {
+        Some(p) => crate::config::load(p)?,
+        None => crate::config::FileConfig::default(),
+    };
+    let Some(target) = args.target.clone().or(file.target) else {
+        bail!("no target database: pass --target URL, set CUTOVER_TARGET, or put target = \"URL\" in a --config file");
+    };
+    if engine_of(&target) != Engine::Postgres {
+        bail!("cutover status reads a PostgreSQL target's control store (postgres://…); for SQLite, `cutover sync` prints its progress");
+    }
+    let endpoint = PgEndpoint::from_url(&target).context("--target")?;
+    let status = read_status(&endpoint, args.warn_wal_mb)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print_status(&status);
+    }
+    Ok(0)
+}
+
+fn read_status(endpoint: &PgEndpoint, warn_wal_mb: u64) -> anyhow::Result<Status> {
+    let mut c = endpoint.connect()?;
+    let exists: bool = c
+        .query_one("SELECT to_regclass('_cutover.migration') IS NOT NULL", &[])?
+        .get(0);
+    if !exists {
+        bail!(
+            "{} holds no migration of cutover's (no _cutover schema): nothing has been copied or synced into it",
+            endpoint.redacted()
+        );
+    }
+    let has_mode: bool = c
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = '_cutover' AND table_name = 'migration' AND column_name = 'mode')",
+            &[],
+        )?
+        .get(0);
+    let m = c.query_one(
+        &format!(
+            "SELECT phase, {} FROM _cutover.migration",
+            if has_mode { "mode" } else { "'copy'::text" }
+        ),
+        &[],
+    )?;
+    let tables = c
+        .query(
+            "SELECT format('%s.%s', table_schema, table_name), count(*), count(*) FILTER (WHERE done), coalesce(sum(rows) FILTER (WHERE done), 0)::bigint
+               FROM _cutover.chunks GROUP BY table_schema, table_name ORDER BY 1",
+            &[],
+        )?
+        .iter()
+        .map(|r| TableStatus {
+            table: r.get(0),
+            chunks: r.get(1),
+            chunks_done: r.get(2),
+            rows_copied: r.get(3),
+        })
+        .collect();
+    let has_replication: bool = c
+        .query_one(
+            "SELECT to_regclass('_cutover.replication') IS NOT NULL",
+            &[],
+        )?
+        .get(0);
+    let r = if has_replication {
+        c.query_opt(
+            "SELECT position, source_position, lag_bytes, committed_at, changes_applied, changes_per_sec,
+                    slot, history_bytes, direction, extract(epoch FROM now() - updated_at)::float8
+               FROM _cutover.replication",
+            &[],
+        )?
+    } else {
+        None
+    };
+    let mut s = Status {
+        target: endpoint.redacted().to_owned(),
+        phase: m.get(0),
+        mode: m.get(1),
+        direction: None,
+        tables,
+        applied_position: None,
+        source_position: None,
+        lag_bytes: None,
+        lag_seconds: None,
+        changes_applied: None,
+        changes_per_sec: None,
+        slot: None,
+        slot_retained_wal_bytes: None,
+        updated_seconds_ago: None,
+        warnings: Vec::new(),
+    };
+    if let Some(r) = r {
+        s.applied_position = r.get(0);
+        s.source_position = r.get(1);
+        s.lag_bytes = r.get(2);
+        let committed: Option<SystemTime> = r.get(3);
+        s.changes_applied = r.get(4);
+        s.changes_per_sec = r.get(5);
+        s.slot = r.get(6);
+        s.slot_retained_wal_bytes = r.get(7);
+        s.direction = r.get(8);
+        s.updated_seconds_ago = r.get(9);
+        // Lag in time: how old the last applied source commit is, while anything is pending.
+        s.lag_seconds = match (s.lag_bytes, committed) {
+            (Some(0), _) => Some(0.0),
+            (_, Some(t)) => SystemTime::now()
+                .duration_since(t)
+                .ok()
+                .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
+            _ => None,
+        };
+        if let Some(b) = s.slot_retained_wal_bytes {
+            if b as u64 > warn_wal_mb << 20 {
+                s.warnings.push(format!(
+                    "the source's replication slot {} retains {} of WAL: keep sync running (or run `cutover cleanup`) before the source's disk fills",
+                    s.slot.as_deref().unwrap_or("?"),
+                    ui::bytes(b as u64)
+                ));
+            }
+        }
+        if s.updated_seconds_ago.is_some_and(|a| a > 10.0) && s.phase != "switched" {
+            s.warnings.push(format!(
+                "no sync has reported for {:.0}s: sync is not running (start it again with the same command), and the slot retains WAL meanwhile",
+                s.updated_seconds_ago.unwrap_or_default()
+            ));
+        }
+    }
+    Ok(s)
+}
+
+fn print_status(s: &Status) {
+    println!("migration into {}", s.target);
+    println!(
+        "  phase       {} ({}{})",
+        s.phase,
+        s.mode,
+        s.direction
+            .as_deref()
+            .map(|d| format!(", direction {d}"))
+            .unwrap_or_default()
+    );
+    let (chunks, done): (i64, i64) = s
+        .tables
+        .iter()
+        .fold((0, 0), |(c, d), t| (c + t.chunks, d + t.chunks_done));
+    println!(
+        "  copy        {done}/{chunks} chunks done in {} tables",
+        s.tables.len()
+    );
+    for t in s.tables.iter().filter(|t| t.chunks_done < t.chunks) {
+        println!("    {:<40} {}/{} chunks", t.table, t.chunks_done, t.chunks);
+    }
+    if let Some(p) = &s.applied_position {
+        println!(
+            "  applied     {p} (source at {})",
+            s.source_position.as_deref().unwrap_or("?")
+        );
+        println!(
+            "  lag         {} / {}",
+            s.lag_bytes
+                .map(|b| ui::bytes(b.max(0) as u64))
+                .unwrap_or_else(|| "?".into()),
+            s.lag_seconds
+                .map(|l| format!("{l:.1}s"))
+                .unwrap_or_else(|| "?".into())
+        );
+        println!(
+            "  changes     {} applied, {}/s",
+            s.changes_applied.unwrap_or(0),
+            s.changes_per_sec
+                .map(|r| format!("{r:.0}"))
+                .unwrap_or_else(|| "?".into())
+        );
+        if let Some(b) = s.slot_retained_wal_bytes {
+            println!(
+                "  slot        {} retains {} of WAL on the source",
+                s.slot.as_deref().unwrap_or("?"),
+                ui::bytes(b.max(0) as u64)
+            );
+        }
+        if let Some(a) = s.updated_seconds_ago {
+            println!(
+                "  reported    {}s ago",
+                Duration::from_secs_f64(a.max(0.0)).as_secs()
+            );
+        }
+    }
+    for w in &s.warnings {
+        println!("warning: {w}");
+    }
+}

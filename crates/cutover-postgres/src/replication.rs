@@ -1,0 +1,656 @@
+//! A synchronous client for PostgreSQL's streaming replication protocol (logical, `pgoutput`),
+//! on top of `postgres-protocol`'s message builders and SCRAM/MD5 code.
+//!
+//! Why our own: the `postgres` driver cutover uses everywhere else has no replication mode
+//! (CopyBoth) upstream; the crates that have one are async-only and bring their own TLS and
+//! runtime. The protocol part needed here is small (startup and authentication, a simple query,
+//! `START_REPLICATION`, then CopyData frames both ways) and fits cutover's threads-and-blocking
+//! design: the change stream is read with a socket timeout from the applier's own thread.
+//!
+//! Framing is kept apart from decoding: [`Frame`] splits the byte stream into messages, and
+//! [`ReplicationMessage::parse`] turns CopyData payloads into XLogData and keepalives without
+//! ever panicking on malformed input.
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BytesMut};
+use cutover_connector::{ConnectorError, ErrorKind};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::frontend;
+
+use crate::endpoint::{PgEndpoint, TlsMode};
+use crate::error::server_error;
+
+/// What the connection runs over.
+enum Transport {
+    Plain(TcpStream),
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Transport {
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.set_read_timeout(t),
+            #[cfg(unix)]
+            Transport::Unix(s) => s.set_read_timeout(t),
+            Transport::Tls(s) => s.sock.set_read_timeout(t),
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            #[cfg(unix)]
+            Transport::Unix(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            #[cfg(unix)]
+            Transport::Unix(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            #[cfg(unix)]
+            Transport::Unix(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// One backend message: its type byte and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Frame {
+    pub tag: u8,
+    pub body: bytes::Bytes,
+}
+
+impl Frame {
+    /// Takes one whole message off the front of `buf`, if it holds one.
+    pub(crate) fn split(buf: &mut BytesMut) -> io::Result<Option<Frame>> {
+        if buf.len() < 5 {
+            return Ok(None);
+        }
+        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+        if len < 4 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("invalid message length {len} from the server"),
+            ));
+        }
+        let total = 1 + len as usize;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        let tag = buf[0];
+        let mut msg = buf.split_to(total);
+        msg.advance(5);
+        Ok(Some(Frame {
+            tag,
+            body: msg.freeze(),
+        }))
+    }
+}
+
+/// A CopyData payload of the replication stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReplicationMessage {
+    /// WAL data: a `pgoutput` message that starts at `start`.
+    XLogData {
+        start: u64,
+        end: u64,
+        data: bytes::Bytes,
+    },
+    /// The server's position; `reply` asks for a status update now.
+    Keepalive { end: u64, reply: bool },
+}
+
+impl ReplicationMessage {
+    pub(crate) fn parse(mut b: bytes::Bytes) -> io::Result<ReplicationMessage> {
+        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+        if b.is_empty() {
+            return Err(bad("empty replication message"));
+        }
+        match b.get_u8() {
+            b'w' if b.len() >= 24 => {
+                let start = b.get_u64();
+                let end = b.get_u64();
+                let _time = b.get_i64();
+                Ok(ReplicationMessage::XLogData {
+                    start,
+                    end,
+                    data: b,
+                })
+            }
+            b'k' if b.len() >= 17 => {
+                let end = b.get_u64();
+                let _time = b.get_i64();
+                Ok(ReplicationMessage::Keepalive {
+                    end,
+                    reply: b.get_u8() != 0,
+                })
+            }
+            b'w' | b'k' => Err(bad("truncated replication message")),
+            other => Err(bad(&format!(
+                "unknown replication message type {:?}",
+                other as char
+            ))),
+        }
+    }
+}
+
+/// Microseconds since 2000-01-01, PostgreSQL's epoch.
+fn pg_now() -> i64 {
+    const PG_EPOCH_UNIX_SECS: u64 = 946_684_800;
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64 - (PG_EPOCH_UNIX_SECS as i64) * 1_000_000)
+        .unwrap_or(0)
+}
+
+/// The text of one field of an ErrorResponse/NoticeResponse body.
+fn error_fields(body: &[u8]) -> (String, String, Option<String>) {
+    let (mut code, mut message, mut detail) = (String::new(), String::new(), None);
+    let mut rest = body;
+    while let Some((&kind, tail)) = rest.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        let value = String::from_utf8_lossy(&tail[..end]).into_owned();
+        match kind {
+            b'C' => code = value,
+            b'M' => message = value,
+            b'D' => detail = Some(value),
+            _ => {}
+        }
+        rest = tail.get(end + 1..).unwrap_or(&[]);
+    }
+    (code, message, detail)
+}
+
+/// A replication connection (`replication=database`).
+pub(crate) struct ReplicationConnection {
+    io: Transport,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// Where the server is, for messages (no password).
+    describe: String,
+    /// Whether the connection is in CopyBoth mode (streaming).
+    streaming: bool,
+}
+
+/// Server settings every cutover session uses, so values print the same way on the stream as
+/// in chunk reads (see [`PgEndpoint::connect`]).
+const SESSION_SETTINGS: &[(&str, &str)] = &[
+    ("client_encoding", "UTF8"),
+    ("TimeZone", "UTC"),
+    ("DateStyle", "ISO"),
+    ("IntervalStyle", "iso_8601"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+    ("application_name", "cutover"),
+];
+
+impl ReplicationConnection {
+    /// Connects and authenticates in logical replication mode.
+    pub(crate) fn connect(endpoint: &PgEndpoint) -> Result<ReplicationConnection, ConnectorError> {
+        let describe = endpoint.redacted().to_owned();
+        let ctx = || format!("opening a replication connection to {describe}");
+        let config = endpoint.config();
+        let io = open_transport(endpoint).map_err(|e| {
+            ConnectorError::new(
+                ErrorKind::Connect,
+                format!(
+                    "{}: {e} (is the server running and reachable at that host and port? check the URL, the network and sslmode)",
+                    ctx()
+                ),
+            )
+        })?;
+        let mut conn = ReplicationConnection {
+            io,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: BytesMut::with_capacity(1024),
+            describe: describe.clone(),
+            streaming: false,
+        };
+        let user = config.get_user().unwrap_or("postgres").to_owned();
+        let mut params: Vec<(&str, &str)> = vec![
+            ("user", &user),
+            ("database", endpoint.dbname()),
+            ("replication", "database"),
+        ];
+        params.extend_from_slice(SESSION_SETTINGS);
+        frontend::startup_message(params.iter().copied(), &mut conn.wbuf)
+            .map_err(|e| conn.io_error(&ctx(), e))?;
+        conn.flush().map_err(|e| conn.io_error(&ctx(), e))?;
+        conn.authenticate(config.get_password(), &user)?;
+        // Parameter statuses and the backend key, then ReadyForQuery.
+        loop {
+            let f = conn.next_frame(None)?.ok_or_else(|| conn.closed(&ctx()))?;
+            match f.tag {
+                b'Z' => break,
+                b'E' => return Err(conn.server_error(&ctx(), &f.body)),
+                _ => {}
+            }
+        }
+        Ok(conn)
+    }
+
+    fn authenticate(&mut self, password: Option<&[u8]>, user: &str) -> Result<(), ConnectorError> {
+        let ctx = format!("authenticating to {}", self.describe);
+        let need_password = || {
+            ConnectorError::new(
+                ErrorKind::Auth,
+                format!(
+                    "{ctx}: the server asks for a password and the URL has none: put it in the URL (postgres://user:PASSWORD@host/db)"
+                ),
+            )
+        };
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let f = self.next_frame(None)?.ok_or_else(|| self.closed(&ctx))?;
+            match f.tag {
+                b'E' => return Err(self.server_error(&ctx, &f.body)),
+                b'R' => {}
+                other => {
+                    return Err(ConnectorError::new(
+                        ErrorKind::Database,
+                        format!(
+                            "{ctx}: unexpected message {:?} during authentication",
+                            other as char
+                        ),
+                    ))
+                }
+            }
+            let mut body = f.body.clone();
+            if body.len() < 4 {
+                return Err(self.protocol_error(&ctx, "short authentication message"));
+            }
+            let code = body.get_i32();
+            match code {
+                0 => return Ok(()),
+                3 => {
+                    let pw = password.ok_or_else(need_password)?;
+                    frontend::password_message(pw, &mut self.wbuf)
+                        .map_err(|e| self.io_error(&ctx, e))?;
+                }
+                5 => {
+                    let pw = password.ok_or_else(need_password)?;
+                    if body.len() < 4 {
+                        return Err(self.protocol_error(&ctx, "short MD5 salt"));
+                    }
+                    let salt = [body[0], body[1], body[2], body[3]];
+                    let hash =
+                        postgres_protocol::authentication::md5_hash(user.as_bytes(), pw, salt);
+                    frontend::password_message(hash.as_bytes(), &mut self.wbuf)
+                        .map_err(|e| self.io_error(&ctx, e))?;
+                }
+                10 => {
+                    let pw = password.ok_or_else(need_password)?;
+                    let mechanisms: Vec<&[u8]> =
+                        body.split(|&b| b == 0).filter(|m| !m.is_empty()).collect();
+                    if !mechanisms.contains(&SCRAM_SHA_256.as_bytes()) {
+                        return Err(ConnectorError::new(
+                            ErrorKind::Auth,
+                            format!("{ctx}: the server offers no SASL mechanism cutover supports (SCRAM-SHA-256)"),
+                        ));
+                    }
+                    // Channel binding is not used, so the plain mechanism is always acceptable.
+                    let s = ScramSha256::new(pw, ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut self.wbuf)
+                        .map_err(|e| self.io_error(&ctx, e))?;
+                    scram = Some(s);
+                }
+                11 => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| self.protocol_error(&ctx, "SASL continue before start"))?;
+                    s.update(&body).map_err(|e| {
+                        ConnectorError::new(ErrorKind::Auth, format!("{ctx}: {e}"))
+                    })?;
+                    let msg = s.message().to_vec();
+                    frontend::sasl_response(&msg, &mut self.wbuf)
+                        .map_err(|e| self.io_error(&ctx, e))?;
+                }
+                12 => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| self.protocol_error(&ctx, "SASL final before start"))?;
+                    s.finish(&body).map_err(|e| {
+                        ConnectorError::new(
+                            ErrorKind::Auth,
+                            format!("{ctx}: the server's SCRAM proof is wrong: {e}"),
+                        )
+                    })?;
+                    continue;
+                }
+                other => {
+                    return Err(ConnectorError::new(
+                        ErrorKind::Auth,
+                        format!("{ctx}: the server asks for an authentication method cutover does not support (code {other}); use password, md5 or scram-sha-256 in pg_hba.conf"),
+                    ))
+                }
+            }
+            self.flush().map_err(|e| self.io_error(&ctx, e))?;
+        }
+    }
+
+    /// `START_REPLICATION SLOT … LOGICAL …`: from here on the server streams.
+    pub(crate) fn start_logical(
+        &mut self,
+        slot: &str,
+        from: u64,
+        publication: &str,
+    ) -> Result<(), ConnectorError> {
+        let sql = format!(
+            "START_REPLICATION SLOT \"{}\" LOGICAL {:X}/{:X} (proto_version '1', publication_names '\"{}\"')",
+            slot.replace('"', "\"\""),
+            from >> 32,
+            from & 0xFFFF_FFFF,
+            publication.replace('"', "\"\"").replace('\'', "''"),
+        );
+        let ctx = format!("starting replication from slot {slot} on {}", self.describe);
+        frontend::query(&sql, &mut self.wbuf).map_err(|e| self.io_error(&ctx, e))?;
+        self.flush().map_err(|e| self.io_error(&ctx, e))?;
+        loop {
+            let f = self.next_frame(None)?.ok_or_else(|| self.closed(&ctx))?;
+            match f.tag {
+                b'W' => {
+                    self.streaming = true;
+                    return Ok(());
+                }
+                b'E' => return Err(self.server_error(&ctx, &f.body)),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next stream message, waiting at most `wait`; `None` when nothing came in time.
+    pub(crate) fn recv(
+        &mut self,
+        wait: Duration,
+    ) -> Result<Option<ReplicationMessage>, ConnectorError> {
+        let ctx = format!("reading the change stream from {}", self.describe);
+        loop {
+            let Some(f) = self.next_frame(Some(wait))? else {
+                return Ok(None);
+            };
+            match f.tag {
+                b'd' => {
+                    return ReplicationMessage::parse(f.body)
+                        .map(Some)
+                        .map_err(|e| self.io_error(&ctx, e))
+                }
+                b'E' => return Err(self.server_error(&ctx, &f.body)),
+                b'c' | b'C' | b'Z' => {
+                    self.streaming = false;
+                    return Err(ConnectorError::new(
+                        ErrorKind::Connect,
+                        format!("{ctx}: the server ended the stream; run the same command again"),
+                    ));
+                }
+                // Notices and parameter changes.
+                _ => {}
+            }
+        }
+    }
+
+    /// Tells the server what the target has durably applied (`flushed`), so it can free WAL,
+    /// and optionally asks for a keepalive with its current position.
+    pub(crate) fn send_status(
+        &mut self,
+        received: u64,
+        flushed: u64,
+        ask_reply: bool,
+    ) -> Result<(), ConnectorError> {
+        let mut payload = Vec::with_capacity(34);
+        payload.push(b'r');
+        payload.extend_from_slice(&received.to_be_bytes());
+        payload.extend_from_slice(&flushed.to_be_bytes());
+        payload.extend_from_slice(&flushed.to_be_bytes());
+        payload.extend_from_slice(&pg_now().to_be_bytes());
+        payload.push(u8::from(ask_reply));
+        let ctx = format!("sending a status update to {}", self.describe);
+        frontend::CopyData::new(&payload[..])
+            .map_err(|e| self.io_error(&ctx, e))?
+            .write(&mut self.wbuf);
+        self.flush().map_err(|e| self.io_error(&ctx, e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.io.write_all(&self.wbuf)?;
+        self.wbuf.clear();
+        self.io.flush()
+    }
+
+    /// Reads until a whole frame is buffered; `None` if `wait` passed first.
+    fn next_frame(&mut self, wait: Option<Duration>) -> Result<Option<Frame>, ConnectorError> {
+        let ctx = || format!("reading from {}", self.describe);
+        if let Some(f) = Frame::split(&mut self.rbuf).map_err(|e| self.io_error(&ctx(), e))? {
+            return Ok(Some(f));
+        }
+        let deadline = wait.map(|w| std::time::Instant::now() + w);
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            let timeout = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    Some(left)
+                }
+                None => None,
+            };
+            self.io
+                .set_read_timeout(timeout)
+                .map_err(|e| self.io_error(&ctx(), e))?;
+            match self.io.read(&mut chunk) {
+                Ok(0) => return Err(self.closed(&ctx())),
+                Ok(n) => {
+                    self.rbuf.extend_from_slice(&chunk[..n]);
+                    if let Some(f) =
+                        Frame::split(&mut self.rbuf).map_err(|e| self.io_error(&ctx(), e))?
+                    {
+                        return Ok(Some(f));
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None)
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io_error(&ctx(), e)),
+            }
+        }
+    }
+
+    fn io_error(&self, ctx: &str, e: io::Error) -> ConnectorError {
+        ConnectorError::new(
+            ErrorKind::Connect,
+            format!("{ctx}: {e} (the replication connection failed: run the same command again)"),
+        )
+        .with_source(e)
+    }
+
+    fn closed(&self, ctx: &str) -> ConnectorError {
+        ConnectorError::new(
+            ErrorKind::Connect,
+            format!("{ctx}: the server closed the replication connection (restarted, or max_wal_senders reached?): run the same command again"),
+        )
+    }
+
+    fn protocol_error(&self, ctx: &str, what: &str) -> ConnectorError {
+        ConnectorError::new(ErrorKind::Database, format!("{ctx}: {what}"))
+    }
+
+    fn server_error(&self, ctx: &str, body: &[u8]) -> ConnectorError {
+        let (code, message, detail) = error_fields(body);
+        server_error(ctx, &code, &message, detail.as_deref())
+    }
+}
+
+impl Drop for ReplicationConnection {
+    fn drop(&mut self) {
+        // A polite goodbye; the server cleans up either way.
+        if self.streaming {
+            frontend::copy_done(&mut self.wbuf);
+        }
+        frontend::terminate(&mut self.wbuf);
+        let _ = self.flush();
+    }
+}
+
+fn open_transport(endpoint: &PgEndpoint) -> io::Result<Transport> {
+    let config = endpoint.config();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let timeout = config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or(Duration::from_secs(10));
+    let hosts = config.get_hosts();
+    let host = hosts
+        .first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the URL names no host"))?;
+    let tcp = match host {
+        postgres::config::Host::Tcp(name) => {
+            use std::net::ToSocketAddrs;
+            let mut last =
+                io::Error::new(io::ErrorKind::NotFound, format!("{name} has no address"));
+            let mut found = None;
+            for addr in (name.as_str(), port).to_socket_addrs()? {
+                match TcpStream::connect_timeout(&addr, timeout) {
+                    Ok(s) => {
+                        found = Some(s);
+                        break;
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            found.ok_or(last)?
+        }
+        #[cfg(unix)]
+        postgres::config::Host::Unix(dir) => {
+            let path = dir.join(format!(".s.PGSQL.{port}"));
+            return Ok(Transport::Unix(std::os::unix::net::UnixStream::connect(
+                path,
+            )?));
+        }
+    };
+    tcp.set_nodelay(true)?;
+    if endpoint.tls() == TlsMode::Disable {
+        return Ok(Transport::Plain(tcp));
+    }
+    // SSLRequest: 8 bytes, then one byte back: S (go ahead) or N (no TLS here).
+    let mut tcp = tcp;
+    let mut req = BytesMut::new();
+    frontend::ssl_request(&mut req);
+    tcp.write_all(&req)?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer)?;
+    if answer[0] != b'S' {
+        if endpoint.tls() == TlsMode::Prefer {
+            return Ok(Transport::Plain(tcp));
+        }
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "the server does not accept TLS connections, and the URL's sslmode requires TLS",
+        ));
+    }
+    let name = match host {
+        postgres::config::Host::Tcp(n) => n.clone(),
+        #[cfg(unix)]
+        postgres::config::Host::Unix(_) => "localhost".to_owned(),
+    };
+    let server_name = rustls::pki_types::ServerName::try_from(name)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let conn =
+        rustls::ClientConnection::new(crate::endpoint::tls_config(endpoint.tls()), server_name)
+            .map_err(io::Error::other)?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(Transport::Tls(Box::new(stream)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_only_when_whole() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[b'd', 0, 0, 0, 7, 1, 2]);
+        assert_eq!(Frame::split(&mut buf).unwrap(), None);
+        buf.extend_from_slice(&[3, b'Z', 0, 0, 0, 5, b'I']);
+        let f = Frame::split(&mut buf).unwrap().unwrap();
+        assert_eq!((f.tag, &f.body[..]), (b'd', &[1u8, 2, 3][..]));
+        let f = Frame::split(&mut buf).unwrap().unwrap();
+        assert_eq!((f.tag, &f.body[..]), (b'Z', &b"I"[..]));
+        assert!(buf.is_empty());
+        let mut bad = BytesMut::from(&[b'd', 0, 0, 0, 2][..]);
+        assert!(Frame::split(&mut bad).is_err());
+    }
+
+    #[test]
+    fn replication_messages_parse_and_garbage_is_an_error() {
+        let mut w = vec![b'w'];
+        w.extend_from_slice(&10u64.to_be_bytes());
+        w.extend_from_slice(&20u64.to_be_bytes());
+        w.extend_from_slice(&0i64.to_be_bytes());
+        w.extend_from_slice(b"B...");
+        assert_eq!(
+            ReplicationMessage::parse(w.clone().into()).unwrap(),
+            ReplicationMessage::XLogData {
+                start: 10,
+                end: 20,
+                data: bytes::Bytes::from_static(b"B...")
+            }
+        );
+        let mut k = vec![b'k'];
+        k.extend_from_slice(&99u64.to_be_bytes());
+        k.extend_from_slice(&0i64.to_be_bytes());
+        k.push(1);
+        assert_eq!(
+            ReplicationMessage::parse(k.into()).unwrap(),
+            ReplicationMessage::Keepalive {
+                end: 99,
+                reply: true
+            }
+        );
+        for n in 0..w.len().min(25) {
+            assert!(ReplicationMessage::parse(w[..n].to_vec().into()).is_err());
+        }
+        assert!(ReplicationMessage::parse(vec![b'x', 0, 0].into()).is_err());
+    }
+
+    #[test]
+    fn error_fields_parse() {
+        let e = b"SERROR\0C42704\0Mreplication slot \"x\" does not exist\0\0";
+        let (code, msg, detail) = error_fields(e);
+        assert_eq!(code, "42704");
+        assert!(msg.contains("does not exist"));
+        assert_eq!(detail, None);
+    }
+}

@@ -1,0 +1,791 @@
+//! PostgreSQL as a replication target: creates the schema (tables with their primary keys,
+//! since every write is an upsert by key), applies batches of chunk rows and changes in one
+//! transaction with the checkpoint, and builds the rest of the schema once every table is copied.
+//!
+//! Every value is written as its text form cast to the column's type (`$1::text::type`), so
+//! whatever the source held — enums, domains, ranges, extension types — arrives unchanged.
+//! Consecutive writes of one kind to one table go out as one statement over `unnest` arrays.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime};
+
+use cutover_connector::{
+    ApplyOp, ConnectorError, ErrorKind, KeyRange, PlannedChunk, Progress, Sink,
+};
+use cutover_model::{Change, Key, Position, Row, TableName, TableSchema, Value};
+use postgres::{Client, Statement};
+
+use crate::copy::{self, CopyOptions};
+use crate::endpoint::PgEndpoint;
+use crate::error::map;
+use crate::pgtext;
+use crate::schema::{self, ident, qualified, PgTable, Selection, SourceSchema};
+use crate::source::CaptureNames;
+
+/// The statements of one target table.
+struct TableSql {
+    pg: PgTable,
+    /// Copied columns: (name, type).
+    columns: Vec<(String, String)>,
+    key: Vec<usize>,
+    upsert: String,
+    delete: String,
+}
+
+impl TableSql {
+    fn new(pg: &PgTable, model: &TableSchema) -> TableSql {
+        let columns: Vec<(String, String)> = pg
+            .copied_columns()
+            .map(|c| (c.name.clone(), c.type_sql.clone()))
+            .collect();
+        let key = model.primary_key.clone();
+        let name = qualified(&pg.name);
+        let list = |idx: &mut dyn Iterator<Item = usize>| -> (String, String, String) {
+            let idx: Vec<usize> = idx.collect();
+            let params = idx
+                .iter()
+                .enumerate()
+                .map(|(p, _)| format!("${}::text[]", p + 1))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let aliases = (0..idx.len())
+                .map(|p| format!("c{p}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let casts = idx
+                .iter()
+                .enumerate()
+                .map(|(p, &i)| format!("u.c{p}::{}", columns[i].1))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (params, aliases, casts)
+        };
+        let all = (0..columns.len()).collect::<Vec<_>>();
+        let (params, aliases, casts) = list(&mut all.iter().copied());
+        let names = columns
+            .iter()
+            .map(|(n, _)| ident(n))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let key_names = key
+            .iter()
+            .map(|&i| ident(&columns[i].0))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let updates: Vec<String> = (0..columns.len())
+            .filter(|i| !key.contains(i))
+            .map(|i| format!("{0} = EXCLUDED.{0}", ident(&columns[i].0)))
+            .collect();
+        let on_conflict = if updates.is_empty() {
+            format!("ON CONFLICT ({key_names}) DO NOTHING")
+        } else {
+            format!(
+                "ON CONFLICT ({key_names}) DO UPDATE SET {}",
+                updates.join(", ")
+            )
+        };
+        let overriding = if pg.columns.iter().any(|c| c.identity == Some('a')) {
+            " OVERRIDING SYSTEM VALUE"
+        } else {
+            ""
+        };
+        let upsert = format!(
+            "INSERT INTO {name} ({names}){overriding} SELECT {casts} FROM unnest({params}) AS u({aliases}) {on_conflict}"
+        );
+        let (kparams, kaliases, kcasts) = list(&mut key.iter().copied());
+        let delete = format!(
+            "DELETE FROM {name} WHERE ({key_names}) IN (SELECT {kcasts} FROM unnest({kparams}) AS u({kaliases}))"
+        );
+        TableSql {
+            pg: pg.clone(),
+            columns,
+            key,
+            upsert,
+            delete,
+        }
+    }
+
+    /// `UPDATE … SET` the columns that came (not the unchanged ones) `WHERE` the old key.
+    fn partial_update(&self, unchanged: &[usize]) -> String {
+        let set: Vec<usize> = (0..self.columns.len())
+            .filter(|i| !unchanged.contains(i))
+            .collect();
+        let assignments: Vec<String> = set
+            .iter()
+            .enumerate()
+            .map(|(p, &i)| {
+                format!(
+                    "{} = ${}::text::{}",
+                    ident(&self.columns[i].0),
+                    p + 1,
+                    self.columns[i].1
+                )
+            })
+            .collect();
+        let conds: Vec<String> = self
+            .key
+            .iter()
+            .enumerate()
+            .map(|(p, &i)| {
+                format!(
+                    "{} = ${}::text::{}",
+                    ident(&self.columns[i].0),
+                    set.len() + p + 1,
+                    self.columns[i].1
+                )
+            })
+            .collect();
+        format!(
+            "UPDATE {} SET {} WHERE {}",
+            qualified(&self.pg.name),
+            assignments.join(", "),
+            conds.join(" AND ")
+        )
+    }
+
+    fn key_of(&self, row: &[Value]) -> Key {
+        self.key
+            .iter()
+            .filter_map(|&i| row.get(i).cloned())
+            .collect()
+    }
+}
+
+/// One write, after changes are broken down.
+enum Write<'a> {
+    Upsert(&'a TableName, &'a Row),
+    Delete(&'a TableName, &'a Key),
+    Partial {
+        table: &'a TableName,
+        old_key: &'a Key,
+        row: &'a Row,
+        unchanged: &'a [usize],
+    },
+    Truncate(&'a [TableName]),
+    ChunkDone(&'a TableName, u32),
+}
+
+/// Writes a PostgreSQL target.
+pub struct PgSink {
+    client: Client,
+    target: PgEndpoint,
+    /// The source whose schema the target gets (PostgreSQL → PostgreSQL).
+    source: PgEndpoint,
+    selection: Selection,
+    names: CaptureNames,
+    truncate: bool,
+    jobs: usize,
+    schema: Option<SourceSchema>,
+    tables: HashMap<TableName, TableSql>,
+    finished: HashSet<TableName>,
+    statements: HashMap<String, Statement>,
+    /// For the changes-per-second figure in the control store.
+    last_note: Option<(Instant, u64)>,
+}
+
+impl PgSink {
+    pub fn open(
+        target: &PgEndpoint,
+        source: &PgEndpoint,
+        selection: &Selection,
+        names: &CaptureNames,
+        truncate: bool,
+        jobs: usize,
+    ) -> Result<PgSink, ConnectorError> {
+        let mut client = target.connect()?;
+        client
+            .batch_execute("SET search_path = pg_catalog")
+            .map_err(|e| map("preparing the target session", e))?;
+        Ok(PgSink {
+            client,
+            target: target.clone(),
+            source: source.clone(),
+            selection: selection.clone(),
+            names: names.clone(),
+            truncate,
+            jobs,
+            schema: None,
+            tables: HashMap::new(),
+            finished: HashSet::new(),
+            statements: HashMap::new(),
+            last_note: None,
+        })
+    }
+
+    fn table(&self, name: &TableName) -> Result<&TableSql, ConnectorError> {
+        self.tables.get(name).ok_or_else(|| {
+            ConnectorError::new(
+                ErrorKind::NotFound,
+                format!("table {name} is not part of this migration on the target"),
+            )
+        })
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<Statement, ConnectorError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self
+            .client
+            .prepare(sql)
+            .map_err(|e| map("preparing a statement on the target", e))?;
+        self.statements.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    fn mode(&mut self) -> Result<Option<String>, ConnectorError> {
+        if copy::control_phase(&mut self.client)?.is_none() {
+            return Ok(None);
+        }
+        let mode: String = self
+            .client
+            .query_one("SELECT mode FROM _cutover.migration", &[])
+            .or_else(|_| {
+                // A control store from before `mode` existed is a copy's.
+                self.client.query_one("SELECT 'copy'::text", &[])
+            })
+            .map_err(|e| map("reading cutover's control store", e))?
+            .get(0);
+        Ok(Some(mode))
+    }
+
+    /// Stops with the table and column named when a target table no longer has the source's
+    /// columns (the source changed while sync was stopped).
+    fn check_columns(&mut self) -> Result<(), ConnectorError> {
+        let mut problems = Vec::new();
+        for t in self.tables.values() {
+            let rows = self
+                .client
+                .query(
+                    "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
+                      WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped
+                        AND attgenerated = '' ORDER BY attnum",
+                    &[&qualified(&t.pg.name)],
+                )
+                .map_err(|e| {
+                    map(
+                        format!("reading the columns of {} on the target", t.pg.name),
+                        e,
+                    )
+                })?;
+            let target: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+            if target == t.columns {
+                continue;
+            }
+            let what = if let Some((n, _)) = t
+                .columns
+                .iter()
+                .find(|c| !target.iter().any(|x| x.0 == c.0))
+            {
+                format!("column {n} exists on the source, not on the target")
+            } else if let Some((n, _)) = target
+                .iter()
+                .find(|c| !t.columns.iter().any(|x| x.0 == c.0))
+            {
+                format!("column {n} exists on the target, not on the source")
+            } else if let Some((n, ty)) = t.columns.iter().find(|c| !target.contains(c)) {
+                format!("column {n} is {ty} on the source, another type on the target")
+            } else {
+                "the columns are in another order".to_owned()
+            };
+            problems.push(format!("table {}: {what}", t.pg.name));
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(ConnectorError::new(
+            ErrorKind::SchemaMismatch,
+            format!(
+                "the source's schema changed since sync last ran ({}); nothing was applied. \
+                 Make the same change on the target (ALTER TABLE …), then run the same command again",
+                problems.join("; ")
+            ),
+        ))
+    }
+
+    fn write_runs(&mut self, writes: &[Write<'_>], ctx: &str) -> Result<(), ConnectorError> {
+        let mut i = 0;
+        while i < writes.len() {
+            match &writes[i] {
+                Write::Upsert(table, _) => {
+                    let mut j = i;
+                    let mut rows: Vec<&Row> = Vec::new();
+                    while let Some(Write::Upsert(t, row)) = writes.get(j) {
+                        if t != table {
+                            break;
+                        }
+                        rows.push(row);
+                        j += 1;
+                    }
+                    self.upsert(table, &rows, ctx)?;
+                    i = j;
+                }
+                Write::Delete(table, _) => {
+                    let mut j = i;
+                    let mut keys: Vec<&Key> = Vec::new();
+                    while let Some(Write::Delete(t, key)) = writes.get(j) {
+                        if t != table {
+                            break;
+                        }
+                        keys.push(key);
+                        j += 1;
+                    }
+                    self.delete(table, &keys, ctx)?;
+                    i = j;
+                }
+                Write::Partial {
+                    table,
+                    old_key,
+                    row,
+                    unchanged,
+                } => {
+                    let t = self.table(table)?;
+                    let sql = t.partial_update(unchanged);
+                    let mut params: Vec<Option<String>> = row
+                        .iter()
+                        .enumerate()
+                        .filter(|(c, _)| !unchanged.contains(c))
+                        .map(|(_, v)| pgtext::encode(v))
+                        .collect();
+                    params.extend(old_key.iter().map(pgtext::encode));
+                    let stmt = self.statement(&sql)?;
+                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+                        .iter()
+                        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+                        .collect();
+                    self.client
+                        .execute(&stmt, &refs)
+                        .map_err(|e| map(format!("{ctx}: updating a row of {table}"), e))?;
+                    i += 1;
+                }
+                Write::Truncate(tables) => {
+                    let names: Vec<String> = tables
+                        .iter()
+                        .filter(|t| self.tables.contains_key(t))
+                        .map(qualified)
+                        .collect();
+                    if !names.is_empty() {
+                        self.client
+                            .batch_execute(&format!("TRUNCATE {}", names.join(", ")))
+                            .map_err(|e| map(format!("{ctx}: truncating"), e))?;
+                    }
+                    i += 1;
+                }
+                Write::ChunkDone(table, chunk) => {
+                    self.client
+                        .execute(
+                            "UPDATE _cutover.chunks SET done = true, done_at = now()
+                              WHERE table_schema = $1 AND table_name = $2 AND chunk = $3",
+                            &[&table.schema, &table.name, &(*chunk as i32)],
+                        )
+                        .map_err(|e| map(format!("{ctx}: marking a chunk of {table} done"), e))?;
+                    i += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn upsert(
+        &mut self,
+        table: &TableName,
+        rows: &[&Row],
+        ctx: &str,
+    ) -> Result<(), ConnectorError> {
+        let t = self.table(table)?;
+        // One statement may not touch a row twice: keep each key's last row.
+        let mut last: HashMap<Key, usize> = HashMap::with_capacity(rows.len());
+        for (i, r) in rows.iter().enumerate() {
+            last.insert(t.key_of(r), i);
+        }
+        let mut cols: Vec<Vec<Option<String>>> =
+            vec![Vec::with_capacity(last.len()); t.columns.len()];
+        for (i, r) in rows.iter().enumerate() {
+            if last.get(&t.key_of(r)) != Some(&i) {
+                continue;
+            }
+            for (c, v) in r.iter().enumerate().take(cols.len()) {
+                cols[c].push(pgtext::encode(v));
+            }
+        }
+        let sql = t.upsert.clone();
+        self.execute_arrays(&sql, &cols, || {
+            format!("{ctx}: writing {} rows of {table}", rows.len())
+        })
+    }
+
+    /// Runs `sql` with one text array parameter per column.
+    fn execute_arrays(
+        &mut self,
+        sql: &str,
+        cols: &[Vec<Option<String>>],
+        ctx: impl Fn() -> String,
+    ) -> Result<(), ConnectorError> {
+        let stmt = self.statement(sql)?;
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = cols
+            .iter()
+            .map(|c| c as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        self.client
+            .execute(&stmt, &refs)
+            .map_err(|e| map(ctx(), e))?;
+        Ok(())
+    }
+
+    fn delete(
+        &mut self,
+        table: &TableName,
+        keys: &[&Key],
+        ctx: &str,
+    ) -> Result<(), ConnectorError> {
+        let t = self.table(table)?;
+        let mut cols: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(keys.len()); t.key.len()];
+        for k in keys {
+            for (c, v) in k.iter().enumerate().take(cols.len()) {
+                cols[c].push(pgtext::encode(v));
+            }
+        }
+        let sql = t.delete.clone();
+        self.execute_arrays(&sql, &cols, || {
+            format!("{ctx}: deleting {} rows of {table}", keys.len())
+        })
+    }
+}
+
+/// Breaks changes down into writes, in order.
+fn writes<'a>(ops: &'a [ApplyOp], tables: &HashMap<TableName, TableSql>) -> Vec<Write<'a>> {
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            ApplyOp::Upsert { table, row } => out.push(Write::Upsert(table, row)),
+            ApplyOp::ChunkDone { table, chunk } => out.push(Write::ChunkDone(table, *chunk)),
+            ApplyOp::Change(c) => match c {
+                Change::Insert { table, row } => out.push(Write::Upsert(table, row)),
+                Change::Update {
+                    table,
+                    old_key,
+                    row,
+                    unchanged,
+                    ..
+                } => {
+                    if !unchanged.is_empty() {
+                        out.push(Write::Partial {
+                            table,
+                            old_key,
+                            row,
+                            unchanged,
+                        });
+                        continue;
+                    }
+                    let key_moved = tables.get(table).is_some_and(|t| &t.key_of(row) != old_key);
+                    if key_moved {
+                        out.push(Write::Delete(table, old_key));
+                    }
+                    out.push(Write::Upsert(table, row));
+                }
+                Change::Delete { table, old_key, .. } => out.push(Write::Delete(table, old_key)),
+                Change::Truncate { tables } => out.push(Write::Truncate(tables)),
+            },
+        }
+    }
+    out
+}
+
+fn key_range(lower: Option<Vec<String>>, upper: Option<Vec<String>>) -> KeyRange {
+    let key = |k: Vec<String>| -> Key { k.into_iter().map(Value::Text).collect() };
+    KeyRange {
+        start: lower.map(key),
+        end: upper.map(key),
+    }
+}
+
+fn range_texts(k: &Option<Key>) -> Option<Vec<String>> {
+    k.as_ref().map(|k| {
+        k.iter()
+            .map(|v| pgtext::encode(v).unwrap_or_default())
+            .collect()
+    })
+}
+
+impl Sink for PgSink {
+    fn prepare(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        let mut src = self.source.connect()?;
+        let schema = schema::read(&mut src, &self.selection)?;
+        drop(src);
+        self.tables = tables
+            .iter()
+            .filter_map(|m| {
+                schema
+                    .tables
+                    .iter()
+                    .find(|t| t.name == m.name)
+                    .map(|pg| (m.name.clone(), TableSql::new(pg, m)))
+            })
+            .collect();
+        match self.mode()?.as_deref() {
+            None => {
+                let existing =
+                    copy::existing_tables(&mut self.client, &schema, self.truncate, "sync")?;
+                let mut tx = self
+                    .client
+                    .transaction()
+                    .map_err(|e| map("starting the target's schema transaction", e))?;
+                copy::create_schema(&mut tx, &schema, &existing, self.truncate)?;
+                for pk in &schema.primary_keys {
+                    let sp = "cutover_pk";
+                    tx.batch_execute(&format!("SAVEPOINT {sp}"))
+                        .map_err(|e| map("preparing the target", e))?;
+                    if let Err(e) = tx.batch_execute(pk) {
+                        // Kept by --truncate: the key is already there.
+                        if self.truncate
+                            && e.code()
+                                .is_some_and(|c| matches!(c.code(), "42P16" | "42P07"))
+                        {
+                            tx.batch_execute(&format!("ROLLBACK TO SAVEPOINT {sp}"))
+                                .map_err(|e| map("preparing the target", e))?;
+                        } else {
+                            return Err(map(
+                                format!("adding a primary key on the target: {pk}"),
+                                e,
+                            ));
+                        }
+                    }
+                }
+                copy::record_migration(&mut tx, &self.source, "sync")?;
+                copy::record_steps(&mut tx, &schema, std::iter::empty())?;
+                tx.execute(
+                    "INSERT INTO _cutover.replication (id, slot, publication) VALUES (1, $1, $2)",
+                    &[&self.names.slot, &self.names.publication],
+                )
+                .map_err(|e| map("recording the replication", e))?;
+                tx.commit()
+                    .map_err(|e| map("committing the target's schema", e))?;
+            }
+            Some("copy") => {
+                // A copy made without change capture: rows changed since it ran are unknown,
+                // so every chunk is copied again (overwritten by key, none duplicated).
+                tracing::warn!("the target holds a copy made before change capture started; every chunk is copied again (rows are overwritten by key, none duplicated)");
+                let mut tx = self
+                    .client
+                    .transaction()
+                    .map_err(|e| map("converting the copy into a sync", e))?;
+                tx.batch_execute(copy::CONTROL_DDL)
+                    .map_err(|e| map("upgrading cutover's control store", e))?;
+                tx.batch_execute(
+                    "UPDATE _cutover.chunks SET done = false, done_at = NULL;
+                     UPDATE _cutover.migration SET mode = 'sync', phase = 'copying', updated_at = now();",
+                )
+                .map_err(|e| map("converting the copy into a sync", e))?;
+                tx.execute(
+                    "INSERT INTO _cutover.replication (id, slot, publication) VALUES (1, $1, $2)
+                     ON CONFLICT (id) DO NOTHING",
+                    &[&self.names.slot, &self.names.publication],
+                )
+                .map_err(|e| map("recording the replication", e))?;
+                // Upserts need the primary keys now, not after the data.
+                for t in self.tables.values() {
+                    let has_key: bool = tx
+                        .query_one(
+                            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'p' AND conrelid = $1::text::regclass)",
+                            &[&qualified(&t.pg.name)],
+                        )
+                        .map_err(|e| map("inspecting the target's keys", e))?
+                        .get(0);
+                    if let (false, Some(pk)) = (has_key, schema::primary_key_sql(&t.pg)) {
+                        tx.batch_execute(&pk).map_err(|e| {
+                            map(format!("adding a primary key on the target: {pk}"), e)
+                        })?;
+                    }
+                }
+                tx.commit()
+                    .map_err(|e| map("converting the copy into a sync", e))?;
+            }
+            Some(_) => {
+                self.client
+                    .batch_execute(copy::CONTROL_DDL)
+                    .map_err(|e| map("upgrading cutover's control store", e))?;
+                self.check_columns()?;
+                let slot: Option<String> = self
+                    .client
+                    .query_opt("SELECT slot FROM _cutover.replication", &[])
+                    .map_err(|e| map("reading cutover's control store", e))?
+                    .map(|r| r.get(0));
+                if let Some(slot) = slot.filter(|s| s != &self.names.slot) {
+                    return Err(ConnectorError::new(
+                        ErrorKind::Conflict,
+                        format!(
+                            "the target is being synced through replication slot {slot}, not {}: run sync with the same --name as before",
+                            self.names.slot
+                        ),
+                    ));
+                }
+            }
+        }
+        // Like PostgreSQL's own apply workers: no triggers or foreign-key checks on replicated
+        // writes (the source already checked them, and chunks arrive in any order).
+        if let Err(e) = self
+            .client
+            .batch_execute("SET session_replication_role = replica")
+        {
+            tracing::warn!(error = %e, "cannot set session_replication_role = replica on the target (needs superuser); triggers on the target will fire for replicated writes");
+        }
+        self.schema = Some(schema);
+        Ok(())
+    }
+
+    fn chunk_plan(
+        &mut self,
+        table: &TableSchema,
+        plan: &mut dyn FnMut() -> Result<Vec<KeyRange>, ConnectorError>,
+    ) -> Result<Vec<PlannedChunk>, ConnectorError> {
+        let name = &table.name;
+        let ctx = || format!("recording the chunk plan of {name}");
+        let read = |client: &mut Client| -> Result<Vec<PlannedChunk>, ConnectorError> {
+            Ok(client
+                .query(
+                    "SELECT chunk, lower_key, upper_key, done FROM _cutover.chunks
+                      WHERE table_schema = $1 AND table_name = $2 ORDER BY chunk",
+                    &[&name.schema, &name.name],
+                )
+                .map_err(|e| map(ctx(), e))?
+                .iter()
+                .map(|r| PlannedChunk {
+                    index: r.get::<_, i32>(0) as u32,
+                    range: key_range(r.get(1), r.get(2)),
+                    done: r.get(3),
+                })
+                .collect())
+        };
+        let stored = read(&mut self.client)?;
+        if !stored.is_empty() {
+            return Ok(stored);
+        }
+        let ranges = plan()?;
+        let mut tx = self.client.transaction().map_err(|e| map(ctx(), e))?;
+        for (i, r) in ranges.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO _cutover.chunks (table_schema, table_name, chunk, lower_key, upper_key) VALUES ($1, $2, $3, $4, $5)",
+                &[&name.schema, &name.name, &(i as i32), &range_texts(&r.start), &range_texts(&r.end)],
+            )
+            .map_err(|e| map(ctx(), e))?;
+        }
+        tx.commit().map_err(|e| map(ctx(), e))?;
+        read(&mut self.client)
+    }
+
+    fn apply(&mut self, ops: &[ApplyOp], checkpoint: Position) -> Result<(), ConnectorError> {
+        let ctx = format!("applying changes up to {checkpoint} on the target");
+        self.client
+            .batch_execute("BEGIN")
+            .map_err(|e| map(&ctx, e))?;
+        let result = (|| {
+            let w = writes(ops, &self.tables);
+            self.write_runs(&w, &ctx)?;
+            let changes = ops
+                .iter()
+                .filter(|o| matches!(o, ApplyOp::Change(_)))
+                .count() as i64;
+            self.client
+                .execute(
+                    "UPDATE _cutover.replication SET position = $1, changes_applied = changes_applied + $2, updated_at = now()",
+                    &[&checkpoint.to_string(), &changes],
+                )
+                .map_err(|e| map(&ctx, e))?;
+            self.client
+                .batch_execute("COMMIT")
+                .map_err(|e| map(&ctx, e))
+        })();
+        if result.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK");
+        }
+        result
+    }
+
+    fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError> {
+        let exists: bool = self
+            .client
+            .query_one(
+                "SELECT to_regclass('_cutover.replication') IS NOT NULL",
+                &[],
+            )
+            .map_err(|e| map("reading the checkpoint", e))?
+            .get(0);
+        if !exists {
+            return Ok(None);
+        }
+        let text: Option<String> = self
+            .client
+            .query_opt("SELECT position FROM _cutover.replication", &[])
+            .map_err(|e| map("reading the checkpoint", e))?
+            .and_then(|r| r.get(0));
+        text.map(|t| {
+            t.parse::<Position>().map_err(|e| {
+                ConnectorError::new(
+                    ErrorKind::InvalidInput,
+                    format!("the target's checkpoint is unreadable ({e}); run `cutover cleanup` and start over"),
+                )
+            })
+        })
+        .transpose()
+    }
+
+    fn finish_tables(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        self.finished.extend(tables.iter().map(|t| t.name.clone()));
+        if self.finished.len() < self.tables.len() {
+            return Ok(());
+        }
+        let Some(schema) = self.schema.as_ref() else {
+            return Ok(());
+        };
+        let phase = copy::control_phase(&mut self.client)?;
+        if phase.as_deref() == Some("replicating") {
+            return Ok(());
+        }
+        // Every table is copied: the rest of the schema, as pg_restore orders it.
+        let opts = CopyOptions {
+            jobs: self.jobs,
+            truncate: true,
+            ..CopyOptions::default()
+        };
+        copy::post_data(&self.target, &opts, &AtomicBool::new(false))?;
+        let mut src = self.source.connect()?;
+        copy::set_sequences(&mut src, &mut self.client, schema)?;
+        self.client
+            .execute(
+                "UPDATE _cutover.migration SET phase = 'replicating', updated_at = now()",
+                &[],
+            )
+            .map_err(|e| map("recording the end of the copy", e))?;
+        Ok(())
+    }
+
+    fn note(&mut self, progress: &Progress) -> Result<(), ConnectorError> {
+        let applied = progress.changes_applied.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let rate = self.last_note.map(|(at, n)| {
+            let secs = now.duration_since(at).as_secs_f64().max(0.001);
+            applied.saturating_sub(n) as f64 / secs
+        });
+        self.last_note = Some((now, applied));
+        let committed_at: Option<SystemTime> = progress.committed_at();
+        let source = progress.source_position().map(|p| p.to_string());
+        let lag = progress.lag().map(|l| l as i64);
+        let history = progress.history_bytes().map(|b| b as i64);
+        self.client
+            .execute(
+                "UPDATE _cutover.replication SET source_position = coalesce($1, source_position),
+                        committed_at = coalesce($2, committed_at), changes_per_sec = coalesce($3, changes_per_sec),
+                        lag_bytes = $4, history_bytes = coalesce($5, history_bytes), updated_at = now()",
+                &[&source, &committed_at, &rate, &lag, &history],
+            )
+            .map_err(|e| map("recording the sync's status on the target", e))?;
+        Ok(())
+    }
+
+    fn cleanup(&mut self) -> Result<(), ConnectorError> {
+        self.client
+            .batch_execute("DROP SCHEMA IF EXISTS _cutover CASCADE")
+            .map_err(|e| map("removing cutover's control store from the target", e))
+    }
+}
