@@ -1,0 +1,457 @@
+//! `sync` for PostgreSQL → PostgreSQL: change capture through a logical replication slot while
+//! chunks are copied, against real throwaway servers and concurrent writers.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cutover_connector::{Connect, ErrorKind, Phase, Progress, Source};
+use cutover_model::Position;
+use cutover_pipeline::{Control, SyncError, SyncOptions, SyncReport};
+use cutover_postgres::schema::Selection;
+use cutover_postgres::{CaptureNames, PgConnect, PgEndpoint};
+use cutover_testkit::Postgres;
+
+use super::{awkward_source, dump};
+
+/// Both sides of a migration from `src` to `dst` on the shared test server.
+fn pair(pg: &Postgres, src: &str, dst: &str, exclude: &[&str]) -> (PgConnect, PgConnect) {
+    let s = PgEndpoint::from_url(&pg.url(src)).unwrap();
+    let t = PgEndpoint::from_url(&pg.url(dst)).unwrap();
+    let selection = Selection {
+        tables: Vec::new(),
+        exclude: exclude.iter().map(|s| s.to_string()).collect(),
+    };
+    let names = CaptureNames::for_migration(dst);
+    let side = |e: &PgEndpoint, peer: &PgEndpoint| PgConnect {
+        endpoint: e.clone(),
+        peer: peer.clone(),
+        selection: selection.clone(),
+        names: names.clone(),
+        truncate: false,
+        jobs: 2,
+    };
+    (side(&s, &t), side(&t, &s))
+}
+
+fn small_chunks() -> SyncOptions {
+    SyncOptions {
+        jobs: 2,
+        chunk_bytes: 32 << 10,
+        min_chunk_rows: 50,
+        max_chunk_rows: 300,
+        ..SyncOptions::default()
+    }
+}
+
+struct Running {
+    handle: JoinHandle<Result<SyncReport, SyncError>>,
+    control: Arc<Control>,
+    progress: Arc<Progress>,
+}
+
+fn start(s: &PgConnect, t: &PgConnect, opts: SyncOptions) -> Running {
+    let control = Arc::new(Control::default());
+    let progress = Arc::new(Progress::default());
+    let (s, t) = (s.clone(), t.clone());
+    let (c, p) = (Arc::clone(&control), Arc::clone(&progress));
+    let handle = std::thread::spawn(move || cutover_pipeline::run(&s, &t, &opts, &c, &p));
+    Running {
+        handle,
+        control,
+        progress,
+    }
+}
+
+fn wal_position(pg: &Postgres, db: &str) -> Position {
+    let text = pg.psql(db, "SELECT pg_current_wal_lsn()").unwrap();
+    format!("lsn:{text}").parse().unwrap()
+}
+
+/// Asks a running sync to finish once it has applied everything the source has now.
+fn drain(pg: &Postgres, src: &str, r: Running) -> SyncReport {
+    r.control.drain_to(wal_position(pg, src));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !r.handle.is_finished() {
+        assert!(Instant::now() < deadline, "sync did not drain in 2 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    r.handle.join().unwrap().unwrap()
+}
+
+fn wait_for(what: &str, r: &Running, cond: impl Fn(&Progress) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !cond(&r.progress) {
+        assert!(
+            !r.handle.is_finished(),
+            "sync ended while waiting for {what}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: phase {:?}, {} rows copied, {} changes applied, at {:?} of {:?}, chunks {:?}",
+            r.progress.phase(),
+            r.progress.rows_copied.load(Ordering::Relaxed),
+            r.progress.changes_applied.load(Ordering::Relaxed),
+            r.progress.applied_position(),
+            r.progress.source_position(),
+            r.progress
+                .table_snapshot()
+                .iter()
+                .map(|t| (t.chunks_done.load(Ordering::Relaxed), t.chunks_total.load(Ordering::Relaxed)))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn cleanup(s: &PgConnect) {
+    s.source().unwrap().stop_capture(&[]).unwrap();
+}
+
+fn assert_same(pg: &Postgres, a: &str, b: &str, table: &str, order: &str) {
+    let (x, y) = (dump(pg, a, table, order), dump(pg, b, table, order));
+    if x != y {
+        let first = x.lines().zip(y.lines()).find(|(p, q)| p != q);
+        panic!(
+            "{table} differs: source {} rows, target {} rows; first difference {:?}",
+            x.lines().count(),
+            y.lines().count(),
+            first.map(|(p, q)| (
+                p.chars().take(120).collect::<String>(),
+                q.chars().take(120).collect::<String>()
+            ))
+        );
+    }
+}
+
+#[test]
+fn awkward_types_are_copied_and_their_changes_follow_identically() {
+    let pg = Postgres::shared().unwrap();
+    let src = awkward_source(pg);
+    let dst = pg.fresh_database("sync_awk_t").unwrap();
+    let (s, t) = pair(pg, &src, &dst, &["public.nopk"]);
+    let r = start(&s, &t, small_chunks());
+    wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
+    // Changes to every kind of value, after the copy: they travel through the change stream.
+    pg.psql(
+        &src,
+        r#"
+        UPDATE "Mixed Case"."Order" SET n = 'NaN', f8 = '-0', f4 = 'Infinity', d = '0044-03-15 BC',
+               ts = 'infinity', tz = '2026-06-01 01:02:03.456789+02', iv = '-1 year 2 days 00:00:00.5',
+               j = '{"z": 1,   "a": 2}', jb = '{"new": [1, null]}', b = '\x00ff', ia = '{NULL}',
+               ta = '{{"x y",NULL}}', m = 'sad', ma = '{happy}', p = 99.99, pt = ROW(1, 2, 3), t = '24:00',
+               ttz = '23:59:59-12'
+         WHERE "select" % 10 = 3;
+        UPDATE "Mixed Case"."Order" SET "from" = 'there' WHERE "select" % 1000 = 17;
+        DELETE FROM "Mixed Case"."Order" WHERE "select" % 10 = 4 AND "select" > 100;
+        INSERT INTO "Mixed Case"."Order" ("select", n, huge, b) VALUES (100001, 1.50, repeat('€', 300000), decode(repeat('ab', 200000), 'hex'));
+        UPDATE public.pairs SET a = a + 1000 WHERE a = 5;
+        DELETE FROM public.words WHERE w LIKE 'w1%';
+        INSERT INTO public.ident (note) VALUES ('after');
+        UPDATE public.events SET at = '2026-03-01' WHERE id % 50 = 0;
+        TRUNCATE public.refs;
+        INSERT INTO public.refs VALUES (7, 7);
+        "#,
+    )
+    .unwrap();
+    let report = drain(pg, &src, r);
+    assert!(report.changes_applied > 1000, "{report:?}");
+    super::assert_identical_except(pg, &src, &dst, &["public.nopk"]);
+    // The rest of the schema exists once the copy finished.
+    assert_eq!(
+        pg.psql(
+            &dst,
+            "SELECT count(*) FROM pg_indexes WHERE indexname IN ('order_from', 'order_jb')"
+        )
+        .unwrap(),
+        "2"
+    );
+    assert!(
+        pg.psql(&dst, "INSERT INTO public.refs VALUES (1000, 999999)")
+            .is_err(),
+        "FK built"
+    );
+    cleanup(&s);
+}
+
+/// A table whose rows carry a large out-of-line (TOASTed) value, written to while it is copied.
+const BUSY: &str = "
+CREATE TABLE busy (id bigint PRIMARY KEY, grp int NOT NULL, v text, counter int NOT NULL DEFAULT 0, doc text);
+INSERT INTO busy SELECT i, i % 17, 'v' || i, 0,
+       CASE WHEN i % 3 = 0 THEN (SELECT string_agg(md5(i::text || g::text), '') FROM generate_series(1, 120) g) END
+  FROM generate_series(1, 20000) i;
+ANALYZE busy;
+";
+
+/// Random inserts, updates (most leaving the TOASTed `doc` unchanged, some moving the key),
+/// and deletes, until `stop`.
+fn writer(url: String, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let e = PgEndpoint::from_url(&url).unwrap();
+        let mut c = e.connect().unwrap();
+        let mut next = 1_000_000i64;
+        while !stop.load(Ordering::Relaxed) {
+            let id = fastrand::i64(1..20_000);
+            let sql = match fastrand::u8(0..10) {
+                0 | 1 | 2 | 3 => format!("UPDATE busy SET counter = counter + 1, v = 'u{id}' WHERE id = {id}"),
+                4 => format!(
+                    "UPDATE busy SET doc = (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 110)) WHERE id = {id}"
+                ),
+                5 => {
+                    next += 1;
+                    format!("INSERT INTO busy VALUES ({next}, 1, 'new', 0, repeat('n', 5000)) ON CONFLICT DO NOTHING")
+                }
+                6 => format!("DELETE FROM busy WHERE id = {id}"),
+                7 => {
+                    next += 1;
+                    format!("UPDATE busy SET id = {next} WHERE id = {id}")
+                }
+                _ => format!(
+                    "BEGIN; UPDATE busy SET counter = counter + 10 WHERE grp = {} AND id % 100 = {}; DELETE FROM busy WHERE id = {}; COMMIT",
+                    id % 17,
+                    id % 100,
+                    id + 1
+                ),
+            };
+            // Deadlocks between the writer's own statements are the workload's business.
+            if c.batch_execute(&sql).is_err() {
+                let _ = c.batch_execute("ROLLBACK");
+            }
+            done.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    })
+}
+
+#[test]
+fn rows_written_while_their_chunks_are_copied_end_equal_row_by_row() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("busy_s").unwrap();
+    pg.psql(&src, BUSY).unwrap();
+    let dst = pg.fresh_database("busy_t").unwrap();
+    let (s, t) = pair(pg, &src, &dst, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let w = writer(pg.url(&src), Arc::clone(&stop), Arc::clone(&writes));
+    while writes.load(Ordering::Relaxed) < 100 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let r = start(&s, &t, small_chunks());
+    wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
+    let during_copy = writes.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    w.join().unwrap();
+    let report = drain(pg, &src, r);
+    assert_same(pg, &src, &dst, "busy", "id");
+    assert!(
+        during_copy > 200,
+        "the writer wrote during the copy ({during_copy} statements)"
+    );
+    assert!(
+        report.rows_superseded > 0,
+        "some copied rows were superseded by newer changes: {report:?}"
+    );
+    cleanup(&s);
+}
+
+#[test]
+fn a_column_added_on_the_source_stops_sync_naming_table_and_column() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("ddl_s").unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT i, 'i' || i FROM generate_series(1, 500) i;",
+    )
+    .unwrap();
+    let dst = pg.fresh_database("ddl_t").unwrap();
+    let (s, t) = pair(pg, &src, &dst, &[]);
+    let r = start(&s, &t, small_chunks());
+    wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
+    pg.psql(&src, "INSERT INTO items VALUES (501, 'before')")
+        .unwrap();
+    pg.psql(&src, "ALTER TABLE items ADD COLUMN price numeric")
+        .unwrap();
+    pg.psql(&src, "INSERT INTO items VALUES (502, 'after', 9.5)")
+        .unwrap();
+    let err = r.handle.join().unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("public.items") && msg.contains("price") && msg.contains("added"),
+        "{msg}"
+    );
+    // Everything before the change is there; nothing from it on.
+    assert_eq!(
+        pg.psql(&dst, "SELECT name FROM items WHERE id = 501")
+            .unwrap(),
+        "before"
+    );
+    assert_eq!(
+        pg.psql(&dst, "SELECT count(*) FROM items WHERE id = 502")
+            .unwrap(),
+        "0"
+    );
+
+    // Running again without changing the target is refused the same way, before applying.
+    let again = cutover_pipeline::run(
+        &s,
+        &t,
+        &small_chunks(),
+        &Control::default(),
+        &Progress::default(),
+    )
+    .unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::SchemaMismatch, "{again}");
+    assert!(again.to_string().contains("price"), "{again}");
+
+    // Once the target has the column too, sync continues and ends equal.
+    pg.psql(&dst, "ALTER TABLE items ADD COLUMN price numeric")
+        .unwrap();
+    let r = start(&s, &t, small_chunks());
+    wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
+    drain(pg, &src, r);
+    assert_same(pg, &src, &dst, "items", "id");
+    assert_eq!(
+        pg.psql(&dst, "SELECT price FROM items WHERE id = 502")
+            .unwrap(),
+        "9.5"
+    );
+    cleanup(&s);
+}
+
+#[test]
+fn tables_that_cannot_be_captured_are_refused_before_anything_is_created() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("refuse_s").unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE ok (id int PRIMARY KEY); CREATE TABLE loose (x int);
+         CREATE TABLE mute (id int PRIMARY KEY); ALTER TABLE mute REPLICA IDENTITY NOTHING;",
+    )
+    .unwrap();
+    let dst = pg.fresh_database("refuse_t").unwrap();
+    let (s, t) = pair(pg, &src, &dst, &[]);
+    let err = cutover_pipeline::run(
+        &s,
+        &t,
+        &small_chunks(),
+        &Control::default(),
+        &Progress::default(),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{msg}");
+    assert!(
+        msg.contains("public.loose") && msg.contains("no primary key"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("public.mute") && msg.contains("REPLICA IDENTITY"),
+        "{msg}"
+    );
+    assert!(msg.contains("--exclude-tables"), "{msg}");
+    assert_eq!(
+        pg.psql(&src, "SELECT count(*) FROM pg_publication")
+            .unwrap(),
+        "0"
+    );
+    assert_eq!(
+        pg.psql(
+            &src,
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
+        )
+        .unwrap(),
+        "0"
+    );
+    // The source still takes updates on the table that would have broken.
+    pg.psql(&src, "INSERT INTO mute VALUES (1); UPDATE mute SET id = 2")
+        .unwrap();
+    // Leaving them out works.
+    let (s, t) = pair(pg, &src, &dst, &["loose", "mute"]);
+    let report = cutover_pipeline::run(
+        &s,
+        &t,
+        &SyncOptions {
+            stop_when_caught_up: true,
+            ..small_chunks()
+        },
+        &Control::default(),
+        &Progress::default(),
+    )
+    .unwrap();
+    assert_eq!(report.tables, 1);
+    cleanup(&s);
+}
+
+#[test]
+fn a_dropped_slot_is_history_lost_not_a_silent_gap() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("lost_s").unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);",
+    )
+    .unwrap();
+    let dst = pg.fresh_database("lost_t").unwrap();
+    let (s, t) = pair(pg, &src, &dst, &[]);
+    let caught_up = SyncOptions {
+        stop_when_caught_up: true,
+        ..small_chunks()
+    };
+    cutover_pipeline::run(
+        &s,
+        &t,
+        &caught_up,
+        &Control::default(),
+        &Progress::default(),
+    )
+    .unwrap();
+    pg.psql(
+        &src,
+        &format!("SELECT pg_drop_replication_slot('{}')", s.names.slot),
+    )
+    .unwrap();
+    pg.psql(&src, "INSERT INTO t VALUES (101)").unwrap();
+    let err = cutover_pipeline::run(
+        &s,
+        &t,
+        &caught_up,
+        &Control::default(),
+        &Progress::default(),
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HistoryLost, "{err}");
+    assert!(err.to_string().contains("cutover cleanup"), "{err}");
+    cleanup(&s);
+}
+
+#[test]
+fn a_restarted_sync_applies_nothing_twice_and_skips_nothing() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("restart_s").unwrap();
+    pg.psql(&src, "CREATE TABLE c (id int PRIMARY KEY, n bigint NOT NULL); INSERT INTO c SELECT i, 0 FROM generate_series(1, 50) i;").unwrap();
+    let dst = pg.fresh_database("restart_t").unwrap();
+    let (s, t) = pair(pg, &src, &dst, &[]);
+    // Increments are not idempotent: a change applied twice would show as a wrong sum.
+    for round in 0..4 {
+        let r = start(&s, &t, small_chunks());
+        wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
+        for i in 0..200 {
+            pg.psql(
+                &src,
+                &format!("UPDATE c SET n = n + 1 WHERE id = {}", 1 + (i + round) % 50),
+            )
+            .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(fastrand::u64(0..100)));
+        r.control.stop();
+        r.handle.join().unwrap().unwrap();
+    }
+    let r = start(&s, &t, small_chunks());
+    drain(pg, &src, r);
+    assert_eq!(pg.psql(&dst, "SELECT sum(n) FROM c").unwrap(), "800");
+    assert_same(pg, &src, &dst, "c", "id");
+    cleanup(&s);
+}
