@@ -515,3 +515,138 @@ fn pg_copy_killed_with_sigkill_at_random_moments_resumes_without_loss_or_duplica
         "copied"
     );
 }
+
+/// Writes to the e2e source until `stop`: updates, inserts, deletes on every table.
+fn pg_writer(url: String, stop: &AtomicBool, writes: &AtomicU64) {
+    let mut c = cutover_postgres::PgEndpoint::from_url(&url)
+        .unwrap()
+        .connect()
+        .unwrap();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut next = 1_000_000;
+    while !stop.load(Ordering::Relaxed) {
+        let id = rng.i64(1..60_000);
+        next += 1;
+        let sql = match rng.u8(0..5) {
+            0 => format!("UPDATE public.students SET profile = profile || '{{\"seen\": {next}}}' WHERE id = {id}"),
+            1 => format!("INSERT INTO public.students VALUES ({next}, 'new {next}', NULL)"),
+            2 => format!("UPDATE public.sessions SET score = score + 1 WHERE id = md5('{id}')::uuid"),
+            3 => format!("DELETE FROM school.notes WHERE a = {} AND b = 'n{id}'", id % 100),
+            _ => format!("BEGIN; INSERT INTO school.notes VALUES ({}, 'w{next}', 'x'); UPDATE public.students SET name = 'renamed' WHERE id = {}; COMMIT", next % 100, id + 1),
+        };
+        c.batch_execute(&sql).unwrap();
+        writes.fetch_add(1, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn pg_sync_killed_with_sigkill_in_copy_and_apply_resumes_to_equal() {
+    let pg = cutover_testkit::Postgres::shared().unwrap();
+    let src = pg_source(pg);
+    let dst = pg.fresh_database("e2e_sync_kill").unwrap();
+    let (s, t) = (pg.url(&src), pg.url(&dst));
+    let stop = AtomicBool::new(false);
+    let writes = AtomicU64::new(0);
+    let mut rng = fastrand::Rng::with_seed(5);
+    let phase = || {
+        pg.psql(
+            &dst,
+            "SELECT coalesce((SELECT phase FROM _cutover.migration), 'none')",
+        )
+        .unwrap()
+    };
+    let mut killed_in = Vec::new();
+    std::thread::scope(|sc| {
+        sc.spawn(|| pg_writer(s.clone(), &stop, &writes));
+        for round in 0..6 {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
+                .args(["sync", "--source", &s, "--target", &t, "--jobs", "2"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            // Early kills land in the copy, later ones while changes are applied.
+            let wait = if round < 3 {
+                rng.u64(400..1_500)
+            } else {
+                rng.u64(3_000..5_000)
+            };
+            std::thread::sleep(Duration::from_millis(wait));
+            let running = child.try_wait().unwrap().is_none();
+            child.kill().ok();
+            child.wait().unwrap();
+            assert!(running, "sync exited early in round {round}");
+            killed_in.push(phase());
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(
+        killed_in.iter().any(|p| p == "copying" || p == "none")
+            && killed_in.iter().any(|p| p == "replicating"),
+        "kills landed in the copy and in replication: {killed_in:?}"
+    );
+    assert!(writes.load(Ordering::Relaxed) > 500);
+    let written_upto: cutover_model::Position = format!(
+        "lsn:{}",
+        pg.psql(&src, "SELECT pg_current_wal_lsn()").unwrap()
+    )
+    .parse()
+    .unwrap();
+    let o = cutover(&[
+        "sync",
+        "--source",
+        &s,
+        "--target",
+        &t,
+        "--stop-when-caught-up",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("caught up"), "{out}");
+    assert_eq!(pg_dump_all(pg, &src), pg_dump_all(pg, &dst));
+
+    let o = cutover(&["status", "--target", &t, "--json"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["phase"], "replicating", "{out}");
+    assert_eq!(v["mode"], "sync", "{out}");
+    // Lag is measured against a source whose WAL keeps moving (other databases of the shared
+    // test server); what is certain is that everything the writer wrote is applied.
+    assert!(
+        v["lag_bytes"].is_i64() && v["lag_seconds"].is_f64(),
+        "{out}"
+    );
+    let applied: cutover_model::Position = v["applied_position"].as_str().unwrap().parse().unwrap();
+    assert!(applied >= written_upto, "{out}");
+    assert!(v["changes_applied"].as_i64().unwrap() > 500, "{out}");
+    assert!(
+        v["applied_position"].as_str().unwrap().starts_with("lsn:"),
+        "{out}"
+    );
+    let tables = v["tables"].as_array().unwrap();
+    assert_eq!(tables.len(), 3, "{out}");
+    assert!(
+        tables.iter().all(|t| t["chunks"] == t["chunks_done"]),
+        "{out}"
+    );
+    let o = cutover(&["status", "--target", &t]);
+    assert!(text(&o).0.contains("lag"), "{}", text(&o).0);
+
+    let o = cutover(&["cleanup", "--source", &s, "--target", &t]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_eq!(
+        pg.psql(
+            &src,
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
+        )
+        .unwrap(),
+        "0"
+    );
+    assert_eq!(
+        pg.psql(&dst, "SELECT to_regnamespace('_cutover') IS NULL")
+            .unwrap(),
+        "t"
+    );
+}

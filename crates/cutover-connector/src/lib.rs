@@ -160,8 +160,12 @@ pub enum ApplyOp {
     Upsert { table: TableName, row: Row },
     /// A captured change.
     Change(Change),
-    /// Marks chunk `chunk` of `table` copied.
-    ChunkDone { table: TableName, chunk: u32 },
+    /// Marks chunk `chunk` of `table` copied, with the number of its rows written.
+    ChunkDone {
+        table: TableName,
+        chunk: u32,
+        rows: u64,
+    },
 }
 
 /// Writes a target idempotently, with its progress in the same transaction.

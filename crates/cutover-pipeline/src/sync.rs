@@ -265,6 +265,13 @@ pub fn run<S: Connect, T: Connect>(
             panicked |= h.join().is_err();
         }
         let interrupted = result?;
+        // The final status, for `cutover status` after this process ends.
+        if let Ok(p) = src.current_position() {
+            progress.set_source(p);
+        }
+        if let Err(e) = sink.note(progress) {
+            tracing::warn!(error = %e, "could not record the sync's final status on the target");
+        }
         if panicked {
             return Err(SyncError::ReaderPanicked);
         }
@@ -635,6 +642,7 @@ impl Applier<'_> {
             ops.push(ApplyOp::ChunkDone {
                 table: schema.name.clone(),
                 chunk: chunk.chunk,
+                rows: rows_out,
             });
             tally.chunks.push((ti, rows_out, bytes_out));
         }

@@ -75,6 +75,8 @@ fn classify(code: &SqlState) -> (ErrorKind, &'static str) {
             " (the target's disk is full: free space, then run the same command again; chunks already copied are kept)",
         ),
         "40001" | "40P01" | "55P03" => (ErrorKind::Busy, ""),
+        // A replication slot still held by a connection that is going away.
+        "55006" => (ErrorKind::Busy, " (another session holds it; if no other sync runs, try again in a moment)"),
         "57014" => (ErrorKind::Timeout, ""),
         "57P01" | "57P02" | "57P03" | "53300" => (ErrorKind::Connect, " (the server is shutting down or out of connections: retry)"),
         _ if c.starts_with("22") => (

@@ -163,7 +163,7 @@ enum Write<'a> {
         unchanged: &'a [usize],
     },
     Truncate(&'a [TableName]),
-    ChunkDone(&'a TableName, u32),
+    ChunkDone(&'a TableName, u32, u64),
 }
 
 /// Writes a PostgreSQL target.
@@ -372,12 +372,17 @@ impl PgSink {
                     }
                     i += 1;
                 }
-                Write::ChunkDone(table, chunk) => {
+                Write::ChunkDone(table, chunk, rows) => {
                     self.client
                         .execute(
-                            "UPDATE _cutover.chunks SET done = true, done_at = now()
+                            "UPDATE _cutover.chunks SET done = true, done_at = now(), rows = $4
                               WHERE table_schema = $1 AND table_name = $2 AND chunk = $3",
-                            &[&table.schema, &table.name, &(*chunk as i32)],
+                            &[
+                                &table.schema,
+                                &table.name,
+                                &(*chunk as i32),
+                                &(*rows as i64),
+                            ],
                         )
                         .map_err(|e| map(format!("{ctx}: marking a chunk of {table} done"), e))?;
                     i += 1;
@@ -459,7 +464,9 @@ fn writes<'a>(ops: &'a [ApplyOp], tables: &HashMap<TableName, TableSql>) -> Vec<
     for op in ops {
         match op {
             ApplyOp::Upsert { table, row } => out.push(Write::Upsert(table, row)),
-            ApplyOp::ChunkDone { table, chunk } => out.push(Write::ChunkDone(table, *chunk)),
+            ApplyOp::ChunkDone { table, chunk, rows } => {
+                out.push(Write::ChunkDone(table, *chunk, *rows))
+            }
             ApplyOp::Change(c) => match c {
                 Change::Insert { table, row } => out.push(Write::Upsert(table, row)),
                 Change::Update {

@@ -394,7 +394,7 @@ impl Sink for SqliteSink {
                         }
                     }
                 },
-                ApplyOp::ChunkDone { table, chunk } => {
+                ApplyOp::ChunkDone { table, chunk, .. } => {
                     tx.prepare_cached(&format!(
                         "UPDATE {CHUNKS} SET done = 1 WHERE table_name = ?1 AND chunk = ?2"
                     ))

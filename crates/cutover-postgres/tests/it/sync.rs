@@ -194,7 +194,7 @@ fn writer(url: String, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) -> JoinHandl
         while !stop.load(Ordering::Relaxed) {
             let id = fastrand::i64(1..20_000);
             let sql = match fastrand::u8(0..10) {
-                0 | 1 | 2 | 3 => format!("UPDATE busy SET counter = counter + 1, v = 'u{id}' WHERE id = {id}"),
+                0..=3 => format!("UPDATE busy SET counter = counter + 1, v = 'u{id}' WHERE id = {id}"),
                 4 => format!(
                     "UPDATE busy SET doc = (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 110)) WHERE id = {id}"
                 ),
