@@ -106,19 +106,28 @@ impl TableSql {
         }
     }
 
-    /// `UPDATE … SET` the columns that came (not the unchanged ones) `WHERE` the old key.
+    /// `UPDATE … SET` the columns that came (not the `unchanged` ones) for many rows at once,
+    /// from text arrays: one per column set, then one per key column (the old key).
     fn partial_update(&self, unchanged: &[usize]) -> String {
         let set: Vec<usize> = (0..self.columns.len())
             .filter(|i| !unchanged.contains(i))
             .collect();
+        let n = set.len() + self.key.len();
+        let params = (1..=n)
+            .map(|p| format!("${p}::text[]"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let aliases = (0..n)
+            .map(|p| format!("c{p}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let assignments: Vec<String> = set
             .iter()
             .enumerate()
             .map(|(p, &i)| {
                 format!(
-                    "{} = ${}::text::{}",
+                    "{} = u.c{p}::{}",
                     ident(&self.columns[i].0),
-                    p + 1,
                     self.columns[i].1
                 )
             })
@@ -129,15 +138,15 @@ impl TableSql {
             .enumerate()
             .map(|(p, &i)| {
                 format!(
-                    "{} = ${}::text::{}",
+                    "t.{} = u.c{}::{}",
                     ident(&self.columns[i].0),
-                    set.len() + p + 1,
+                    set.len() + p,
                     self.columns[i].1
                 )
             })
             .collect();
         format!(
-            "UPDATE {} SET {} WHERE {}",
+            "UPDATE {} AS t SET {} FROM unnest({params}) AS u({aliases}) WHERE {}",
             qualified(&self.pg.name),
             assignments.join(", "),
             conds.join(" AND ")
@@ -153,6 +162,7 @@ impl TableSql {
 }
 
 /// One write, after changes are broken down.
+#[derive(Clone)]
 enum Write<'a> {
     Upsert(&'a TableName, &'a Row),
     Delete(&'a TableName, &'a Key),
@@ -182,6 +192,9 @@ pub struct PgSink {
     statements: HashMap<String, Statement>,
     /// For the changes-per-second figure in the control store.
     last_note: Option<(Instant, u64)>,
+    /// Replicated writes skip triggers and foreign-key checks (`session_replication_role`), so a
+    /// batch may be applied compacted, not only in source order.
+    replica_role: bool,
 }
 
 impl PgSink {
@@ -195,7 +208,7 @@ impl PgSink {
     ) -> Result<PgSink, ConnectorError> {
         let mut client = target.connect()?;
         client
-            .batch_execute("SET search_path = pg_catalog")
+            .batch_execute("SET search_path = pg_catalog; SET synchronous_commit = on")
             .map_err(|e| map("preparing the target session", e))?;
         Ok(PgSink {
             client,
@@ -210,6 +223,7 @@ impl PgSink {
             finished: HashSet::new(),
             statements: HashMap::new(),
             last_note: None,
+            replica_role: false,
         })
     }
 
@@ -304,6 +318,37 @@ impl PgSink {
         ))
     }
 
+    /// Writes `writes` and the checkpoint in one target transaction.
+    fn commit_batch(
+        &mut self,
+        writes: &[Write<'_>],
+        ops: &[ApplyOp],
+        checkpoint: Position,
+        ctx: &str,
+    ) -> Result<(), ConnectorError> {
+        self.client
+            .batch_execute("BEGIN")
+            .map_err(|e| map(ctx, e))?;
+        let result = (|| {
+            self.write_runs(writes, ctx)?;
+            let changes = ops
+                .iter()
+                .filter(|o| matches!(o, ApplyOp::Change(_)))
+                .count() as i64;
+            self.client
+                .execute(
+                    "UPDATE _cutover.replication SET position = $1, changes_applied = changes_applied + $2, updated_at = now()",
+                    &[&checkpoint.to_string(), &changes],
+                )
+                .map_err(|e| map(ctx, e))?;
+            self.client.batch_execute("COMMIT").map_err(|e| map(ctx, e))
+        })();
+        if result.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK");
+        }
+        result
+    }
+
     fn write_runs(&mut self, writes: &[Write<'_>], ctx: &str) -> Result<(), ConnectorError> {
         let mut i = 0;
         while i < writes.len() {
@@ -335,29 +380,27 @@ impl PgSink {
                     i = j;
                 }
                 Write::Partial {
-                    table,
-                    old_key,
-                    row,
-                    unchanged,
+                    table, unchanged, ..
                 } => {
-                    let t = self.table(table)?;
-                    let sql = t.partial_update(unchanged);
-                    let mut params: Vec<Option<String>> = row
-                        .iter()
-                        .enumerate()
-                        .filter(|(c, _)| !unchanged.contains(c))
-                        .map(|(_, v)| pgtext::encode(v))
-                        .collect();
-                    params.extend(old_key.iter().map(pgtext::encode));
-                    let stmt = self.statement(&sql)?;
-                    let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = params
-                        .iter()
-                        .map(|p| p as &(dyn postgres::types::ToSql + Sync))
-                        .collect();
-                    self.client
-                        .execute(&stmt, &refs)
-                        .map_err(|e| map(format!("{ctx}: updating a row of {table}"), e))?;
-                    i += 1;
+                    // Rows of one table updated in the same columns, each key once.
+                    let mut j = i;
+                    let mut seen = HashSet::new();
+                    let mut rows: Vec<(&Key, &Row)> = Vec::new();
+                    while let Some(Write::Partial {
+                        table: t,
+                        old_key,
+                        row,
+                        unchanged: u,
+                    }) = writes.get(j)
+                    {
+                        if t != table || u != unchanged || !seen.insert(*old_key) {
+                            break;
+                        }
+                        rows.push((old_key, row));
+                        j += 1;
+                    }
+                    self.partial(table, unchanged, &rows, ctx)?;
+                    i = j;
                 }
                 Write::Truncate(tables) => {
                     let names: Vec<String> = tables
@@ -438,6 +481,33 @@ impl PgSink {
         Ok(())
     }
 
+    fn partial(
+        &mut self,
+        table: &TableName,
+        unchanged: &[usize],
+        rows: &[(&Key, &Row)],
+        ctx: &str,
+    ) -> Result<(), ConnectorError> {
+        let t = self.table(table)?;
+        let set: Vec<usize> = (0..t.columns.len())
+            .filter(|i| !unchanged.contains(i))
+            .collect();
+        let mut cols: Vec<Vec<Option<String>>> =
+            vec![Vec::with_capacity(rows.len()); set.len() + t.key.len()];
+        for (key, row) in rows {
+            for (p, &c) in set.iter().enumerate() {
+                cols[p].push(row.get(c).and_then(pgtext::encode));
+            }
+            for (p, v) in key.iter().enumerate().take(t.key.len()) {
+                cols[set.len() + p].push(pgtext::encode(v));
+            }
+        }
+        let sql = t.partial_update(unchanged);
+        self.execute_arrays(&sql, &cols, || {
+            format!("{ctx}: updating {} rows of {table}", rows.len())
+        })
+    }
+
     fn delete(
         &mut self,
         table: &TableName,
@@ -497,6 +567,187 @@ fn writes<'a>(ops: &'a [ApplyOp], tables: &HashMap<TableName, TableSql>) -> Vec<
         }
     }
     out
+}
+
+/// A batch's writes reduced to each row's net effect, in an order that needs one statement per
+/// table and kind: deletes, then upserts, then partial updates. Writes that cannot be merged
+/// (truncates, updates that move a key without all values) stay where they are, between the
+/// compacted stretches before and after them.
+///
+/// Rows are independent, so only primary-key order is lost; a unique or foreign-key check that
+/// the new order trips makes the caller apply the batch again in source order.
+fn compact<'a>(writes: &[Write<'a>], tables: &HashMap<TableName, TableSql>) -> Vec<Step<'a>> {
+    let mut out = Vec::new();
+    let mut net: HashMap<(&'a TableName, Key), Net> = HashMap::new();
+    let mut order: Vec<(&'a TableName, Key)> = Vec::new();
+    let mut chunks = Vec::new();
+    let flush = |net: &mut HashMap<(&'a TableName, Key), Net>,
+                 order: &mut Vec<(&'a TableName, Key)>,
+                 out: &mut Vec<Step<'a>>| {
+        let mut deletes = Vec::new();
+        let mut upserts = Vec::new();
+        let mut partials = Vec::new();
+        for k in order.drain(..) {
+            match net.remove(&k) {
+                Some(Net::Delete) => deletes.push(Step::Delete(k.0, k.1)),
+                Some(Net::Upsert(row)) => upserts.push(Step::Upsert(k.0, row)),
+                Some(Net::Partial(row, unchanged)) => partials.push(Step::Partial {
+                    table: k.0,
+                    key: k.1,
+                    row,
+                    unchanged,
+                }),
+                None => {}
+            }
+        }
+        let by_table = |s: &Step<'a>| match s {
+            Step::Delete(t, _) | Step::Upsert(t, _) | Step::Partial { table: t, .. } => {
+                (*t).clone()
+            }
+            _ => TableName::bare(""),
+        };
+        deletes.sort_by_key(by_table);
+        upserts.sort_by_key(by_table);
+        partials.sort_by(|a, b| match (a, b) {
+            (
+                Step::Partial {
+                    table: x,
+                    unchanged: u,
+                    ..
+                },
+                Step::Partial {
+                    table: y,
+                    unchanged: v,
+                    ..
+                },
+            ) => (x, u).cmp(&(y, v)),
+            _ => std::cmp::Ordering::Equal,
+        });
+        out.extend(deletes);
+        out.extend(upserts);
+        out.extend(partials);
+    };
+    let set = |net: &mut HashMap<(&'a TableName, Key), Net>,
+               order: &mut Vec<(&'a TableName, Key)>,
+               k: (&'a TableName, Key),
+               v: Net| {
+        if !net.contains_key(&k) {
+            order.push(k.clone());
+        }
+        net.insert(k, v);
+    };
+    for w in writes {
+        match w {
+            Write::Upsert(t, row) => {
+                let Some(sql) = tables.get(*t) else { continue };
+                set(
+                    &mut net,
+                    &mut order,
+                    (*t, sql.key_of(row)),
+                    Net::Upsert((*row).clone()),
+                );
+            }
+            Write::Delete(t, key) => set(&mut net, &mut order, (*t, (*key).clone()), Net::Delete),
+            Write::Partial {
+                table,
+                old_key,
+                row,
+                unchanged,
+            } => {
+                let Some(sql) = tables.get(*table) else {
+                    continue;
+                };
+                if &sql.key_of(row) != *old_key {
+                    flush(&mut net, &mut order, &mut out);
+                    out.push(Step::Keep(Write::Partial {
+                        table,
+                        old_key,
+                        row,
+                        unchanged,
+                    }));
+                    continue;
+                }
+                let k = (*table, (*old_key).clone());
+                let merged = match net.remove(&k) {
+                    // A row known whole: it stays whole with the new values.
+                    Some(Net::Upsert(mut prev)) => {
+                        for (i, v) in row.iter().enumerate() {
+                            if !unchanged.contains(&i) {
+                                prev[i] = v.clone();
+                            }
+                        }
+                        Net::Upsert(prev)
+                    }
+                    // Updating a deleted row changes nothing.
+                    Some(Net::Delete) => Net::Delete,
+                    Some(Net::Partial(mut prev, prev_unchanged)) => {
+                        for (i, v) in row.iter().enumerate() {
+                            if !unchanged.contains(&i) {
+                                prev[i] = v.clone();
+                            }
+                        }
+                        let still: Vec<usize> = prev_unchanged
+                            .into_iter()
+                            .filter(|i| unchanged.contains(i))
+                            .collect();
+                        Net::Partial(prev, still)
+                    }
+                    None => Net::Partial((*row).clone(), unchanged.to_vec()),
+                };
+                set(&mut net, &mut order, k, merged);
+            }
+            Write::Truncate(_) => {
+                flush(&mut net, &mut order, &mut out);
+                out.push(Step::Keep(w.clone()));
+            }
+            Write::ChunkDone(..) => chunks.push(Step::Keep(w.clone())),
+        }
+    }
+    flush(&mut net, &mut order, &mut out);
+    out.extend(chunks);
+    out
+}
+
+/// A row's net effect within a batch.
+enum Net {
+    Upsert(Row),
+    Delete,
+    /// An update of the columns not in the list, to a row the batch never saw whole.
+    Partial(Row, Vec<usize>),
+}
+
+/// A compacted write (owning merged rows), or a write kept as it was.
+enum Step<'a> {
+    Delete(&'a TableName, Key),
+    Upsert(&'a TableName, Row),
+    Partial {
+        table: &'a TableName,
+        key: Key,
+        row: Row,
+        unchanged: Vec<usize>,
+    },
+    Keep(Write<'a>),
+}
+
+impl<'a> Step<'a> {
+    fn write(&self) -> Write<'_> {
+        match self {
+            Step::Delete(t, k) => Write::Delete(t, k),
+            Step::Upsert(t, r) => Write::Upsert(t, r),
+            Step::Partial {
+                table,
+                key,
+                row,
+                unchanged,
+            } => Write::Partial {
+                table,
+                old_key: key,
+                row,
+                unchanged,
+            },
+            Step::Keep(w) => w.clone(),
+        }
+    }
 }
 
 fn key_range(lower: Option<Vec<String>>, upper: Option<Vec<String>>) -> KeyRange {
@@ -631,10 +882,12 @@ impl Sink for PgSink {
         }
         // Like PostgreSQL's own apply workers: no triggers or foreign-key checks on replicated
         // writes (the source already checked them, and chunks arrive in any order).
+        self.replica_role = true;
         if let Err(e) = self
             .client
             .batch_execute("SET session_replication_role = replica")
         {
+            self.replica_role = false;
             tracing::warn!(error = %e, "cannot set session_replication_role = replica on the target (needs superuser); triggers on the target will fire for replicated writes");
         }
         self.schema = Some(schema);
@@ -683,30 +936,19 @@ impl Sink for PgSink {
 
     fn apply(&mut self, ops: &[ApplyOp], checkpoint: Position) -> Result<(), ConnectorError> {
         let ctx = format!("applying changes up to {checkpoint} on the target");
-        self.client
-            .batch_execute("BEGIN")
-            .map_err(|e| map(&ctx, e))?;
-        let result = (|| {
-            let w = writes(ops, &self.tables);
-            self.write_runs(&w, &ctx)?;
-            let changes = ops
-                .iter()
-                .filter(|o| matches!(o, ApplyOp::Change(_)))
-                .count() as i64;
-            self.client
-                .execute(
-                    "UPDATE _cutover.replication SET position = $1, changes_applied = changes_applied + $2, updated_at = now()",
-                    &[&checkpoint.to_string(), &changes],
-                )
-                .map_err(|e| map(&ctx, e))?;
-            self.client
-                .batch_execute("COMMIT")
-                .map_err(|e| map(&ctx, e))
-        })();
-        if result.is_err() {
-            let _ = self.client.batch_execute("ROLLBACK");
+        let w = writes(ops, &self.tables);
+        if self.replica_role {
+            let steps = compact(&w, &self.tables);
+            let compacted: Vec<Write<'_>> = steps.iter().map(Step::write).collect();
+            match self.commit_batch(&compacted, ops, checkpoint, &ctx) {
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    // A unique value moved between rows of this batch: apply it in source order.
+                    tracing::debug!(error = %e, "compacted batch conflicted; applying it in source order");
+                }
+                other => return other,
+            }
         }
-        result
+        self.commit_batch(&w, ops, checkpoint, &ctx)
     }
 
     fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError> {
@@ -794,5 +1036,167 @@ impl Sink for PgSink {
         self.client
             .batch_execute("DROP SCHEMA IF EXISTS _cutover CASCADE")
             .map_err(|e| map("removing cutover's control store from the target", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::PgColumn;
+
+    fn table() -> (TableName, HashMap<TableName, TableSql>) {
+        let col = |n: &str| PgColumn {
+            name: n.into(),
+            type_sql: "text".into(),
+            type_oid: 25,
+            not_null: false,
+            default: None,
+            identity: None,
+            generated: None,
+            collation: None,
+            needs_text_copy: false,
+        };
+        let name = TableName::new(Some("public"), "t");
+        let pg = PgTable {
+            name: name.clone(),
+            kind: 'r',
+            unlogged: false,
+            columns: vec![col("id"), col("a"), col("doc")],
+            primary_key: Some(("t_pkey".into(), vec!["id".into()])),
+            primary_key_inherited: false,
+            partition_of: None,
+            partition_key: None,
+            rows_estimate: 0,
+            bytes: 0,
+            replica_identity: 'd',
+            key_correlation: None,
+        };
+        let model = pg.model();
+        let mut m = HashMap::new();
+        m.insert(name.clone(), TableSql::new(&pg, &model));
+        (name, m)
+    }
+
+    fn v(s: &str) -> Value {
+        Value::Text(s.into())
+    }
+
+    /// What each step does, as text: `D 1`, `U 1 a doc`, `P 1 a (unchanged [2])`, `K …`.
+    fn show(steps: &[Step<'_>]) -> Vec<String> {
+        let text = |r: &[Value]| {
+            r.iter()
+                .map(|x| match x {
+                    Value::Text(s) => s.clone(),
+                    _ => "∅".into(),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Delete(_, k) => format!("D {}", text(k)),
+                Step::Upsert(_, r) => format!("U {}", text(r)),
+                Step::Partial { row, unchanged, .. } => format!("P {} {unchanged:?}", text(row)),
+                Step::Keep(Write::Truncate(_)) => "TRUNCATE".into(),
+                Step::Keep(Write::ChunkDone(_, c, _)) => format!("CHUNK {c}"),
+                Step::Keep(Write::Partial { row, .. }) => format!("KEEP P {}", text(row)),
+                Step::Keep(_) => "KEEP".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_collapses_to_each_rows_net_effect() {
+        let (t, tables) = table();
+        let r = |id: &str, a: &str, doc: &str| vec![v(id), v(a), v(doc)];
+        let (r1, r1b, r2, r3) = (
+            r("1", "x", "d1"),
+            r("1", "y", "d1"),
+            r("2", "x", "d2"),
+            r("3", "z", "∅"),
+        );
+        let (k1, k2, k3, k4) = (vec![v("1")], vec![v("2")], vec![v("3")], vec![v("4")]);
+        let p3 = r("3", "p", "∅");
+        let p3b = r("3", "q", "∅");
+        let p4 = r("4", "w", "∅");
+        let truncated = vec![t.clone()];
+        let writes = vec![
+            Write::Upsert(&t, &r1),
+            Write::Partial {
+                table: &t,
+                old_key: &k1,
+                row: &r1b,
+                unchanged: &[2],
+            },
+            Write::Upsert(&t, &r2),
+            Write::Delete(&t, &k2),
+            Write::ChunkDone(&t, 7, 1),
+            Write::Partial {
+                table: &t,
+                old_key: &k3,
+                row: &p3,
+                unchanged: &[2],
+            },
+            Write::Partial {
+                table: &t,
+                old_key: &k3,
+                row: &p3b,
+                unchanged: &[2],
+            },
+            Write::Delete(&t, &k4),
+            Write::Partial {
+                table: &t,
+                old_key: &k4,
+                row: &p4,
+                unchanged: &[2],
+            },
+            Write::Truncate(&truncated),
+            Write::Upsert(&t, &r3),
+        ];
+        assert_eq!(
+            show(&compact(&writes, &tables)),
+            [
+                "D 2",
+                "D 4",
+                "U 1 y d1",
+                "P 3 q ∅ [2]",
+                "TRUNCATE",
+                "U 3 z ∅",
+                "CHUNK 7"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_update_that_moves_a_key_without_all_values_stays_in_place() {
+        let (t, tables) = table();
+        let moved = vec![v("9"), v("a"), Value::Null];
+        let (k1, k2) = (vec![v("1")], vec![v("2")]);
+        let r2 = vec![v("2"), v("b"), v("c")];
+        let writes = vec![
+            Write::Delete(&t, &k2),
+            Write::Partial {
+                table: &t,
+                old_key: &k1,
+                row: &moved,
+                unchanged: &[2],
+            },
+            Write::Upsert(&t, &r2),
+        ];
+        assert_eq!(
+            show(&compact(&writes, &tables)),
+            ["D 2", "KEEP P 9 a ∅", "U 2 b c"]
+        );
+    }
+
+    #[test]
+    fn partial_updates_of_many_rows_are_one_statement() {
+        let (t, tables) = table();
+        let sql = tables[&t].partial_update(&[2]);
+        assert_eq!(
+            sql,
+            "UPDATE \"public\".\"t\" AS t SET \"id\" = u.c0::text, \"a\" = u.c1::text FROM unnest($1::text[], $2::text[], $3::text[]) AS u(c0, c1, c2) WHERE t.\"id\" = u.c2::text"
+        );
     }
 }
