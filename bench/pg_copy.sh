@@ -19,11 +19,9 @@ BENCH_DIR=${BENCH_DIR:-/tmp/cutover-bench}
 CUTOVER_BIN=${CUTOVER_BIN:-$ROOT/target/release/cutover}
 FSYNC=${FSYNC:-on}
 METHODS=${METHODS:-cutover pgcopydb pg_dump_restore raw_copy_pipes}
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-export PATH="$PGBIN:$PATH"
-export PGOPTIONS="-c client_min_messages=warning"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
-need() { command -v "$1" >/dev/null 2>&1; }
 if ! need pgcopydb || [[ ! -x /usr/bin/time ]]; then
     echo "installing pgcopydb and time (Debian)…"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgcopydb time >/dev/null
@@ -32,30 +30,8 @@ if [[ ! -x $CUTOVER_BIN ]]; then
     cargo build --release --quiet
 fi
 
-as_pg() { if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-rm -rf "$BENCH_DIR"; mkdir -p "$BENCH_DIR"; chmod 755 "$BENCH_DIR"
-[[ $(id -u) -eq 0 ]] && chown postgres: "$BENCH_DIR"
+prepare_bench_dir
 SRC_PORT=$(free_port); DST_PORT=$(free_port)
-start_cluster() { # name port
-    local d=$BENCH_DIR/$1
-    as_pg initdb -D "$d" -U postgres --auth=trust -E UTF8 --no-locale >/dev/null
-    as_pg pg_ctl -D "$d" -l "$d.log" -w -t 120 -o "-p $2 -c listen_addresses=127.0.0.1 -c unix_socket_directories=$d \
-        -c wal_level=logical -c max_wal_senders=20 -c max_replication_slots=20 -c shared_buffers=1GB \
-        -c maintenance_work_mem=256MB -c max_wal_size=8GB -c checkpoint_timeout=30min \
-        -c synchronous_commit=off -c fsync=$FSYNC -c max_connections=200" start >/dev/null
-}
-stop_all() {
-    if [[ -n ${KEEP:-} ]]; then
-        echo "# KEEP set: clusters left running: source $S/bench, target $T (stop with pg_ctl -D $BENCH_DIR/{src,dst} stop)"
-        return
-    fi
-    for n in src dst; do
-        [[ -f $BENCH_DIR/$n/postmaster.pid ]] && as_pg pg_ctl -D "$BENCH_DIR/$n" -m immediate stop >/dev/null 2>&1 || true
-    done
-    rm -rf "$BENCH_DIR"
-}
 trap stop_all EXIT
 start_cluster src "$SRC_PORT"; start_cluster dst "$DST_PORT"
 S="postgres://postgres@127.0.0.1:$SRC_PORT"; T="postgres://postgres@127.0.0.1:$DST_PORT"

@@ -7,20 +7,20 @@
 //! the target has durably applied, so the source keeps every change the target may still need.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
 
 use cutover_connector::{
     ChunkRows, ConnectorError, ErrorKind, KeyRange, Source, TableEstimate, TxSnapshot,
 };
-use cutover_model::{Change, Key, Position, Row, TableName, TableSchema, Transaction, Value};
+use cutover_model::{Key, Position, Row, TableName, TableSchema, Transaction, Value};
 use postgres::{Client, SimpleQueryMessage};
 
+use crate::changes::{Captured, ChangeStream, Decoder};
 use crate::copy::{chunk_bounds, range_predicate, row_count};
 use crate::endpoint::PgEndpoint;
 use crate::error::map;
-use crate::pgoutput::{self, Datum, Message, OldImage};
 use crate::pgtext;
-use crate::replication::{ReplicationConnection, ReplicationMessage};
+use crate::replication::ReplicationConnection;
 use crate::schema::{self, ident, literal, qualified, PgTable, Selection};
 
 /// The names of what change capture creates on the source: a replication slot and a
@@ -54,65 +54,16 @@ impl CaptureNames {
     }
 }
 
-/// A changed row of a transaction is kept in memory until the transaction's commit arrives;
-/// past this many changes, the transaction is handed over in pieces (see [`PgSource`]).
-const PIECE_CHANGES: usize = 20_000;
-
-/// How long to wait for the stream before asking the server where it is.
-const IDLE_WAIT: Duration = Duration::from_millis(20);
-
-/// What the applier needs to know about a captured table.
-struct Captured {
-    table: PgTable,
-    schema: TableSchema,
-}
-
-/// A relation the stream announced, mapped to a captured table.
-struct Relation {
-    table: usize,
-}
-
-/// A transaction being received.
-struct OpenTxn {
-    xid: u64,
-    /// The position of its commit record (where a piece of it is applied up to).
-    commit_lsn: u64,
-    committed_at: Option<SystemTime>,
-    changes: Vec<Change>,
-}
-
-struct Stream {
-    conn: ReplicationConnection,
-    /// The position of the last transaction (or piece) handed to the caller.
-    delivered: u64,
-    /// The newest WAL position the server reported.
-    received: u64,
-    /// The newest position released (durably applied by the target).
-    flushed: u64,
-    relations: HashMap<u32, Relation>,
-    open: Option<OpenTxn>,
-    reply_requested: Option<Instant>,
-    last_message: Instant,
-}
-
-/// Reads chunks and the change stream of one PostgreSQL database.
-///
-/// Large transactions: changes are held in memory only up to [`PIECE_CHANGES`] per transaction;
-/// a larger one is handed over in pieces positioned at its commit record, so the target applies
-/// them in several transactions and a restart replays the whole transaction (upserts and deletes
-/// by key make that harmless).
+/// Reads chunks and the change stream of one PostgreSQL database. The stream is read on a thread
+/// of its own ([`ChangeStream`]); large transactions come in pieces (see [`crate::changes`]).
 pub struct PgSource {
     endpoint: PgEndpoint,
     client: Client,
     selection: Selection,
     names: CaptureNames,
-    captured: Vec<Captured>,
+    captured: Arc<Vec<Captured>>,
     by_name: HashMap<TableName, usize>,
-    stream: Option<Stream>,
-    /// An error met in the stream after transactions that were still handed over.
-    pending_error: Option<ConnectorError>,
-    /// A full transaction id near the stream's, to widen pgoutput's 32-bit ids.
-    xid_reference: u64,
+    stream: Option<ChangeStream>,
 }
 
 impl PgSource {
@@ -126,25 +77,25 @@ impl PgSource {
             client: endpoint.connect()?,
             selection: selection.clone(),
             names: names.clone(),
-            captured: Vec::new(),
+            captured: Arc::new(Vec::new()),
             by_name: HashMap::new(),
             stream: None,
-            pending_error: None,
-            xid_reference: 0,
         })
     }
 
     fn load(&mut self) -> Result<(), ConnectorError> {
         let schema = schema::read(&mut self.client, &self.selection)?;
-        self.captured = schema
-            .tables
-            .iter()
-            .filter(|t| t.has_data())
-            .map(|t| Captured {
-                schema: captured_schema(t),
-                table: t.clone(),
-            })
-            .collect();
+        self.captured = Arc::new(
+            schema
+                .tables
+                .iter()
+                .filter(|t| t.has_data())
+                .map(|t| Captured {
+                    schema: captured_schema(t),
+                    table: t.clone(),
+                })
+                .collect(),
+        );
         self.by_name = self
             .captured
             .iter()
@@ -239,7 +190,6 @@ impl PgSource {
             .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
             .map_err(|e| map("reading the source's transaction counter", e))?
             .get(0);
-        self.xid_reference = reference.parse().unwrap_or(0);
         let mut conn = ReplicationConnection::connect(&self.endpoint)?;
         conn.start_logical(&slot, after, &self.names.publication)
             .map_err(|e| {
@@ -249,305 +199,13 @@ impl PgSource {
                     e
                 }
             })?;
-        self.stream = Some(Stream {
-            conn,
-            delivered: after,
-            received: after,
-            flushed: after,
-            relations: HashMap::new(),
-            open: None,
-            reply_requested: None,
-            last_message: Instant::now(),
-        });
+        let decoder = Decoder::new(
+            Arc::clone(&self.captured),
+            reference.parse().unwrap_or(0),
+            &slot,
+        );
+        self.stream = Some(ChangeStream::start(conn, after, decoder));
         Ok(())
-    }
-
-    /// Widens a 32-bit transaction id to the full id closest to what the stream saw last.
-    fn widen(&mut self, xid: u32) -> u64 {
-        let r = self.xid_reference;
-        let base = (r & !0xFFFF_FFFF) | u64::from(xid);
-        let best = [base.wrapping_sub(1 << 32), base, base.wrapping_add(1 << 32)]
-            .into_iter()
-            .min_by_key(|c| c.abs_diff(r))
-            .unwrap_or(base);
-        self.xid_reference = self.xid_reference.max(best);
-        best
-    }
-
-    /// Reads the stream until `max_changes` changes are collected at a commit boundary, or the
-    /// stream has nothing more for now.
-    fn receive(&mut self, max_changes: usize) -> Result<Vec<Transaction>, ConnectorError> {
-        let mut out: Vec<Transaction> = Vec::new();
-        let mut n = 0usize;
-        loop {
-            let Some(stream) = self.stream.as_mut() else {
-                return Ok(out);
-            };
-            let wait = if stream.open.is_some() {
-                Duration::from_secs(30)
-            } else if out.is_empty() {
-                IDLE_WAIT
-            } else {
-                Duration::from_millis(1)
-            };
-            let msg = match stream.conn.recv(wait) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.stream = None;
-                    return Self::deliver_then(out, e, &mut self.pending_error);
-                }
-            };
-            let Some(msg) = msg else {
-                if stream.open.is_some() {
-                    // A transaction is being sent; the rest follows.
-                    continue;
-                }
-                if out.is_empty() && stream.reply_requested.is_none() {
-                    // Nothing new: ask where the server is, so the position advances
-                    // even when the WAL holds nothing for the captured tables.
-                    let (received, flushed) = (stream.received, stream.flushed);
-                    stream.conn.send_status(received, flushed, true)?;
-                    stream.reply_requested = Some(Instant::now());
-                }
-                return Ok(out);
-            };
-            stream.last_message = Instant::now();
-            match msg {
-                ReplicationMessage::Keepalive { end, reply } => {
-                    stream.received = stream.received.max(end);
-                    if reply {
-                        let (received, flushed) = (stream.received, stream.flushed);
-                        stream.conn.send_status(received, flushed, false)?;
-                    }
-                    stream.reply_requested = None;
-                    // Every transaction that committed before `end` has been sent.
-                    if stream.open.is_none() && end > stream.delivered {
-                        stream.delivered = end;
-                        out.push(Transaction {
-                            position: Position::Lsn(end),
-                            xid: None,
-                            committed_at: None,
-                            changes: Vec::new(),
-                        });
-                        return Ok(out);
-                    }
-                }
-                ReplicationMessage::XLogData { end, data, .. } => {
-                    stream.received = stream.received.max(end);
-                    let decoded = pgoutput::decode(&data).map_err(|e| {
-                        ConnectorError::new(
-                            ErrorKind::Database,
-                            format!("reading the change stream of slot {}: {e}", self.names.slot),
-                        )
-                    });
-                    let m = match decoded {
-                        Ok(m) => m,
-                        Err(e) => {
-                            self.stream = None;
-                            return Self::deliver_then(out, e, &mut self.pending_error);
-                        }
-                    };
-                    match self.on_message(m) {
-                        Ok(Some(txn)) => {
-                            n += txn.changes.len();
-                            out.push(txn);
-                            if n >= max_changes {
-                                return Ok(out);
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            // Nothing of the transaction that met the error is handed over.
-                            self.stream = None;
-                            return Self::deliver_then(out, e, &mut self.pending_error);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Returns `out` now and `e` at the next call, or `e` now if there is nothing to return.
-    fn deliver_then(
-        out: Vec<Transaction>,
-        e: ConnectorError,
-        pending: &mut Option<ConnectorError>,
-    ) -> Result<Vec<Transaction>, ConnectorError> {
-        if out.is_empty() {
-            Err(e)
-        } else {
-            *pending = Some(e);
-            Ok(out)
-        }
-    }
-
-    /// Handles one pgoutput message; returns a transaction (or a piece of one) when ready.
-    fn on_message(&mut self, m: Message) -> Result<Option<Transaction>, ConnectorError> {
-        let (xid_raw, begin) = match &m {
-            Message::Begin {
-                xid,
-                final_lsn,
-                commit_time,
-            } => (Some(*xid), Some((*final_lsn, *commit_time))),
-            _ => (None, None),
-        };
-        let xid = xid_raw.map(|x| self.widen(x));
-        let Some(stream) = self.stream.as_mut() else {
-            return Ok(None);
-        };
-        match m {
-            Message::Begin { .. } => {
-                let (commit_lsn, time) = begin.unwrap_or_default();
-                stream.open = Some(OpenTxn {
-                    xid: xid.unwrap_or_default(),
-                    commit_lsn,
-                    committed_at: pg_time(time),
-                    changes: Vec::new(),
-                });
-                Ok(None)
-            }
-            Message::Commit {
-                end_lsn,
-                commit_time,
-                ..
-            } => {
-                let Some(open) = stream.open.take() else {
-                    return Ok(None);
-                };
-                stream.delivered = end_lsn;
-                Ok(Some(Transaction {
-                    position: Position::Lsn(end_lsn),
-                    xid: Some(open.xid),
-                    committed_at: pg_time(commit_time).or(open.committed_at),
-                    changes: open.changes,
-                }))
-            }
-            Message::Relation(r) => {
-                let name = TableName::new(Some(&r.namespace), &r.name);
-                let Some(&ti) = self.by_name.get(&name) else {
-                    return Ok(None);
-                };
-                check_relation(&self.captured[ti].table, &r, Position::Lsn(stream.received))?;
-                stream.relations.insert(r.id, Relation { table: ti });
-                Ok(None)
-            }
-            Message::Insert { relation, new } => {
-                let t = self.relation(relation)?;
-                let row = self.row(t, &new)?.0;
-                self.push(Change::Insert {
-                    table: self.captured[t].table.name.clone(),
-                    row,
-                })
-            }
-            Message::Update { relation, old, new } => {
-                let t = self.relation(relation)?;
-                let (row, unchanged) = self.row(t, &new)?;
-                let schema = &self.captured[t].schema;
-                let (old_key, before) = match old {
-                    Some((image, datums)) => {
-                        let old_row = self.row(t, &datums)?.0;
-                        let key = schema.key_of(&old_row);
-                        (key, (image == OldImage::Full).then_some(old_row))
-                    }
-                    None => (schema.key_of(&row), None),
-                };
-                self.push(Change::Update {
-                    table: self.captured[t].table.name.clone(),
-                    old_key,
-                    before,
-                    row,
-                    unchanged,
-                })
-            }
-            Message::Delete { relation, old } => {
-                let t = self.relation(relation)?;
-                let (image, datums) = old;
-                let old_row = self.row(t, &datums)?.0;
-                let schema = &self.captured[t].schema;
-                self.push(Change::Delete {
-                    table: self.captured[t].table.name.clone(),
-                    old_key: schema.key_of(&old_row),
-                    before: (image == OldImage::Full).then_some(old_row),
-                })
-            }
-            Message::Truncate { relations, .. } => {
-                let mut tables = Vec::new();
-                for r in relations {
-                    tables.push(self.captured[self.relation(r)?].table.name.clone());
-                }
-                self.push(Change::Truncate { tables })
-            }
-            Message::Origin { .. } | Message::Type { .. } | Message::LogicalMessage { .. } => {
-                Ok(None)
-            }
-        }
-    }
-
-    fn relation(&self, id: u32) -> Result<usize, ConnectorError> {
-        self.stream
-            .as_ref()
-            .and_then(|s| s.relations.get(&id))
-            .map(|r| r.table)
-            .ok_or_else(|| {
-                ConnectorError::new(
-                    ErrorKind::Database,
-                    format!("the change stream names relation {id} before describing it"),
-                )
-            })
-    }
-
-    /// A tuple's values; unchanged TOAST columns become NULL placeholders listed apart.
-    fn row(&self, t: usize, datums: &[Datum]) -> Result<(Row, Vec<usize>), ConnectorError> {
-        let c = &self.captured[t];
-        let mut unchanged = Vec::new();
-        let mut row = Vec::with_capacity(datums.len());
-        for (i, (d, col)) in datums.iter().zip(c.table.copied_columns()).enumerate() {
-            row.push(match d {
-                Datum::Null => Value::Null,
-                Datum::Unchanged => {
-                    unchanged.push(i);
-                    Value::Null
-                }
-                Datum::Text(bytes) | Datum::Binary(bytes) => {
-                    let text = std::str::from_utf8(bytes).map_err(|_| {
-                        ConnectorError::new(
-                            ErrorKind::InvalidInput,
-                            format!(
-                                "column {} of table {} holds text that is not valid UTF-8; set the source database's encoding to UTF8",
-                                col.name, c.table.name
-                            ),
-                        )
-                    })?;
-                    pgtext::decode(col.type_oid, &col.type_sql, text)
-                }
-            });
-        }
-        Ok((row, unchanged))
-    }
-
-    /// Adds a change to the open transaction; hands over a piece when it grows large.
-    fn push(&mut self, change: Change) -> Result<Option<Transaction>, ConnectorError> {
-        let Some(open) = self.stream.as_mut().and_then(|s| s.open.as_mut()) else {
-            return Err(ConnectorError::new(
-                ErrorKind::Database,
-                "the change stream sent a change outside a transaction",
-            ));
-        };
-        open.changes.push(change);
-        if open.changes.len() < PIECE_CHANGES {
-            return Ok(None);
-        }
-        let position = open.commit_lsn;
-        let piece = Transaction {
-            position: Position::Lsn(position),
-            xid: Some(open.xid),
-            committed_at: open.committed_at,
-            changes: std::mem::take(&mut open.changes),
-        };
-        if let Some(s) = self.stream.as_mut() {
-            s.delivered = position;
-        }
-        Ok(Some(piece))
     }
 
     /// Rows of `c` read with a simple query (every value in its text form).
@@ -593,46 +251,6 @@ fn captured_schema(t: &PgTable) -> TableSchema {
     s
 }
 
-/// Stops with the table and column named when the source's table no longer matches what is
-/// being captured (a column added, dropped or retyped during sync).
-fn check_relation(t: &PgTable, r: &pgoutput::Relation, at: Position) -> Result<(), ConnectorError> {
-    let expected: Vec<(&str, u32)> = t
-        .copied_columns()
-        .map(|c| (c.name.as_str(), c.type_oid))
-        .collect();
-    let got: Vec<(&str, u32)> = r
-        .columns
-        .iter()
-        .map(|c| (c.name.as_str(), c.type_oid))
-        .collect();
-    if expected == got {
-        return Ok(());
-    }
-    let what = if let Some((name, _)) = got
-        .iter()
-        .find(|(n, _)| !expected.iter().any(|(e, _)| e == n))
-    {
-        format!("column {name} was added")
-    } else if let Some((name, _)) = expected
-        .iter()
-        .find(|(n, _)| !got.iter().any(|(g, _)| g == n))
-    {
-        format!("column {name} was dropped")
-    } else if let Some((name, _)) = got.iter().find(|g| !expected.contains(g)) {
-        format!("column {name} changed its type")
-    } else {
-        "its columns were reordered".to_owned()
-    };
-    Err(ConnectorError::new(
-        ErrorKind::SchemaMismatch,
-        format!(
-            "table {} changed on the source during sync: {what} (seen at {at}); nothing from that change on was applied. \
-             Make the same change on the target (ALTER TABLE …), then run the same command again to continue",
-            t.name
-        ),
-    ))
-}
-
 fn parse_lsn(s: &str) -> Option<u64> {
     format!("lsn:{s}")
         .parse::<Position>()
@@ -651,13 +269,6 @@ fn lsn(p: Position) -> Result<u64, ConnectorError> {
             format!("position {other} is not a PostgreSQL WAL position: the target's control store belongs to another kind of source"),
         )),
     }
-}
-
-/// pgoutput's commit time (µs since 2000-01-01) as a system time.
-fn pg_time(micros: i64) -> Option<SystemTime> {
-    let unix = micros.checked_add(946_684_800_000_000)?;
-    let unix = u64::try_from(unix).ok()?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_micros(unix))
 }
 
 /// `ORDER BY "a", "b"` for a table's key.
@@ -941,37 +552,41 @@ impl Source for PgSource {
         after: Position,
         max_changes: usize,
     ) -> Result<Vec<Transaction>, ConnectorError> {
-        if let Some(e) = self.pending_error.take() {
-            return Err(e);
-        }
         let after = lsn(after)?;
+        if self.captured.is_empty() {
+            self.load()?;
+        }
         let continuing = self.stream.as_ref().is_some_and(|s| s.delivered == after);
         if !continuing {
             self.start_stream(after)?;
         }
-        self.receive(max_changes.max(1))
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let result = stream.next_batch(max_changes.max(1));
+        if result.is_err() {
+            // The next call starts a fresh stream from where the caller stands.
+            self.stream = None;
+        }
+        result
     }
 
     fn release(&mut self, upto: Position) -> Result<(), ConnectorError> {
         let upto = lsn(upto)?;
-        if let Some(s) = self.stream.as_mut() {
-            s.flushed = s.flushed.max(upto);
-            let (received, flushed) = (s.received.max(upto), s.flushed);
-            if let Err(e) = s.conn.send_status(received, flushed, false) {
-                self.stream = None;
-                return Err(e);
+        match &self.stream {
+            Some(s) => s.release(upto),
+            None => {
+                // Not streaming: move the slot on with SQL (only ever forward).
+                self.client
+                    .query_one(
+                        "SELECT 1 FROM pg_replication_slot_advance($1, $2::text::pg_lsn)",
+                        &[
+                            &self.names.slot,
+                            &format!("{:X}/{:X}", upto >> 32, upto & 0xFFFF_FFFF),
+                        ],
+                    )
+                    .map_err(|e| map("releasing applied changes on the source", e))?;
             }
-        } else {
-            // Not streaming: move the slot on with SQL (only ever forward).
-            self.client
-                .query_one(
-                    "SELECT 1 FROM pg_replication_slot_advance($1, $2::text::pg_lsn)",
-                    &[
-                        &self.names.slot,
-                        &format!("{:X}/{:X}", upto >> 32, upto & 0xFFFF_FFFF),
-                    ],
-                )
-                .map_err(|e| map("releasing applied changes on the source", e))?;
         }
         Ok(())
     }
@@ -1010,7 +625,13 @@ impl Source for PgSource {
     fn stop_capture(&mut self, _tables: &[TableSchema]) -> Result<(), ConnectorError> {
         self.stream = None;
         let slot = self.names.slot.clone();
-        if let Some((_, _, active)) = self.slot_state()? {
+        if let Some((_, _, mut active)) = self.slot_state()? {
+            // A sync that just stopped leaves its WAL sender exiting for a moment.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while active && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                active = self.slot_state()?.is_some_and(|(_, _, a)| a);
+            }
             if active {
                 return Err(ConnectorError::new(
                     ErrorKind::Busy,

@@ -408,11 +408,13 @@ fn a_dropped_slot_is_history_lost_not_a_silent_gap() {
         &Progress::default(),
     )
     .unwrap();
-    pg.psql(
-        &src,
-        &format!("SELECT pg_drop_replication_slot('{}')", s.names.slot),
-    )
-    .unwrap();
+    // Dropped behind cutover's back (once the stopped sync's WAL sender has gone).
+    let drop = format!("SELECT pg_drop_replication_slot('{}')", s.names.slot);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = pg.psql(&src, &drop) {
+        assert!(Instant::now() < deadline, "{e}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     pg.psql(&src, "INSERT INTO t VALUES (101)").unwrap();
     let err = cutover_pipeline::run(
         &s,
