@@ -191,6 +191,13 @@ pub trait Sink {
     fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError>;
     /// Builds secondary indexes once the copy is complete.
     fn finish_tables(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError>;
+    /// The newest checkpoint that survives a crash of the target, given that everything up to
+    /// `applied` is committed. Only this much of the source's change history is released. A
+    /// target that commits without waiting for its disk (PostgreSQL with `synchronous_commit =
+    /// off`) answers with what it has flushed; the default is that commits are durable.
+    fn durable(&mut self, applied: Position) -> Result<Position, ConnectorError> {
+        Ok(applied)
+    }
     /// Records the migration's live status (positions, lag, rates) where `cutover status` can
     /// read it from another process. Called now and then by the applier; a no-op by default.
     fn note(&mut self, progress: &Progress) -> Result<(), ConnectorError> {

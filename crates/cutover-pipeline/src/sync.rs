@@ -454,10 +454,15 @@ impl Applier<'_> {
 
             if self.applied > released && last_release.elapsed() > Duration::from_secs(1) {
                 // Only what the target has durably applied is released.
-                retry("releasing applied changes on the source", || {
-                    src.release(self.applied)
+                let durable = retry("asking the target what is durable", || {
+                    sink.durable(self.applied)
                 })?;
-                released = self.applied;
+                if durable > released {
+                    retry("releasing applied changes on the source", || {
+                        src.release(durable)
+                    })?;
+                    released = durable;
+                }
                 last_release = Instant::now();
             }
 

@@ -195,6 +195,11 @@ pub struct PgSink {
     /// Replicated writes skip triggers and foreign-key checks (`session_replication_role`), so a
     /// batch may be applied compacted, not only in source order.
     replica_role: bool,
+    /// Batches committed (without waiting for the disk) and not yet known flushed: their
+    /// checkpoint and an upper bound of their commit record's end on the target.
+    unflushed: std::collections::VecDeque<(Position, u64)>,
+    /// The newest checkpoint known flushed.
+    flushed: Option<Position>,
 }
 
 impl PgSink {
@@ -208,7 +213,7 @@ impl PgSink {
     ) -> Result<PgSink, ConnectorError> {
         let mut client = target.connect()?;
         client
-            .batch_execute("SET search_path = pg_catalog; SET synchronous_commit = on")
+            .batch_execute("SET search_path = pg_catalog; SET synchronous_commit = off")
             .map_err(|e| map("preparing the target session", e))?;
         Ok(PgSink {
             client,
@@ -224,6 +229,8 @@ impl PgSink {
             statements: HashMap::new(),
             last_note: None,
             replica_role: false,
+            unflushed: std::collections::VecDeque::new(),
+            flushed: None,
         })
     }
 
@@ -345,8 +352,23 @@ impl PgSink {
         })();
         if result.is_err() {
             let _ = self.client.batch_execute("ROLLBACK");
+            return result;
         }
-        result
+        self.note_unflushed(checkpoint)
+    }
+
+    /// Remembers where the target's WAL stands after committing `checkpoint`, so that
+    /// [`Sink::durable`] can tell once it is on disk.
+    fn note_unflushed(&mut self, checkpoint: Position) -> Result<(), ConnectorError> {
+        let lsn: String = self
+            .client
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .map_err(|e| map("reading the target's WAL position", e))?
+            .get(0);
+        if let Ok(Position::Lsn(l)) = format!("lsn:{lsn}").parse::<Position>() {
+            self.unflushed.push_back((checkpoint, l));
+        }
+        Ok(())
     }
 
     fn write_runs(&mut self, writes: &[Write<'_>], ctx: &str) -> Result<(), ConnectorError> {
@@ -968,15 +990,48 @@ impl Sink for PgSink {
             .query_opt("SELECT position FROM _cutover.replication", &[])
             .map_err(|e| map("reading the checkpoint", e))?
             .and_then(|r| r.get(0));
-        text.map(|t| {
-            t.parse::<Position>().map_err(|e| {
-                ConnectorError::new(
-                    ErrorKind::InvalidInput,
-                    format!("the target's checkpoint is unreadable ({e}); run `cutover cleanup` and start over"),
-                )
+        let checkpoint = text
+            .map(|t| {
+                t.parse::<Position>().map_err(|e| {
+                    ConnectorError::new(
+                        ErrorKind::InvalidInput,
+                        format!("the target's checkpoint is unreadable ({e}); run `cutover cleanup` and start over"),
+                    )
+                })
             })
+            .transpose()?;
+        if let Some(c) = checkpoint {
+            // Committed by an earlier run, perhaps not yet on disk.
+            self.note_unflushed(c)?;
+        }
+        Ok(checkpoint)
+    }
+
+    fn durable(&mut self, applied: Position) -> Result<Position, ConnectorError> {
+        if !self.unflushed.is_empty() {
+            let flush: String = self
+                .client
+                .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+                .map_err(|e| map("reading the target's flushed WAL position", e))?
+                .get(0);
+            let flush = match format!("lsn:{flush}").parse::<Position>() {
+                Ok(Position::Lsn(l)) => l,
+                _ => 0,
+            };
+            while let Some(&(checkpoint, lsn)) = self.unflushed.front() {
+                if lsn > flush {
+                    break;
+                }
+                self.flushed = Some(checkpoint);
+                self.unflushed.pop_front();
+            }
+        }
+        Ok(match (self.unflushed.front(), self.flushed) {
+            (None, _) => applied,
+            (Some(_), Some(f)) => f,
+            // Nothing known on disk yet: release nothing new.
+            (Some(_), None) => Position::Lsn(0),
         })
-        .transpose()
     }
 
     fn finish_tables(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {

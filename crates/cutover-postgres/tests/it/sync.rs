@@ -451,9 +451,28 @@ fn a_restarted_sync_applies_nothing_twice_and_skips_nothing() {
         r.control.stop();
         r.handle.join().unwrap().unwrap();
     }
+    let confirmed = || {
+        pg.psql(
+            &src,
+            &format!(
+                "SELECT confirmed_flush_lsn - '0/0' FROM pg_replication_slots WHERE slot_name = '{}'",
+                s.names.slot
+            ),
+        )
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+    };
+    let before = confirmed();
     let r = start(&s, &t, small_chunks());
+    std::thread::sleep(Duration::from_millis(2_500));
     drain(pg, &src, r);
     assert_eq!(pg.psql(&dst, "SELECT sum(n) FROM c").unwrap(), "800");
+    // The source was told what the target made durable, and freed it.
+    assert!(
+        confirmed() > before,
+        "the slot's confirmed position moved on"
+    );
     assert_same(pg, &src, &dst, "c", "id");
     cleanup(&s);
 }
