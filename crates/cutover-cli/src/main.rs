@@ -5,6 +5,7 @@ mod config;
 mod copy;
 mod demo;
 mod endpoint;
+mod switch;
 mod sync;
 mod ui;
 
@@ -57,6 +58,13 @@ enum Command {
     Sync(sync::SyncArgs),
     /// Compare source and target row by row; exit 0 when equal, 1 when they differ.
     Verify(VerifyArgs),
+    /// Move the application's writes to the target: check lag, fence the source, drain the last
+    /// changes, verify the rows changed last, prepare reverse replication, flip. Measures and
+    /// prints the write pause; undoes everything if a step before the flip fails.
+    Switch(switch::SwitchArgs),
+    /// Move writes back to the source after a switch, with the writes made on the target since
+    /// (they were replicated back): the switch's steps in the other direction.
+    Rollback(switch::SwitchArgs),
     /// Show a migration's phase, copy progress per table, replication lag (bytes and seconds),
     /// applied position, changes/s, and warnings (slot retaining WAL, sync not running).
     Status(sync::StatusArgs),
@@ -159,6 +167,8 @@ fn main() -> ExitCode {
         Command::Sync(args) => sync::sync(&args),
         Command::Verify(args) => verify(&args),
         Command::Status(args) => sync::status(&args),
+        Command::Switch(args) => switch::switch(&args),
+        Command::Rollback(args) => switch::rollback(&args),
         Command::Cleanup(args) => sync::cleanup(&args),
     };
     match result {

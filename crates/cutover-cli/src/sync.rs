@@ -67,6 +67,8 @@ fn names(name: Option<&str>, target: &PgEndpoint) -> CaptureNames {
     CaptureNames::for_migration(name.unwrap_or(target.dbname()))
 }
 
+/// The two sides of a PostgreSQL migration, in the direction its changes flow now: after a
+/// switch, from the target back to the source.
 fn pg_pair(
     source: &str,
     target: &str,
@@ -75,9 +77,18 @@ fn pg_pair(
     truncate: bool,
     jobs: usize,
 ) -> anyhow::Result<(PgConnect, PgConnect)> {
-    let s = PgEndpoint::from_url(source).context("--source")?;
-    let t = PgEndpoint::from_url(target).context("--target")?;
-    let names = names(name, &t);
+    let mut s = PgEndpoint::from_url(source).context("--source")?;
+    let mut t = PgEndpoint::from_url(target).context("--target")?;
+    let mut names = names(name, &t);
+    if cutover_postgres::direction(&t)? == cutover_connector::Direction::Reverse {
+        eprintln!(
+            "the migration is switched: following changes back from {} to {}",
+            t.redacted(),
+            s.redacted()
+        );
+        names = cutover_postgres::reverse_names(&names);
+        std::mem::swap(&mut s, &mut t);
+    }
     let side = |endpoint: &PgEndpoint, peer: &PgEndpoint| PgConnect {
         endpoint: endpoint.clone(),
         peer: peer.clone(),

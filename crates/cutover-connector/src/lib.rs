@@ -7,9 +7,11 @@
 
 mod error;
 mod progress;
+mod switch;
 
 pub use error::{ConnectorError, ErrorKind};
 pub use progress::{Phase, Progress, TableProgress};
+pub use switch::{Direction, Fence, Observation, SwitchControl};
 
 use cutover_model::{Change, Key, Position, Row, TableName, TableSchema, Transaction};
 
@@ -197,6 +199,11 @@ pub trait Sink {
     /// off`) answers with what it has flushed; the default is that commits are durable.
     fn durable(&mut self, applied: Position) -> Result<Position, ConnectorError> {
         Ok(applied)
+    }
+    /// Whether someone (a switch about to take over) asked the running sync to stop. Checked
+    /// about once a second; `false` by default.
+    fn handover_requested(&mut self) -> Result<bool, ConnectorError> {
+        Ok(false)
     }
     /// Records the migration's live status (positions, lag, rates) where `cutover status` can
     /// read it from another process. Called now and then by the applier; a no-op by default.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use cutover_connector::{
     ApplyOp, ChunkRows, Connect, ConnectorError, ErrorKind, KeyRange, Sink, Source,
 };
-use cutover_model::{Change, Key, Position, TableSchema, Transaction};
+use cutover_model::{Change, Key, Position, TableName, TableSchema, Transaction};
 
 use crate::retry::retry;
 use cutover_connector::{Phase, Progress, TableProgress};
@@ -33,6 +33,10 @@ pub struct SyncOptions {
     /// Only these tables (all when empty), minus `exclude`.
     pub tables: Vec<String>,
     pub exclude: Vec<String>,
+    /// Remember the keys of up to this many of the latest changes applied (within
+    /// `recent_window`), for a switch to verify; 0: none.
+    pub recent_keys: usize,
+    pub recent_window: Duration,
 }
 
 impl Default for SyncOptions {
@@ -46,6 +50,8 @@ impl Default for SyncOptions {
             batch_bytes: 16 << 20,
             poll_interval: Duration::from_millis(5),
             stop_when_caught_up: false,
+            recent_keys: 0,
+            recent_window: Duration::from_secs(120),
             tables: Vec::new(),
             exclude: Vec::new(),
         }
@@ -90,6 +96,8 @@ pub struct SyncReport {
     pub elapsed: Duration,
     /// True when the run ended because it was asked to stop, not because it finished.
     pub interrupted: bool,
+    /// Keys changed most recently (see [`SyncOptions::recent_keys`]), newest last, each once.
+    pub recent_keys: Vec<(TableName, Key)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +260,7 @@ pub fn run<S: Connect, T: Connect>(
             applied,
             read_upto: applied,
             backlog: VecDeque::new(),
+            recent: VecDeque::new(),
         };
         let result = applier.run(
             &mut src, &mut sink, &mut queue, &job_tx, &res_rx, control, workers,
@@ -286,6 +295,7 @@ pub fn run<S: Connect, T: Connect>(
             position: applied,
             elapsed: started.elapsed(),
             interrupted,
+            recent_keys: applier.recent_keys(),
         })
     })
 }
@@ -347,6 +357,8 @@ struct Applier<'a> {
     /// `backlog` holds transactions read but not yet applied).
     read_upto: Position,
     backlog: VecDeque<Transaction>,
+    /// Keys of the latest changes applied, with when.
+    recent: VecDeque<(Instant, TableName, Key)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -420,6 +432,7 @@ impl Applier<'_> {
             while let Some(txn) = self.backlog.pop_front() {
                 for change in txn.changes {
                     self.track(&change, txn.position, txn.xid);
+                    self.remember(&change);
                     bytes += change_bytes(&change);
                     tally.changes += 1;
                     ops.push(ApplyOp::Change(change));
@@ -469,6 +482,10 @@ impl Applier<'_> {
             if last_note.elapsed() > Duration::from_secs(1) {
                 if let Ok(Some(b)) = src.history_bytes() {
                     self.progress.set_history_bytes(b);
+                }
+                if sink.handover_requested().unwrap_or(false) {
+                    tracing::info!(position = %self.applied, "handing over to a switch: stopping");
+                    return Ok(true);
                 }
                 // Status for other processes; a failure here must not stop replication.
                 if let Err(e) = sink.note(self.progress) {
@@ -521,6 +538,62 @@ impl Applier<'_> {
                 }
             }
         }
+    }
+
+    /// Notes the keys a change touched, for [`SyncReport::recent_keys`].
+    fn remember(&mut self, change: &Change) {
+        if self.opts.recent_keys == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut note = |table: &TableName, key: Key| {
+            self.recent.push_back((now, table.clone(), key));
+        };
+        match change {
+            Change::Insert { table, row } => {
+                if let Some(t) = self.tables.iter().find(|t| &t.name == table) {
+                    note(table, t.key_of(row));
+                }
+            }
+            Change::Update {
+                table,
+                old_key,
+                row,
+                ..
+            } => {
+                if let Some(t) = self.tables.iter().find(|t| &t.name == table) {
+                    let key = t.key_of(row);
+                    if &key != old_key {
+                        note(table, old_key.clone());
+                    }
+                    note(table, key);
+                }
+            }
+            Change::Delete { table, old_key, .. } => note(table, old_key.clone()),
+            Change::Truncate { .. } => {}
+        }
+        let cutoff = now.checked_sub(self.opts.recent_window);
+        while self.recent.len() > self.opts.recent_keys
+            || self
+                .recent
+                .front()
+                .is_some_and(|(at, _, _)| cutoff.is_some_and(|c| *at < c))
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    fn recent_keys(&self) -> Vec<(TableName, Key)> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out: Vec<(TableName, Key)> = self
+            .recent
+            .iter()
+            .rev()
+            .filter(|(_, t, k)| seen.insert((t.clone(), k.clone())))
+            .map(|(_, t, k)| (t.clone(), k.clone()))
+            .collect();
+        out.reverse();
+        out
     }
 
     fn accept(&mut self, r: ReadChunk) {

@@ -112,6 +112,8 @@ CREATE TABLE IF NOT EXISTS _cutover.replication (
     history_bytes bigint,
     direction text NOT NULL DEFAULT 'forward',
     updated_at timestamptz NOT NULL DEFAULT now());
+ALTER TABLE _cutover.replication ADD COLUMN IF NOT EXISTS handover_requested boolean NOT NULL DEFAULT false;
+ALTER TABLE _cutover.migration ADD COLUMN IF NOT EXISTS fence text;
 CREATE TABLE IF NOT EXISTS _cutover.chunks (
     table_schema text NOT NULL,
     table_name text NOT NULL,

@@ -14,8 +14,10 @@ pub mod schema;
 mod sink;
 mod source;
 mod stream;
+mod switch;
 
 pub use connect::PgConnect;
 pub use endpoint::{redact, PgEndpoint, TlsMode};
 pub use sink::PgSink;
 pub use source::{retained_wal, CaptureNames, PgRows, PgSource};
+pub use switch::{direction, reverse_names, Orientation, PgSwitch};

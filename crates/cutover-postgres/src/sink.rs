@@ -213,7 +213,10 @@ impl PgSink {
     ) -> Result<PgSink, ConnectorError> {
         let mut client = target.connect()?;
         client
-            .batch_execute("SET search_path = pg_catalog; SET synchronous_commit = off")
+            .batch_execute(
+                "SET search_path = pg_catalog; SET synchronous_commit = off; \
+                 SET default_transaction_read_only = off",
+            )
             .map_err(|e| map("preparing the target session", e))?;
         Ok(PgSink {
             client,
@@ -902,6 +905,10 @@ impl Sink for PgSink {
                 }
             }
         }
+        // This sync takes over: an old hand-over request is done with.
+        self.client
+            .execute("UPDATE _cutover.replication SET handover_requested = false WHERE handover_requested", &[])
+            .map_err(|e| map("reading cutover's control store", e))?;
         // Like PostgreSQL's own apply workers: no triggers or foreign-key checks on replicated
         // writes (the source already checked them, and chunks arrive in any order).
         self.replica_role = true;
@@ -1062,6 +1069,14 @@ impl Sink for PgSink {
             )
             .map_err(|e| map("recording the end of the copy", e))?;
         Ok(())
+    }
+
+    fn handover_requested(&mut self) -> Result<bool, ConnectorError> {
+        Ok(self
+            .client
+            .query_opt("SELECT handover_requested FROM _cutover.replication", &[])
+            .map_err(|e| map("reading cutover's control store", e))?
+            .is_some_and(|r| r.get(0)))
     }
 
     fn note(&mut self, progress: &Progress) -> Result<(), ConnectorError> {

@@ -1,0 +1,218 @@
+//! `cutover switch` and `cutover rollback`.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use cutover_connector::{Direction, Fence};
+use cutover_postgres::schema::Selection;
+use cutover_postgres::{reverse_names, Orientation, PgConnect, PgEndpoint, PgSwitch};
+use cutover_switch::{Step, SwitchError, SwitchOptions, SwitchReport};
+
+use crate::endpoint::{engine_of, Engine};
+use crate::{Endpoints, EXIT_ERROR};
+
+#[derive(Args)]
+pub struct SwitchArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    #[command(flatten)]
+    tables: crate::TableArgs,
+    /// How to stop writes on the old primary: read-only (the database refuses new write
+    /// transactions and its sessions are ended), role:NAME (that role may not log in and its
+    /// sessions are ended), or none (the application has stopped writing; cutover checks).
+    #[arg(long, default_value = "read-only", value_parser = parse_fence)]
+    fence: Fence,
+    /// A shell command run during the pause, just before the flip: point the application at
+    /// the new primary (config, DNS, pooler). It gets CUTOVER_DIRECTION and CUTOVER_NEW_PRIMARY
+    /// (URL without password). A non-zero exit undoes the switch.
+    #[arg(long, value_name = "CMD")]
+    on_switch: Option<String>,
+    /// Undo the switch instead of pausing writes longer than this.
+    #[arg(long, value_name = "MS")]
+    max_pause_ms: Option<u64>,
+    /// Refuse to start if the follower is more than this many bytes (of WAL) behind.
+    #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
+    max_lag: u64,
+    /// Verify at most this many of the most recently changed rows during the pause.
+    #[arg(long, default_value_t = 2000, value_name = "ROWS")]
+    verify_recent: usize,
+    /// The migration's name, as given to sync [default: the target's database name].
+    #[arg(long)]
+    name: Option<String>,
+    /// Print one JSON document (write_pause_ms, drain_ms, verified_rows, direction, steps).
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_fence(s: &str) -> Result<Fence, String> {
+    s.parse()
+}
+
+pub fn switch(args: &SwitchArgs) -> anyhow::Result<u8> {
+    run(args, Orientation::Switch)
+}
+
+pub fn rollback(args: &SwitchArgs) -> anyhow::Result<u8> {
+    run(args, Orientation::Rollback)
+}
+
+fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
+    let (source, target, file) = args.endpoints.resolve()?;
+    if (engine_of(&source), engine_of(&target)) != (Engine::Postgres, Engine::Postgres) {
+        bail!("switch and rollback support PostgreSQL → PostgreSQL (postgres://…) so far; the demo shows the SQLite switch");
+    }
+    let s = PgEndpoint::from_url(&source).context("--source")?;
+    let t = PgEndpoint::from_url(&target).context("--target")?;
+    let (tables, exclude) = args.tables.resolve(&file);
+    let selection = Selection { tables, exclude };
+    let names =
+        cutover_postgres::CaptureNames::for_migration(args.name.as_deref().unwrap_or(t.dbname()));
+    let mut sync = cutover_pipeline::SyncOptions::default();
+    if let Some(j) = file.jobs {
+        sync.jobs = j.max(1);
+    }
+    let side =
+        |endpoint: &PgEndpoint, peer: &PgEndpoint, names: &cutover_postgres::CaptureNames| {
+            PgConnect {
+                endpoint: endpoint.clone(),
+                peer: peer.clone(),
+                selection: selection.clone(),
+                names: names.clone(),
+                truncate: false,
+                jobs: sync.jobs,
+            }
+        };
+    let (want, primary, follower, new_primary) = match orientation {
+        Orientation::Switch => (
+            Direction::Reverse,
+            side(&s, &t, &names),
+            side(&t, &s, &names),
+            &t,
+        ),
+        Orientation::Rollback => {
+            let rev = reverse_names(&names);
+            (
+                Direction::Forward,
+                side(&t, &s, &rev),
+                side(&s, &t, &rev),
+                &s,
+            )
+        }
+    };
+    let mut control = PgSwitch::open(orientation, &s, &t, &selection, &names)?;
+    let mut opts = SwitchOptions::new(want);
+    opts.fence = args.fence.clone();
+    opts.on_switch = args.on_switch.clone();
+    opts.on_switch_env = vec![
+        ("CUTOVER_DIRECTION".into(), want.to_string()),
+        (
+            "CUTOVER_NEW_PRIMARY".into(),
+            new_primary.redacted().to_owned(),
+        ),
+    ];
+    opts.max_pause = args.max_pause_ms.map(Duration::from_millis);
+    opts.max_lag = args.max_lag;
+    opts.verify_recent = args.verify_recent;
+    let verb = match orientation {
+        Orientation::Switch => "switch",
+        Orientation::Rollback => "rollback",
+    };
+    let json = args.json;
+    let mut on_step = |step: &Step| {
+        if !json {
+            eprintln!(
+                "{verb}: {:<22} {:>9.1} ms{}  {}",
+                step.name,
+                step.elapsed.as_secs_f64() * 1e3,
+                if step.paused { " (paused)" } else { "" },
+                step.detail
+            );
+        }
+    };
+    if orientation == Orientation::Switch {
+        control.record_fence(&args.fence)?;
+    }
+    match cutover_switch::run(
+        &primary,
+        &follower,
+        &mut control,
+        &opts,
+        &sync,
+        &mut on_step,
+    ) {
+        Ok(report) => {
+            print_report(verb, &report, json, new_primary);
+            Ok(0)
+        }
+        Err(SwitchError::Refused(why)) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "switched": false, "refused": why })
+                );
+            }
+            eprintln!("error: {why}");
+            Ok(EXIT_ERROR)
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "switched": false, "error": e.to_string() })
+                );
+            }
+            eprintln!("error: {e}");
+            Ok(EXIT_ERROR)
+        }
+    }
+}
+
+fn print_report(verb: &str, r: &SwitchReport, json: bool, new_primary: &PgEndpoint) {
+    let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
+    if json {
+        let steps: Vec<serde_json::Value> = r
+            .steps
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "step": s.name,
+                    "ms": ms(s.elapsed),
+                    "paused": s.paused,
+                    "detail": s.detail,
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "switched": true,
+                "direction": r.direction.to_string(),
+                "new_primary": new_primary.redacted(),
+                "write_pause_ms": ms(r.write_pause),
+                "drain_ms": ms(r.drain),
+                "verified_rows": r.verified_rows,
+                "sessions_ended": r.sessions_ended,
+                "fenced_at": r.fenced_at.to_string(),
+                "steps": steps,
+            })
+        );
+        return;
+    }
+    println!(
+        "{verb} done: writes now go to {} (write pause {} ms, drain {} ms, {} recently changed rows verified, {} sessions ended)",
+        new_primary.redacted(),
+        ms(r.write_pause),
+        ms(r.drain),
+        r.verified_rows,
+        r.sessions_ended
+    );
+    println!(
+        "changes now flow {} — keep `cutover sync` (same --source/--target) running so they follow; {}",
+        r.direction,
+        match r.direction {
+            Direction::Reverse => "`cutover rollback` goes back without losing them",
+            Direction::Forward => "`cutover switch` moves writes to the target again",
+        }
+    );
+}

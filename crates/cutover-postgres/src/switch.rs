@@ -1,0 +1,538 @@
+//! PostgreSQL's half of `cutover switch` and `cutover rollback`.
+//!
+//! State lives in the control stores: the original target's `_cutover` holds the migration's
+//! phase (`replicating` → `switched` → `replicating` …) and the forward follower's checkpoint;
+//! after a switch, the original source's `_cutover` holds the reverse follower's checkpoint.
+//! The forward capture (slot and publication `cutover_<name>`) lives on the source, the reverse
+//! one (`cutover_<name>_rev`) on the target.
+
+use std::time::{Duration, Instant};
+
+use cutover_connector::{ConnectorError, Direction, ErrorKind, Fence, Observation, SwitchControl};
+use cutover_model::Position;
+use postgres::Client;
+
+use crate::copy::{self, CONTROL_DDL};
+use crate::endpoint::PgEndpoint;
+use crate::error::map;
+use crate::schema::{self, ident, qualified, Selection};
+use crate::source::CaptureNames;
+
+/// Which way the switch goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orientation {
+    /// Source → target (`cutover switch`).
+    Switch,
+    /// Target → source (`cutover rollback`).
+    Rollback,
+}
+
+/// The names of the reverse direction's capture, for migration `names`.
+pub fn reverse_names(names: &CaptureNames) -> CaptureNames {
+    let base = names.slot.trim_start_matches("cutover_");
+    CaptureNames::for_migration(&format!("{base}_rev"))
+}
+
+/// Which way a migration's changes flow now, from its target's control store: `Reverse` after
+/// a switch (the target is the primary), `Forward` otherwise (also before any sync).
+pub fn direction(target: &PgEndpoint) -> Result<Direction, ConnectorError> {
+    let mut c = target.connect()?;
+    let phase: Option<String> = c
+        .query_one(
+            "SELECT CASE WHEN to_regclass('_cutover.migration') IS NOT NULL THEN (SELECT phase FROM _cutover.migration) END",
+            &[],
+        )
+        .map_err(|e| map("reading the migration's phase", e))?
+        .get(0);
+    Ok(if phase.as_deref() == Some("switched") {
+        Direction::Reverse
+    } else {
+        Direction::Forward
+    })
+}
+
+/// A session that may write even where writes are fenced (cutover's own bookkeeping).
+fn session(endpoint: &PgEndpoint) -> Result<Client, ConnectorError> {
+    let mut c = endpoint.connect()?;
+    c.batch_execute("SET default_transaction_read_only = off; SET search_path = pg_catalog")
+        .map_err(|e| map(format!("preparing a session on {}", endpoint.redacted()), e))?;
+    Ok(c)
+}
+
+fn lsn_text(p: &str) -> Result<u64, ConnectorError> {
+    match format!("lsn:{p}").parse::<Position>() {
+        Ok(Position::Lsn(l)) => Ok(l),
+        _ => Err(ConnectorError::new(
+            ErrorKind::Database,
+            format!("unreadable WAL position {p:?}"),
+        )),
+    }
+}
+
+/// PostgreSQL's [`SwitchControl`] for one migration.
+pub struct PgSwitch {
+    orientation: Orientation,
+    source: PgEndpoint,
+    target: PgEndpoint,
+    selection: Selection,
+    forward: CaptureNames,
+    reverse: CaptureNames,
+    src: Client,
+    tgt: Client,
+}
+
+impl PgSwitch {
+    pub fn open(
+        orientation: Orientation,
+        source: &PgEndpoint,
+        target: &PgEndpoint,
+        selection: &Selection,
+        names: &CaptureNames,
+    ) -> Result<PgSwitch, ConnectorError> {
+        Ok(PgSwitch {
+            orientation,
+            source: source.clone(),
+            target: target.clone(),
+            selection: selection.clone(),
+            forward: names.clone(),
+            reverse: reverse_names(names),
+            src: session(source)?,
+            tgt: session(target)?,
+        })
+    }
+
+    /// The database writes move away from, and the one they move to.
+    fn old_new(&mut self) -> (&mut Client, &mut Client) {
+        match self.orientation {
+            Orientation::Switch => (&mut self.src, &mut self.tgt),
+            Orientation::Rollback => (&mut self.tgt, &mut self.src),
+        }
+    }
+
+    fn old_primary(&self) -> &PgEndpoint {
+        match self.orientation {
+            Orientation::Switch => &self.source,
+            Orientation::Rollback => &self.target,
+        }
+    }
+
+    /// The capture that feeds the follower being switched away from, and the one being
+    /// prepared as the way back.
+    fn following(&self) -> (&CaptureNames, &CaptureNames) {
+        match self.orientation {
+            Orientation::Switch => (&self.forward, &self.reverse),
+            Orientation::Rollback => (&self.reverse, &self.forward),
+        }
+    }
+
+    /// The control store of the follower being switched away from: the target's going forward,
+    /// the source's going back.
+    fn follower_store(&mut self) -> &mut Client {
+        match self.orientation {
+            Orientation::Switch => &mut self.tgt,
+            Orientation::Rollback => &mut self.src,
+        }
+    }
+
+    fn slot_active(client: &mut Client, slot: &str) -> Result<Option<bool>, ConnectorError> {
+        Ok(client
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .map_err(|e| map("reading replication slots", e))?
+            .map(|r| r.get(0)))
+    }
+
+    fn tables_sql(&mut self) -> Result<Vec<String>, ConnectorError> {
+        let mut c = self.source.connect()?;
+        let schema = schema::read(&mut c, &self.selection)?;
+        Ok(schema
+            .tables
+            .iter()
+            .filter(|t| t.has_data())
+            .map(|t| qualified(&t.name))
+            .collect())
+    }
+
+    fn create_capture(
+        client: &mut Client,
+        names: &CaptureNames,
+        tables: &[String],
+    ) -> Result<(), ConnectorError> {
+        let ctx = |what: &str| format!("preparing the way back: {what}");
+        client
+            .batch_execute(&format!(
+                "DROP PUBLICATION IF EXISTS {0}; CREATE PUBLICATION {0} FOR TABLE {1}",
+                ident(&names.publication),
+                tables.join(", ")
+            ))
+            .map_err(|e| map(ctx("creating the publication"), e))?;
+        if Self::slot_active(client, &names.slot)?.is_none() {
+            client
+                .query_one(
+                    "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                    &[&names.slot],
+                )
+                .map_err(|e| map(ctx(&format!("creating replication slot {}", names.slot)), e))?;
+        }
+        Ok(())
+    }
+
+    fn drop_capture(client: &mut Client, names: &CaptureNames) -> Result<(), ConnectorError> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Self::slot_active(client, &names.slot)? == Some(true) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if Self::slot_active(client, &names.slot)?.is_some() {
+            client
+                .query_one("SELECT pg_drop_replication_slot($1)::text", &[&names.slot])
+                .map_err(|e| map(format!("dropping replication slot {}", names.slot), e))?;
+        }
+        client
+            .batch_execute(&format!(
+                "DROP PUBLICATION IF EXISTS {}",
+                ident(&names.publication)
+            ))
+            .map_err(|e| map("dropping a publication", e))
+    }
+
+    /// The fence chosen at the last switch (so a rollback can lift it), from the target.
+    fn recorded_fence(&mut self) -> Result<Option<Fence>, ConnectorError> {
+        let f: Option<String> = self
+            .tgt
+            .query_opt("SELECT fence FROM _cutover.migration", &[])
+            .map_err(|e| map("reading the migration", e))?
+            .and_then(|r| r.get(0));
+        Ok(f.and_then(|f| f.parse().ok()))
+    }
+}
+
+impl SwitchControl for PgSwitch {
+    fn observe(&mut self) -> Result<Observation, ConnectorError> {
+        let phase: Option<String> = self
+            .tgt
+            .query_opt(
+                "SELECT m.phase FROM _cutover.migration m WHERE to_regclass('_cutover.replication') IS NOT NULL",
+                &[],
+            )
+            .map_err(|e| {
+                map(
+                    format!(
+                        "reading the migration on {} (has `cutover sync` run there?)",
+                        self.target.redacted()
+                    ),
+                    e,
+                )
+            })?
+            .map(|r| r.get(0));
+        let Some(phase) = phase else {
+            return Err(ConnectorError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{} holds no sync of cutover's: run `cutover sync` first",
+                    self.target.redacted()
+                ),
+            ));
+        };
+        let direction = if phase == "switched" {
+            Direction::Reverse
+        } else {
+            Direction::Forward
+        };
+        let (following, _) = self.following();
+        let slot = following.slot.clone();
+        let (from, _) = self.old_new();
+        let current: String = from
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .map_err(|e| map("reading the primary's WAL position", e))?
+            .get(0);
+        let current = lsn_text(&current)?;
+        let running = Self::slot_active(from, &slot)?.unwrap_or(false);
+        let applied: Option<String> = self
+            .follower_store()
+            .query_opt(
+                "SELECT position FROM _cutover.replication WHERE to_regclass('_cutover.replication') IS NOT NULL",
+                &[],
+            )
+            .ok()
+            .flatten()
+            .and_then(|r| r.get(0));
+        let lag_bytes = applied
+            .and_then(|a| a.parse::<Position>().ok())
+            .map(|p| match p {
+                Position::Lsn(l) => current.saturating_sub(l),
+                Position::Sequence(_) => 0,
+            });
+        Ok(Observation {
+            phase,
+            direction,
+            lag_bytes,
+            follower_running: running,
+        })
+    }
+
+    fn request_handover(&mut self, wait: Duration) -> Result<(), ConnectorError> {
+        self.follower_store()
+            .execute(
+                "UPDATE _cutover.replication SET handover_requested = true",
+                &[],
+            )
+            .map_err(|e| map("asking the running sync to hand over", e))?;
+        let slot = self.following().0.slot.clone();
+        let deadline = Instant::now() + wait;
+        loop {
+            let (from, _) = self.old_new();
+            if Self::slot_active(from, &slot)? != Some(true) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ConnectorError::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "a sync is still reading replication slot {slot} after {}s; stop it (Ctrl-C), then switch again",
+                        wait.as_secs()
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn clear_handover(&mut self) -> Result<(), ConnectorError> {
+        self.follower_store()
+            .execute(
+                "UPDATE _cutover.replication SET handover_requested = false",
+                &[],
+            )
+            .map_err(|e| map("withdrawing the hand-over request", e))
+            .map(|_| ())
+    }
+
+    fn fence(&mut self, fence: &Fence) -> Result<u64, ConnectorError> {
+        let (from, _) = self.old_new();
+        let ctx = |what: &str| format!("fencing writes on the primary: {what}");
+        let ended: i64 = match fence {
+            Fence::ReadOnly => {
+                from.batch_execute(
+                    "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); END $$",
+                )
+                .map_err(|e| map(ctx("making the database read-only (needs its owner or a superuser)"), e))?;
+                from.query_one(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 2000)) FROM pg_stat_activity
+                      WHERE datname = current_database() AND pid <> pg_backend_pid()
+                        AND backend_type = 'client backend' AND application_name NOT LIKE 'cutover%'",
+                    &[],
+                )
+                .map_err(|e| map(ctx("ending sessions"), e))?
+                .get(0)
+            }
+            Fence::Role(role) => {
+                from.batch_execute(&format!("ALTER ROLE {} NOLOGIN", ident(role)))
+                    .map_err(|e| map(ctx(&format!("stopping role {role} from logging in")), e))?;
+                from.query_one(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 2000)) FROM pg_stat_activity
+                      WHERE datname = current_database() AND usename = $1 AND pid <> pg_backend_pid()",
+                    &[role],
+                )
+                .map_err(|e| map(ctx(&format!("ending role {role}'s sessions")), e))?
+                .get(0)
+            }
+            Fence::None => 0,
+        };
+        Ok(ended.max(0) as u64)
+    }
+
+    fn lift_fence(&mut self, fence: &Fence) -> Result<(), ConnectorError> {
+        let (from, _) = self.old_new();
+        lift(from, fence)
+    }
+
+    fn primary_position(&mut self) -> Result<Position, ConnectorError> {
+        let (from, _) = self.old_new();
+        let p: String = from
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .map_err(|e| map("reading the primary's WAL position", e))?
+            .get(0);
+        Ok(Position::Lsn(lsn_text(&p)?))
+    }
+
+    fn write_mark(&mut self) -> Result<u64, ConnectorError> {
+        let (from, _) = self.old_new();
+        let x: String = from
+            .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
+            .map_err(|e| map("reading the primary's transaction counter", e))?
+            .get(0);
+        Ok(x.parse().unwrap_or(0))
+    }
+
+    fn check_quiet(&mut self, fence_mark: u64) -> Result<(), ConnectorError> {
+        let now = self.write_mark()?;
+        if now != fence_mark {
+            return Err(ConnectorError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "{} transaction(s) wrote on the primary's server during the switch; with --fence none the application must have stopped writing first (or use --fence read-only)",
+                    now.saturating_sub(fence_mark)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn prepare_way_back(&mut self) -> Result<(), ConnectorError> {
+        let tables = self.tables_sql()?;
+        let way_back = self.following().1.clone();
+        match self.orientation {
+            Orientation::Switch => {
+                // Capture on the target; the reverse follower's control store on the source,
+                // every table already copied.
+                Self::create_capture(&mut self.tgt, &way_back, &tables)?;
+                let ctx = "preparing the way back: the source's control store";
+                let mut tx = self.src.transaction().map_err(|e| map(ctx, e))?;
+                tx.batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS _cutover CASCADE; {CONTROL_DDL}"
+                ))
+                .map_err(|e| map(ctx, e))?;
+                tx.execute(
+                    "INSERT INTO _cutover.migration (id, source, phase, mode) VALUES (1, $1, 'replicating', 'sync')",
+                    &[&self.target.redacted()],
+                )
+                .map_err(|e| map(ctx, e))?;
+                for t in &tables {
+                    tx.execute(
+                        "INSERT INTO _cutover.chunks (table_schema, table_name, chunk, done, done_at)
+                         SELECT n.nspname, c.relname, 0, true, now() FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                          WHERE c.oid = $1::text::regclass",
+                        &[t],
+                    )
+                    .map_err(|e| map(ctx, e))?;
+                }
+                tx.execute(
+                    "INSERT INTO _cutover.replication (id, slot, publication, direction) VALUES (1, $1, $2, 'reverse')",
+                    &[&way_back.slot, &way_back.publication],
+                )
+                .map_err(|e| map(ctx, e))?;
+                tx.commit().map_err(|e| map(ctx, e))?;
+            }
+            Orientation::Rollback => Self::create_capture(&mut self.src, &way_back, &tables)?,
+        }
+        Ok(())
+    }
+
+    fn undo_way_back(&mut self) -> Result<(), ConnectorError> {
+        let way_back = self.following().1.clone();
+        match self.orientation {
+            Orientation::Switch => {
+                Self::drop_capture(&mut self.tgt, &way_back)?;
+                self.src
+                    .batch_execute("DROP SCHEMA IF EXISTS _cutover CASCADE")
+                    .map_err(|e| map("removing the source's control store", e))
+            }
+            Orientation::Rollback => Self::drop_capture(&mut self.src, &way_back),
+        }
+    }
+
+    fn sync_sequences(&mut self) -> Result<(), ConnectorError> {
+        let mut c = self.old_primary().connect()?;
+        let schema = schema::read(&mut c, &self.selection)?;
+        let (from, to) = self.old_new();
+        copy::set_sequences(from, to, &schema)
+    }
+
+    fn flip(&mut self) -> Result<Direction, ConnectorError> {
+        let (_, to) = self.old_new();
+        let at: String = to
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .map_err(|e| map("reading the new primary's WAL position", e))?
+            .get(0);
+        let at = Position::Lsn(lsn_text(&at)?).to_string();
+        let (store, from_phase, to_phase, direction) = match self.orientation {
+            // The reverse follower starts where the target stands now: nothing written before
+            // (the drain's own writes) flows back.
+            Orientation::Switch => (&mut self.src, "replicating", "switched", Direction::Reverse),
+            Orientation::Rollback => (&mut self.tgt, "switched", "replicating", Direction::Forward),
+        };
+        store
+            .execute(
+                "UPDATE _cutover.replication SET position = $1, handover_requested = false, updated_at = now()",
+                &[&at],
+            )
+            .map_err(|e| map("recording where the way back starts", e))?;
+        // The point of no return: the phase changes by compare-and-swap.
+        let mut tx = self
+            .tgt
+            .transaction()
+            .map_err(|e| map("recording the switch", e))?;
+        let n = tx
+            .execute(
+                "UPDATE _cutover.migration SET phase = $2, updated_at = now() WHERE phase = $1",
+                &[&from_phase, &to_phase],
+            )
+            .map_err(|e| map("recording the switch", e))?;
+        if n != 1 {
+            return Err(ConnectorError::new(
+                ErrorKind::Conflict,
+                format!("the migration is no longer in phase {from_phase} (another switch or rollback ran?); nothing was switched"),
+            ));
+        }
+        tx.execute(
+            "UPDATE _cutover.replication SET direction = $1, handover_requested = false, updated_at = now()",
+            &[&direction.to_string()],
+        )
+        .map_err(|e| map("recording the switch", e))?;
+        tx.commit().map_err(|e| map("recording the switch", e))?;
+        Ok(direction)
+    }
+
+    fn open_new_primary(&mut self) -> Result<(), ConnectorError> {
+        let fence = self.recorded_fence()?;
+        let (_, to) = self.old_new();
+        lift(to, &Fence::ReadOnly)?;
+        if let Some(f @ Fence::Role(_)) = fence {
+            lift(to, &f)?;
+        }
+        Ok(())
+    }
+
+    fn retire_old_direction(&mut self) -> Result<(), ConnectorError> {
+        let old = self.following().0.clone();
+        match self.orientation {
+            Orientation::Switch => Self::drop_capture(&mut self.src, &old),
+            Orientation::Rollback => {
+                Self::drop_capture(&mut self.tgt, &old)?;
+                self.src
+                    .batch_execute("DROP SCHEMA IF EXISTS _cutover CASCADE")
+                    .map_err(|e| map("removing the source's reverse control store", e))
+            }
+        }
+    }
+}
+
+impl PgSwitch {
+    /// Remembers the fence used, so that a rollback lifts it on the old primary.
+    pub fn record_fence(&mut self, fence: &Fence) -> Result<(), ConnectorError> {
+        self.tgt
+            .execute(
+                "UPDATE _cutover.migration SET fence = $1",
+                &[&fence.to_string()],
+            )
+            .map_err(|e| map("recording the fence", e))
+            .map(|_| ())
+    }
+}
+
+fn lift(client: &mut Client, fence: &Fence) -> Result<(), ConnectorError> {
+    let ctx = "lifting the fence";
+    match fence {
+        Fence::ReadOnly => client
+            .batch_execute(
+                "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET default_transaction_read_only', current_database()); END $$",
+            )
+            .map_err(|e| map(ctx, e)),
+        Fence::Role(role) => client
+            .batch_execute(&format!("ALTER ROLE {} LOGIN", ident(role)))
+            .map_err(|e| map(ctx, e)),
+        Fence::None => Ok(()),
+    }
+}

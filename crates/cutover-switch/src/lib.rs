@@ -1,0 +1,619 @@
+//! Switch and rollback: move the application's writes from one database to the other with a
+//! measured pause, and keep a way back.
+//!
+//! ```text
+//!  check (phase, lag)  →  hand-over from a running sync  →  follow in-process until caught up
+//!  →  prepare the way back (capture on the new primary)
+//!  ┌ pause ───────────────────────────────────────────────────────────────────────────────┐
+//!  │ fence the old primary → drain to its last position → verify recently changed rows      │
+//!  │ → sequences → --on-switch command → FLIP (point of no return) → open the new primary   │
+//!  └────────────────────────────────────────────────────────────────────────────────────────┘
+//!  →  retire the old direction's capture
+//! ```
+//! Any failure before the flip undoes what was done (the fence is lifted, the way back
+//! removed, the hand-over withdrawn) and leaves the old primary writable. `--max-pause-ms`
+//! turns an over-long pause into such a failure.
+
+mod decide;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cutover_connector::{
+    Connect, ConnectorError, Direction, ErrorKind, Fence, Progress, Source, SwitchControl,
+};
+use cutover_model::{Key, Position, TableName, TableSchema};
+use cutover_pipeline::{Control, SyncOptions, SyncReport};
+
+pub use decide::{decide, Decision, Policy};
+
+#[derive(Debug, Clone)]
+pub struct SwitchOptions {
+    /// Switch to the target ([`Direction::Reverse`] afterwards) or roll back ([`Direction::Forward`]).
+    pub want: Direction,
+    pub fence: Fence,
+    /// A shell command run just before the flip (e.g. pointing the application at the new
+    /// primary); a failure undoes the switch.
+    pub on_switch: Option<String>,
+    /// Environment for `on_switch`.
+    pub on_switch_env: Vec<(String, String)>,
+    /// Undo the switch rather than pause writes longer than this.
+    pub max_pause: Option<Duration>,
+    /// Refuse to start when the follower is further behind than this (bytes).
+    pub max_lag: u64,
+    /// Verify at most this many of the most recently changed rows during the pause.
+    pub verify_recent: usize,
+    /// How long to wait for the in-process follower to catch up before fencing.
+    pub catch_up_timeout: Duration,
+    /// How long to wait for a running sync to hand over.
+    pub handover_wait: Duration,
+}
+
+impl SwitchOptions {
+    pub fn new(want: Direction) -> SwitchOptions {
+        SwitchOptions {
+            want,
+            fence: Fence::ReadOnly,
+            on_switch: None,
+            on_switch_env: Vec::new(),
+            max_pause: None,
+            max_lag: 16 << 20,
+            verify_recent: 2_000,
+            catch_up_timeout: Duration::from_secs(120),
+            handover_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One step, as it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub name: &'static str,
+    pub elapsed: Duration,
+    /// Inside the write pause.
+    pub paused: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SwitchReport {
+    /// Which way changes flow now.
+    pub direction: Direction,
+    /// From the fence to the new primary taking writes.
+    pub write_pause: Duration,
+    pub drain: Duration,
+    pub verified_rows: u64,
+    pub sessions_ended: u64,
+    /// Where the old primary stood when fenced; the new primary has everything up to it.
+    pub fenced_at: Position,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// Nothing was changed.
+    #[error("{0}")]
+    Refused(String),
+    /// A step failed; everything before the flip was undone (see `undo`).
+    #[error("{step} failed: {error}; {undo}")]
+    Failed {
+        step: &'static str,
+        error: String,
+        kind: ErrorKind,
+        /// What was undone, or what could not be.
+        undo: String,
+    },
+}
+
+impl SwitchError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            SwitchError::Refused(_) => ErrorKind::Conflict,
+            SwitchError::Failed { kind, .. } => *kind,
+        }
+    }
+}
+
+/// How far a switch got, for undo.
+#[derive(Default)]
+struct Done {
+    handover: bool,
+    way_back: bool,
+    fenced: bool,
+}
+
+/// Runs a switch (or rollback) of the migration whose changes flow from `primary` to
+/// `follower` now, driving `control` (the engine's steps) and following changes in-process.
+/// `on_step` hears of each step as it ends.
+pub fn run<P: Connect, F: Connect, C: SwitchControl>(
+    primary: &P,
+    follower: &F,
+    control: &mut C,
+    opts: &SwitchOptions,
+    sync: &SyncOptions,
+    on_step: &mut dyn FnMut(&Step),
+) -> Result<SwitchReport, SwitchError> {
+    let mut steps: Vec<Step> = Vec::new();
+    let mut record = |steps: &mut Vec<Step>, name, t: Instant, paused, detail: String| {
+        let s = Step {
+            name,
+            elapsed: t.elapsed(),
+            paused,
+            detail,
+        };
+        tracing::info!(
+            step = name,
+            ms = s.elapsed.as_secs_f64() * 1e3,
+            "{}",
+            s.detail
+        );
+        on_step(&s);
+        steps.push(s);
+    };
+
+    let t = Instant::now();
+    let obs = control
+        .observe()
+        .map_err(|e| SwitchError::Refused(e.to_string()))?;
+    let policy = Policy {
+        want: opts.want,
+        max_lag: opts.max_lag,
+    };
+    if let Decision::Refuse(why) = decide(&obs, &policy) {
+        return Err(SwitchError::Refused(why));
+    }
+    record(
+        &mut steps,
+        "check",
+        t,
+        false,
+        format!(
+            "phase {}, follower {} bytes behind{}",
+            obs.phase,
+            obs.lag_bytes.unwrap_or(0),
+            if obs.follower_running {
+                ", running"
+            } else {
+                ""
+            }
+        ),
+    );
+
+    let mut done = Done::default();
+    let fail = |control: &mut C, done: &Done, step: &'static str, e: String, kind: ErrorKind| {
+        SwitchError::Failed {
+            step,
+            error: e,
+            kind,
+            undo: undo(control, done, &opts.fence),
+        }
+    };
+
+    if obs.follower_running {
+        let t = Instant::now();
+        done.handover = true;
+        if let Err(e) = control.request_handover(opts.handover_wait) {
+            return Err(fail(control, &done, "hand-over", e.to_string(), e.kind()));
+        }
+        record(
+            &mut steps,
+            "hand-over",
+            t,
+            false,
+            "the running sync stopped".into(),
+        );
+    }
+
+    // The tables, read now so that the pause does not pay for it.
+    let (mut primary_rows, mut follower_rows, tables) = match open_readers(primary, follower) {
+        Ok(x) => x,
+        Err(e) => {
+            return Err(fail(
+                control,
+                &done,
+                "reading the tables",
+                e.to_string(),
+                e.kind(),
+            ))
+        }
+    };
+
+    let stop_follower = Control::default();
+    let progress = Progress::default();
+    let sync = SyncOptions {
+        recent_keys: opts.verify_recent,
+        stop_when_caught_up: false,
+        ..sync.clone()
+    };
+    let finished = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let follow = scope.spawn(|| {
+            let r = cutover_pipeline::run(primary, follower, &sync, &stop_follower, &progress);
+            finished.store(true, Ordering::SeqCst);
+            r
+        });
+        let stop = |follow: std::thread::ScopedJoinHandle<'_, _>| {
+            stop_follower.stop();
+            let _ = follow.join();
+        };
+
+        // Catch up.
+        let t = Instant::now();
+        let caught_up = loop {
+            if finished.load(Ordering::SeqCst) {
+                break Err(ConnectorError::new(
+                    ErrorKind::Database,
+                    "the follower stopped",
+                ));
+            }
+            let lag = match (control.primary_position(), progress.applied_position()) {
+                (Ok(Position::Lsn(p)), Some(Position::Lsn(a))) => Some(p.saturating_sub(a)),
+                (Err(e), _) => break Err(e),
+                _ => None,
+            };
+            if lag.is_some_and(|l| l <= opts.max_lag) {
+                break Ok(lag.unwrap_or(0));
+            }
+            if t.elapsed() > opts.catch_up_timeout {
+                break Err(ConnectorError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the follower did not come within --max-lag {} bytes of the primary in {}s (still {} bytes behind)",
+                        opts.max_lag,
+                        opts.catch_up_timeout.as_secs(),
+                        lag.map_or("?".into(), |l| l.to_string())
+                    ),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let lag = match caught_up {
+            Ok(l) => l,
+            Err(e) => {
+                stop_follower.stop();
+                let detail = match follow.join() {
+                    Ok(Err(fe)) => fe.to_string(),
+                    _ => e.to_string(),
+                };
+                return Err(fail(control, &done, "catching up", detail, e.kind()));
+            }
+        };
+        record(
+            &mut steps,
+            "catch up",
+            t,
+            false,
+            format!("{lag} bytes behind"),
+        );
+
+        let t = Instant::now();
+        done.way_back = true;
+        if let Err(e) = control.prepare_way_back() {
+            stop(follow);
+            return Err(fail(
+                control,
+                &done,
+                "preparing the way back",
+                e.to_string(),
+                e.kind(),
+            ));
+        }
+        record(
+            &mut steps,
+            "prepare the way back",
+            t,
+            false,
+            "capture on the new primary".into(),
+        );
+
+        // The write pause starts at the fence.
+        let mark = match opts.fence {
+            Fence::None => control.write_mark().ok(),
+            _ => None,
+        };
+        let paused = Instant::now();
+        let over_budget = |step: &'static str| -> Option<(String, ErrorKind)> {
+            let max = opts.max_pause?;
+            (paused.elapsed() > max).then(|| {
+                (
+                    format!(
+                        "the write pause reached {} ms at {step}, more than --max-pause-ms {}",
+                        paused.elapsed().as_millis(),
+                        max.as_millis()
+                    ),
+                    ErrorKind::Timeout,
+                )
+            })
+        };
+        done.fenced = true;
+        let sessions_ended = match control.fence(&opts.fence) {
+            Ok(n) => n,
+            Err(e) => {
+                stop(follow);
+                return Err(fail(control, &done, "fence", e.to_string(), e.kind()));
+            }
+        };
+        record(
+            &mut steps,
+            "fence",
+            paused,
+            true,
+            format!("{}: {sessions_ended} sessions ended", opts.fence),
+        );
+
+        // Drain: everything the old primary wrote reaches the new one.
+        let t = Instant::now();
+        let fenced_at = match control.primary_position() {
+            Ok(p) => p,
+            Err(e) => {
+                stop(follow);
+                return Err(fail(control, &done, "drain", e.to_string(), e.kind()));
+            }
+        };
+        stop_follower.drain_to(fenced_at);
+        while !finished.load(Ordering::SeqCst) {
+            if let Some((e, kind)) = over_budget("drain") {
+                stop(follow);
+                return Err(fail(control, &done, "drain", e, kind));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let report: SyncReport = match follow.join() {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(fail(control, &done, "drain", e.to_string(), e.kind())),
+            Err(_) => {
+                return Err(fail(
+                    control,
+                    &done,
+                    "drain",
+                    "the follower panicked".into(),
+                    ErrorKind::Database,
+                ))
+            }
+        };
+        let drain = t.elapsed();
+        record(
+            &mut steps,
+            "drain",
+            t,
+            true,
+            format!("applied up to {fenced_at}"),
+        );
+
+        if let Some(m) = mark {
+            let t = Instant::now();
+            if let Err(e) = control.check_quiet(m) {
+                return Err(fail(control, &done, "quiet check", e.to_string(), e.kind()));
+            }
+            record(&mut steps, "quiet check", t, true, "nothing written".into());
+        }
+
+        let t = Instant::now();
+        let verified = match verify_recent(
+            &mut primary_rows,
+            &mut follower_rows,
+            &tables,
+            &report.recent_keys,
+        ) {
+            Ok(n) => n,
+            Err(e) => return Err(fail(control, &done, "verify", e.to_string(), e.kind())),
+        };
+        record(
+            &mut steps,
+            "verify",
+            t,
+            true,
+            format!("{verified} recently changed rows equal on both sides"),
+        );
+
+        let t = Instant::now();
+        if let Err(e) = control.sync_sequences() {
+            return Err(fail(control, &done, "sequences", e.to_string(), e.kind()));
+        }
+        record(
+            &mut steps,
+            "sequences",
+            t,
+            true,
+            "set from the old primary".into(),
+        );
+
+        if let Some((e, kind)) = over_budget("the flip") {
+            return Err(fail(control, &done, "pause budget", e, kind));
+        }
+        if let Some(cmd) = &opts.on_switch {
+            let t = Instant::now();
+            if let Err(e) = run_hook(cmd, &opts.on_switch_env) {
+                return Err(fail(
+                    control,
+                    &done,
+                    "--on-switch",
+                    e,
+                    ErrorKind::InvalidInput,
+                ));
+            }
+            record(&mut steps, "on-switch", t, true, cmd.clone());
+            if let Some((e, kind)) = over_budget("the flip") {
+                return Err(fail(control, &done, "pause budget", e, kind));
+            }
+        }
+
+        // The point of no return.
+        let t = Instant::now();
+        let direction = match control.flip() {
+            Ok(d) => d,
+            Err(e) => return Err(fail(control, &done, "flip", e.to_string(), e.kind())),
+        };
+        record(
+            &mut steps,
+            "flip",
+            t,
+            true,
+            format!("changes now flow {direction}"),
+        );
+        let t = Instant::now();
+        if let Err(e) = control.open_new_primary() {
+            // Switched, but the new primary is still fenced: say so, do not undo.
+            return Err(SwitchError::Failed {
+                step: "opening the new primary",
+                error: e.to_string(),
+                kind: e.kind(),
+                undo: "the switch itself is recorded (past the point of no return); lift the fence on the new primary by hand (ALTER DATABASE … RESET default_transaction_read_only)".into(),
+            });
+        }
+        let write_pause = paused.elapsed();
+        record(
+            &mut steps,
+            "open the new primary",
+            t,
+            true,
+            "writes accepted".into(),
+        );
+
+        let t = Instant::now();
+        match control.retire_old_direction() {
+            Ok(()) => record(&mut steps, "retire", t, false, "old direction's capture removed".into()),
+            Err(e) => record(
+                &mut steps,
+                "retire",
+                t,
+                false,
+                format!("could not remove the old direction's capture ({e}); run `cutover cleanup` later"),
+            ),
+        }
+        Ok(SwitchReport {
+            direction,
+            write_pause,
+            drain,
+            verified_rows: verified,
+            sessions_ended,
+            fenced_at,
+            steps,
+        })
+    })
+}
+
+type Readers<P, F> = (
+    <P as Connect>::Source,
+    <F as Connect>::Source,
+    HashMap<TableName, TableSchema>,
+);
+
+fn open_readers<P: Connect, F: Connect>(
+    primary: &P,
+    follower: &F,
+) -> Result<Readers<P, F>, ConnectorError> {
+    let mut a = primary.source()?;
+    let tables = a
+        .tables()?
+        .into_iter()
+        .map(|t| (t.name.clone(), t))
+        .collect();
+    let mut b = follower.source()?;
+    b.tables()?;
+    Ok((a, b, tables))
+}
+
+/// Compares the rows with `keys` on both sides; an error names the first that differ.
+fn verify_recent<A: Source, B: Source>(
+    a: &mut A,
+    b: &mut B,
+    tables: &HashMap<TableName, TableSchema>,
+    keys: &[(TableName, Key)],
+) -> Result<u64, ConnectorError> {
+    let mut by_table: HashMap<&TableName, Vec<Key>> = HashMap::new();
+    for (t, k) in keys {
+        by_table.entry(t).or_default().push(k.clone());
+    }
+    let mut checked = 0u64;
+    let mut differing = Vec::new();
+    for (name, keys) in by_table {
+        let Some(schema) = tables.get(name) else {
+            continue;
+        };
+        let index = |rows: Vec<cutover_model::Row>| -> HashMap<Key, cutover_model::Row> {
+            rows.into_iter().map(|r| (schema.key_of(&r), r)).collect()
+        };
+        let left = index(a.fetch_rows(schema, &keys)?);
+        let right = index(b.fetch_rows(schema, &keys)?);
+        for k in &keys {
+            checked += 1;
+            let same = match (left.get(k), right.get(k)) {
+                (None, None) => true,
+                (Some(x), Some(y)) => {
+                    x.len() == y.len()
+                        && x.iter()
+                            .zip(y)
+                            .all(|(p, q)| cutover_verify::same_value(p, q))
+                }
+                _ => false,
+            };
+            if !same && differing.len() < 5 {
+                differing.push(format!("{name} {}", cutover_connector::key_text(k)));
+            }
+        }
+    }
+    if differing.is_empty() {
+        Ok(checked)
+    } else {
+        Err(ConnectorError::new(
+            ErrorKind::Conflict,
+            format!(
+                "rows differ between the two sides after the drain: {} — investigate with `cutover verify` before switching",
+                differing.join(", ")
+            ),
+        ))
+    }
+}
+
+fn run_hook(cmd: &str, env: &[(String, String)]) -> Result<(), String> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .map_err(|e| format!("could not run {cmd:?}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    Err(format!(
+        "{cmd:?} exited with {}: {}",
+        out.status,
+        stderr.trim().chars().take(500).collect::<String>()
+    ))
+}
+
+/// Undoes what a switch did before its flip; returns what happened, for the error message.
+fn undo<C: SwitchControl>(control: &mut C, done: &Done, fence: &Fence) -> String {
+    let mut notes = Vec::new();
+    if done.fenced {
+        match control.lift_fence(fence) {
+            Ok(()) => {
+                notes.push("the fence was lifted: the old primary takes writes again".to_owned())
+            }
+            Err(e) => notes.push(format!("LIFTING THE FENCE FAILED ({e}): lift it by hand")),
+        }
+    }
+    if done.way_back {
+        if let Err(e) = control.undo_way_back() {
+            notes.push(format!(
+                "the way back could not be removed ({e}); `cutover cleanup` removes it"
+            ));
+        }
+    }
+    if done.handover {
+        match control.clear_handover() {
+            Ok(()) => notes.push("the sync that handed over stopped: start it again".to_owned()),
+            Err(e) => notes.push(format!(
+                "the hand-over request could not be withdrawn ({e})"
+            )),
+        }
+    }
+    if notes.is_empty() {
+        "nothing had been changed".to_owned()
+    } else {
+        format!("switch undone: {}", notes.join("; "))
+    }
+}
