@@ -8,5 +8,6 @@ mod error;
 pub mod pgoutput;
 pub mod schema;
 mod stream;
+pub mod verify;
 
 pub use endpoint::{redact, PgEndpoint, TlsMode};
