@@ -6,6 +6,7 @@ mod copy;
 mod demo;
 mod endpoint;
 mod ui;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -53,8 +54,9 @@ enum Command {
     /// Copy every table, then follow changes until interrupted (Ctrl-C stops cleanly, with the
     /// position saved) or, with --stop-when-caught-up, until the target has caught up.
     Sync(SyncArgs),
-    /// Compare source and target row by row; exit 0 when equal, 1 when they differ.
-    Verify(VerifyArgs),
+    /// Prove source and target equal by checksum bisection (only digests cross the network
+    /// until a range differs); list and record every difference; exit 0 equal, 1 different.
+    Verify(verify::VerifyArgs),
     /// Remove what cutover installed: capture triggers and change log on the source, the
     /// control store on the target. Migrated data stays.
     Cleanup(Endpoints),
@@ -114,15 +116,6 @@ struct SyncArgs {
     stop_when_caught_up: bool,
 }
 
-#[derive(Args)]
-struct VerifyArgs {
-    #[command(flatten)]
-    endpoints: Endpoints,
-    /// Only these tables (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    tables: Vec<String>,
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -141,7 +134,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Copy(args) => copy::run(&args),
         Command::Sync(args) => sync(&args),
-        Command::Verify(args) => verify(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Cleanup(args) => cleanup(&args),
     };
     match result {
@@ -219,15 +212,6 @@ fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
         report.elapsed.as_secs_f64()
     );
     Ok(0)
-}
-
-fn verify(args: &VerifyArgs) -> anyhow::Result<u8> {
-    let (source, target, _) = args.endpoints.resolve()?;
-    let source = endpoint::sqlite(&source, endpoint::Role::Existing)?;
-    let target = endpoint::sqlite(&target, endpoint::Role::Existing)?;
-    let report = endpoint::verify_all(&source, &target, &args.tables, None)?;
-    ui::print_verify(&report);
-    Ok(if report.is_equal() { 0 } else { EXIT_DIFFERENT })
 }
 
 fn cleanup(args: &Endpoints) -> anyhow::Result<u8> {
