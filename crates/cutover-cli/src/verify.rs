@@ -100,10 +100,9 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
             let mut a = PgVerifier::open(&s, RowHash::Md5)?;
             let mut b = PgVerifier::open(&t, RowHash::Md5)?;
             // Both PostgreSQL and hashing alike: the cheaper native hash is safe.
-            let hash = if a.hash_probe()? == b.hash_probe()? {
-                RowHash::HashTextExtended
-            } else {
-                RowHash::Md5
+            let hash = match (a.hash_probe(), b.hash_probe()) {
+                (Some(x), Some(y)) if x == y => RowHash::Native,
+                _ => RowHash::Md5,
             };
             let tables = select(a.tables(), args)?;
             drop((a, b));

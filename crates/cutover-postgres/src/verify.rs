@@ -27,9 +27,14 @@ use crate::schema::{self, ident, literal, qualified, PgColumn, PgTable, Selectio
 pub enum RowHash {
     /// MD5's first 8 bytes: the portable row hash every engine computes the same.
     Md5,
-    /// `hashtextextended(text, 0)`: several times cheaper, but PostgreSQL-only; used when both
-    /// sides are PostgreSQL and give the same hash for a probe text.
-    HashTextExtended,
+    /// `hash_record_extended` (PostgreSQL 14+) over the columns themselves, without building
+    /// their text: about 2.5 times cheaper, PostgreSQL-only; used when both sides are
+    /// PostgreSQL and hash a probe row the same. Columns are hashed by PostgreSQL's own
+    /// equality where it matches canonical text (integers, text under "C", numeric ignoring
+    /// trailing zeros, json as jsonb, times, uuid, bytea) and as text otherwise (floats, so
+    /// that -0 ≠ 0; intervals, so that '1 day' ≠ '24:00'; arrays, enums, other types). One
+    /// looser spot: numbers inside jsonb compare by value (`1.50` = `1.5`), as jsonb does.
+    Native,
 }
 
 /// Above this many rows (estimated), whole-table splits sample keys instead of numbering them
@@ -84,17 +89,17 @@ impl PgVerifier {
         t
     }
 
-    /// `hashtextextended` of a fixed text: equal on both sides ⇒ [`RowHash::HashTextExtended`]
-    /// hashes rows the same on both.
-    pub fn hash_probe(&mut self) -> Result<i64, ConnectorError> {
-        Ok(self
-            .client
+    /// The native hash of a fixed row, `None` where the server has no `hash_record_extended`
+    /// (before PostgreSQL 14). Equal on both sides ⇒ [`RowHash::Native`] hashes rows the same
+    /// on both.
+    pub fn hash_probe(&mut self) -> Option<i64> {
+        self.client
             .query_one(
-                "SELECT hashtextextended('cutover verify probe: (1,\"a b\",,\\x00ff)', 0)",
+                "SELECT hash_record_extended(ROW(1::int, 'a b'::text COLLATE \"C\", 1.50::numeric,                  '{\"b\": [1, \"x\"]}'::jsonb, '\\x00ff'::bytea, '2026-01-01 00:00:00+00'::timestamptz,                  'd3b07384-d9a0-4c9b-8a0d-6f9e3c2b1a00'::uuid, '-0'::float8::text), 0)",
                 &[],
             )
-            .map_err(|e| map(format!("probing {}", self.describe), e))?
-            .get(0))
+            .ok()
+            .map(|r| r.get(0))
     }
 
     fn table(&self, t: &TableSchema) -> Result<&PgTable, ConnectorError> {
@@ -170,13 +175,48 @@ fn row_text_expr(t: &PgTable) -> String {
     format!("ROW({})::text", parts.join(", "))
 }
 
+const NATIVE_SEED: i64 = 0x5eed_c0de_2026;
+
+/// A column as [`RowHash::Native`] hashes it (see there).
+fn native_expr(c: &PgColumn) -> String {
+    let col = ident(&c.name);
+    let base = c.type_sql.split('(').next().unwrap_or(&c.type_sql).trim();
+    match base {
+        "smallint"
+        | "integer"
+        | "bigint"
+        | "numeric"
+        | "boolean"
+        | "date"
+        | "uuid"
+        | "bytea"
+        | "oid"
+        | "timestamp without time zone"
+        | "timestamp with time zone"
+        | "time without time zone" => col,
+        "text" | "character varying" => format!("{col} COLLATE \"C\""),
+        // An empty jsonb object or array hashes to the seed whatever its kind: say which.
+        "jsonb" => format!("{col}, jsonb_typeof({col})"),
+        "json" => format!("{col}::jsonb, json_typeof({col})"),
+        _ => format!("{col}::text"),
+    }
+}
+
 fn hash_expr(t: &PgTable, hash: RowHash) -> String {
     match hash {
         RowHash::Md5 => format!(
             "('x' || left(md5({}), 16))::bit(64)::bigint",
             row_text_expr(t)
         ),
-        RowHash::HashTextExtended => format!("hashtextextended({}, 0)", row_text_expr(t)),
+        RowHash::Native => {
+            let parts: Vec<String> = t.columns.iter().map(native_expr).collect();
+            // NULL fields hash to 0, and some empty values to the seed (or the seed - 1):
+            // a seed far from 0 keeps them apart.
+            format!(
+                "hash_record_extended(ROW({}), {NATIVE_SEED})",
+                parts.join(", ")
+            )
+        }
     }
 }
 

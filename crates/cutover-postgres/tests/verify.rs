@@ -89,8 +89,8 @@ fn run_with(
     let t = PgEndpoint::from_url(&pg.url(dst)).unwrap();
     let tables: Vec<TableSchema> = PgVerifier::open(&s, RowHash::Md5).unwrap().tables();
     bisect::verify(
-        &|| PgVerifier::open(&s, RowHash::HashTextExtended),
-        &|| PgVerifier::open(&t, RowHash::HashTextExtended),
+        &|| PgVerifier::open(&s, RowHash::Native),
+        &|| PgVerifier::open(&t, RowHash::Native),
         &tables,
         opts,
         progress,
@@ -189,14 +189,17 @@ fn targeted_edits_are_reported_exactly_with_kinds_and_columns_then_repaired() {
            INSERT INTO public.nopk VALUES (11, 'new');"#,
     )
     .unwrap();
+    // NULL against an empty document, and an empty object against an empty array.
     pg.psql(
         &src,
-        "UPDATE school.students SET profile = NULL WHERE id = 777",
+        "UPDATE school.students SET profile = NULL WHERE id = 777;
+         UPDATE school.students SET profile = '{}', tags = '{}' WHERE id = 778",
     )
     .unwrap();
     pg.psql(
         &dst,
-        "UPDATE school.students SET profile = '{}' WHERE id = 777",
+        "UPDATE school.students SET profile = '{}' WHERE id = 777;
+         UPDATE school.students SET profile = '[]', tags = '[]' WHERE id = 778",
     )
     .unwrap();
 
@@ -208,6 +211,7 @@ fn targeted_edits_are_reported_exactly_with_kinds_and_columns_then_repaired() {
         diff(s, "(1)", "missing", &[]),
         diff(s, "(17)", "different", &["score"]),
         diff(s, "(777)", "different", &["profile"]),
+        diff(s, "(778)", "different", &["profile", "tags"]),
         diff(s, "(4242)", "different", &["profile"]),
         diff(s, "(9000)", "different", &["ratio"]),
         diff(s, "(12000)", "different", &["photo"]),
@@ -272,7 +276,7 @@ fn targeted_edits_are_reported_exactly_with_kinds_and_columns_then_repaired() {
             "SELECT count(*), bool_and(found_at <= now()) FROM _cutover.mismatches"
         )
         .unwrap(),
-        "13|t"
+        "14|t"
     );
     assert_eq!(
         pg.psql(&dst, "SELECT kind, columns::text FROM _cutover.mismatches WHERE table_name = 'students' AND key = '(15000)'")
@@ -292,7 +296,7 @@ fn targeted_edits_are_reported_exactly_with_kinds_and_columns_then_repaired() {
     )
     .unwrap();
     let r = repaired.repair.clone().unwrap();
-    assert_eq!((r.upserted, r.deleted), (9, 2), "{r:?}");
+    assert_eq!((r.upserted, r.deleted), (10, 2), "{r:?}");
     assert_eq!(r.skipped_tables, vec!["public.nopk".to_owned()]);
     assert_eq!(
         r.still_different, 2,
