@@ -10,7 +10,7 @@ use clap::Args;
 use cutover_connector::canonical::value_text;
 use cutover_connector::ConnectorError;
 use cutover_model::{TableSchema, Value};
-use cutover_postgres::verify::{PgVerifier, RowHash};
+use cutover_postgres::verify::{PgVerifySide, RowHash};
 use cutover_postgres::PgEndpoint;
 use cutover_sqlite::SqliteVerifier;
 use cutover_verify::bisect::{self, Options, VerifyProgress};
@@ -97,19 +97,16 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
         (Engine::Postgres, Engine::Postgres) => {
             let s = PgEndpoint::from_url(&source).context("--source")?;
             let t = PgEndpoint::from_url(&target).context("--target")?;
-            let mut a = PgVerifier::open(&s, RowHash::Md5)?;
-            let mut b = PgVerifier::open(&t, RowHash::Md5)?;
+            let a = PgVerifySide::read(&s, RowHash::Md5)?;
+            let b = PgVerifySide::read(&t, RowHash::Md5)?;
             // Both PostgreSQL and hashing alike: the cheaper native hash is safe.
             let hash = match (a.hash_probe(), b.hash_probe()) {
                 (Some(x), Some(y)) if x == y => RowHash::Native,
                 _ => RowHash::Md5,
             };
             let tables = select(a.tables(), args)?;
-            drop((a, b));
-            let (open_s, open_t) = (
-                || PgVerifier::open(&s, hash),
-                || PgVerifier::open(&t, hash),
-            );
+            let (a, b) = (a.with_hash(hash), b.with_hash(hash));
+            let (open_s, open_t) = (|| a.open(), || b.open());
             with_progress(&progress, args.json, || {
                 bisect::verify(&open_s, &open_t, &tables, &opts, &progress)
             })

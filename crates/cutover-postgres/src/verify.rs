@@ -10,6 +10,7 @@
 //! table costs one sequential read per side however many buckets it has.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use cutover_connector::canonical::value_text;
 use cutover_connector::{
@@ -41,45 +42,43 @@ pub enum RowHash {
 /// all.
 const EXACT_SPLIT_ROWS: u64 = 200_000;
 
-/// One side of a PostgreSQL verify: a connection and the tables it holds.
-pub struct PgVerifier {
-    client: Client,
-    tables: HashMap<TableName, PgTable>,
-    hash: RowHash,
+/// One side of a PostgreSQL verify as every worker shares it: where it is, the tables it holds
+/// (the catalog is read once per side, not per connection) and the row hash in use.
+#[derive(Clone)]
+pub struct PgVerifySide {
+    endpoint: PgEndpoint,
+    tables: Arc<HashMap<TableName, PgTable>>,
     tid_ranges: bool,
-    pages: HashMap<TableName, i64>,
-    describe: String,
+    hash: RowHash,
 }
 
-impl PgVerifier {
-    /// Connects and reads the database's tables.
-    pub fn open(endpoint: &PgEndpoint, hash: RowHash) -> Result<PgVerifier, ConnectorError> {
+impl PgVerifySide {
+    /// Connects once and reads the database's tables.
+    pub fn read(endpoint: &PgEndpoint, hash: RowHash) -> Result<PgVerifySide, ConnectorError> {
         let mut client = endpoint.connect()?;
         let schema = schema::read(&mut client, &Selection::default())?;
-        let ctx = || format!("preparing to verify {}", endpoint.redacted());
-        client
-            .batch_execute(
-                "SET search_path = pg_catalog; SET bytea_output = 'hex'; SET jit = off; \
-                 SET application_name = 'cutover verify'",
-            )
-            .map_err(|e| map(ctx(), e))?;
         let version: i32 = client
             .query_one("SELECT current_setting('server_version_num')::int", &[])
-            .map_err(|e| map(ctx(), e))?
+            .map_err(|e| map(format!("reading the version of {}", endpoint.redacted()), e))?
             .get(0);
-        Ok(PgVerifier {
-            client,
-            tables: schema
-                .tables
-                .into_iter()
-                .filter(PgTable::has_data)
-                .map(|t| (t.name.clone(), t))
-                .collect(),
-            hash,
+        Ok(PgVerifySide {
+            endpoint: endpoint.clone(),
+            tables: Arc::new(
+                schema
+                    .tables
+                    .into_iter()
+                    .filter(PgTable::has_data)
+                    .map(|t| (t.name.clone(), t))
+                    .collect(),
+            ),
             tid_ranges: version >= 140_000,
-            pages: HashMap::new(),
-            describe: endpoint.redacted().to_owned(),
+            hash,
         })
+    }
+
+    pub fn with_hash(mut self, hash: RowHash) -> PgVerifySide {
+        self.hash = hash;
+        self
     }
 
     /// The tables that hold rows (partitions, not their parents), ordered by name.
@@ -89,26 +88,74 @@ impl PgVerifier {
         t
     }
 
+    /// Opens a connection for one worker.
+    pub fn open(&self) -> Result<PgVerifier, ConnectorError> {
+        let mut client = self.endpoint.connect()?;
+        client
+            .batch_execute(
+                "SET search_path = pg_catalog; SET bytea_output = 'hex'; SET jit = off; \
+                 SET application_name = 'cutover verify'",
+            )
+            .map_err(|e| {
+                map(
+                    format!("preparing to verify {}", self.endpoint.redacted()),
+                    e,
+                )
+            })?;
+        Ok(PgVerifier {
+            client,
+            side: self.clone(),
+            pages: HashMap::new(),
+            describe: self.endpoint.redacted().to_owned(),
+        })
+    }
+
     /// The native hash of a fixed row, `None` where the server has no `hash_record_extended`
     /// (before PostgreSQL 14). Equal on both sides ⇒ [`RowHash::Native`] hashes rows the same
     /// on both.
-    pub fn hash_probe(&mut self) -> Option<i64> {
-        self.client
+    pub fn hash_probe(&self) -> Option<i64> {
+        self.endpoint
+            .connect()
+            .ok()?
             .query_one(
-                "SELECT hash_record_extended(ROW(1::int, 'a b'::text COLLATE \"C\", 1.50::numeric,                  '{\"b\": [1, \"x\"]}'::jsonb, '\\x00ff'::bytea, '2026-01-01 00:00:00+00'::timestamptz,                  'd3b07384-d9a0-4c9b-8a0d-6f9e3c2b1a00'::uuid, '-0'::float8::text), 0)",
+                "SELECT hash_record_extended(ROW(1::int, 'a b'::text COLLATE \"C\", 1.50::numeric, \
+                 '{\"b\": [1, \"x\"]}'::jsonb, '\\x00ff'::bytea, '2026-01-01 00:00:00+00'::timestamptz, \
+                 'd3b07384-d9a0-4c9b-8a0d-6f9e3c2b1a00'::uuid, '-0'::float8::text), 0)",
                 &[],
             )
             .ok()
             .map(|r| r.get(0))
     }
+}
+
+/// One worker's connection to one side of a PostgreSQL verify.
+pub struct PgVerifier {
+    client: Client,
+    side: PgVerifySide,
+    pages: HashMap<TableName, i64>,
+    /// Where it is connected, password removed, for messages.
+    describe: String,
+}
+
+impl PgVerifier {
+    /// Connects and reads the database's tables (one-off use; workers share a [`PgVerifySide`]).
+    pub fn open(endpoint: &PgEndpoint, hash: RowHash) -> Result<PgVerifier, ConnectorError> {
+        PgVerifySide::read(endpoint, hash)?.open()
+    }
+
+    /// The tables that hold rows (partitions, not their parents), ordered by name.
+    pub fn tables(&self) -> Vec<TableSchema> {
+        self.side.tables()
+    }
 
     fn table(&self, t: &TableSchema) -> Result<&PgTable, ConnectorError> {
-        self.tables.get(&t.name).ok_or_else(|| {
+        self.side.tables.get(&t.name).ok_or_else(|| {
             ConnectorError::new(
                 ErrorKind::NotFound,
                 format!(
                     "table {} does not exist on {}: create it (cutover copy does), or leave it out with --exclude-tables",
-                    t.name, self.describe
+                    t.name,
+                    self.describe
                 ),
             )
         })
@@ -139,7 +186,7 @@ impl PgVerifier {
         if slice.of <= 1 {
             return Ok(Some("true".to_owned()));
         }
-        if !self.tid_ranges {
+        if !self.side.tid_ranges {
             return Ok((slice.index == 0).then(|| "true".to_owned()));
         }
         let pages = self.pages(name)?;
@@ -407,7 +454,7 @@ impl RangeChecksum for PgVerifier {
         };
         let sql = format!(
             "SELECT {bucket}, count(*), sum({})::text FROM ONLY {} WHERE {} AND {slice_pred} GROUP BY 1",
-            hash_expr(&t, self.hash),
+            hash_expr(&t, self.side.hash),
             qualified(&t.name),
             range_predicate(range, &cols),
         );
@@ -461,7 +508,8 @@ impl RangeChecksum for PgVerifier {
         let whole = range.start.is_none() && range.end.is_none();
         let ctx = || format!("splitting table {} ({})", t.name, range_text(range));
         let keys: Vec<Key> = if whole && t.rows_estimate > EXACT_SPLIT_ROWS {
-            // Sample about 20 keys per part, sorted, and take every 20th.
+            // Sample about 20 keys per part (single rows: whole pages would cluster the
+            // bounds), sorted, and take every 20th.
             let pct = ((parts as f64 * 20.0) / t.rows_estimate as f64 * 100.0).clamp(0.0001, 100.0);
             let sql = format!(
                 "SELECT {texts} FROM ONLY {} TABLESAMPLE BERNOULLI ({pct}) ORDER BY {names}",
