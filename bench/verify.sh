@@ -7,7 +7,8 @@
 #   ROWS=200000 bench/verify.sh         # a quick run
 #
 # Knobs: ROWS (2500000, split over three tables), JOBS (nproc), BENCH_DIR (/tmp/cutover-verify-bench),
-# CUTOVER_BIN (target/release/cutover, built if missing), VENV (/tmp/cutover-reladiff-venv). Prints
+# CUTOVER_BIN (target/release/cutover, built if missing), VENV (/tmp/cutover-reladiff-venv), REPEAT
+# (3: each figure is the median of that many runs). Prints
 # a markdown table and writes it to bench/results/verify-<date>.md. KEEP=1 leaves the clusters
 # running. Needs root or the postgres user for the clusters; installs reladiff into a venv.
 # Never touches a server it did not start.
@@ -19,6 +20,7 @@ JOBS=${JOBS:-$(nproc)}
 BENCH_DIR=${BENCH_DIR:-/tmp/cutover-verify-bench}
 CUTOVER_BIN=${CUTOVER_BIN:-$ROOT/target/release/cutover}
 VENV=${VENV:-/tmp/cutover-reladiff-venv}
+REPEAT=${REPEAT:-3}
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 export PATH="$PGBIN:$PATH"
 export PGOPTIONS="-c client_min_messages=warning"
@@ -121,12 +123,17 @@ naive_run() {
         if cmp -s "$BENCH_DIR/naive.s" "$BENCH_DIR/naive.t"; then echo "$t equal"; else echo "$t DIFFERENT"; fi >> "$BENCH_DIR/naive.out"
     done
 }
-timed() { # name → seconds into SECS_<name>
-    local t0 t1
-    psql_s "CHECKPOINT" >/dev/null; psql_t "CHECKPOINT" >/dev/null
-    t0=$(date +%s.%N); "$1"_run; t1=$(date +%s.%N)
-    eval "SECS_$1_$CASE=$(secs "$t0" "$t1")"
-    echo "#   $1 ($CASE): $(secs "$t0" "$t1")s"
+timed() { # name → the median of REPEAT runs' wall seconds into SECS_<name>_<case>
+    local t0 t1 all=()
+    for _ in $(seq "$REPEAT"); do
+        psql_s "CHECKPOINT" >/dev/null; psql_t "CHECKPOINT" >/dev/null
+        t0=$(date +%s.%N); "$1"_run; t1=$(date +%s.%N)
+        all+=("$(secs "$t0" "$t1")")
+    done
+    local median
+    median=$(printf '%s\n' "${all[@]}" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+    eval "SECS_$1_$CASE=$median"
+    echo "#   $1 ($CASE): runs ${all[*]} s, median ${median}s"
 }
 
 RESULTS=()
@@ -155,7 +162,7 @@ r() { python3 -c "a, b = '${1:-}', '${2:-}'; print(round(float(a) / float(b), 2)
 {
     echo "## verify, $(date -u +%F), $ROWS rows ($DATA_MB MB of table data per side), JOBS=$JOBS, $(nproc) cores, PostgreSQL $(pg_ctl --version | awk '{print $3}'), reladiff $RELADIFF_VERSION"
     echo
-    echo "| method | identical: wall s | 100 differences: wall s | found (100-diff case) |"
+    echo "| method | identical: wall s (median of $REPEAT) | 100 differences: wall s (median of $REPEAT) | found (100-diff case) |"
     echo "|---|---|---|---|"
     echo "| cutover verify --jobs $JOBS | $SECS_cutover_identical | $SECS_cutover_diff100 | $FOUND_diff100 differences (identical case: $FOUND_identical) |"
     echo "| reladiff -j $JOBS (hashdiff, per table) | $SECS_reladiff_identical | $SECS_reladiff_diff100 | $RL_diff100 +/- lines (an update is one - and one +) |"
