@@ -690,4 +690,15 @@ fn sqlite_verify_ignores_json_spelling_and_repairs_real_differences() {
         2,
         "--live works with PostgreSQL",
     );
+    // cleanup takes the mismatch table with the rest of the control store.
+    let o = cutover(&["cleanup", "--source", s, "--target", t]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let left: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = '_cutover_mismatches'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
 }

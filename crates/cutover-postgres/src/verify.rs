@@ -829,6 +829,25 @@ mod tests {
     }
 
     #[test]
+    fn the_native_hash_keeps_what_postgresql_equality_would_blur() {
+        assert_eq!(native_expr(&col("f", "double precision")), "\"f\"::text");
+        assert_eq!(native_expr(&col("i", "interval")), "\"i\"::text");
+        assert_eq!(
+            native_expr(&col("j", "json")),
+            "\"j\"::jsonb, json_typeof(\"j\")"
+        );
+        assert_eq!(
+            native_expr(&col("jb", "jsonb")),
+            "\"jb\", jsonb_typeof(\"jb\")"
+        );
+        assert_eq!(
+            native_expr(&col("s", "character varying(20)")),
+            "\"s\" COLLATE \"C\""
+        );
+        assert_eq!(native_expr(&col("n", "numeric(6,2)")), "\"n\"");
+    }
+
+    #[test]
     fn key_ranges_become_typed_row_comparisons() {
         let (a, b) = (col("a", "bigint"), col("b", "text"));
         let cols = vec![&a, &b];

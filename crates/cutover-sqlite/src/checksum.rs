@@ -22,6 +22,9 @@ use crate::error::{ident, map};
 use crate::sql::{column_list, key_match, order_by_key, range_where};
 use crate::value::{from_ref, Param};
 
+/// Where the target keeps verify's differences (removed by `cleanup` with the control store).
+pub(crate) const MISMATCHES: &str = "_cutover_mismatches";
+
 /// One side of a SQLite verify.
 pub struct SqliteVerifier {
     conn: Connection,
@@ -381,23 +384,23 @@ impl RangeChecksum for SqliteVerifier {
             )
         };
         let tx = self.conn.transaction().map_err(|e| map(ctx(), e))?;
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS _cutover_mismatches (
+        tx.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {MISMATCHES} (
                  id INTEGER PRIMARY KEY,
                  found_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
                  table_name TEXT NOT NULL,
                  key TEXT NOT NULL,
                  kind TEXT NOT NULL CHECK (kind IN ('missing', 'extra', 'different')),
                  columns TEXT NOT NULL DEFAULT '',
-                 detail TEXT NOT NULL DEFAULT '')",
-        )
+                 detail TEXT NOT NULL DEFAULT '')"
+        ))
         .map_err(|e| map(ctx(), e))?;
         {
             let mut stmt = tx
-                .prepare(
-                    "INSERT INTO _cutover_mismatches (table_name, key, kind, columns, detail) \
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
+                .prepare(&format!(
+                    "INSERT INTO {MISMATCHES} (table_name, key, kind, columns, detail) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)"
+                ))
                 .map_err(|e| map(ctx(), e))?;
             for m in found {
                 stmt.execute((
