@@ -3,9 +3,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use cutover_connector::{Connect, Source};
+use cutover_connector::Connect;
 use cutover_sqlite::SqliteEndpoint;
-use cutover_verify::VerifyReport;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -90,39 +89,6 @@ pub fn sqlite(url: &str, role: Role) -> anyhow::Result<SqliteEndpoint> {
         }
     }
     Ok(endpoint)
-}
-
-/// Verifies every table (or those named) of `source` against `target`.
-pub fn verify_all(
-    source: &SqliteEndpoint,
-    target: &SqliteEndpoint,
-    only: &[String],
-    target_reader: Option<&mut cutover_sqlite::SqliteReader>,
-) -> anyhow::Result<VerifyReport> {
-    let tables: Vec<_> = source
-        .source()?
-        .tables()?
-        .into_iter()
-        .filter(|t| only.is_empty() || only.contains(&t.name.name))
-        .collect();
-    if let Some(missing) = only
-        .iter()
-        .find(|n| !tables.iter().any(|t| &t.name.name == *n))
-    {
-        bail!("table {missing} (from --tables) does not exist on the source");
-    }
-    let mut a = source.reader()?;
-    let mut owned;
-    let b = match target_reader {
-        Some(r) => r,
-        None => {
-            owned = target.reader()?;
-            &mut owned
-        }
-    };
-    let report = cutover_verify::verify_tables(&mut a, b, &tables, 2_000, &mut |_| {})
-        .context("verifying")?;
-    Ok(report)
 }
 
 /// Removes a database file and its WAL/SHM companions, if present.

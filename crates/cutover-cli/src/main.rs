@@ -8,6 +8,7 @@ mod endpoint;
 mod switch;
 mod sync;
 mod ui;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -56,8 +57,9 @@ enum Command {
     /// target has caught up. PostgreSQL: logical replication (slot and publication cutover_NAME
     /// on the source; needs wal_level=logical).
     Sync(sync::SyncArgs),
-    /// Compare source and target row by row; exit 0 when equal, 1 when they differ.
-    Verify(VerifyArgs),
+    /// Prove source and target equal by checksum bisection (only digests cross the network
+    /// until a range differs); list and record every difference; exit 0 equal, 1 different.
+    Verify(verify::VerifyArgs),
     /// Move the application's writes to the target: check lag, fence the source, drain the last
     /// changes, verify the rows changed last, prepare reverse replication, flip. Measures and
     /// prints the write pause; undoes everything if a step before the flip fails.
@@ -138,15 +140,6 @@ impl TableArgs {
     }
 }
 
-#[derive(Args)]
-struct VerifyArgs {
-    #[command(flatten)]
-    endpoints: Endpoints,
-    /// Only these tables (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    tables: Vec<String>,
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -165,7 +158,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Copy(args) => copy::run(&args),
         Command::Sync(args) => sync::sync(&args),
-        Command::Verify(args) => verify(&args),
+        Command::Verify(args) => verify::run(&args),
         Command::Status(args) => sync::status(&args),
         Command::Switch(args) => switch::switch(&args),
         Command::Rollback(args) => switch::rollback(&args),
@@ -194,13 +187,4 @@ fn init_tracing(level: &str) {
         )
         .with(filter)
         .try_init();
-}
-
-fn verify(args: &VerifyArgs) -> anyhow::Result<u8> {
-    let (source, target, _) = args.endpoints.resolve()?;
-    let source = endpoint::sqlite(&source, endpoint::Role::Existing)?;
-    let target = endpoint::sqlite(&target, endpoint::Role::Existing)?;
-    let report = endpoint::verify_all(&source, &target, &args.tables, None)?;
-    ui::print_verify(&report);
-    Ok(if report.is_equal() { 0 } else { EXIT_DIFFERENT })
 }

@@ -159,15 +159,23 @@ fn follow_bars(progress: &Progress, done: &AtomicBool) {
     status.finish_and_clear();
 }
 
-/// Prints a verify report: a line per table, then the first differences.
+/// Prints a verify report: a line per table, then the differences (the first 50 per table)
+/// with the differing columns' values on both sides, then what --live and --repair did.
 pub fn print_verify(report: &VerifyReport) {
+    let width = report
+        .tables
+        .iter()
+        .map(|t| t.table.to_string().len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     println!(
-        "{:<24} {:>10} {:>10} {:>8} {:>8} {:>9}",
+        "{:<width$} {:>10} {:>10} {:>8} {:>8} {:>9}",
         "table", "source", "target", "missing", "extra", "different"
     );
     for t in &report.tables {
         println!(
-            "{:<24} {:>10} {:>10} {:>8} {:>8} {:>9}",
+            "{:<width$} {:>10} {:>10} {:>8} {:>8} {:>9}",
             t.table.to_string(),
             t.source_rows,
             t.target_rows,
@@ -176,28 +184,85 @@ pub fn print_verify(report: &VerifyReport) {
             t.different
         );
     }
-    for t in report.tables.iter().filter(|t| !t.is_equal()) {
-        for d in t.differences.iter().take(20) {
+    for t in report
+        .tables
+        .iter()
+        .filter(|t| t.note.is_some() || !t.is_equal())
+    {
+        if let Some(note) = &t.note {
+            println!("note: {}: {note}", t.table);
+        }
+        for d in t.differences.iter().take(50) {
+            let key: Vec<String> = t
+                .key_columns
+                .iter()
+                .zip(&d.key)
+                .map(|(c, v)| {
+                    format!(
+                        "{c}={}",
+                        cutover_connector::key_text(std::slice::from_ref(v))
+                            .trim_matches(|c| c == '(' || c == ')')
+                    )
+                })
+                .collect();
             let what = match &d.kind {
                 DifferenceKind::Missing => "missing on target".to_owned(),
                 DifferenceKind::Extra => "extra on target".to_owned(),
                 DifferenceKind::Different { columns } => {
-                    format!("different in {}", columns.join(", "))
+                    let cols: Vec<String> = columns
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "{}: {} ≠ {}",
+                                c.column,
+                                cutover_verify::bisect::short(c.source.as_deref()),
+                                cutover_verify::bisect::short(c.target.as_deref())
+                            )
+                        })
+                        .collect();
+                    format!("different: {}", cols.join("; "))
                 }
             };
+            println!("  {} ({}): {what}", t.table, key.join(", "));
+        }
+        if t.differences.len() > 50 {
             println!(
-                "  {} key {}: {what}",
-                t.table,
-                cutover_connector::key_text(&d.key)
+                "  … {} more in {} (see --json, or the target's mismatch table)",
+                t.differences.len() - 50,
+                t.table
             );
         }
     }
+    if let Some(l) = &report.live {
+        println!(
+            "live: {} differences seen on the first pass, {} gone once the applier passed {}",
+            l.candidates,
+            l.resolved,
+            l.waited_for
+                .map_or_else(|| "them".to_owned(), |p| p.to_string())
+        );
+    }
     if report.is_equal() {
         println!(
-            "equal: {} rows compared row by row, no differences",
+            "equal: {} rows compared, no differences",
             report.rows_compared()
         );
     } else {
         println!("DIFFERENT: {} differences", report.differences());
+    }
+    if let Some(r) = &report.repair {
+        println!(
+            "repair: {} rows rewritten from the source, {} deleted; {}",
+            r.upserted,
+            r.deleted,
+            if r.still_different == 0 {
+                "re-checked: the target is now equal".to_owned()
+            } else {
+                format!("{} still differ", r.still_different)
+            }
+        );
+        for t in &r.skipped_tables {
+            println!("repair: skipped {t}: no primary key to address rows by");
+        }
     }
 }

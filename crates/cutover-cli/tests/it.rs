@@ -364,7 +364,7 @@ fn sync_killed_with_sigkill_at_random_moments_resumes_to_equal() {
     let o = cutover(&["verify", "--source", s, "--target", t]);
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("different in owner"), "{out}");
+    assert!(out.contains("different: owner: owner0 ≠ tampered"), "{out}");
 
     let o = cutover(&["cleanup", "--source", s, "--target", t]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
@@ -649,4 +649,191 @@ fn pg_sync_killed_with_sigkill_in_copy_and_apply_resumes_to_equal() {
             .unwrap(),
         "t"
     );
+}
+
+fn verify_json(args: &[&str], code: i32) -> serde_json::Value {
+    let mut all = vec!["verify", "--json"];
+    all.extend_from_slice(args);
+    let o = cutover(&all);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(code), "{out}\n{err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// `table key kind columns` of each reported difference, sorted.
+fn differences(v: &serde_json::Value) -> Vec<String> {
+    let mut out: Vec<String> = v["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let cols: Vec<&str> = d["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["column"].as_str().unwrap())
+                .collect();
+            format!(
+                "{} {} {} {}",
+                d["table"].as_str().unwrap(),
+                d["key"],
+                d["kind"].as_str().unwrap(),
+                cols.join(",")
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn pg_verify_reports_exactly_the_edited_rows_and_repair_makes_it_equal() {
+    let pg = cutover_testkit::Postgres::shared().unwrap();
+    let src = pg_source(pg);
+    let dst = pg.fresh_database("e2e_verify").unwrap();
+    let (s, t) = (pg.url(&src), pg.url(&dst));
+    let o = cutover(&["copy", "--source", &s, "--target", &t, "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let ends = [
+        "--source",
+        s.as_str(),
+        "--target",
+        t.as_str(),
+        "--jobs",
+        "2",
+    ];
+
+    let v = verify_json(&ends, 0);
+    assert_eq!(v["equal"], true);
+    assert_eq!(v["rows_compared"], 150_000);
+    assert_eq!(v["differences"].as_array().unwrap().len(), 0);
+
+    // Equal values spelled differently are not differences; real edits are, exactly.
+    pg.psql(
+        &dst,
+        "UPDATE public.students SET profile = '{\"n\":  5}'::jsonb WHERE id = 5;
+         UPDATE public.sessions SET score = 1.50 WHERE score = 1.5;
+         UPDATE public.students SET profile = '{\"n\": 7, \"x\": true}' WHERE id = 7;
+         UPDATE public.sessions SET score = score + 0.01 WHERE id = md5('123')::uuid;
+         UPDATE public.students SET profile = NULL WHERE id = 40000;
+         DELETE FROM school.notes WHERE a = 5 AND b = 'n5';
+         INSERT INTO public.students VALUES (60001, 'extra', NULL);",
+    )
+    .unwrap();
+    let v = verify_json(&ends, 1);
+    assert_eq!(
+        differences(&v),
+        [
+            "public.sessions {\"id\":\"202cb962-ac59-075b-964b-07152d234b70\"} different score",
+            "public.students {\"id\":40000} different profile",
+            "public.students {\"id\":60001} extra ",
+            "public.students {\"id\":7} different profile",
+            "school.notes {\"a\":5,\"b\":\"n5\"} missing ",
+        ]
+    );
+    let d = v["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["key"]["id"] == 40000)
+        .unwrap();
+    assert_eq!(d["columns"][0]["source"], "{\"n\": 40000}");
+    assert!(d["columns"][0]["target"].is_null());
+    assert_eq!(
+        pg.psql(&dst, "SELECT count(*) FROM _cutover.mismatches")
+            .unwrap(),
+        "5"
+    );
+
+    // The human report names table, key, kind and both values.
+    let o = cutover(&["verify", "--source", &s, "--target", &t]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(
+            "public.students (id=7): different: profile: {\"n\": 7} ≠ {\"n\": 7, \"x\": true}"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("school.notes (a=5, b='n5'): missing on target"),
+        "{out}"
+    );
+
+    // --live without a running sync says so and exits 2.
+    let o = cutover(&["verify", "--source", &s, "--target", &t, "--live"]);
+    assert_exit(&o, 2, "needs a running sync");
+
+    let mut repair = ends.to_vec();
+    repair.push("--repair");
+    let v = verify_json(&repair, 0);
+    assert_eq!(v["repair"]["upserted"], 4);
+    assert_eq!(v["repair"]["deleted"], 1);
+    assert_eq!(v["repair"]["still_different"], 0);
+    let v = verify_json(&ends, 0);
+    assert_eq!(v["equal"], true);
+    assert_eq!(pg_dump_all(pg, &src), pg_dump_all(pg, &dst));
+}
+
+#[test]
+fn sqlite_verify_ignores_json_spelling_and_repairs_real_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    for p in [&a, &b] {
+        let c = Connection::open(p).unwrap();
+        c.execute_batch(
+            "CREATE TABLE docs (id INTEGER PRIMARY KEY, title TEXT, meta JSON, score REAL, body BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+             INSERT INTO docs SELECT i, 'doc ' || i, '{\"a\": ' || i || ', \"b\": [1, 2]}', i / 4.0, x'00ff' FROM n;",
+        )
+        .unwrap();
+    }
+    let (s, t) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let c = Connection::open(&b).unwrap();
+    c.execute_batch(
+        "UPDATE docs SET meta = '{\"b\":[1,2],   \"a\":' || id || '}' WHERE id % 10 = 0;",
+    )
+    .unwrap();
+    let v = verify_json(&["--source", s, "--target", t], 0);
+    assert_eq!(v["rows_compared"], 5000);
+
+    c.execute_batch(
+        "UPDATE docs SET score = 0.3 WHERE id = 99;
+         UPDATE docs SET title = NULL WHERE id = 100;
+         DELETE FROM docs WHERE id = 4999;
+         INSERT INTO docs VALUES (6000, 'x', NULL, NULL, NULL);",
+    )
+    .unwrap();
+    let v = verify_json(&["--source", s, "--target", t], 1);
+    assert_eq!(
+        differences(&v),
+        [
+            "docs {\"id\":100} different title",
+            "docs {\"id\":4999} missing ",
+            "docs {\"id\":6000} extra ",
+            "docs {\"id\":99} different score",
+        ]
+    );
+    let recorded: i64 = c
+        .query_row("SELECT count(*) FROM _cutover_mismatches", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(recorded, 4);
+    verify_json(&["--source", s, "--target", t, "--repair"], 0);
+    verify_json(&["--source", s, "--target", t], 0);
+    assert_exit(
+        &cutover(&["verify", "--source", s, "--target", t, "--live"]),
+        2,
+        "--live works with PostgreSQL",
+    );
+    // cleanup takes the mismatch table with the rest of the control store.
+    let o = cutover(&["cleanup", "--source", s, "--target", t]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let left: i64 = c
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = '_cutover_mismatches'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0);
 }

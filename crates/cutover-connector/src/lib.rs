@@ -5,10 +5,13 @@
 //! synchronous: each value owns one connection and is used from one thread; parallel work opens
 //! more of them through a [`Connect`] implementation.
 
+pub mod canonical;
+mod checksum;
 mod error;
 mod progress;
 mod switch;
 
+pub use checksum::{CanonicalRow, Mismatch, RangeChecksum, RangeDigest, Slice};
 pub use error::{ConnectorError, ErrorKind};
 pub use progress::{Phase, Progress, TableProgress};
 pub use switch::{Direction, Fence, Observation, SwitchControl};

@@ -15,6 +15,7 @@ mod sink;
 mod source;
 mod stream;
 mod switch;
+pub mod verify;
 
 pub use connect::PgConnect;
 pub use endpoint::{redact, PgEndpoint, TlsMode};

@@ -12,6 +12,8 @@ use cutover_testkit::Postgres;
 
 #[path = "it/sync.rs"]
 mod sync;
+#[path = "it/verify.rs"]
+mod verify;
 
 /// Everything awkward we know of: edge values, odd identifiers, several schemas, composite and
 /// text keys, user-defined types (enum, domain, composite, arrays of them), generated and

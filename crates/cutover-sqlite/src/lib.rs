@@ -5,8 +5,10 @@
 //! SqliteEndpoint (path) ──source()──▶ SqliteSource   chunks + _cutover_log change capture
 //!                       ──sink()────▶ SqliteSink     tables + _cutover_* control store
 //!                       ──reader()──▶ SqliteReader   ordered scans, pinned snapshots
+//! SqliteVerifier::open(path)           SqliteVerifier range checksums in SQL, repairs (verify)
 //! ```
 
+mod checksum;
 mod error;
 mod reader;
 mod schema;
@@ -21,6 +23,7 @@ use std::time::Duration;
 use cutover_connector::{Connect, ConnectorError, ErrorKind};
 use rusqlite::{Connection, OpenFlags};
 
+pub use checksum::SqliteVerifier;
 pub use reader::SqliteReader;
 pub use sink::SqliteSink;
 pub use source::SqliteSource;

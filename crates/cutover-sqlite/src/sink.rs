@@ -472,7 +472,9 @@ impl Sink for SqliteSink {
     fn cleanup(&mut self) -> Result<(), ConnectorError> {
         self.conn
             .execute_batch(&format!(
-                "DROP TABLE IF EXISTS {CHUNKS}; DROP TABLE IF EXISTS {TABLES}; DROP TABLE IF EXISTS {STATE};"
+                "DROP TABLE IF EXISTS {CHUNKS}; DROP TABLE IF EXISTS {TABLES}; DROP TABLE IF EXISTS {STATE}; \
+                 DROP TABLE IF EXISTS {};",
+                crate::checksum::MISMATCHES
             ))
             .map_err(|e| map("removing the control store from the target", e))
     }

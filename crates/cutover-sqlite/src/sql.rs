@@ -47,15 +47,12 @@ pub(crate) fn order_by_key(t: &TableSchema) -> String {
     format!("ORDER BY {}", cols.join(", "))
 }
 
-/// A SELECT of every column with keys in a range, ordered by key. Returns the SQL and the
-/// parameters in order.
-pub(crate) fn select_range<'a>(
+/// ` WHERE key >= ? AND key < ?` (empty for an unbounded range) and its parameters in order.
+pub(crate) fn range_where<'a>(
     t: &TableSchema,
     lower: Option<(&'a [Value], bool)>,
     upper: Option<&'a [Value]>,
-    limit: Option<usize>,
 ) -> (String, Vec<&'a Value>) {
-    let mut sql = format!("SELECT {} FROM {}", column_list(t), ident(&t.name.name));
     let mut params = Vec::new();
     let mut conds = Vec::new();
     if let Some((key, inclusive)) = lower {
@@ -67,10 +64,27 @@ pub(crate) fn select_range<'a>(
         conds.push(format!("{} < {}", key_tuple(t), key_placeholders(t)));
         params.extend(key.iter());
     }
-    if !conds.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conds.join(" AND "));
+    if conds.is_empty() {
+        (String::new(), params)
+    } else {
+        (format!(" WHERE {}", conds.join(" AND ")), params)
     }
+}
+
+/// A SELECT of every column with keys in a range, ordered by key. Returns the SQL and the
+/// parameters in order.
+pub(crate) fn select_range<'a>(
+    t: &TableSchema,
+    lower: Option<(&'a [Value], bool)>,
+    upper: Option<&'a [Value]>,
+    limit: Option<usize>,
+) -> (String, Vec<&'a Value>) {
+    let (filter, params) = range_where(t, lower, upper);
+    let mut sql = format!(
+        "SELECT {} FROM {}{filter}",
+        column_list(t),
+        ident(&t.name.name)
+    );
     if t.has_primary_key() {
         sql.push(' ');
         sql.push_str(&order_by_key(t));

@@ -2,12 +2,21 @@
 //! and key. A difference is data (a [`TableDiff`]), not an error; an unreachable database is an
 //! error.
 //!
-//! This is the exact, full-scan comparison: both sides are read in key order with keyset
-//! pagination and merged. (Checksum bisection, which moves only digests, builds on it.)
+//! Two ways to compare:
+//! - [`bisect::verify`]: checksum bisection through [`cutover_connector::RangeChecksum`]: each
+//!   side hashes key ranges inside its engine, only digests cross the network, and only ranges
+//!   whose digests differ are split, down to the rows. Then optionally a live re-check and a
+//!   repair of the differing rows.
+//! - [`compare_table`]: the exact, full-scan comparison through [`TableReader`]: both sides
+//!   are read in key order with keyset pagination and merged (the demo's check, in one pinned
+//!   snapshot).
+
+pub mod bisect;
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
+use cutover_connector::canonical::value_text;
 use cutover_connector::{ConnectorError, TableReader};
 use cutover_model::{Key, Row, TableName, TableSchema, Value};
 
@@ -21,11 +30,32 @@ pub enum DifferenceKind {
     /// On the target, not on the source.
     Extra,
     /// On both, with different values in `columns`.
-    Different { columns: Vec<String> },
+    Different { columns: Vec<ColumnDiff> },
+}
+
+impl DifferenceKind {
+    /// `missing`, `extra` or `different`, as reports and the control store name them.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DifferenceKind::Missing => "missing",
+            DifferenceKind::Extra => "extra",
+            DifferenceKind::Different { .. } => "different",
+        }
+    }
+}
+
+/// One column of a row that differs: its canonical text on each side (`None`: NULL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnDiff {
+    pub column: String,
+    pub source: Option<String>,
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Difference {
+    /// The primary-key values, in key order (for a table without a primary key: every
+    /// column's canonical text).
     pub key: Key,
     pub kind: DifferenceKind,
 }
@@ -33,6 +63,10 @@ pub struct Difference {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableDiff {
     pub table: TableName,
+    /// The names of the values in each difference's `key`.
+    pub key_columns: Vec<String>,
+    /// Something the reader must know about how the table was compared.
+    pub note: Option<String>,
     pub source_rows: u64,
     pub target_rows: u64,
     pub missing: u64,
@@ -43,6 +77,21 @@ pub struct TableDiff {
 }
 
 impl TableDiff {
+    /// A table with nothing compared yet.
+    pub fn new(table: TableName, key_columns: Vec<String>) -> TableDiff {
+        TableDiff {
+            table,
+            key_columns,
+            note: None,
+            source_rows: 0,
+            target_rows: 0,
+            missing: 0,
+            extra: 0,
+            different: 0,
+            differences: Vec::new(),
+        }
+    }
+
     pub fn is_equal(&self) -> bool {
         self.missing == 0 && self.extra == 0 && self.different == 0
     }
@@ -51,11 +100,24 @@ impl TableDiff {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct VerifyReport {
     pub tables: Vec<TableDiff>,
+    /// Set by `--live`: the first pass's differences were re-checked after the applier passed
+    /// them; `tables` holds only those that persisted.
+    pub live: Option<bisect::LiveSummary>,
+    /// Set by `--repair`: what was rewritten, and what still differs after it.
+    pub repair: Option<bisect::RepairSummary>,
 }
 
 impl VerifyReport {
     pub fn is_equal(&self) -> bool {
         self.tables.iter().all(TableDiff::is_equal)
+    }
+    /// Whether the target now holds what the source does: equal, or every difference repaired
+    /// and re-checked.
+    pub fn is_equal_now(&self) -> bool {
+        match &self.repair {
+            Some(r) => r.still_different == 0,
+            None => self.is_equal(),
+        }
     }
     pub fn rows_compared(&self) -> u64 {
         self.tables
@@ -182,15 +244,10 @@ pub fn compare_table<A: TableReader, B: TableReader>(
         page,
         rows: 0,
     };
-    let mut diff = TableDiff {
-        table: table.name.clone(),
-        source_rows: 0,
-        target_rows: 0,
-        missing: 0,
-        extra: 0,
-        different: 0,
-        differences: Vec::new(),
-    };
+    let mut diff = TableDiff::new(
+        table.name.clone(),
+        table.key_columns().map(|c| c.name.clone()).collect(),
+    );
     let record = |diff: &mut TableDiff, key: Key, kind: DifferenceKind| {
         match kind {
             DifferenceKind::Missing => diff.missing += 1,
@@ -221,12 +278,16 @@ pub fn compare_table<A: TableReader, B: TableReader>(
             }
             Ordering::Equal => {
                 if let (Some(ra), Some(rb)) = (a.pop(), b.pop()) {
-                    let columns: Vec<String> = table
+                    let columns: Vec<ColumnDiff> = table
                         .columns
                         .iter()
                         .zip(ra.iter().zip(rb.iter()))
                         .filter(|(_, (x, y))| !same_value(x, y))
-                        .map(|(c, _)| c.name.clone())
+                        .map(|(c, (x, y))| ColumnDiff {
+                            column: c.name.clone(),
+                            source: value_text(x),
+                            target: value_text(y),
+                        })
                         .collect();
                     if !columns.is_empty() {
                         record(

@@ -1,0 +1,281 @@
+//! `cutover verify`: prove the two sides equal by checksum bisection; list, record, re-check
+//! and optionally repair every difference.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use cutover_connector::canonical::value_text;
+use cutover_connector::ConnectorError;
+use cutover_model::{TableSchema, Value};
+use cutover_postgres::verify::{PgVerifySide, RowHash};
+use cutover_postgres::PgEndpoint;
+use cutover_sqlite::SqliteVerifier;
+use cutover_verify::bisect::{self, Options, VerifyProgress};
+use cutover_verify::{DifferenceKind, VerifyReport};
+
+use crate::endpoint::{engine_of, Engine};
+use crate::{ui, Endpoints, EXIT_DIFFERENT};
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    endpoints: Endpoints,
+    /// Only these tables (comma-separated; `name` or `schema.name`).
+    #[arg(long, value_delimiter = ',')]
+    tables: Vec<String>,
+    /// Leave these tables out (comma-separated; `name` or `schema.name`).
+    #[arg(long = "exclude-tables", value_delimiter = ',')]
+    exclude_tables: Vec<String>,
+    /// Parallel workers, each with a connection to each side [default: number of CPUs].
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Cap the rows hashed per second on each side, to spare a busy source.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_rows_per_sec: Option<u64>,
+    /// While `cutover sync` runs (PostgreSQL): re-check each difference once the applier has
+    /// passed the source position at which it was seen, and report only those that persist.
+    #[arg(long)]
+    live: bool,
+    /// How long --live waits for the applier, in seconds.
+    #[arg(long, default_value_t = 300)]
+    live_timeout: u64,
+    /// Rewrite the differing target rows from the source (one transaction per batch), delete
+    /// extra ones, and re-check them. Exits 0 when the target is equal afterwards.
+    #[arg(long)]
+    repair: bool,
+    /// Print one JSON document on stdout (tables, differences with table, key, kind, columns).
+    #[arg(long)]
+    json: bool,
+}
+
+fn selected(t: &TableSchema, list: &[String]) -> bool {
+    let schema = t.name.schema.as_deref().unwrap_or("main");
+    list.iter().any(|n| match n.split_once('.') {
+        Some((s, name)) => s == schema && name == t.name.name,
+        None => n == &t.name.name,
+    })
+}
+
+fn select(all: Vec<TableSchema>, args: &VerifyArgs) -> anyhow::Result<Vec<TableSchema>> {
+    if let Some(missing) = args
+        .tables
+        .iter()
+        .find(|n| !all.iter().any(|t| selected(t, std::slice::from_ref(n))))
+    {
+        bail!("table {missing} (from --tables) does not exist on the source");
+    }
+    let tables: Vec<TableSchema> = all
+        .into_iter()
+        .filter(|t| args.tables.is_empty() || selected(t, &args.tables))
+        .filter(|t| !selected(t, &args.exclude_tables))
+        .collect();
+    if tables.is_empty() {
+        bail!("no tables to verify: the source has none, or --tables/--exclude-tables left none");
+    }
+    Ok(tables)
+}
+
+pub fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
+    let (source, target, file) = args.endpoints.resolve()?;
+    let mut opts = Options {
+        max_rows_per_sec: args
+            .max_rows_per_sec
+            .or(file.max_rows_per_sec.map(u64::from)),
+        live: args.live.then(|| Duration::from_secs(args.live_timeout)),
+        repair: args.repair,
+        ..Options::default()
+    };
+    if let Some(j) = args.jobs.or(file.jobs) {
+        opts.jobs = j.max(1);
+    }
+    let progress = VerifyProgress::default();
+    let started = Instant::now();
+    let report = match (engine_of(&source), engine_of(&target)) {
+        (Engine::Postgres, Engine::Postgres) => {
+            let s = PgEndpoint::from_url(&source).context("--source")?;
+            let t = PgEndpoint::from_url(&target).context("--target")?;
+            let a = PgVerifySide::read(&s, RowHash::Md5)?;
+            let b = PgVerifySide::read(&t, RowHash::Md5)?;
+            // Both PostgreSQL and hashing alike: the cheaper native hash is safe.
+            let hash = match (a.hash_probe(), b.hash_probe()) {
+                (Some(x), Some(y)) if x == y => RowHash::Native,
+                _ => RowHash::Md5,
+            };
+            let tables = select(a.tables(), args)?;
+            let (a, b) = (a.with_hash(hash), b.with_hash(hash));
+            let (open_s, open_t) = (|| a.open(), || b.open());
+            with_progress(&progress, args.json, || {
+                bisect::verify(&open_s, &open_t, &tables, &opts, &progress)
+            })
+            .with_context(|| format!("verifying {} against {}", s.redacted(), t.redacted()))?
+        }
+        (Engine::Sqlite, Engine::Sqlite) => {
+            if args.live {
+                bail!(
+                    "--live works with PostgreSQL (it waits on the sync applier's WAL position); \
+                     for SQLite, stop the writes or run `cutover sync --stop-when-caught-up` first"
+                );
+            }
+            let s = crate::endpoint::sqlite(&source, crate::endpoint::Role::Existing)?;
+            let t = crate::endpoint::sqlite(&target, crate::endpoint::Role::Existing)?;
+            let tables = select(SqliteVerifier::open(s.path())?.tables()?, args)?;
+            let (open_s, open_t) = (
+                || SqliteVerifier::open(s.path()),
+                || SqliteVerifier::open(t.path()),
+            );
+            with_progress(&progress, args.json, || {
+                bisect::verify(&open_s, &open_t, &tables, &opts, &progress)
+            })
+            .context("verifying")?
+        }
+        (Engine::Postgres, Engine::Sqlite) | (Engine::Sqlite, Engine::Postgres) => bail!(
+            "verify compares PostgreSQL with PostgreSQL, or SQLite with SQLite, so far (MySQL and \
+             mixed pairs are next)"
+        ),
+        _ => bail!(
+            "unknown database URL: use postgres://user:pass@host:5432/db or sqlite://PATH for both sides"
+        ),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        println!("{}", json(&report, secs));
+    } else {
+        ui::print_verify(&report);
+        println!("({secs:.1}s)");
+    }
+    Ok(if report.is_equal_now() {
+        0
+    } else {
+        EXIT_DIFFERENT
+    })
+}
+
+/// Runs `f` while a progress line updates on stderr (on a terminal; a line every 5 s
+/// otherwise, none with --json off a terminal).
+fn with_progress<R>(
+    progress: &VerifyProgress,
+    json: bool,
+    f: impl FnOnce() -> Result<R, ConnectorError>,
+) -> Result<R, ConnectorError> {
+    let tty = std::io::stderr().is_terminal();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut last = Instant::now();
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                if tty {
+                    eprint!("\r\x1b[2K{}", status(progress));
+                } else if !json && last.elapsed() >= Duration::from_secs(5) {
+                    last = Instant::now();
+                    eprintln!("{}", status(progress));
+                }
+            }
+            if tty {
+                eprint!("\r\x1b[2K");
+            }
+        });
+        let r = f();
+        done.store(true, Ordering::Relaxed);
+        r
+    })
+}
+
+fn status(p: &VerifyProgress) -> String {
+    let stage = p.stage.lock().map(|s| s.clone()).unwrap_or_default();
+    if !stage.is_empty() {
+        return format!("verify: {stage}");
+    }
+    format!(
+        "verify: {}/{} slices hashed, {} of ~{} rows, {} ranges narrowing, {} differences",
+        p.slices_done.load(Ordering::Relaxed),
+        p.slices_total.load(Ordering::Relaxed),
+        p.rows_hashed.load(Ordering::Relaxed),
+        p.rows_estimate.load(Ordering::Relaxed),
+        p.ranges_open.load(Ordering::Relaxed),
+        p.differences.load(Ordering::Relaxed)
+    )
+}
+
+fn json_value(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Int(i) => (*i).into(),
+        Value::UInt(u) => (*u).into(),
+        Value::Bool(b) => (*b).into(),
+        other => value_text(other).into(),
+    }
+}
+
+fn json(report: &VerifyReport, secs: f64) -> String {
+    use serde_json::json;
+    let tables: Vec<serde_json::Value> = report
+        .tables
+        .iter()
+        .map(|t| {
+            json!({
+                "table": t.table.to_string(),
+                "source_rows": t.source_rows,
+                "target_rows": t.target_rows,
+                "missing": t.missing,
+                "extra": t.extra,
+                "different": t.different,
+                "note": t.note,
+            })
+        })
+        .collect();
+    let mut differences = Vec::new();
+    for t in &report.tables {
+        for d in &t.differences {
+            let key: serde_json::Map<String, serde_json::Value> = t
+                .key_columns
+                .iter()
+                .zip(&d.key)
+                .map(|(c, v)| (c.clone(), json_value(v)))
+                .collect();
+            let columns: Vec<serde_json::Value> = match &d.kind {
+                DifferenceKind::Different { columns } => columns
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "column": c.column,
+                            "source": c.source.as_deref().map(|v| bisect::short(Some(v))),
+                            "target": c.target.as_deref().map(|v| bisect::short(Some(v))),
+                        })
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            differences.push(json!({
+                "table": t.table.to_string(),
+                "key": key,
+                "kind": d.kind.name(),
+                "columns": columns,
+            }));
+        }
+    }
+    json!({
+        "equal": report.is_equal(),
+        "equal_now": report.is_equal_now(),
+        "rows_compared": report.rows_compared(),
+        "difference_count": report.differences(),
+        "tables": tables,
+        "differences": differences,
+        "live": report.live.as_ref().map(|l| json!({
+            "candidates": l.candidates,
+            "resolved": l.resolved,
+            "waited_for": l.waited_for.map(|p| p.to_string()),
+        })),
+        "repair": report.repair.as_ref().map(|r| json!({
+            "upserted": r.upserted,
+            "deleted": r.deleted,
+            "still_different": r.still_different,
+            "skipped_tables": r.skipped_tables,
+        })),
+        "seconds": (secs * 1000.0).round() / 1000.0,
+    })
+    .to_string()
+}
