@@ -42,8 +42,8 @@ pub fn sqlite(url: &str, role: Role) -> anyhow::Result<SqliteEndpoint> {
     match scheme.as_deref() {
         None | Some("sqlite") | Some("file") => {}
         Some("postgres" | "postgresql") => bail!(
-            "this command does not support PostgreSQL yet: `cutover copy` does (sync, verify and \
-             cleanup for PostgreSQL are on the way); here use sqlite://PATH"
+            "a PostgreSQL database cannot be paired with a SQLite one: give both as postgres://… \
+             (PostgreSQL → PostgreSQL) or both as sqlite://PATH"
         ),
         Some("mysql" | "mariadb") => bail!(
             "{}:// databases are not supported by this build yet; MySQL/MariaDB support is on the way",

@@ -91,7 +91,7 @@ fn bad_input_is_refused_with_exit_2_and_a_reason() {
             target,
         ]),
         2,
-        "does not support PostgreSQL yet",
+        "PostgreSQL → PostgreSQL and SQLite → SQLite",
     );
     assert_exit(
         &cutover(&[
@@ -576,7 +576,11 @@ fn pg_sync_killed_with_sigkill_in_copy_and_apply_resumes_to_equal() {
             let running = child.try_wait().unwrap().is_none();
             child.kill().ok();
             child.wait().unwrap();
-            assert!(running, "sync exited early in round {round}");
+            if !running {
+                // Stop the writer before failing, or the scope would wait for it forever.
+                stop.store(true, Ordering::Relaxed);
+                panic!("sync exited early in round {round}");
+            }
             killed_in.push(phase());
         }
         stop.store(true, Ordering::Relaxed);
@@ -589,7 +593,8 @@ fn pg_sync_killed_with_sigkill_in_copy_and_apply_resumes_to_equal() {
     assert!(writes.load(Ordering::Relaxed) > 500);
     let written_upto: cutover_model::Position = format!(
         "lsn:{}",
-        pg.psql(&src, "SELECT pg_current_wal_lsn()").unwrap()
+        pg.psql(&src, cutover_postgres::COMMITTED_POSITION_SQL)
+            .unwrap()
     )
     .parse()
     .unwrap();
@@ -836,4 +841,76 @@ fn sqlite_verify_ignores_json_spelling_and_repairs_real_differences() {
         )
         .unwrap();
     assert_eq!(left, 0);
+}
+
+#[test]
+fn pg_switch_and_rollback_from_the_command_line_report_pause_and_direction() {
+    let pg = cutover_testkit::Postgres::shared().unwrap();
+    let src = pg_source(pg);
+    let dst = pg.fresh_database("e2e_switch").unwrap();
+    let (s, t) = (pg.url(&src), pg.url(&dst));
+    let ends = ["--source", s.as_str(), "--target", t.as_str()];
+    let run = |cmd: &[&str]| {
+        let mut args = cmd.to_vec();
+        args.extend_from_slice(&ends);
+        let o = cutover(&args);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{cmd:?}\n{out}\n{err}");
+        (out, err)
+    };
+    let status = || {
+        let o = cutover(&["status", "--target", &t, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&text(&o).0).unwrap();
+        (
+            v["phase"].as_str().unwrap().to_owned(),
+            v["direction"].as_str().unwrap().to_owned(),
+        )
+    };
+    run(&["sync", "--stop-when-caught-up"]);
+    assert_eq!(status(), ("replicating".into(), "forward".into()));
+
+    let (out, _) = run(&["switch", "--json", "--max-pause-ms", "30000"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["switched"], true, "{out}");
+    assert_eq!(v["direction"], "reverse", "{out}");
+    assert!(v["write_pause_ms"].as_f64().unwrap() > 0.0, "{out}");
+    assert!(v["drain_ms"].as_f64().unwrap() <= v["write_pause_ms"].as_f64().unwrap());
+    assert!(v["verified_rows"].is_u64(), "{out}");
+    assert_eq!(status(), ("switched".into(), "reverse".into()));
+    assert!(
+        pg.psql(&src, "INSERT INTO school.notes VALUES (1, 'x', 'y')")
+            .is_err(),
+        "source fenced"
+    );
+    pg.psql(
+        &dst,
+        "INSERT INTO school.notes VALUES (1, 'written on the target', 'y')",
+    )
+    .unwrap();
+    // The same sync command now follows changes back to the source.
+    let (_, err) = run(&["sync", "--stop-when-caught-up"]);
+    assert!(err.contains("following changes back"), "{err}");
+    assert_eq!(
+        pg.psql(
+            &src,
+            "SELECT count(*) FROM school.notes WHERE b = 'written on the target'"
+        )
+        .unwrap(),
+        "1"
+    );
+    // A second switch is refused; rollback goes back.
+    let o = cutover(&["switch", "--source", &s, "--target", &t]);
+    assert_exit(&o, 2, "already switched");
+    let (out, _) = run(&["rollback", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["direction"], "forward", "{out}");
+    assert_eq!(status(), ("replicating".into(), "forward".into()));
+    pg.psql(
+        &src,
+        "INSERT INTO school.notes VALUES (2, 'after rollback', 'y')",
+    )
+    .unwrap();
+    run(&["sync", "--stop-when-caught-up"]);
+    assert_eq!(pg_dump_all(pg, &src), pg_dump_all(pg, &dst));
+    run(&["cleanup"]);
 }

@@ -297,7 +297,7 @@ fn check_relation(t: &PgTable, r: &pgoutput::Relation, at: Position) -> Result<(
         ErrorKind::SchemaMismatch,
         format!(
             "table {} changed on the source during sync: {what} (seen at {at}); nothing from that change on was applied. \
-             Make the same change on the target (ALTER TABLE …), then run the same command again to continue",
+             Make the same change on the target (ALTER TABLE …, in a session with SET default_transaction_read_only = off: cutover keeps the target read-only for others until the switch), then run the same command again to continue",
             t.name
         ),
     ))

@@ -147,7 +147,9 @@ impl PgEndpoint {
         self.config.get_dbname().unwrap_or("")
     }
 
-    /// Opens a connection with `standard_conforming_strings` on and UTC times.
+    /// Opens a connection with `standard_conforming_strings` on and UTC times. Cutover's own
+    /// sessions may write where the application is fenced off (`default_transaction_read_only`
+    /// set on the database by sync or switch).
     pub fn connect(&self) -> Result<Client, ConnectorError> {
         let ctx = || format!("connecting to {}", self.redacted);
         let mut client = match self.tls {
@@ -166,7 +168,8 @@ impl PgEndpoint {
         client
             .batch_execute(
                 "SET standard_conforming_strings = on; SET TIME ZONE 'UTC'; SET DateStyle = 'ISO'; \
-                 SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 3",
+                 SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 3; \
+                 SET default_transaction_read_only = off",
             )
             .map_err(|e| map(ctx(), e))?;
         Ok(client)

@@ -20,5 +20,5 @@ pub mod verify;
 pub use connect::PgConnect;
 pub use endpoint::{redact, PgEndpoint, TlsMode};
 pub use sink::PgSink;
-pub use source::{retained_wal, CaptureNames, PgRows, PgSource};
+pub use source::{retained_wal, CaptureNames, PgRows, PgSource, COMMITTED_POSITION_SQL};
 pub use switch::{direction, reverse_names, Orientation, PgSwitch};

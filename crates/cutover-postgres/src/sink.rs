@@ -322,7 +322,7 @@ impl PgSink {
             ErrorKind::SchemaMismatch,
             format!(
                 "the source's schema changed since sync last ran ({}); nothing was applied. \
-                 Make the same change on the target (ALTER TABLE …), then run the same command again",
+                 Make the same change on the target (ALTER TABLE …, in a session with SET default_transaction_read_only = off: cutover keeps the target read-only for others until the switch), then run the same command again",
                 problems.join("; ")
             ),
         ))
@@ -904,6 +904,14 @@ impl Sink for PgSink {
                     ));
                 }
             }
+        }
+        // Only cutover writes here until the switch: the application (or a stray script) is
+        // refused, so nothing written here can be missing on the source. Cutover's own
+        // sessions override it; the switch lifts it.
+        if let Err(e) = self.client.batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); END $$",
+        ) {
+            tracing::warn!(error = %e, "cannot make the target read-only for others until the switch (needs the database's owner)");
         }
         // This sync takes over: an old hand-over request is done with.
         self.client

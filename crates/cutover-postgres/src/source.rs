@@ -537,13 +537,7 @@ impl Source for PgSource {
     }
 
     fn current_position(&mut self) -> Result<Position, ConnectorError> {
-        let r = self
-            .client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .map_err(|e| map("reading the source's WAL position", e))?;
-        Ok(Position::Lsn(
-            parse_lsn(&r.get::<_, String>(0)).unwrap_or(0),
-        ))
+        Ok(Position::Lsn(committed_position(&mut self.client)?))
     }
 
     fn read_changes(
@@ -650,6 +644,27 @@ impl Source for PgSource {
             .map_err(|e| map("dropping the publication", e))?;
         Ok(())
     }
+}
+
+/// SQL for the position every committed transaction's commit record lies before: the WAL
+/// *insert* position (the write position can lag behind asynchronous commits that are already
+/// visible). When it sits just after a page header, the header's start is returned instead, as
+/// the position a caught-up change stream reports there (no record ends inside a header).
+pub const COMMITTED_POSITION_SQL: &str =
+    "SELECT (CASE WHEN (l - '0/0') % 16777216 = 40 THEN l - 40 \
+     WHEN (l - '0/0') % 8192 = 24 THEN l - 24 ELSE l END)::text FROM pg_current_wal_insert_lsn() l";
+
+/// The position every transaction committed so far lies before (see [`COMMITTED_POSITION_SQL`]).
+pub(crate) fn committed_position(client: &mut Client) -> Result<u64, ConnectorError> {
+    let r = client
+        .query_one(COMMITTED_POSITION_SQL, &[])
+        .map_err(|e| map("reading the WAL position", e))?;
+    parse_lsn(&r.get::<_, String>(0)).ok_or_else(|| {
+        ConnectorError::new(
+            ErrorKind::Database,
+            "unreadable WAL position from the server",
+        )
+    })
 }
 
 /// How far behind the slot keeps the source's WAL: bytes between its restart position and

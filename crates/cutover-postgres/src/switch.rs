@@ -16,7 +16,7 @@ use crate::copy::{self, CONTROL_DDL};
 use crate::endpoint::PgEndpoint;
 use crate::error::map;
 use crate::schema::{self, ident, qualified, Selection};
-use crate::source::CaptureNames;
+use crate::source::{committed_position, CaptureNames};
 
 /// Which way the switch goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,13 +37,18 @@ pub fn reverse_names(names: &CaptureNames) -> CaptureNames {
 /// a switch (the target is the primary), `Forward` otherwise (also before any sync).
 pub fn direction(target: &PgEndpoint) -> Result<Direction, ConnectorError> {
     let mut c = target.connect()?;
-    let phase: Option<String> = c
-        .query_one(
-            "SELECT CASE WHEN to_regclass('_cutover.migration') IS NOT NULL THEN (SELECT phase FROM _cutover.migration) END",
-            &[],
-        )
-        .map_err(|e| map("reading the migration's phase", e))?
+    let ctx = "reading the migration's phase";
+    let exists: bool = c
+        .query_one("SELECT to_regclass('_cutover.migration') IS NOT NULL", &[])
+        .map_err(|e| map(ctx, e))?
         .get(0);
+    if !exists {
+        return Ok(Direction::Forward);
+    }
+    let phase: Option<String> = c
+        .query_opt("SELECT phase FROM _cutover.migration", &[])
+        .map_err(|e| map(ctx, e))?
+        .map(|r| r.get(0));
     Ok(if phase.as_deref() == Some("switched") {
         Direction::Reverse
     } else {
@@ -57,16 +62,6 @@ fn session(endpoint: &PgEndpoint) -> Result<Client, ConnectorError> {
     c.batch_execute("SET default_transaction_read_only = off; SET search_path = pg_catalog")
         .map_err(|e| map(format!("preparing a session on {}", endpoint.redacted()), e))?;
     Ok(c)
-}
-
-fn lsn_text(p: &str) -> Result<u64, ConnectorError> {
-    match format!("lsn:{p}").parse::<Position>() {
-        Ok(Position::Lsn(l)) => Ok(l),
-        _ => Err(ConnectorError::new(
-            ErrorKind::Database,
-            format!("unreadable WAL position {p:?}"),
-        )),
-    }
 }
 
 /// PostgreSQL's [`SwitchControl`] for one migration.
@@ -243,11 +238,7 @@ impl SwitchControl for PgSwitch {
         let (following, _) = self.following();
         let slot = following.slot.clone();
         let (from, _) = self.old_new();
-        let current: String = from
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .map_err(|e| map("reading the primary's WAL position", e))?
-            .get(0);
-        let current = lsn_text(&current)?;
+        let current = committed_position(from)?;
         let running = Self::slot_active(from, &slot)?.unwrap_or(false);
         let applied: Option<String> = self
             .follower_store()
@@ -350,11 +341,8 @@ impl SwitchControl for PgSwitch {
 
     fn primary_position(&mut self) -> Result<Position, ConnectorError> {
         let (from, _) = self.old_new();
-        let p: String = from
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .map_err(|e| map("reading the primary's WAL position", e))?
-            .get(0);
-        Ok(Position::Lsn(lsn_text(&p)?))
+        // Every commit made before the fence, also those not yet written out (asynchronous).
+        Ok(Position::Lsn(committed_position(from)?))
     }
 
     fn write_mark(&mut self) -> Result<u64, ConnectorError> {
@@ -442,11 +430,8 @@ impl SwitchControl for PgSwitch {
 
     fn flip(&mut self) -> Result<Direction, ConnectorError> {
         let (_, to) = self.old_new();
-        let at: String = to
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
-            .map_err(|e| map("reading the new primary's WAL position", e))?
-            .get(0);
-        let at = Position::Lsn(lsn_text(&at)?).to_string();
+        // After the drain's own commits (asynchronous ones too), before any of the application's.
+        let at = Position::Lsn(committed_position(to)?).to_string();
         let (store, from_phase, to_phase, direction) = match self.orientation {
             // The reverse follower starts where the target stands now: nothing written before
             // (the drain's own writes) flows back.

@@ -759,7 +759,7 @@ impl RangeChecksum for PgVerifier {
     fn current_position(&mut self) -> Result<Option<Position>, ConnectorError> {
         let lsn: String = self
             .client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .query_one(crate::source::COMMITTED_POSITION_SQL, &[])
             .map_err(|e| map(format!("reading the WAL position of {}", self.describe), e))?
             .get(0);
         parse_position(&format!("lsn:{lsn}")).map(Some)

@@ -65,7 +65,9 @@ fn start(s: &PgConnect, t: &PgConnect, opts: SyncOptions) -> Running {
 }
 
 fn wal_position(pg: &Postgres, db: &str) -> Position {
-    let text = pg.psql(db, "SELECT pg_current_wal_lsn()").unwrap();
+    let text = pg
+        .psql(db, cutover_postgres::COMMITTED_POSITION_SQL)
+        .unwrap();
     format!("lsn:{text}").parse().unwrap()
 }
 
@@ -307,8 +309,15 @@ fn a_column_added_on_the_source_stops_sync_naming_table_and_column() {
     assert!(again.to_string().contains("price"), "{again}");
 
     // Once the target has the column too, sync continues and ends equal.
-    pg.psql(&dst, "ALTER TABLE items ADD COLUMN price numeric")
-        .unwrap();
+    // The target is read-only for everyone but cutover until the switch.
+    assert!(pg
+        .psql(&dst, "ALTER TABLE items ADD COLUMN price numeric")
+        .is_err());
+    pg.psql(
+        &dst,
+        "SET default_transaction_read_only = off; ALTER TABLE items ADD COLUMN price numeric",
+    )
+    .unwrap();
     let r = start(&s, &t, small_chunks());
     wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
     drain(pg, &src, r);

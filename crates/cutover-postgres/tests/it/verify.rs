@@ -389,7 +389,9 @@ fn live_reports_only_differences_that_outlive_the_applier() {
     assert!(err.to_string().contains("needs a running sync"), "{err}");
 
     // A "sync" that is behind: the target holds the position it has applied.
-    let lsn = pg.psql(&src, "SELECT pg_current_wal_lsn()").unwrap();
+    let lsn = pg
+        .psql(&src, cutover_postgres::COMMITTED_POSITION_SQL)
+        .unwrap();
     pg.psql(
         &dst,
         &format!(
@@ -425,7 +427,9 @@ fn live_reports_only_differences_that_outlive_the_applier() {
             "UPDATE school.students SET name = 'renamed' WHERE id IN (10, 11000)",
         )
         .unwrap();
-        let now = pg.psql(&src, "SELECT pg_current_wal_lsn()").unwrap();
+        let now = pg
+            .psql(&src, cutover_postgres::COMMITTED_POSITION_SQL)
+            .unwrap();
         pg.psql(
             &dst,
             &format!("UPDATE _cutover.replication SET position = 'lsn:{now}'"),

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Switch benchmark: an application writes as fast as it can (THREADS writers, one small write
+# transaction each: an update and an insert) while `cutover sync` follows; then `cutover switch`
+# moves it to the target (--on-switch rewrites the file the application reads its primary
+# from). Reports the write pause the application saw (the longest gap between two commits),
+# next to cutover's own write_pause_ms, and checks that every committed write is on the target.
+#
+#   bench/pg_switch.sh                  # ROUNDS=3 switches (and rollbacks in between)
+#
+# Knobs: ROWS (50000), THREADS (4), WARMUP (5 s before each switch), ROUNDS (3), BENCH_DIR,
+# CUTOVER_BIN, KEEP. Writes bench/results/pg-switch-<date>.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ROWS=${ROWS:-50000}
+THREADS=${THREADS:-4}
+WARMUP=${WARMUP:-5}
+ROUNDS=${ROUNDS:-3}
+BENCH_DIR=${BENCH_DIR:-/tmp/cutover-bench-switch}
+CUTOVER_BIN=${CUTOVER_BIN:-$ROOT/target/release/cutover}
+SHARED_BUFFERS=${SHARED_BUFFERS:-512MB}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+
+[[ -x $CUTOVER_BIN ]] || cargo build --release --quiet
+VENV=${VENV:-/tmp/cutover-bench-venv}
+[[ -x $VENV/bin/python ]] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "psycopg[binary]"; }
+PY=$VENV/bin/python
+
+prepare_bench_dir
+SRC_PORT=$(free_port); DST_PORT=$(free_port)
+trap 'pkill -INT -f "cutover sync --source $S" 2>/dev/null || true; stop_all' EXIT
+# Durable commits on both sides, as in production.
+start_cluster src "$SRC_PORT" -c synchronous_commit=on
+start_cluster dst "$DST_PORT" -c synchronous_commit=on
+S="postgres://postgres@127.0.0.1:$SRC_PORT/bench"; T="postgres://postgres@127.0.0.1:$DST_PORT/bench"
+q() { psql -X -q -v ON_ERROR_STOP=1 -At "$1" -c "$2"; }
+
+q "${S%/bench}/postgres" "CREATE DATABASE bench"
+q "${T%/bench}/postgres" "CREATE DATABASE bench"
+psql -X -q -v ON_ERROR_STOP=1 "$S" <<SQL
+CREATE TABLE public.sessions (id uuid PRIMARY KEY, student_id bigint NOT NULL, score numeric(6,2), answers jsonb NOT NULL, updated_at timestamptz);
+CREATE TABLE public.annotations (id bigserial PRIMARY KEY, session_id uuid NOT NULL, body text NOT NULL, created_at timestamptz NOT NULL);
+INSERT INTO public.sessions SELECT md5('s' || i)::uuid, i, (i % 10001) / 100.0, jsonb_build_object('i', i), now() FROM generate_series(1, $ROWS) i;
+INSERT INTO public.annotations (session_id, body, created_at) SELECT md5('s' || (1 + i % $ROWS))::uuid, 'a' || i, now() FROM generate_series(1, $ROWS) i;
+VACUUM ANALYZE;
+SQL
+"$CUTOVER_BIN" sync --source "$S" --target "$T" --stop-when-caught-up >"$BENCH_DIR/initial.log" 2>&1
+
+RESULTS=()
+round() { # n command primary-before primary-after
+    local n=$1 cmd=$2 before=$3 after=$4
+    echo "$before" > "$BENCH_DIR/primary"
+    rm -f "$BENCH_DIR/stop"
+    "$CUTOVER_BIN" sync --source "$S" --target "$T" >>"$BENCH_DIR/sync.log" 2>&1 &
+    local sync_pid=$!
+    "$PY" "$ROOT/bench/switch_client.py" "$BENCH_DIR/primary" "$BENCH_DIR/stop" "$BENCH_DIR/client$n" "$THREADS" &
+    local client=$!
+    sleep "$WARMUP"
+    local out
+    out=$("$CUTOVER_BIN" "$cmd" --source "$S" --target "$T" --json \
+        --on-switch "echo '$after' > '$BENCH_DIR/primary'" 2>"$BENCH_DIR/$cmd$n.err") || {
+        echo "# $cmd failed:"; cat "$BENCH_DIR/$cmd$n.err"; echo "$out"; exit 1; }
+    sleep 2
+    touch "$BENCH_DIR/stop"; wait "$client"
+    wait "$sync_pid" 2>/dev/null || true
+    # Every write the application committed is on the new primary.
+    local ids missing
+    ids=$("$PY" -c "import json; print(','.join(str(i) for i in json.load(open('$BENCH_DIR/client$n.json'))['ids']))")
+    missing=$(q "$after" "SELECT count(*) FROM unnest('{$ids}'::bigint[]) i WHERE NOT EXISTS (SELECT 1 FROM public.annotations WHERE body = 'w' || i)")
+    local line
+    line=$("$PY" - "$BENCH_DIR/client$n.json" "$out" "$cmd" "$missing" <<'PY'
+import json, sys
+client = json.load(open(sys.argv[1])); report = json.loads(sys.argv[2])
+steps = {s["step"]: s["ms"] for s in report["steps"]}
+print(f"| {sys.argv[3]} | {client['rate']} | {client['commits']} | {report['write_pause_ms']} | {client['longest_gap_ms']} "
+      f"| {report['drain_ms']} | {steps.get('fence', '')} | {steps.get('verify', '')} | {report['verified_rows']} | {sys.argv[4]} |")
+PY
+)
+    echo "#   $line"
+    RESULTS+=("$line")
+}
+
+for ((i = 1; i <= ROUNDS; i++)); do
+    echo "# round $i: switch"
+    round "s$i" switch "$S" "$T"
+    echo "# round $i: rollback"
+    round "r$i" rollback "$T" "$S"
+done
+
+{
+    echo "## Switch under load, $(date -u +%F), $(nproc) cores, PostgreSQL $(pg_ctl --version | awk '{print $3}'), $THREADS writers, synchronous_commit = on"
+    echo
+    echo "Each row is one switch (or rollback) while the application writes as fast as it can. \"client gap\" is the longest time between two commits the application saw (its write pause); \"cutover pause\" is cutover's write_pause_ms (fence → new primary open)."
+    echo
+    echo "| command | app tx/s | app commits | cutover pause ms | client gap ms | drain ms | fence ms | verify ms | rows verified | committed writes missing on the new primary |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    printf '%s\n' "${RESULTS[@]}"
+} | tee "$ROOT/bench/results/pg-switch-$(date -u +%Y%m%dT%H%M%S).md"

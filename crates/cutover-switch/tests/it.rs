@@ -1,0 +1,459 @@
+//! Switch and rollback against real throwaway PostgreSQL servers, under a concurrent writer,
+//! with failures injected at every step before the flip.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cutover_connector::{
+    ConnectorError, Direction, ErrorKind, Fence, Observation, Progress, SwitchControl,
+};
+use cutover_model::Position;
+use cutover_pipeline::{Control, SyncOptions};
+use cutover_postgres::schema::Selection;
+use cutover_postgres::{reverse_names, CaptureNames, Orientation, PgConnect, PgEndpoint, PgSwitch};
+use cutover_switch::{SwitchError, SwitchOptions};
+use cutover_testkit::Postgres;
+
+struct Migration {
+    src: String,
+    dst: String,
+    s: PgEndpoint,
+    t: PgEndpoint,
+    names: CaptureNames,
+}
+
+impl Migration {
+    fn new(pg: &Postgres, name: &str) -> Migration {
+        let src = pg.fresh_database(&format!("{name}_s")).unwrap();
+        pg.psql(
+            &src,
+            "CREATE TABLE accounts (id bigint PRIMARY KEY, owner text NOT NULL, balance numeric(12,2) NOT NULL, doc jsonb);
+             CREATE TABLE ledger (id bigserial PRIMARY KEY, account bigint NOT NULL, amount numeric(12,2), at timestamptz DEFAULT now());
+             INSERT INTO accounts SELECT i, 'owner ' || i, i * 10, jsonb_build_object('i', i) FROM generate_series(1, 2000) i;
+             INSERT INTO ledger (account, amount) SELECT 1 + i % 2000, i FROM generate_series(1, 3000) i;",
+        )
+        .unwrap();
+        let dst = pg.fresh_database(&format!("{name}_t")).unwrap();
+        Migration {
+            s: PgEndpoint::from_url(&pg.url(&src)).unwrap(),
+            t: PgEndpoint::from_url(&pg.url(&dst)).unwrap(),
+            names: CaptureNames::for_migration(&dst),
+            src,
+            dst,
+        }
+    }
+
+    fn side(&self, e: &PgEndpoint, peer: &PgEndpoint, names: &CaptureNames) -> PgConnect {
+        PgConnect {
+            endpoint: e.clone(),
+            peer: peer.clone(),
+            selection: Selection::default(),
+            names: names.clone(),
+            truncate: false,
+            jobs: 2,
+        }
+    }
+
+    /// (primary side, follower side) for changes flowing forward or back.
+    fn pair(&self, direction: Direction) -> (PgConnect, PgConnect) {
+        match direction {
+            Direction::Forward => (
+                self.side(&self.s, &self.t, &self.names),
+                self.side(&self.t, &self.s, &self.names),
+            ),
+            Direction::Reverse => {
+                let rev = reverse_names(&self.names);
+                (
+                    self.side(&self.t, &self.s, &rev),
+                    self.side(&self.s, &self.t, &rev),
+                )
+            }
+        }
+    }
+
+    fn control(&self, o: Orientation) -> PgSwitch {
+        PgSwitch::open(o, &self.s, &self.t, &Selection::default(), &self.names).unwrap()
+    }
+
+    /// Follows changes in `direction` until caught up.
+    fn catch_up(&self, direction: Direction) {
+        let (p, f) = self.pair(direction);
+        let opts = SyncOptions {
+            stop_when_caught_up: true,
+            ..SyncOptions::default()
+        };
+        cutover_pipeline::run(&p, &f, &opts, &Control::default(), &Progress::default()).unwrap();
+    }
+
+    fn dump(&self, pg: &Postgres, db: &str) -> String {
+        pg.psql(
+            db,
+            "SELECT md5(string_agg(a::text, ',' ORDER BY id)) FROM accounts a UNION ALL SELECT md5(string_agg(l::text, ',' ORDER BY id)) FROM ledger l",
+        )
+        .unwrap()
+    }
+
+    fn assert_equal(&self, pg: &Postgres) {
+        assert_eq!(
+            self.dump(pg, &self.src),
+            self.dump(pg, &self.dst),
+            "both sides equal row by row"
+        );
+    }
+}
+
+fn writable(pg: &Postgres, db: &str) -> bool {
+    pg.psql(db, "INSERT INTO ledger (account, amount) VALUES (1, 0.01)")
+        .is_ok()
+}
+
+fn options(want: Direction) -> SwitchOptions {
+    let mut o = SwitchOptions::new(want);
+    o.catch_up_timeout = Duration::from_secs(60);
+    o
+}
+
+fn run_switch<C: SwitchControl>(
+    m: &Migration,
+    control: &mut C,
+    opts: &SwitchOptions,
+) -> Result<cutover_switch::SwitchReport, SwitchError> {
+    let (p, f) = m.pair(match opts.want {
+        Direction::Reverse => Direction::Forward,
+        Direction::Forward => Direction::Reverse,
+    });
+    cutover_switch::run(&p, &f, control, opts, &SyncOptions::default(), &mut |_| {})
+}
+
+/// Writes like an application: to the current primary; when it refuses (fenced), to the
+/// other database (the application was pointed there). Records every committed write.
+fn application(
+    pg: &'static Postgres,
+    dbs: [String; 2],
+    stop: Arc<AtomicBool>,
+    committed: Arc<Mutex<Vec<(usize, i64)>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut at = 0usize;
+        let mut n = 0i64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let account = 1 + n % 2000;
+            let sql = format!(
+                "BEGIN; UPDATE accounts SET balance = balance + 1, doc = doc || '{{\"n\": {n}}}' WHERE id = {account};
+                 INSERT INTO ledger (account, amount) VALUES ({account}, 1000000 + {n}); COMMIT"
+            );
+            match pg.psql(&dbs[at], &sql) {
+                Ok(_) => committed.lock().unwrap().push((at, n)),
+                Err(e)
+                    if e.to_string().contains("read-only")
+                        || e.to_string().contains("terminat") =>
+                {
+                    at = 1 - at;
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
+
+#[test]
+fn a_switch_under_a_writer_moves_writes_and_loses_nothing_then_rollback_brings_them_back() {
+    let pg = Postgres::shared().unwrap();
+    let m = Migration::new(pg, "sw");
+    m.catch_up(Direction::Forward);
+
+    // A sync runs, as it would in production, while the application writes.
+    let (p, f) = m.pair(Direction::Forward);
+    let follow = std::thread::spawn(move || {
+        cutover_pipeline::run(
+            &p,
+            &f,
+            &SyncOptions::default(),
+            &Control::default(),
+            &Progress::default(),
+        )
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(Mutex::new(Vec::new()));
+    let app = application(
+        pg,
+        [m.src.clone(), m.dst.clone()],
+        Arc::clone(&stop),
+        Arc::clone(&committed),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let mut control = m.control(Orientation::Switch);
+    let report = run_switch(&m, &mut control, &options(Direction::Reverse)).unwrap();
+    assert_eq!(report.direction, Direction::Reverse);
+    assert!(report.write_pause > Duration::ZERO && report.write_pause >= report.drain);
+    let names: Vec<&str> = report.steps.iter().map(|s| s.name).collect();
+    for step in [
+        "check",
+        "hand-over",
+        "catch up",
+        "fence",
+        "drain",
+        "verify",
+        "flip",
+    ] {
+        assert!(names.contains(&step), "{step} in {names:?}");
+    }
+    // The running sync handed over (it stopped by itself).
+    let handed = follow.join().unwrap().unwrap();
+    assert!(handed.interrupted);
+
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    app.join().unwrap();
+    let writes = committed.lock().unwrap().clone();
+    assert!(
+        writes.iter().any(|(db, _)| *db == 0) && writes.iter().any(|(db, _)| *db == 1),
+        "the application wrote to both, one after the other"
+    );
+
+    // The old primary refuses writes, the new one takes them.
+    assert!(!writable(pg, &m.src), "the source is fenced");
+    assert!(writable(pg, &m.dst), "the target takes writes");
+    assert_eq!(
+        pg.psql(&m.dst, "SELECT phase FROM _cutover.migration")
+            .unwrap(),
+        "switched"
+    );
+    assert_eq!(
+        pg.psql(&m.dst, "SELECT direction FROM _cutover.replication")
+            .unwrap(),
+        "reverse"
+    );
+
+    // Writes made on the target flow back to the source.
+    m.catch_up(Direction::Reverse);
+    m.assert_equal(pg);
+    for (_, n) in &writes {
+        assert_eq!(
+            pg.psql(
+                &m.src,
+                &format!("SELECT count(*) FROM ledger WHERE amount = 1000000 + {n}")
+            )
+            .unwrap(),
+            "1",
+            "write {n} is on the source exactly once"
+        );
+    }
+
+    // Roll back: writes made on the target since the switch stay, on the source.
+    pg.psql(
+        &m.dst,
+        "INSERT INTO ledger (account, amount) VALUES (7, 777777)",
+    )
+    .unwrap();
+    let mut control = m.control(Orientation::Rollback);
+    let back = run_switch(&m, &mut control, &options(Direction::Forward)).unwrap();
+    assert_eq!(back.direction, Direction::Forward);
+    assert_eq!(
+        pg.psql(&m.src, "SELECT count(*) FROM ledger WHERE amount = 777777")
+            .unwrap(),
+        "1"
+    );
+    assert!(writable(pg, &m.src), "the source takes writes again");
+    assert!(!writable(pg, &m.dst), "the target is fenced");
+    assert_eq!(
+        pg.psql(&m.dst, "SELECT phase FROM _cutover.migration")
+            .unwrap(),
+        "replicating"
+    );
+    // And forward replication continues from there.
+    pg.psql(
+        &m.src,
+        "INSERT INTO ledger (account, amount) VALUES (8, 888888)",
+    )
+    .unwrap();
+    m.catch_up(Direction::Forward);
+    m.assert_equal(pg);
+}
+
+/// A [`PgSwitch`] that fails at one named step.
+struct Failing {
+    inner: PgSwitch,
+    at: &'static str,
+}
+
+impl Failing {
+    fn check(&self, step: &'static str) -> Result<(), ConnectorError> {
+        if self.at == step {
+            return Err(ConnectorError::new(
+                ErrorKind::Database,
+                format!("injected failure at {step}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SwitchControl for Failing {
+    fn observe(&mut self) -> Result<Observation, ConnectorError> {
+        self.inner.observe()
+    }
+    fn request_handover(&mut self, wait: Duration) -> Result<(), ConnectorError> {
+        self.check("request_handover")?;
+        self.inner.request_handover(wait)
+    }
+    fn clear_handover(&mut self) -> Result<(), ConnectorError> {
+        self.inner.clear_handover()
+    }
+    fn fence(&mut self, fence: &Fence) -> Result<u64, ConnectorError> {
+        // Fails after fencing: the undo must lift it.
+        let n = self.inner.fence(fence)?;
+        self.check("fence").map(|()| n)
+    }
+    fn lift_fence(&mut self, fence: &Fence) -> Result<(), ConnectorError> {
+        self.inner.lift_fence(fence)
+    }
+    fn primary_position(&mut self) -> Result<Position, ConnectorError> {
+        self.inner.primary_position()
+    }
+    fn check_quiet(&mut self, mark: u64) -> Result<(), ConnectorError> {
+        self.inner.check_quiet(mark)
+    }
+    fn write_mark(&mut self) -> Result<u64, ConnectorError> {
+        self.inner.write_mark()
+    }
+    fn prepare_way_back(&mut self) -> Result<(), ConnectorError> {
+        self.inner.prepare_way_back()?;
+        self.check("prepare_way_back")
+    }
+    fn undo_way_back(&mut self) -> Result<(), ConnectorError> {
+        self.inner.undo_way_back()
+    }
+    fn sync_sequences(&mut self) -> Result<(), ConnectorError> {
+        self.check("sync_sequences")?;
+        self.inner.sync_sequences()
+    }
+    fn flip(&mut self) -> Result<Direction, ConnectorError> {
+        self.check("flip")?;
+        self.inner.flip()
+    }
+    fn open_new_primary(&mut self) -> Result<(), ConnectorError> {
+        self.inner.open_new_primary()
+    }
+    fn retire_old_direction(&mut self) -> Result<(), ConnectorError> {
+        self.inner.retire_old_direction()
+    }
+}
+
+#[test]
+fn a_failure_at_any_step_before_the_flip_leaves_the_source_primary_and_writable() {
+    let pg = Postgres::shared().unwrap();
+    let m = Migration::new(pg, "fail");
+    m.catch_up(Direction::Forward);
+    let mut cases: Vec<(&str, SwitchOptions)> =
+        ["prepare_way_back", "fence", "sync_sequences", "flip"]
+            .iter()
+            .map(|s| (*s, options(Direction::Reverse)))
+            .collect();
+    let mut hook = options(Direction::Reverse);
+    hook.on_switch = Some("echo 'cannot reach the load balancer' >&2; exit 3".into());
+    cases.push(("on-switch", hook));
+    let mut budget = options(Direction::Reverse);
+    budget.max_pause = Some(Duration::ZERO);
+    cases.push(("pause budget", budget));
+    let mut quiet = options(Direction::Reverse);
+    quiet.fence = Fence::None;
+    cases.push(("quiet check", quiet));
+
+    for (at, opts) in cases {
+        let mut control = Failing {
+            inner: m.control(Orientation::Switch),
+            at,
+        };
+        // A write lands during the quiet check's pause: --fence none must notice it.
+        let writer = (at == "quiet check").then(|| {
+            let db = m.src.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < deadline {
+                    let _ = Postgres::shared()
+                        .unwrap()
+                        .psql(&db, "INSERT INTO ledger (account, amount) VALUES (2, 2)");
+                }
+            })
+        });
+        let err = run_switch(&m, &mut control, &opts).unwrap_err();
+        if let Some(w) = writer {
+            w.join().unwrap();
+        }
+        let msg = err.to_string();
+        assert!(matches!(err, SwitchError::Failed { .. }), "{at}: {msg}");
+        assert!(
+            msg.contains("undone") || msg.contains("nothing had been changed"),
+            "{at}: {msg}"
+        );
+        // Still the primary, still writable, nothing of the switch left behind.
+        assert!(writable(pg, &m.src), "{at}: the source takes writes");
+        assert_eq!(
+            pg.psql(&m.dst, "SELECT phase FROM _cutover.migration")
+                .unwrap(),
+            "replicating",
+            "{at}"
+        );
+        assert_eq!(
+            pg.psql(
+                &m.dst,
+                "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
+            )
+            .unwrap(),
+            "0",
+            "{at}: no reverse slot left on the target"
+        );
+        assert_eq!(
+            pg.psql(&m.src, "SELECT to_regnamespace('_cutover') IS NULL")
+                .unwrap(),
+            "t",
+            "{at}"
+        );
+        assert_eq!(
+            pg.psql(
+                &m.src,
+                "SELECT coalesce(current_setting('default_transaction_read_only'), 'off')"
+            )
+            .unwrap(),
+            "off",
+            "{at}"
+        );
+    }
+    // The migration carries on forward.
+    m.catch_up(Direction::Forward);
+    m.assert_equal(pg);
+    let mut control = m.control(Orientation::Switch);
+    run_switch(&m, &mut control, &options(Direction::Reverse)).unwrap();
+    assert!(!writable(pg, &m.src));
+}
+
+#[test]
+fn a_switch_is_refused_with_the_numbers_when_the_follower_lags() {
+    let pg = Postgres::shared().unwrap();
+    let m = Migration::new(pg, "lag");
+    m.catch_up(Direction::Forward);
+    // Changes the follower has not seen.
+    pg.psql(
+        &m.src,
+        "UPDATE accounts SET doc = jsonb_build_object('pad', repeat('x', 2000))",
+    )
+    .unwrap();
+    let mut opts = options(Direction::Reverse);
+    opts.max_lag = 1024;
+    let mut control = m.control(Orientation::Switch);
+    let err = run_switch(&m, &mut control, &opts).unwrap_err();
+    assert!(matches!(err, SwitchError::Refused(_)), "{err}");
+    assert!(
+        err.to_string().contains("bytes behind") && err.to_string().contains("--max-lag 1024"),
+        "{err}"
+    );
+    assert!(writable(pg, &m.src));
+    // Rolling back what was never switched is refused too.
+    let mut control = m.control(Orientation::Rollback);
+    let err = run_switch(&m, &mut control, &options(Direction::Forward)).unwrap_err();
+    assert!(err.to_string().contains("nothing to roll back"), "{err}");
+}
