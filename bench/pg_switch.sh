@@ -61,18 +61,23 @@ round() { # n command primary-before primary-after
     out=$("$CUTOVER_BIN" "$cmd" --source "$S" --target "$T" --json \
         --on-switch "echo '$after' > '$BENCH_DIR/primary'" 2>"$BENCH_DIR/$cmd$n.err") || {
         echo "# $cmd failed:"; cat "$BENCH_DIR/$cmd$n.err"; echo "$out"; exit 1; }
+    echo "$out" > "$BENCH_DIR/$cmd$n.json"
     sleep 2
     touch "$BENCH_DIR/stop"; wait "$client"
     wait "$sync_pid" 2>/dev/null || true
     # Every write the application committed is on the new primary.
-    local ids missing
-    ids=$("$PY" -c "import json; print(','.join(str(i) for i in json.load(open('$BENCH_DIR/client$n.json'))['ids']))")
-    missing=$(q "$after" "SELECT count(*) FROM unnest('{$ids}'::bigint[]) i WHERE NOT EXISTS (SELECT 1 FROM public.annotations WHERE body = 'w' || i)")
     local line
-    line=$("$PY" - "$BENCH_DIR/client$n.json" "$out" "$cmd" "$missing" <<'PY'
+    line=$("$PY" - "$BENCH_DIR/client$n.json" "$out" "$cmd" "$after" <<'PY'
 import json, sys
+import psycopg
 client = json.load(open(sys.argv[1])); report = json.loads(sys.argv[2])
 steps = {s["step"]: s["ms"] for s in report["steps"]}
+with psycopg.connect(sys.argv[4]) as c:
+    missing = c.execute(
+        "SELECT count(*) FROM unnest(%s::bigint[]) i WHERE NOT EXISTS (SELECT 1 FROM public.annotations WHERE body = 'w' || i)",
+        (client["ids"],),
+    ).fetchone()[0]
+sys.argv[4] = str(missing)
 print(f"| {sys.argv[3]} | {client['rate']} | {client['commits']} | {report['write_pause_ms']} | {client['longest_gap_ms']} "
       f"| {report['drain_ms']} | {steps.get('fence', '')} | {steps.get('verify', '')} | {report['verified_rows']} | {sys.argv[4]} |")
 PY

@@ -29,8 +29,9 @@ pub(crate) const PIECE_CHANGES: usize = 20_000;
 /// Values decoded but not yet taken by the applier, at most.
 const BUFFER_BYTES: usize = 64 << 20;
 
-/// How long the stream may be quiet before the server is asked where it is.
-const IDLE_WAIT: Duration = Duration::from_millis(20);
+/// How long the stream may be quiet before the server is asked where it is (which moves an
+/// idle stream's position on: drains and chunk emissions wait for that).
+const IDLE_WAIT: Duration = Duration::from_millis(10);
 
 /// A captured table: the catalog's description and the change-capture view of it.
 #[derive(Debug, Clone)]

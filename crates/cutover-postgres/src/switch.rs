@@ -74,6 +74,8 @@ pub struct PgSwitch {
     reverse: CaptureNames,
     src: Client,
     tgt: Client,
+    /// The schema, read before the pause (for the sequences).
+    schema: Option<schema::SourceSchema>,
 }
 
 impl PgSwitch {
@@ -93,6 +95,7 @@ impl PgSwitch {
             reverse: reverse_names(names),
             src: session(source)?,
             tgt: session(target)?,
+            schema: None,
         })
     }
 
@@ -142,12 +145,14 @@ impl PgSwitch {
     fn tables_sql(&mut self) -> Result<Vec<String>, ConnectorError> {
         let mut c = self.source.connect()?;
         let schema = schema::read(&mut c, &self.selection)?;
-        Ok(schema
+        let tables = schema
             .tables
             .iter()
             .filter(|t| t.has_data())
             .map(|t| qualified(&t.name))
-            .collect())
+            .collect();
+        self.schema = Some(schema);
+        Ok(tables)
     }
 
     fn create_capture(
@@ -309,25 +314,22 @@ impl SwitchControl for PgSwitch {
                     "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); END $$",
                 )
                 .map_err(|e| map(ctx("making the database read-only (needs its owner or a superuser)"), e))?;
-                from.query_one(
-                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 2000)) FROM pg_stat_activity
-                      WHERE datname = current_database() AND pid <> pg_backend_pid()
-                        AND backend_type = 'client backend' AND application_name NOT LIKE 'cutover%'",
+                end_sessions(
+                    from,
+                    "datname = current_database() AND backend_type = 'client backend' AND application_name NOT LIKE 'cutover%'",
                     &[],
                 )
                 .map_err(|e| map(ctx("ending sessions"), e))?
-                .get(0)
             }
             Fence::Role(role) => {
                 from.batch_execute(&format!("ALTER ROLE {} NOLOGIN", ident(role)))
                     .map_err(|e| map(ctx(&format!("stopping role {role} from logging in")), e))?;
-                from.query_one(
-                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 2000)) FROM pg_stat_activity
-                      WHERE datname = current_database() AND usename = $1 AND pid <> pg_backend_pid()",
+                end_sessions(
+                    from,
+                    "datname = current_database() AND usename = $1",
                     &[role],
                 )
                 .map_err(|e| map(ctx(&format!("ending role {role}'s sessions")), e))?
-                .get(0)
             }
             Fence::None => 0,
         };
@@ -422,10 +424,14 @@ impl SwitchControl for PgSwitch {
     }
 
     fn sync_sequences(&mut self) -> Result<(), ConnectorError> {
-        let mut c = self.old_primary().connect()?;
-        let schema = schema::read(&mut c, &self.selection)?;
+        let schema = match self.schema.take() {
+            Some(s) => s,
+            None => schema::read(&mut self.old_primary().connect()?, &self.selection)?,
+        };
         let (from, to) = self.old_new();
-        copy::set_sequences(from, to, &schema)
+        let result = copy::set_sequences(from, to, &schema);
+        self.schema = Some(schema);
+        result
     }
 
     fn flip(&mut self) -> Result<Direction, ConnectorError> {
@@ -505,6 +511,39 @@ impl PgSwitch {
             .map_err(|e| map("recording the fence", e))
             .map(|_| ())
     }
+}
+
+/// Ends every session matching `filter` (not this one) and waits until they are gone: signals
+/// them all at once, then watches them exit (a session ended mid-transaction rolls it back).
+fn end_sessions(
+    client: &mut Client,
+    filter: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<i64, postgres::Error> {
+    let ended: Vec<i32> = client
+        .query(
+            &format!(
+                "SELECT pid FROM pg_stat_activity WHERE {filter} AND pid <> pg_backend_pid() AND pg_terminate_backend(pid)"
+            ),
+            params,
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ended.is_empty() && Instant::now() < deadline {
+        let left: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)",
+                &[&ended],
+            )?
+            .get(0);
+        if left == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(ended.len() as i64)
 }
 
 fn lift(client: &mut Client, fence: &Fence) -> Result<(), ConnectorError> {

@@ -516,7 +516,7 @@ fn open_readers<P: Connect, F: Connect>(
 }
 
 /// Compares the rows with `keys` on both sides; an error names the first that differ.
-fn verify_recent<A: Source, B: Source>(
+fn verify_recent<A: Source + Send, B: Source>(
     a: &mut A,
     b: &mut B,
     tables: &HashMap<TableName, TableSchema>,
@@ -535,8 +535,16 @@ fn verify_recent<A: Source, B: Source>(
         let index = |rows: Vec<cutover_model::Row>| -> HashMap<Key, cutover_model::Row> {
             rows.into_iter().map(|r| (schema.key_of(&r), r)).collect()
         };
-        let left = index(a.fetch_rows(schema, &keys)?);
-        let right = index(b.fetch_rows(schema, &keys)?);
+        // Both sides at once: this runs inside the write pause.
+        let (left, right) = std::thread::scope(|s| {
+            let l = s.spawn(|| a.fetch_rows(schema, &keys));
+            let r = b.fetch_rows(schema, &keys);
+            (l.join(), r)
+        });
+        let left = index(left.map_err(|_| {
+            ConnectorError::new(ErrorKind::Database, "reading rows to verify panicked")
+        })??);
+        let right = index(right?);
         for k in &keys {
             checked += 1;
             let same = match (left.get(k), right.get(k)) {
