@@ -38,7 +38,9 @@ PY=$VENV/bin/python
 prepare_bench_dir
 SRC_PORT=$(free_port); DST_PORT=$(free_port)
 trap 'pkill -INT -f "cutover sync --source $S" 2>/dev/null || true; stop_all' EXIT
-start_cluster src "$SRC_PORT"; start_cluster dst "$DST_PORT"
+# Durable commits on the source, as in production (asynchronous ones would add up to
+# wal_writer_delay of lag for every replicator alike).
+start_cluster src "$SRC_PORT" -c synchronous_commit=on; start_cluster dst "$DST_PORT"
 S="postgres://postgres@127.0.0.1:$SRC_PORT"; T="postgres://postgres@127.0.0.1:$DST_PORT"
 q() { psql -X -q -v ON_ERROR_STOP=1 -At "$1" -c "$2"; }
 

@@ -414,7 +414,10 @@ impl Applier<'_> {
                 self.accept(r?);
             }
 
+            // How long the source already waited for changes (a stream blocks a little).
+            let mut waited = Duration::ZERO;
             if self.backlog.is_empty() {
+                let asked = Instant::now();
                 let txns = retry("reading changes", || {
                     src.read_changes(self.tables, self.read_upto, self.opts.batch_changes)
                 })?;
@@ -422,6 +425,7 @@ impl Applier<'_> {
                     self.read_upto = last.position;
                 }
                 self.backlog.extend(txns);
+                waited = asked.elapsed();
             }
             let mut idle = self.backlog.is_empty();
             let mut ops = Vec::new();
@@ -533,8 +537,10 @@ impl Applier<'_> {
                             return Err(SyncError::ReaderPanicked)
                         }
                     }
-                } else {
-                    std::thread::sleep(self.opts.poll_interval);
+                } else if waited < self.opts.poll_interval {
+                    // Sources that return at once (SQLite's change table) are polled; a stream
+                    // that already waited for changes is asked again right away.
+                    std::thread::sleep(self.opts.poll_interval - waited);
                 }
             }
         }

@@ -598,7 +598,7 @@ pub(crate) fn primary_key_sql(t: &PgTable) -> Option<String> {
     }
 }
 
-fn create_table_sql(t: &PgTable) -> String {
+pub(crate) fn create_table_sql(t: &PgTable) -> String {
     let name = qualified(&t.name);
     let unlogged = if t.unlogged { "UNLOGGED " } else { "" };
     if let Some((parent, bound)) = &t.partition_of {

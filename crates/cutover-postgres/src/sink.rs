@@ -274,6 +274,41 @@ impl PgSink {
         Ok(Some(mode))
     }
 
+    /// Creates tables that appeared on the source since sync last ran (with their primary keys;
+    /// their rows are copied like any other table's). Secondary indexes of such tables are not
+    /// built: the post-data steps were planned when the migration began.
+    fn create_new_tables(&mut self) -> Result<(), ConnectorError> {
+        let mut missing = Vec::new();
+        for t in self.tables.values() {
+            let exists: bool = self
+                .client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified(&t.pg.name)])
+                .map_err(|e| map("inspecting the target", e))?
+                .get(0);
+            if !exists {
+                missing.push(t.pg.clone());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(|e| map("creating new tables on the target", e))?;
+        for t in &missing {
+            let ctx = || format!("creating table {} (new on the source) on the target", t.name);
+            tx.batch_execute(&schema::create_table_sql(t))
+                .map_err(|e| map(ctx(), e))?;
+            if let Some(pk) = schema::primary_key_sql(t) {
+                tx.batch_execute(&pk).map_err(|e| map(ctx(), e))?;
+            }
+            tracing::warn!(table = %t.name, "new table on the source: created on the target and copied (its secondary indexes are not built)");
+        }
+        tx.commit()
+            .map_err(|e| map("creating new tables on the target", e))
+    }
+
     /// Stops with the table and column named when a target table no longer has the source's
     /// columns (the source changed while sync was stopped).
     fn check_columns(&mut self) -> Result<(), ConnectorError> {
@@ -888,6 +923,7 @@ impl Sink for PgSink {
                 self.client
                     .batch_execute(copy::CONTROL_DDL)
                     .map_err(|e| map("upgrading cutover's control store", e))?;
+                self.create_new_tables()?;
                 self.check_columns()?;
                 let slot: Option<String> = self
                     .client
