@@ -26,6 +26,7 @@ pub enum TlsMode {
 #[derive(Clone)]
 pub struct PgEndpoint {
     config: postgres::Config,
+    async_config: tokio_postgres::Config,
     tls: TlsMode,
     redacted: String,
 }
@@ -123,8 +124,20 @@ impl PgEndpoint {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
+        // The same settings for the asynchronous driver (pipelined apply batches).
+        let mut async_config = tokio_postgres::Config::from_str(&rebuilt).map_err(|e| {
+            ConnectorError::new(
+                ErrorKind::InvalidInput,
+                format!("{redacted} is not a valid PostgreSQL URL: {e}"),
+            )
+        })?;
+        async_config.application_name("cutover");
+        if async_config.get_connect_timeout().is_none() {
+            async_config.connect_timeout(std::time::Duration::from_secs(10));
+        }
         Ok(PgEndpoint {
             config,
+            async_config,
             tls,
             redacted,
         })
@@ -171,6 +184,48 @@ impl PgEndpoint {
                  SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 3; \
                  SET default_transaction_read_only = off",
             )
+            .map_err(|e| map(ctx(), e))?;
+        Ok(client)
+    }
+}
+
+impl PgEndpoint {
+    /// Connects with the asynchronous driver; the connection runs as a task on the caller's
+    /// runtime.
+    pub(crate) async fn connect_async(&self) -> Result<tokio_postgres::Client, ConnectorError> {
+        let ctx = || format!("connecting to {}", self.redacted);
+        let client = match self.tls {
+            TlsMode::Disable => {
+                let (client, conn) = self
+                    .async_config
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| map(ctx(), e))?;
+                tokio::spawn(conn);
+                client
+            }
+            mode => {
+                let mut cfg = self.async_config.clone();
+                cfg.ssl_mode(if mode == TlsMode::Prefer {
+                    tokio_postgres::config::SslMode::Prefer
+                } else {
+                    tokio_postgres::config::SslMode::Require
+                });
+                let (client, conn) = cfg
+                    .connect(tls_connector(mode))
+                    .await
+                    .map_err(|e| map(ctx(), e))?;
+                tokio::spawn(conn);
+                client
+            }
+        };
+        client
+            .batch_execute(
+                "SET standard_conforming_strings = on; SET TIME ZONE 'UTC'; SET DateStyle = 'ISO'; \
+                 SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 3; \
+                 SET default_transaction_read_only = off",
+            )
+            .await
             .map_err(|e| map(ctx(), e))?;
         Ok(client)
     }

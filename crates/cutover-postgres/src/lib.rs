@@ -9,6 +9,7 @@ mod endpoint;
 mod error;
 pub mod pgoutput;
 pub mod pgtext;
+mod pipelined;
 mod replication;
 pub mod schema;
 mod sink;

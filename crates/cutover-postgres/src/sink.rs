@@ -14,12 +14,13 @@ use cutover_connector::{
     ApplyOp, ConnectorError, ErrorKind, KeyRange, PlannedChunk, Progress, Sink,
 };
 use cutover_model::{Change, Key, Position, Row, TableName, TableSchema, Value};
-use postgres::{Client, Statement};
+use postgres::Client;
 
 use crate::copy::{self, CopyOptions};
 use crate::endpoint::PgEndpoint;
 use crate::error::map;
 use crate::pgtext;
+use crate::pipelined::{Param, Pipelined, Stmt};
 use crate::schema::{self, ident, qualified, PgTable, Selection, SourceSchema};
 use crate::source::CaptureNames;
 
@@ -189,14 +190,15 @@ pub struct PgSink {
     schema: Option<SourceSchema>,
     tables: HashMap<TableName, TableSql>,
     finished: HashSet<TableName>,
-    statements: HashMap<String, Statement>,
+    /// The connection apply batches go through, each in one round trip.
+    pipe: Pipelined,
     /// For the changes-per-second figure in the control store.
     last_note: Option<(Instant, u64)>,
     /// Replicated writes skip triggers and foreign-key checks (`session_replication_role`), so a
     /// batch may be applied compacted, not only in source order.
     replica_role: bool,
-    /// Batches committed (without waiting for the disk) and not yet known flushed: their
-    /// checkpoint and an upper bound of their commit record's end on the target.
+    /// Checkpoints committed (without waiting for the disk) and not yet known flushed, with an
+    /// upper bound of their commit record's end on the target (sampled by `durable`).
     unflushed: std::collections::VecDeque<(Position, u64)>,
     /// The newest checkpoint known flushed.
     flushed: Option<Position>,
@@ -211,13 +213,13 @@ impl PgSink {
         truncate: bool,
         jobs: usize,
     ) -> Result<PgSink, ConnectorError> {
+        const SESSION: &str = "SET search_path = pg_catalog; SET synchronous_commit = off; \
+                               SET default_transaction_read_only = off";
         let mut client = target.connect()?;
         client
-            .batch_execute(
-                "SET search_path = pg_catalog; SET synchronous_commit = off; \
-                 SET default_transaction_read_only = off",
-            )
+            .batch_execute(SESSION)
             .map_err(|e| map("preparing the target session", e))?;
+        let pipe = Pipelined::connect(target, SESSION)?;
         Ok(PgSink {
             client,
             target: target.clone(),
@@ -229,7 +231,7 @@ impl PgSink {
             schema: None,
             tables: HashMap::new(),
             finished: HashSet::new(),
-            statements: HashMap::new(),
+            pipe,
             last_note: None,
             replica_role: false,
             unflushed: std::collections::VecDeque::new(),
@@ -244,18 +246,6 @@ impl PgSink {
                 format!("table {name} is not part of this migration on the target"),
             )
         })
-    }
-
-    fn statement(&mut self, sql: &str) -> Result<Statement, ConnectorError> {
-        if let Some(s) = self.statements.get(sql) {
-            return Ok(s.clone());
-        }
-        let s = self
-            .client
-            .prepare(sql)
-            .map_err(|e| map("preparing a statement on the target", e))?;
-        self.statements.insert(sql.to_owned(), s.clone());
-        Ok(s)
     }
 
     fn mode(&mut self) -> Result<Option<String>, ConnectorError> {
@@ -282,7 +272,10 @@ impl PgSink {
         for t in self.tables.values() {
             let exists: bool = self
                 .client
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified(&t.pg.name)])
+                .query_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[&qualified(&t.pg.name)],
+                )
                 .map_err(|e| map("inspecting the target", e))?
                 .get(0);
             if !exists {
@@ -297,7 +290,12 @@ impl PgSink {
             .transaction()
             .map_err(|e| map("creating new tables on the target", e))?;
         for t in &missing {
-            let ctx = || format!("creating table {} (new on the source) on the target", t.name);
+            let ctx = || {
+                format!(
+                    "creating table {} (new on the source) on the target",
+                    t.name
+                )
+            };
             tx.batch_execute(&schema::create_table_sql(t))
                 .map_err(|e| map(ctx(), e))?;
             if let Some(pk) = schema::primary_key_sql(t) {
@@ -363,7 +361,7 @@ impl PgSink {
         ))
     }
 
-    /// Writes `writes` and the checkpoint in one target transaction.
+    /// Writes `writes` and the checkpoint in one target transaction, sent in one go.
     fn commit_batch(
         &mut self,
         writes: &[Write<'_>],
@@ -371,28 +369,20 @@ impl PgSink {
         checkpoint: Position,
         ctx: &str,
     ) -> Result<(), ConnectorError> {
-        self.client
-            .batch_execute("BEGIN")
-            .map_err(|e| map(ctx, e))?;
-        let result = (|| {
-            self.write_runs(writes, ctx)?;
-            let changes = ops
-                .iter()
-                .filter(|o| matches!(o, ApplyOp::Change(_)))
-                .count() as i64;
-            self.client
-                .execute(
-                    "UPDATE _cutover.replication SET position = $1, changes_applied = changes_applied + $2, updated_at = now()",
-                    &[&checkpoint.to_string(), &changes],
-                )
-                .map_err(|e| map(ctx, e))?;
-            self.client.batch_execute("COMMIT").map_err(|e| map(ctx, e))
-        })();
-        if result.is_err() {
-            let _ = self.client.batch_execute("ROLLBACK");
-            return result;
-        }
-        self.note_unflushed(checkpoint)
+        let mut stmts = self.plan(writes)?;
+        let changes = ops
+            .iter()
+            .filter(|o| matches!(o, ApplyOp::Change(_)))
+            .count();
+        stmts.push(Stmt {
+            sql: "UPDATE _cutover.replication SET position = $1, changes_applied = changes_applied + $2::text::bigint, updated_at = now()".into(),
+            params: vec![
+                Param::Text(Some(checkpoint.to_string())),
+                Param::Text(Some(changes.to_string())),
+            ],
+            what: "recording the checkpoint".into(),
+        });
+        self.pipe.transaction(&stmts, ctx)
     }
 
     /// Remembers where the target's WAL stands after committing `checkpoint`, so that
@@ -409,7 +399,9 @@ impl PgSink {
         Ok(())
     }
 
-    fn write_runs(&mut self, writes: &[Write<'_>], ctx: &str) -> Result<(), ConnectorError> {
+    /// The statements that perform `writes`: one per run of writes of one kind to one table.
+    fn plan(&self, writes: &[Write<'_>]) -> Result<Vec<Stmt>, ConnectorError> {
+        let mut out = Vec::new();
         let mut i = 0;
         while i < writes.len() {
             match &writes[i] {
@@ -423,7 +415,7 @@ impl PgSink {
                         rows.push(row);
                         j += 1;
                     }
-                    self.upsert(table, &rows, ctx)?;
+                    out.push(self.upsert(table, &rows)?);
                     i = j;
                 }
                 Write::Delete(table, _) => {
@@ -436,7 +428,7 @@ impl PgSink {
                         keys.push(key);
                         j += 1;
                     }
-                    self.delete(table, &keys, ctx)?;
+                    out.push(self.delete(table, &keys)?);
                     i = j;
                 }
                 Write::Partial {
@@ -459,7 +451,7 @@ impl PgSink {
                         rows.push((old_key, row));
                         j += 1;
                     }
-                    self.partial(table, unchanged, &rows, ctx)?;
+                    out.push(self.partial(table, unchanged, &rows)?);
                     i = j;
                 }
                 Write::Truncate(tables) => {
@@ -469,38 +461,35 @@ impl PgSink {
                         .map(qualified)
                         .collect();
                     if !names.is_empty() {
-                        self.client
-                            .batch_execute(&format!("TRUNCATE {}", names.join(", ")))
-                            .map_err(|e| map(format!("{ctx}: truncating"), e))?;
+                        out.push(Stmt {
+                            sql: format!("TRUNCATE {}", names.join(", ")),
+                            params: Vec::new(),
+                            what: "truncating".into(),
+                        });
                     }
                     i += 1;
                 }
                 Write::ChunkDone(table, chunk, rows) => {
-                    self.client
-                        .execute(
-                            "UPDATE _cutover.chunks SET done = true, done_at = now(), rows = $4
-                              WHERE table_schema = $1 AND table_name = $2 AND chunk = $3",
-                            &[
-                                &table.schema,
-                                &table.name,
-                                &(*chunk as i32),
-                                &(*rows as i64),
-                            ],
-                        )
-                        .map_err(|e| map(format!("{ctx}: marking a chunk of {table} done"), e))?;
+                    out.push(Stmt {
+                        sql: "UPDATE _cutover.chunks SET done = true, done_at = now(), rows = $4::text::bigint
+                               WHERE table_schema = $1 AND table_name = $2 AND chunk = $3::text::int"
+                            .into(),
+                        params: vec![
+                            Param::Text(table.schema.clone()),
+                            Param::Text(Some(table.name.clone())),
+                            Param::Text(Some(chunk.to_string())),
+                            Param::Text(Some(rows.to_string())),
+                        ],
+                        what: format!("marking chunk {chunk} of {table} done"),
+                    });
                     i += 1;
                 }
             }
         }
-        Ok(())
+        Ok(out)
     }
 
-    fn upsert(
-        &mut self,
-        table: &TableName,
-        rows: &[&Row],
-        ctx: &str,
-    ) -> Result<(), ConnectorError> {
+    fn upsert(&self, table: &TableName, rows: &[&Row]) -> Result<Stmt, ConnectorError> {
         let t = self.table(table)?;
         // One statement may not touch a row twice: keep each key's last row.
         let mut last: HashMap<Key, usize> = HashMap::with_capacity(rows.len());
@@ -517,37 +506,19 @@ impl PgSink {
                 cols[c].push(pgtext::encode(v));
             }
         }
-        let sql = t.upsert.clone();
-        self.execute_arrays(&sql, &cols, || {
-            format!("{ctx}: writing {} rows of {table}", rows.len())
+        Ok(Stmt {
+            sql: t.upsert.clone(),
+            params: cols.into_iter().map(Param::Texts).collect(),
+            what: format!("writing {} rows of {table}", rows.len()),
         })
     }
 
-    /// Runs `sql` with one text array parameter per column.
-    fn execute_arrays(
-        &mut self,
-        sql: &str,
-        cols: &[Vec<Option<String>>],
-        ctx: impl Fn() -> String,
-    ) -> Result<(), ConnectorError> {
-        let stmt = self.statement(sql)?;
-        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = cols
-            .iter()
-            .map(|c| c as &(dyn postgres::types::ToSql + Sync))
-            .collect();
-        self.client
-            .execute(&stmt, &refs)
-            .map_err(|e| map(ctx(), e))?;
-        Ok(())
-    }
-
     fn partial(
-        &mut self,
+        &self,
         table: &TableName,
         unchanged: &[usize],
         rows: &[(&Key, &Row)],
-        ctx: &str,
-    ) -> Result<(), ConnectorError> {
+    ) -> Result<Stmt, ConnectorError> {
         let t = self.table(table)?;
         let set: Vec<usize> = (0..t.columns.len())
             .filter(|i| !unchanged.contains(i))
@@ -562,18 +533,14 @@ impl PgSink {
                 cols[set.len() + p].push(pgtext::encode(v));
             }
         }
-        let sql = t.partial_update(unchanged);
-        self.execute_arrays(&sql, &cols, || {
-            format!("{ctx}: updating {} rows of {table}", rows.len())
+        Ok(Stmt {
+            sql: t.partial_update(unchanged),
+            params: cols.into_iter().map(Param::Texts).collect(),
+            what: format!("updating {} rows of {table}", rows.len()),
         })
     }
 
-    fn delete(
-        &mut self,
-        table: &TableName,
-        keys: &[&Key],
-        ctx: &str,
-    ) -> Result<(), ConnectorError> {
+    fn delete(&self, table: &TableName, keys: &[&Key]) -> Result<Stmt, ConnectorError> {
         let t = self.table(table)?;
         let mut cols: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(keys.len()); t.key.len()];
         for k in keys {
@@ -581,9 +548,10 @@ impl PgSink {
                 cols[c].push(pgtext::encode(v));
             }
         }
-        let sql = t.delete.clone();
-        self.execute_arrays(&sql, &cols, || {
-            format!("{ctx}: deleting {} rows of {table}", keys.len())
+        Ok(Stmt {
+            sql: t.delete.clone(),
+            params: cols.into_iter().map(Param::Texts).collect(),
+            what: format!("deleting {} rows of {table}", keys.len()),
         })
     }
 }
@@ -957,8 +925,8 @@ impl Sink for PgSink {
         // writes (the source already checked them, and chunks arrive in any order).
         self.replica_role = true;
         if let Err(e) = self
-            .client
-            .batch_execute("SET session_replication_role = replica")
+            .pipe
+            .execute_simple("SET session_replication_role = replica")
         {
             self.replica_role = false;
             tracing::warn!(error = %e, "cannot set session_replication_role = replica on the target (needs superuser); triggers on the target will fire for replicated writes");
@@ -1059,30 +1027,32 @@ impl Sink for PgSink {
     }
 
     fn durable(&mut self, applied: Position) -> Result<Position, ConnectorError> {
-        if !self.unflushed.is_empty() {
-            let flush: String = self
-                .client
-                .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
-                .map_err(|e| map("reading the target's flushed WAL position", e))?
-                .get(0);
-            let flush = match format!("lsn:{flush}").parse::<Position>() {
-                Ok(Position::Lsn(l)) => l,
-                _ => 0,
-            };
-            while let Some(&(checkpoint, lsn)) = self.unflushed.front() {
-                if lsn > flush {
-                    break;
-                }
-                self.flushed = Some(checkpoint);
-                self.unflushed.pop_front();
-            }
+        // Every batch committed so far (up to `applied`) has its commit record before the insert
+        // position now; it is on disk once the flush position has passed that.
+        let r = self
+            .client
+            .query_one(
+                "SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text",
+                &[],
+            )
+            .map_err(|e| map("reading the target's flushed WAL position", e))?;
+        let lsn = |i: usize| match format!("lsn:{}", r.get::<_, String>(i)).parse::<Position>() {
+            Ok(Position::Lsn(l)) => l,
+            _ => 0,
+        };
+        let (insert, flush) = (lsn(0), lsn(1));
+        if self.unflushed.back().is_none_or(|&(c, _)| c < applied) {
+            self.unflushed.push_back((applied, insert));
         }
-        Ok(match (self.unflushed.front(), self.flushed) {
-            (None, _) => applied,
-            (Some(_), Some(f)) => f,
-            // Nothing known on disk yet: release nothing new.
-            (Some(_), None) => Position::Lsn(0),
-        })
+        while let Some(&(checkpoint, lsn)) = self.unflushed.front() {
+            if lsn > flush {
+                break;
+            }
+            self.flushed = Some(checkpoint);
+            self.unflushed.pop_front();
+        }
+        // Nothing known on disk yet: release nothing new.
+        Ok(self.flushed.unwrap_or(Position::Lsn(0)))
     }
 
     fn finish_tables(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {

@@ -1,0 +1,131 @@
+//! A connection that sends a whole transaction at once: `BEGIN`, every statement and `COMMIT`
+//! go out together and their answers come back together (the protocol's pipelining, which
+//! tokio-postgres does when requests are issued concurrently). An apply batch then costs one
+//! round trip to the target instead of one per statement, which is most of the replication lag
+//! on a busy source.
+
+use std::collections::HashMap;
+
+use bytes::BytesMut;
+use cutover_connector::ConnectorError;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+
+use crate::endpoint::PgEndpoint;
+use crate::error::map;
+
+/// A statement's parameter: a text array (one per column, for `unnest`) or one text value.
+#[derive(Debug, Clone)]
+pub(crate) enum Param {
+    Texts(Vec<Option<String>>),
+    Text(Option<String>),
+}
+
+impl ToSql for Param {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Param::Texts(v) => v.to_sql(ty, out),
+            Param::Text(t) => t.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <Vec<Option<String>> as ToSql>::accepts(ty) || <Option<String> as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
+}
+
+/// One statement of a batch, with what to say if it fails.
+#[derive(Debug, Clone)]
+pub(crate) struct Stmt {
+    pub sql: String,
+    pub params: Vec<Param>,
+    pub what: String,
+}
+
+pub(crate) struct Pipelined {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    prepared: HashMap<String, tokio_postgres::Statement>,
+}
+
+impl Pipelined {
+    /// Connects and runs `setup` (session settings).
+    pub(crate) fn connect(endpoint: &PgEndpoint, setup: &str) -> Result<Pipelined, ConnectorError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                ConnectorError::new(
+                    cutover_connector::ErrorKind::Database,
+                    format!("starting an I/O runtime: {e}"),
+                )
+            })?;
+        let client = rt.block_on(endpoint.connect_async())?;
+        let ctx = || format!("preparing a session on {}", endpoint.redacted());
+        rt.block_on(client.batch_execute(setup))
+            .map_err(|e| map(ctx(), e))?;
+        Ok(Pipelined {
+            rt,
+            client,
+            prepared: HashMap::new(),
+        })
+    }
+
+    /// Runs `sql` alone (outside a batch).
+    pub(crate) fn execute_simple(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.rt.block_on(self.client.batch_execute(sql))
+    }
+
+    /// Runs `stmts` in one transaction, sent at once. On any error nothing is committed and the
+    /// first failing statement's error is returned.
+    pub(crate) fn transaction(&mut self, stmts: &[Stmt], ctx: &str) -> Result<(), ConnectorError> {
+        // Statements not seen before are prepared first (once per connection).
+        for s in stmts {
+            if !self.prepared.contains_key(&s.sql) {
+                let p = self
+                    .rt
+                    .block_on(self.client.prepare(&s.sql))
+                    .map_err(|e| map(format!("{ctx}: {}", s.what), e))?;
+                self.prepared.insert(s.sql.clone(), p);
+            }
+        }
+        let client = &self.client;
+        let prepared = &self.prepared;
+        let results = self.rt.block_on(async {
+            let begin = client.batch_execute("BEGIN");
+            let writes = futures_util::future::join_all(stmts.iter().map(|s| {
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    s.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let stmt = &prepared[&s.sql];
+                async move { client.execute(stmt, &params).await }
+            }));
+            let commit = client.batch_execute("COMMIT");
+            futures_util::future::join3(begin, writes, commit).await
+        });
+        let (begin, writes, commit) = results;
+        let first_error = begin
+            .err()
+            .map(|e| map(ctx, e))
+            .or_else(|| {
+                writes
+                    .into_iter()
+                    .zip(stmts)
+                    .find_map(|(r, s)| r.err().map(|e| map(format!("{ctx}: {}", s.what), e)))
+            })
+            .or_else(|| commit.err().map(|e| map(ctx, e)));
+        match first_error {
+            None => Ok(()),
+            Some(e) => {
+                // A failed statement turned COMMIT into a rollback; make sure no transaction
+                // is left open either way.
+                let _ = self.execute_simple("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+}
