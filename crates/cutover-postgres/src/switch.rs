@@ -523,7 +523,11 @@ fn end_sessions(
     let ended: Vec<i32> = client
         .query(
             &format!(
-                "SELECT pid FROM pg_stat_activity WHERE {filter} AND pid <> pg_backend_pid() AND pg_terminate_backend(pid)"
+                // Materialized first: in one WHERE clause, nothing stops the planner from
+                // calling pg_terminate_backend before the filter (ending other databases'
+                // sessions).
+                "WITH victims AS MATERIALIZED (SELECT pid FROM pg_stat_activity WHERE {filter} AND pid <> pg_backend_pid())
+                 SELECT pid FROM victims WHERE pg_terminate_backend(pid)"
             ),
             params,
         )?

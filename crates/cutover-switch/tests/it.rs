@@ -457,3 +457,35 @@ fn a_switch_is_refused_with_the_numbers_when_the_follower_lags() {
     let err = run_switch(&m, &mut control, &options(Direction::Forward)).unwrap_err();
     assert!(err.to_string().contains("nothing to roll back"), "{err}");
 }
+
+/// Regression: the fence once called pg_terminate_backend in the same WHERE clause as its
+/// filter, and the planner was free to end sessions of other databases first.
+#[test]
+fn the_fence_ends_the_sources_sessions_and_no_others() {
+    let pg = Postgres::shared().unwrap();
+    let m = Migration::new(pg, "fence");
+    m.catch_up(Direction::Forward);
+    let bystander_db = pg.fresh_database("bystander").unwrap();
+    let connect = |db: &str, app: &str| {
+        let url = format!("{}?application_name={app}", pg.url(db));
+        postgres::Client::connect(&url, postgres::NoTls).unwrap()
+    };
+    let mut bystander = connect(&bystander_db, "other-app");
+    let mut on_target = connect(&m.dst, "other-app");
+    let mut on_source = connect(&m.src, "the-app");
+    let mut control = m.control(Orientation::Switch);
+    let report = run_switch(&m, &mut control, &options(Direction::Reverse)).unwrap();
+    assert!(report.sessions_ended >= 1, "{report:?}");
+    assert!(
+        on_source.simple_query("SELECT 1").is_err(),
+        "the application's source session was ended"
+    );
+    assert!(
+        bystander.simple_query("SELECT 1").is_ok(),
+        "another database's session is untouched"
+    );
+    assert!(
+        on_target.simple_query("SELECT 1").is_ok(),
+        "the target's sessions are untouched"
+    );
+}
