@@ -561,31 +561,14 @@ mod tests {
     use crate::schema::PgColumn;
 
     fn captured() -> Arc<Vec<Captured>> {
-        let col = |n: &str, oid: u32, ty: &str| PgColumn {
-            name: n.into(),
-            type_sql: ty.into(),
-            type_oid: oid,
-            not_null: false,
-            default: None,
-            identity: None,
-            generated: None,
-            collation: None,
-            needs_text_copy: false,
-        };
-        let table = PgTable {
-            name: TableName::new(Some("public"), "t"),
-            kind: 'r',
-            unlogged: false,
-            columns: vec![col("id", 20, "bigint"), col("doc", 25, "text")],
-            primary_key: Some(("t_pkey".into(), vec!["id".into()])),
-            primary_key_inherited: false,
-            partition_of: None,
-            partition_key: None,
-            rows_estimate: 0,
-            bytes: 0,
-            replica_identity: 'd',
-            key_correlation: None,
-        };
+        let table = PgTable::plain(
+            TableName::new(Some("public"), "t"),
+            vec![
+                PgColumn::plain("id", "bigint", 20),
+                PgColumn::plain("doc", "text", 25),
+            ],
+            &["id"],
+        );
         Arc::new(vec![Captured {
             schema: table.model(),
             table,

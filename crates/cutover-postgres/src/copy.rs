@@ -902,31 +902,14 @@ mod tests {
     use crate::schema::PgColumn;
 
     fn table() -> PgTable {
-        let col = |n: &str, ty: &str| PgColumn {
-            name: n.into(),
-            type_sql: ty.into(),
-            not_null: true,
-            default: None,
-            identity: None,
-            generated: None,
-            collation: None,
-            needs_text_copy: false,
-            type_oid: 0,
-        };
-        PgTable {
-            name: TableName::new(Some("s"), "t"),
-            kind: 'r',
-            unlogged: false,
-            columns: vec![col("A", "bigint"), col("b", "text")],
-            primary_key: Some(("t_pkey".into(), vec!["A".into(), "b".into()])),
-            primary_key_inherited: false,
-            partition_of: None,
-            partition_key: None,
-            rows_estimate: 0,
-            bytes: 0,
-            replica_identity: 'd',
-            key_correlation: None,
-        }
+        PgTable::plain(
+            TableName::new(Some("s"), "t"),
+            vec![
+                PgColumn::plain("A", "bigint", 20),
+                PgColumn::plain("b", "text", 25),
+            ],
+            &["A", "b"],
+        )
     }
 
     #[test]

@@ -123,6 +123,45 @@ impl PgTable {
     }
 }
 
+impl PgColumn {
+    /// A plain column (for unit tests): nullable, no default.
+    #[cfg(test)]
+    pub(crate) fn plain(name: &str, type_sql: &str, type_oid: u32) -> PgColumn {
+        PgColumn {
+            name: name.into(),
+            type_sql: type_sql.into(),
+            type_oid,
+            not_null: false,
+            default: None,
+            identity: None,
+            generated: None,
+            collation: None,
+            needs_text_copy: false,
+        }
+    }
+}
+
+impl PgTable {
+    /// An ordinary table with these columns and primary key (for unit tests).
+    #[cfg(test)]
+    pub(crate) fn plain(name: TableName, columns: Vec<PgColumn>, key: &[&str]) -> PgTable {
+        PgTable {
+            name,
+            kind: 'r',
+            unlogged: false,
+            columns,
+            primary_key: Some(("t_pkey".into(), key.iter().map(|k| (*k).into()).collect())),
+            primary_key_inherited: false,
+            partition_of: None,
+            partition_key: None,
+            rows_estimate: 0,
+            bytes: 0,
+            replica_identity: 'd',
+            key_correlation: None,
+        }
+    }
+}
+
 /// Maps a `format_type` spelling to the model's type.
 pub(crate) fn column_type(t: &str) -> ColumnType {
     if let Some(elem) = t.strip_suffix("[]") {

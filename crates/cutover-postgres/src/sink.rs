@@ -1129,32 +1129,9 @@ mod tests {
     use crate::schema::PgColumn;
 
     fn table() -> (TableName, HashMap<TableName, TableSql>) {
-        let col = |n: &str| PgColumn {
-            name: n.into(),
-            type_sql: "text".into(),
-            type_oid: 25,
-            not_null: false,
-            default: None,
-            identity: None,
-            generated: None,
-            collation: None,
-            needs_text_copy: false,
-        };
+        let col = |n: &str| PgColumn::plain(n, "text", 25);
         let name = TableName::new(Some("public"), "t");
-        let pg = PgTable {
-            name: name.clone(),
-            kind: 'r',
-            unlogged: false,
-            columns: vec![col("id"), col("a"), col("doc")],
-            primary_key: Some(("t_pkey".into(), vec!["id".into()])),
-            primary_key_inherited: false,
-            partition_of: None,
-            partition_key: None,
-            rows_estimate: 0,
-            bytes: 0,
-            replica_identity: 'd',
-            key_correlation: None,
-        };
+        let pg = PgTable::plain(name.clone(), vec![col("id"), col("a"), col("doc")], &["id"]);
         let model = pg.model();
         let mut m = HashMap::new();
         m.insert(name.clone(), TableSql::new(&pg, &model));

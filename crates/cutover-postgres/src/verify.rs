@@ -806,17 +806,7 @@ mod tests {
     use super::*;
 
     fn col(name: &str, ty: &str) -> PgColumn {
-        PgColumn {
-            name: name.into(),
-            type_sql: ty.into(),
-            not_null: true,
-            default: None,
-            identity: None,
-            generated: None,
-            collation: None,
-            needs_text_copy: false,
-            type_oid: 0,
-        }
+        PgColumn::plain(name, ty, 0)
     }
 
     #[test]
