@@ -40,6 +40,15 @@ pub struct CopyArgs {
     /// Print a JSON summary on stdout at the end (tables, rows, bytes, seconds, MB/s).
     #[arg(long)]
     json: bool,
+    /// Start change capture before copying (a replication slot and publication cutover_NAME on
+    /// the source, wal_level=logical) and copy in the slot's snapshot, so that a later
+    /// `cutover sync` follows on from there without copying again. The slot keeps WAL on the
+    /// source until sync follows it or `cutover cleanup` drops it.
+    #[arg(long)]
+    capture: bool,
+    /// With --capture: the migration's name [default: the target's database name].
+    #[arg(long)]
+    name: Option<String>,
 }
 
 pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
@@ -71,6 +80,14 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
     if let Some(j) = args.jobs.or(file.jobs) {
         opts.jobs = j.max(1);
     }
+    if args.capture {
+        if !opts.consistent_snapshot {
+            bail!("--capture copies in the replication slot's snapshot; it cannot be combined with --no-snapshot");
+        }
+        opts.capture = Some(cutover_postgres::CaptureNames::for_migration(
+            args.name.as_deref().unwrap_or(target.dbname()),
+        ));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = Arc::clone(&stop);
@@ -100,6 +117,14 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
         println!("{}", json(&report));
     } else {
         print_report(&report);
+    }
+    if let (Some(names), false) = (&opts.capture, args.json) {
+        eprintln!(
+            "change capture runs since the copy's snapshot: slot {} keeps WAL on the source from now on. \
+             Run `cutover sync` with the same --source/--target to follow the changes (nothing is copied again), \
+             or `cutover cleanup` to drop the slot",
+            names.slot
+        );
     }
     if report.interrupted {
         eprintln!("interrupted: chunks copied so far are kept; run the same command to resume");

@@ -41,6 +41,9 @@ pub struct CopyOptions {
     /// Read every chunk in one exported snapshot, so the copy is one consistent instant of the
     /// source (as pg_dump does). Engines without `pg_export_snapshot` need `false`.
     pub consistent_snapshot: bool,
+    /// Start change capture first (slot and publication with these names) and copy in the
+    /// slot's exported snapshot, so that a later `sync` follows on without copying again.
+    pub capture: Option<crate::source::CaptureNames>,
 }
 
 impl Default for CopyOptions {
@@ -53,6 +56,7 @@ impl Default for CopyOptions {
             truncate: false,
             selection: Selection::default(),
             consistent_snapshot: true,
+            capture: None,
         }
     }
 }
@@ -125,6 +129,7 @@ CREATE TABLE IF NOT EXISTS _cutover.chunks (
     bytes bigint,
     done_at timestamptz,
     PRIMARY KEY (table_schema, table_name, chunk));
+ALTER TABLE _cutover.chunks ADD COLUMN IF NOT EXISTS in_snapshot boolean NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS _cutover.steps (
     id int PRIMARY KEY,
     phase text NOT NULL,
@@ -273,7 +278,19 @@ pub fn copy(
         progress.set_phase(Phase::Copying);
         // One snapshot for every chunk: the copy is one instant of the source.
         let mut snapshot_holder = None;
-        let snapshot = if opts.consistent_snapshot && !resumed {
+        let mut capture_holder = None;
+        let snapshot = if let (Some(names), false) = (&opts.capture, resumed) {
+            let mut capture = crate::source::PgSource::open(source, &opts.selection, names)?;
+            let (holder, at, id) = capture.capture_with_snapshot()?;
+            tgt.execute(
+                "INSERT INTO _cutover.replication (id, slot, publication, position) VALUES (1, $1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET slot = EXCLUDED.slot, publication = EXCLUDED.publication, position = EXCLUDED.position",
+                &[&names.slot, &names.publication, &at.to_string()],
+            )
+            .map_err(|e| map("recording where change capture starts", e))?;
+            capture_holder = Some(holder);
+            Some(id)
+        } else if opts.consistent_snapshot && !resumed {
             let mut c = source.connect()?;
             c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 .map_err(|e| map("opening the copy's snapshot on the source", e))?;
@@ -312,6 +329,7 @@ pub fn copy(
             }
         });
         drop(snapshot_holder);
+        drop(capture_holder);
         if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
@@ -774,7 +792,7 @@ fn worker(
         }
         drop(counting);
         ttx.execute(
-            "UPDATE _cutover.chunks SET done = true, rows = $4, bytes = $5, done_at = now()
+            "UPDATE _cutover.chunks SET done = true, rows = $4, bytes = $5, done_at = now(), in_snapshot = $6
               WHERE table_schema = $1 AND table_name = $2 AND chunk = $3",
             &[
                 &t.name.schema,
@@ -782,6 +800,7 @@ fn worker(
                 &chunk.index,
                 &(rows as i64),
                 &(bytes as i64),
+                &snapshot.is_some(),
             ],
         )
         .map_err(|e| map(ctx(), e))?;

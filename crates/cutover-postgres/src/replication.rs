@@ -351,6 +351,31 @@ impl ReplicationConnection {
         }
     }
 
+    /// Runs one replication command (`CREATE_REPLICATION_SLOT …`) and returns its rows as text.
+    pub(crate) fn command(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ConnectorError> {
+        let ctx = format!("running {sql:?} on {}", self.describe);
+        frontend::query(sql, &mut self.wbuf).map_err(|e| self.io_error(&ctx, e))?;
+        self.flush().map_err(|e| self.io_error(&ctx, e))?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let f = self.next_frame(None)?.ok_or_else(|| self.closed(&ctx))?;
+            match f.tag {
+                b'D' => rows.push(parse_data_row(&f.body).map_err(|e| self.io_error(&ctx, e))?),
+                b'E' => error = Some(self.server_error(&ctx, &f.body)),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    }
+
     /// `START_REPLICATION SLOT … LOGICAL …`: from here on the server streams.
     pub(crate) fn start_logical(
         &mut self,
@@ -521,6 +546,28 @@ impl Drop for ReplicationConnection {
     }
 }
 
+/// A DataRow's values as text (`None` for NULL).
+fn parse_data_row(body: &[u8]) -> io::Result<Vec<Option<String>>> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed DataRow");
+    let n = body.get(..2).ok_or_else(bad)?;
+    let n = i16::from_be_bytes([n[0], n[1]]).max(0) as usize;
+    let mut rest = &body[2..];
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = rest.get(..4).ok_or_else(bad)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        rest = &rest[4..];
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let value = rest.get(..len as usize).ok_or_else(bad)?;
+        out.push(Some(String::from_utf8_lossy(value).into_owned()));
+        rest = &rest[len as usize..];
+    }
+    Ok(out)
+}
+
 fn open_transport(endpoint: &PgEndpoint) -> io::Result<Transport> {
     let config = endpoint.config();
     let port = config.get_ports().first().copied().unwrap_or(5432);
@@ -643,6 +690,18 @@ mod tests {
             assert!(ReplicationMessage::parse(w[..n].to_vec().into()).is_err());
         }
         assert!(ReplicationMessage::parse(vec![b'x', 0, 0].into()).is_err());
+    }
+
+    #[test]
+    fn data_rows_parse_and_short_ones_are_errors() {
+        let body = [0u8, 2, 0, 0, 0, 2, b'h', b'i', 0xff, 0xff, 0xff, 0xff];
+        assert_eq!(
+            parse_data_row(&body).unwrap(),
+            vec![Some("hi".to_owned()), None]
+        );
+        for n in 0..body.len() - 4 {
+            assert!(parse_data_row(&body[..n]).is_err(), "{n} bytes");
+        }
     }
 
     #[test]

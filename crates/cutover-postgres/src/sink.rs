@@ -849,18 +849,40 @@ impl Sink for PgSink {
                     .map_err(|e| map("committing the target's schema", e))?;
             }
             Some("copy") => {
-                // A copy made without change capture: rows changed since it ran are unknown,
-                // so every chunk is copied again (overwritten by key, none duplicated).
-                tracing::warn!("the target holds a copy made before change capture started; every chunk is copied again (rows are overwritten by key, none duplicated)");
                 let mut tx = self
                     .client
                     .transaction()
                     .map_err(|e| map("converting the copy into a sync", e))?;
                 tx.batch_execute(copy::CONTROL_DDL)
                     .map_err(|e| map("upgrading cutover's control store", e))?;
+                // `copy --capture` read its chunks in the slot's snapshot: those are exactly
+                // the rows before the slot's stream, and stay. Chunks copied without it (a copy
+                // without capture, or one resumed after an interruption) are copied again:
+                // changes made since they were read could be missing (rows are overwritten by
+                // key, none duplicated).
+                let captured = tx
+                    .query_opt(
+                        "SELECT 1 FROM _cutover.replication WHERE slot = $1 AND position IS NOT NULL",
+                        &[&self.names.slot],
+                    )
+                    .map_err(|e| map("reading cutover's control store", e))?
+                    .is_some();
+                let again = tx
+                    .execute(
+                        &format!(
+                            "UPDATE _cutover.chunks SET done = false, done_at = NULL WHERE done{}",
+                            if captured { " AND NOT in_snapshot" } else { "" }
+                        ),
+                        &[],
+                    )
+                    .map_err(|e| map("converting the copy into a sync", e))?;
+                if again > 0 {
+                    tracing::warn!(chunks = again, "chunks copied outside change capture's snapshot are copied again (rows are overwritten by key, none duplicated)");
+                }
                 tx.batch_execute(
-                    "UPDATE _cutover.chunks SET done = false, done_at = NULL;
-                     UPDATE _cutover.migration SET mode = 'sync', phase = 'copying', updated_at = now();",
+                    "UPDATE _cutover.migration SET mode = 'sync', updated_at = now(),
+                            phase = CASE WHEN phase = 'copied' AND NOT EXISTS (SELECT 1 FROM _cutover.chunks WHERE NOT done)
+                                         THEN 'replicating' ELSE 'copying' END",
                 )
                 .map_err(|e| map("converting the copy into a sync", e))?;
                 tx.execute(

@@ -54,6 +54,11 @@ impl CaptureNames {
     }
 }
 
+/// Keeps a slot's exported snapshot usable: drop it when every reader has joined the snapshot.
+pub struct CaptureSnapshot {
+    _conn: ReplicationConnection,
+}
+
 /// Reads chunks and the change stream of one PostgreSQL database. The stream is read on a thread
 /// of its own ([`ChangeStream`]); large transactions come in pieces (see [`crate::changes`]).
 pub struct PgSource {
@@ -206,6 +211,129 @@ impl PgSource {
         );
         self.stream = Some(ChangeStream::start(conn, after, decoder));
         Ok(())
+    }
+
+    /// Checks that every table can be captured (a key, a replica identity; wal_level) and
+    /// creates or updates the publication. Refuses before changing anything on the source.
+    fn publish(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        if self.captured.is_empty() {
+            self.load()?;
+        }
+        let mut refuse = Vec::new();
+        let mut leaves = Vec::new();
+        for t in tables {
+            let c = self.captured(t)?;
+            match (c.table.primary_key.is_some(), c.table.replica_identity) {
+                (false, _) => refuse.push(format!(
+                    "{} has no primary key (add one, or leave it out with --exclude-tables {})",
+                    c.table.name, c.table.name
+                )),
+                (true, 'n') => refuse.push(format!(
+                    "{} has REPLICA IDENTITY NOTHING, so the source would refuse its updates and deletes once published \
+                     (run ALTER TABLE {} REPLICA IDENTITY DEFAULT, or leave it out with --exclude-tables)",
+                    c.table.name,
+                    qualified(&c.table.name)
+                )),
+                _ => leaves.push(qualified(&c.table.name)),
+            }
+        }
+        if !refuse.is_empty() {
+            return Err(ConnectorError::new(
+                ErrorKind::SchemaMismatch,
+                format!(
+                    "change capture needs a primary key on every table; nothing was changed on the source: {}",
+                    refuse.join("; ")
+                ),
+            ));
+        }
+        let publication = self.names.publication.clone();
+        let ctx = |what: &str| format!("{what} on the source");
+        let wal_level: String = self
+            .client
+            .query_one("SHOW wal_level", &[])
+            .map_err(|e| map(ctx("reading wal_level"), e))?
+            .get(0);
+        if wal_level != "logical" {
+            return Err(ConnectorError::new(
+                ErrorKind::Permission,
+                format!(
+                    "the source runs with wal_level = {wal_level}; change capture needs wal_level = logical \
+                     (ALTER SYSTEM SET wal_level = logical, then restart the source server)"
+                ),
+            ));
+        }
+        let exists: bool = self
+            .client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
+                &[&publication],
+            )
+            .map_err(|e| map(ctx("inspecting publications"), e))?
+            .get(0);
+        let list = leaves.join(", ");
+        let sql = if exists {
+            format!("ALTER PUBLICATION {} SET TABLE {list}", ident(&publication))
+        } else {
+            format!(
+                "CREATE PUBLICATION {} FOR TABLE {list}",
+                ident(&publication)
+            )
+        };
+        self.client
+            .batch_execute(&sql)
+            .map_err(|e| map(ctx(&format!("creating publication {publication}")), e))?;
+        Ok(())
+    }
+
+    /// Starts change capture for a copy that reads in the returned snapshot (`cutover copy
+    /// --capture`): the publication, then the slot created through a replication connection
+    /// with its snapshot exported. Every transaction committed after the snapshot is in the
+    /// slot's stream, so a later sync continues from `consistent point` without copying again.
+    /// The snapshot can be used while the returned connection stays open and idle.
+    pub fn capture_with_snapshot(
+        &mut self,
+    ) -> Result<(CaptureSnapshot, Position, String), ConnectorError> {
+        let tables = self.tables()?;
+        self.publish(&tables)?;
+        if self.slot_state()?.is_some() {
+            return Err(ConnectorError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "replication slot {} already exists on the source: a sync of this migration ran before. \
+                     Follow it with `cutover sync`, or remove it with `cutover cleanup` to copy again",
+                    self.names.slot
+                ),
+            ));
+        }
+        let mut conn = ReplicationConnection::connect(&self.endpoint)?;
+        let rows = conn.command(&format!(
+            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+            ident(&self.names.slot)
+        ))?;
+        let row = rows.first().ok_or_else(|| {
+            ConnectorError::new(
+                ErrorKind::Database,
+                "CREATE_REPLICATION_SLOT returned no row",
+            )
+        })?;
+        let at = row
+            .get(1)
+            .and_then(|v| v.as_deref())
+            .and_then(parse_lsn)
+            .ok_or_else(|| {
+                ConnectorError::new(
+                    ErrorKind::Database,
+                    "CREATE_REPLICATION_SLOT returned no position",
+                )
+            })?;
+        let snapshot = row.get(2).and_then(|v| v.clone()).ok_or_else(|| {
+            ConnectorError::new(
+                ErrorKind::Database,
+                "CREATE_REPLICATION_SLOT exported no snapshot",
+            )
+        })?;
+        tracing::info!(slot = %self.names.slot, position = %Position::Lsn(at), "change capture started with an exported snapshot");
+        Ok((CaptureSnapshot { _conn: conn }, Position::Lsn(at), snapshot))
     }
 
     /// Rows of `c` read with a simple query (every value in its text form).
@@ -448,72 +576,9 @@ impl Source for PgSource {
     }
 
     fn start_capture(&mut self, tables: &[TableSchema]) -> Result<Position, ConnectorError> {
-        if self.captured.is_empty() {
-            self.load()?;
-        }
-        let mut refuse = Vec::new();
-        let mut leaves = Vec::new();
-        for t in tables {
-            let c = self.captured(t)?;
-            match (c.table.primary_key.is_some(), c.table.replica_identity) {
-                (false, _) => refuse.push(format!(
-                    "{} has no primary key (add one, or leave it out with --exclude-tables {})",
-                    c.table.name, c.table.name
-                )),
-                (true, 'n') => refuse.push(format!(
-                    "{} has REPLICA IDENTITY NOTHING, so the source would refuse its updates and deletes once published \
-                     (run ALTER TABLE {} REPLICA IDENTITY DEFAULT, or leave it out with --exclude-tables)",
-                    c.table.name,
-                    qualified(&c.table.name)
-                )),
-                _ => leaves.push(qualified(&c.table.name)),
-            }
-        }
-        if !refuse.is_empty() {
-            return Err(ConnectorError::new(
-                ErrorKind::SchemaMismatch,
-                format!(
-                    "change capture needs a primary key on every table; nothing was changed on the source: {}",
-                    refuse.join("; ")
-                ),
-            ));
-        }
-        let (slot, publication) = (self.names.slot.clone(), self.names.publication.clone());
+        self.publish(tables)?;
+        let slot = self.names.slot.clone();
         let ctx = |what: &str| format!("{what} on the source");
-        let wal_level: String = self
-            .client
-            .query_one("SHOW wal_level", &[])
-            .map_err(|e| map(ctx("reading wal_level"), e))?
-            .get(0);
-        if wal_level != "logical" {
-            return Err(ConnectorError::new(
-                ErrorKind::Permission,
-                format!(
-                    "the source runs with wal_level = {wal_level}; change capture needs wal_level = logical \
-                     (ALTER SYSTEM SET wal_level = logical, then restart the source server)"
-                ),
-            ));
-        }
-        let exists: bool = self
-            .client
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)",
-                &[&publication],
-            )
-            .map_err(|e| map(ctx("inspecting publications"), e))?
-            .get(0);
-        let list = leaves.join(", ");
-        let sql = if exists {
-            format!("ALTER PUBLICATION {} SET TABLE {list}", ident(&publication))
-        } else {
-            format!(
-                "CREATE PUBLICATION {} FOR TABLE {list}",
-                ident(&publication)
-            )
-        };
-        self.client
-            .batch_execute(&sql)
-            .map_err(|e| map(ctx(&format!("creating publication {publication}")), e))?;
         if let Some((confirmed, _, _)) = self.slot_state()? {
             return Ok(Position::Lsn(confirmed.unwrap_or(0)));
         }

@@ -485,3 +485,113 @@ fn a_restarted_sync_applies_nothing_twice_and_skips_nothing() {
     assert_same(pg, &src, &dst, "c", "id");
     cleanup(&s);
 }
+
+#[test]
+fn a_copy_with_capture_is_followed_by_sync_without_copying_it_again() {
+    use cutover_postgres::copy::{copy, CopyOptions};
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("capcopy_s").unwrap();
+    pg.psql(&src, BUSY).unwrap();
+    let dst = pg.fresh_database("capcopy_t").unwrap();
+    let (s, t) = pair(pg, &src, &dst, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Arc::new(AtomicU64::new(0));
+    let w = writer(pg.url(&src), Arc::clone(&stop), Arc::clone(&writes));
+    // The application writes all along: before, during and after the copy.
+    let opts = CopyOptions {
+        jobs: 2,
+        chunk_bytes: 256 << 10,
+        capture: Some(s.names.clone()),
+        ..CopyOptions::default()
+    };
+    let report = copy(
+        &s.endpoint,
+        &t.endpoint,
+        &opts,
+        &Progress::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert!(report.rows > 0);
+    assert_eq!(
+        pg.psql(
+            &dst,
+            "SELECT count(*) FILTER (WHERE NOT in_snapshot) FROM _cutover.chunks"
+        )
+        .unwrap(),
+        "0",
+        "every chunk was read in the slot's snapshot"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    w.join().unwrap();
+    let r = start(&s, &t, small_chunks());
+    let report = drain(pg, &src, r);
+    assert_eq!(report.rows_copied, 0, "nothing copied again: {report:?}");
+    assert!(report.changes_applied > 0, "{report:?}");
+    assert_same(pg, &src, &dst, "busy", "id");
+    cleanup(&s);
+}
+
+#[test]
+fn chunks_of_a_resumed_capture_copy_are_copied_again_by_sync_and_the_rest_are_not() {
+    use cutover_postgres::copy::{copy, CopyOptions};
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("capres_s").unwrap();
+    pg.psql(&src, BUSY).unwrap();
+    let dst = pg.fresh_database("capres_t").unwrap();
+    let (s, t) = pair(pg, &src, &dst, &[]);
+    let opts = CopyOptions {
+        jobs: 1,
+        chunk_bytes: 128 << 10,
+        max_rows_per_sec: std::num::NonZeroU32::new(8_000),
+        capture: Some(s.names.clone()),
+        ..CopyOptions::default()
+    };
+    // Interrupted once chunks are copied; resumed outside the slot's snapshot.
+    let stop = AtomicBool::new(false);
+    let progress = Progress::default();
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| copy(&s.endpoint, &t.endpoint, &opts, &progress, &stop));
+        while progress.rows_copied.load(Ordering::Relaxed) < 4_000 {
+            assert!(
+                !h.is_finished(),
+                "copy finished before it could be interrupted"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::SeqCst);
+        assert!(h.join().unwrap().unwrap().interrupted);
+    });
+    pg.psql(&src, "UPDATE busy SET counter = counter + 1000 WHERE id % 7 = 0; DELETE FROM busy WHERE id % 11 = 0")
+        .unwrap();
+    let resumed = CopyOptions {
+        max_rows_per_sec: None,
+        ..opts.clone()
+    };
+    copy(
+        &s.endpoint,
+        &t.endpoint,
+        &resumed,
+        &Progress::default(),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let count = |sql: &str| pg.psql(&dst, sql).unwrap().parse::<i64>().unwrap();
+    let outside = count("SELECT count(*) FROM _cutover.chunks WHERE NOT in_snapshot");
+    let inside = count("SELECT count(*) FROM _cutover.chunks WHERE in_snapshot");
+    assert!(
+        outside > 0 && inside > 0,
+        "{inside} chunks in the snapshot, {outside} outside"
+    );
+    let outside_rows = count("SELECT sum(rows) FROM _cutover.chunks WHERE NOT in_snapshot");
+
+    let r = start(&s, &t, small_chunks());
+    let report = drain(pg, &src, r);
+    assert!(
+        report.rows_copied > 0 && (report.rows_copied as i64) < 20_000,
+        "only the chunks read outside the snapshot are copied again ({outside_rows} rows then): {report:?}"
+    );
+    assert_same(pg, &src, &dst, "busy", "id");
+    cleanup(&s);
+}
