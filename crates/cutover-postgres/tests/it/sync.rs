@@ -595,3 +595,30 @@ fn chunks_of_a_resumed_capture_copy_are_copied_again_by_sync_and_the_rest_are_no
     assert_same(pg, &src, &dst, "busy", "id");
     cleanup(&s);
 }
+
+#[test]
+fn a_transaction_larger_than_memory_allows_arrives_in_pieces_and_whole() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("bigtx_s").unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE wide (id int PRIMARY KEY, v text, n int NOT NULL DEFAULT 0);
+         INSERT INTO wide SELECT i, 'v' || i FROM generate_series(1, 30000) i;",
+    )
+    .unwrap();
+    let dst = pg.fresh_database("bigtx_t").unwrap();
+    let (s, t) = pair(pg, &src, &dst, &[]);
+    let r = start(&s, &t, small_chunks());
+    wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
+    // One transaction of 75,000 changes: more than a piece (20,000) holds.
+    pg.psql(
+        &src,
+        "BEGIN; UPDATE wide SET n = n + 1; INSERT INTO wide SELECT i, 'new' FROM generate_series(30001, 50000) i;
+         DELETE FROM wide WHERE id % 4 = 0; UPDATE wide SET v = 'last' WHERE id % 3 = 0; COMMIT;",
+    )
+    .unwrap();
+    let report = drain(pg, &src, r);
+    assert!(report.changes_applied >= 75_000, "{report:?}");
+    assert_same(pg, &src, &dst, "wide", "id");
+    cleanup(&s);
+}
