@@ -35,6 +35,15 @@ fn pair(pg: &Postgres, src: &str, dst: &str, exclude: &[&str]) -> (PgConnect, Pg
     (side(&s, &t), side(&t, &s))
 }
 
+/// A fresh source (with `ddl` run) and target, and both sides of their migration.
+fn migration(pg: &Postgres, name: &str, ddl: &str) -> (String, String, PgConnect, PgConnect) {
+    let src = pg.fresh_database(&format!("{name}_s")).unwrap();
+    pg.psql(&src, ddl).unwrap();
+    let dst = pg.fresh_database(&format!("{name}_t")).unwrap();
+    let (s, t) = pair(pg, &src, &dst, &[]);
+    (src, dst, s, t)
+}
+
 fn small_chunks() -> SyncOptions {
     SyncOptions {
         jobs: 2,
@@ -229,10 +238,7 @@ fn writer(url: String, stop: Arc<AtomicBool>, done: Arc<AtomicU64>) -> JoinHandl
 #[test]
 fn rows_written_while_their_chunks_are_copied_end_equal_row_by_row() {
     let pg = Postgres::shared().unwrap();
-    let src = pg.fresh_database("busy_s").unwrap();
-    pg.psql(&src, BUSY).unwrap();
-    let dst = pg.fresh_database("busy_t").unwrap();
-    let (s, t) = pair(pg, &src, &dst, &[]);
+    let (src, dst, s, t) = migration(pg, "busy", BUSY);
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicU64::new(0));
     let w = writer(pg.url(&src), Arc::clone(&stop), Arc::clone(&writes));
@@ -261,14 +267,7 @@ fn rows_written_while_their_chunks_are_copied_end_equal_row_by_row() {
 #[test]
 fn a_column_added_on_the_source_stops_sync_naming_table_and_column() {
     let pg = Postgres::shared().unwrap();
-    let src = pg.fresh_database("ddl_s").unwrap();
-    pg.psql(
-        &src,
-        "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT i, 'i' || i FROM generate_series(1, 500) i;",
-    )
-    .unwrap();
-    let dst = pg.fresh_database("ddl_t").unwrap();
-    let (s, t) = pair(pg, &src, &dst, &[]);
+    let (src, dst, s, t) = migration(pg, "ddl", "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT i, 'i' || i FROM generate_series(1, 500) i;");
     let r = start(&s, &t, small_chunks());
     wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
     pg.psql(&src, "INSERT INTO items VALUES (501, 'before')")
@@ -333,15 +332,12 @@ fn a_column_added_on_the_source_stops_sync_naming_table_and_column() {
 #[test]
 fn tables_that_cannot_be_captured_are_refused_before_anything_is_created() {
     let pg = Postgres::shared().unwrap();
-    let src = pg.fresh_database("refuse_s").unwrap();
-    pg.psql(
-        &src,
+    let (src, dst, s, t) = migration(
+        pg,
+        "refuse",
         "CREATE TABLE ok (id int PRIMARY KEY); CREATE TABLE loose (x int);
          CREATE TABLE mute (id int PRIMARY KEY); ALTER TABLE mute REPLICA IDENTITY NOTHING;",
-    )
-    .unwrap();
-    let dst = pg.fresh_database("refuse_t").unwrap();
-    let (s, t) = pair(pg, &src, &dst, &[]);
+    );
     let err = cutover_pipeline::run(
         &s,
         &t,
@@ -397,14 +393,11 @@ fn tables_that_cannot_be_captured_are_refused_before_anything_is_created() {
 #[test]
 fn a_dropped_slot_is_history_lost_not_a_silent_gap() {
     let pg = Postgres::shared().unwrap();
-    let src = pg.fresh_database("lost_s").unwrap();
-    pg.psql(
-        &src,
+    let (src, _dst, s, t) = migration(
+        pg,
+        "lost",
         "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);",
-    )
-    .unwrap();
-    let dst = pg.fresh_database("lost_t").unwrap();
-    let (s, t) = pair(pg, &src, &dst, &[]);
+    );
     let caught_up = SyncOptions {
         stop_when_caught_up: true,
         ..small_chunks()
@@ -441,10 +434,7 @@ fn a_dropped_slot_is_history_lost_not_a_silent_gap() {
 #[test]
 fn a_restarted_sync_applies_nothing_twice_and_skips_nothing() {
     let pg = Postgres::shared().unwrap();
-    let src = pg.fresh_database("restart_s").unwrap();
-    pg.psql(&src, "CREATE TABLE c (id int PRIMARY KEY, n bigint NOT NULL); INSERT INTO c SELECT i, 0 FROM generate_series(1, 50) i;").unwrap();
-    let dst = pg.fresh_database("restart_t").unwrap();
-    let (s, t) = pair(pg, &src, &dst, &[]);
+    let (src, dst, s, t) = migration(pg, "restart", "CREATE TABLE c (id int PRIMARY KEY, n bigint NOT NULL); INSERT INTO c SELECT i, 0 FROM generate_series(1, 50) i;");
     // Increments are not idempotent: a change applied twice would show as a wrong sum.
     for round in 0..4 {
         let r = start(&s, &t, small_chunks());
@@ -490,10 +480,7 @@ fn a_restarted_sync_applies_nothing_twice_and_skips_nothing() {
 fn a_copy_with_capture_is_followed_by_sync_without_copying_it_again() {
     use cutover_postgres::copy::{copy, CopyOptions};
     let pg = Postgres::shared().unwrap();
-    let src = pg.fresh_database("capcopy_s").unwrap();
-    pg.psql(&src, BUSY).unwrap();
-    let dst = pg.fresh_database("capcopy_t").unwrap();
-    let (s, t) = pair(pg, &src, &dst, &[]);
+    let (src, dst, s, t) = migration(pg, "capcopy", BUSY);
     let stop = Arc::new(AtomicBool::new(false));
     let writes = Arc::new(AtomicU64::new(0));
     let w = writer(pg.url(&src), Arc::clone(&stop), Arc::clone(&writes));
@@ -537,10 +524,7 @@ fn a_copy_with_capture_is_followed_by_sync_without_copying_it_again() {
 fn chunks_of_a_resumed_capture_copy_are_copied_again_by_sync_and_the_rest_are_not() {
     use cutover_postgres::copy::{copy, CopyOptions};
     let pg = Postgres::shared().unwrap();
-    let src = pg.fresh_database("capres_s").unwrap();
-    pg.psql(&src, BUSY).unwrap();
-    let dst = pg.fresh_database("capres_t").unwrap();
-    let (s, t) = pair(pg, &src, &dst, &[]);
+    let (src, dst, s, t) = migration(pg, "capres", BUSY);
     let opts = CopyOptions {
         jobs: 1,
         chunk_bytes: 128 << 10,
@@ -599,15 +583,12 @@ fn chunks_of_a_resumed_capture_copy_are_copied_again_by_sync_and_the_rest_are_no
 #[test]
 fn a_transaction_larger_than_memory_allows_arrives_in_pieces_and_whole() {
     let pg = Postgres::shared().unwrap();
-    let src = pg.fresh_database("bigtx_s").unwrap();
-    pg.psql(
-        &src,
+    let (src, dst, s, t) = migration(
+        pg,
+        "bigtx",
         "CREATE TABLE wide (id int PRIMARY KEY, v text, n int NOT NULL DEFAULT 0);
          INSERT INTO wide SELECT i, 'v' || i FROM generate_series(1, 30000) i;",
-    )
-    .unwrap();
-    let dst = pg.fresh_database("bigtx_t").unwrap();
-    let (s, t) = pair(pg, &src, &dst, &[]);
+    );
     let r = start(&s, &t, small_chunks());
     wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
     // One transaction of 75,000 changes: more than a piece (20,000) holds.
