@@ -393,6 +393,10 @@ impl Applier<'_> {
         let mut last_release = Instant::now();
         let mut last_note = Instant::now();
         let mut last_recorded = Instant::now();
+        let mut last_polled = Instant::now()
+            .checked_sub(Duration::from_secs(1))
+            .unwrap_or_else(Instant::now);
+        let mut current: Option<Position> = None;
         let mut unrecorded: Option<Position> = None;
         let mut released = self.applied;
         loop {
@@ -508,8 +512,16 @@ impl Applier<'_> {
                 tracing::info!(position = %self.applied, "copy complete; replicating");
             }
             if idle {
-                let current = retry("reading the source position", || src.current_position())?;
-                self.progress.set_source(current);
+                // The source's position: at every pause while a stop condition waits on it,
+                // otherwise ten times a second (for status); each read is a round trip that a
+                // change arriving meanwhile would wait for.
+                let waiting_on_it = self.opts.stop_when_caught_up;
+                if waiting_on_it || last_polled.elapsed() >= Duration::from_millis(100) {
+                    let p = retry("reading the source position", || src.current_position())?;
+                    self.progress.set_source(p);
+                    current = Some(p);
+                    last_polled = Instant::now();
+                }
                 if copy_done {
                     let reached = unrecorded.unwrap_or(self.applied).max(self.applied);
                     let goal = match control.drain_target() {
@@ -517,7 +529,8 @@ impl Applier<'_> {
                             self.progress.set_phase(Phase::Draining);
                             Some(target)
                         }
-                        None => self.opts.stop_when_caught_up.then_some(current),
+                        None if self.opts.stop_when_caught_up => current,
+                        None => None,
                     };
                     if goal.is_some_and(|g| reached >= g) {
                         if reached > self.applied {
