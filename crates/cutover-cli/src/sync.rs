@@ -184,23 +184,10 @@ pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<u8> {
     let (source, target, _) = args.endpoints.resolve()?;
     match (engine_of(&source), engine_of(&target)) {
         (Engine::Postgres, Engine::Postgres) => {
-            let (s, t) = pg_pair(
-                &source,
-                &target,
-                Selection::default(),
-                args.name.as_deref(),
-                false,
-                1,
-            )?;
-            let mut src = s.source()?;
-            src.stop_capture(&[])?;
-            t.sink()?.cleanup()?;
-            println!(
-                "removed replication slot and publication {} from {} and the control store (_cutover) from {}",
-                s.names.slot,
-                s.describe(),
-                t.describe()
-            );
+            let s = PgEndpoint::from_url(&source).context("--source")?;
+            let t = PgEndpoint::from_url(&target).context("--target")?;
+            let done = cutover_postgres::cleanup(&s, &t, &names(args.name.as_deref(), &t))?;
+            println!("{done}");
         }
         _ => {
             let source = endpoint::sqlite(&source, endpoint::Role::Existing)?;

@@ -913,4 +913,29 @@ fn pg_switch_and_rollback_from_the_command_line_report_pause_and_direction() {
     run(&["sync", "--stop-when-caught-up"]);
     assert_eq!(pg_dump_all(pg, &src), pg_dump_all(pg, &dst));
     run(&["cleanup"]);
+    // Nothing of cutover's is left on either side, and the target takes writes again.
+    for db in [&src, &dst] {
+        assert_eq!(
+            pg.psql(
+                db,
+                "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
+            )
+            .unwrap(),
+            "0"
+        );
+        assert_eq!(
+            pg.psql(db, "SELECT count(*) FROM pg_publication").unwrap(),
+            "0"
+        );
+        assert_eq!(
+            pg.psql(db, "SELECT to_regnamespace('_cutover') IS NULL")
+                .unwrap(),
+            "t"
+        );
+    }
+    pg.psql(
+        &dst,
+        "INSERT INTO school.notes VALUES (3, 'after cleanup', 'y')",
+    )
+    .unwrap();
 }

@@ -56,6 +56,45 @@ pub fn direction(target: &PgEndpoint) -> Result<Direction, ConnectorError> {
     })
 }
 
+/// Removes everything the migration installed, in both directions: the slots and publications
+/// on the source (forward) and the target (reverse, after a switch), and both control stores.
+/// Before a switch, the target is also opened again to everyone (sync had made it read-only
+/// for others); after one, the source keeps its fence. Returns what was done, for the user.
+pub fn cleanup(
+    source: &PgEndpoint,
+    target: &PgEndpoint,
+    names: &CaptureNames,
+) -> Result<String, ConnectorError> {
+    use cutover_connector::Source;
+    let switched = direction(target)? == Direction::Reverse;
+    let none = Selection::default();
+    crate::source::PgSource::open(source, &none, names)?.stop_capture(&[])?;
+    crate::source::PgSource::open(target, &none, &reverse_names(names))?.stop_capture(&[])?;
+    for e in [source, target] {
+        session(e)?
+            .batch_execute("DROP SCHEMA IF EXISTS _cutover CASCADE")
+            .map_err(|err| {
+                map(
+                    format!("removing the control store from {}", e.redacted()),
+                    err,
+                )
+            })?;
+    }
+    if !switched {
+        lift(&mut session(target)?, &Fence::ReadOnly)?;
+    }
+    Ok(format!(
+        "removed replication slots and publications {} (source) and {} (target) and the control stores (_cutover); {}",
+        names.slot,
+        reverse_names(names).slot,
+        if switched {
+            "the source keeps its fence (writes go to the target)"
+        } else {
+            "the target takes everyone's writes again"
+        }
+    ))
+}
+
 /// A session that may write even where writes are fenced (cutover's own bookkeeping).
 fn session(endpoint: &PgEndpoint) -> Result<Client, ConnectorError> {
     let mut c = endpoint.connect()?;
