@@ -42,3 +42,10 @@ stop_all() {
 
 # Seconds since the epoch, with fractions.
 now() { date +%s.%N; }
+
+# A Python with psycopg (for the samplers and clients), in a venv of its own; sets PY.
+ensure_psycopg() {
+    local venv=${VENV:-/tmp/cutover-bench-venv}
+    [[ -x $venv/bin/python ]] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q "psycopg[binary]"; }
+    PY=$venv/bin/python
+}

@@ -31,9 +31,7 @@ SHARED_BUFFERS=${SHARED_BUFFERS:-512MB}
 source "$ROOT/bench/lib.sh"
 
 [[ -x $CUTOVER_BIN ]] || cargo build --release --quiet
-VENV=${VENV:-/tmp/cutover-bench-venv}
-[[ -x $VENV/bin/python ]] || { python3 -m venv "$VENV" && "$VENV/bin/pip" install -q "psycopg[binary]"; }
-PY=$VENV/bin/python
+ensure_psycopg
 
 prepare_bench_dir
 SRC_PORT=$(free_port); DST_PORT=$(free_port)

@@ -51,18 +51,26 @@ pub fn value_text(v: &Value) -> Option<String> {
     })
 }
 
-/// `\x0aff`.
+/// `\x0aff`: PostgreSQL's hex form of bytes (also what its input function reads back).
 pub fn bytes_text(b: &[u8]) -> String {
     let mut s = String::with_capacity(2 + 2 * b.len());
     s.push_str("\\x");
-    for byte in b {
-        s.push_str(&format!("{byte:02x}"));
-    }
+    push_hex(&mut s, b);
     s
 }
 
-fn uuid_text(u: &[u8; 16]) -> String {
-    let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
+fn push_hex(s: &mut String, b: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in b {
+        s.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        s.push(char::from(DIGITS[usize::from(byte & 15)]));
+    }
+}
+
+/// `a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11`.
+pub fn uuid_text(u: &[u8; 16]) -> String {
+    let mut hex = String::with_capacity(32);
+    push_hex(&mut hex, u);
     format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],

@@ -6,6 +6,7 @@
 //! as [`Value::Raw`] with its exact text, and is written back as that text cast to the column's
 //! type — so no value is ever bent, whatever its type (enums, ranges, domains, extension types).
 
+use cutover_connector::canonical;
 use cutover_model::{Decimal, Value};
 
 /// Built-in type OIDs decoded into typed values.
@@ -99,25 +100,8 @@ pub fn encode(value: &Value) -> Option<String> {
         Value::Decimal(d) => d.to_string(),
         Value::Text(s) | Value::Json(s) => s.clone(),
         Value::Raw { text, .. } => text.clone(),
-        Value::Bytes(b) => {
-            let mut s = String::with_capacity(2 + b.len() * 2);
-            s.push_str("\\x");
-            for byte in b {
-                s.push_str(&format!("{byte:02x}"));
-            }
-            s
-        }
-        Value::Uuid(u) => {
-            let h: String = u.iter().map(|b| format!("{b:02x}")).collect();
-            format!(
-                "{}-{}-{}-{}-{}",
-                &h[0..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
-            )
-        }
+        Value::Bytes(b) => canonical::bytes_text(b),
+        Value::Uuid(u) => canonical::uuid_text(u),
         Value::Date(d) => d.to_string(),
         Value::Time(t) => t.to_string(),
         Value::TimeTz(t) => t.to_string(),

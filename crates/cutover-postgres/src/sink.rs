@@ -6,6 +6,7 @@
 //! whatever the source held — enums, domains, ranges, extension types — arrives unchanged.
 //! Consecutive writes of one kind to one table go out as one statement over `unnest` arrays.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
@@ -496,12 +497,11 @@ impl PgSink {
         for (i, r) in rows.iter().enumerate() {
             last.insert(t.key_of(r), i);
         }
+        let mut keep: Vec<usize> = last.into_values().collect();
+        keep.sort_unstable();
         let mut cols: Vec<Vec<Option<String>>> =
-            vec![Vec::with_capacity(last.len()); t.columns.len()];
-        for (i, r) in rows.iter().enumerate() {
-            if last.get(&t.key_of(r)) != Some(&i) {
-                continue;
-            }
+            vec![Vec::with_capacity(keep.len()); t.columns.len()];
+        for r in keep.iter().map(|&i| rows[i]) {
             for (c, v) in r.iter().enumerate().take(cols.len()) {
                 cols[c].push(pgtext::encode(v));
             }
@@ -606,10 +606,10 @@ fn writes<'a>(ops: &'a [ApplyOp], tables: &HashMap<TableName, TableSql>) -> Vec<
 /// the new order trips makes the caller apply the batch again in source order.
 fn compact<'a>(writes: &[Write<'a>], tables: &HashMap<TableName, TableSql>) -> Vec<Step<'a>> {
     let mut out = Vec::new();
-    let mut net: HashMap<(&'a TableName, Key), Net> = HashMap::new();
+    let mut net: HashMap<(&'a TableName, Key), Net<'a>> = HashMap::new();
     let mut order: Vec<(&'a TableName, Key)> = Vec::new();
     let mut chunks = Vec::new();
-    let flush = |net: &mut HashMap<(&'a TableName, Key), Net>,
+    let flush = |net: &mut HashMap<(&'a TableName, Key), Net<'a>>,
                  order: &mut Vec<(&'a TableName, Key)>,
                  out: &mut Vec<Step<'a>>| {
         let mut deletes = Vec::new();
@@ -655,10 +655,10 @@ fn compact<'a>(writes: &[Write<'a>], tables: &HashMap<TableName, TableSql>) -> V
         out.extend(upserts);
         out.extend(partials);
     };
-    let set = |net: &mut HashMap<(&'a TableName, Key), Net>,
+    let set = |net: &mut HashMap<(&'a TableName, Key), Net<'a>>,
                order: &mut Vec<(&'a TableName, Key)>,
                k: (&'a TableName, Key),
-               v: Net| {
+               v: Net<'a>| {
         if !net.contains_key(&k) {
             order.push(k.clone());
         }
@@ -672,7 +672,7 @@ fn compact<'a>(writes: &[Write<'a>], tables: &HashMap<TableName, TableSql>) -> V
                     &mut net,
                     &mut order,
                     (*t, sql.key_of(row)),
-                    Net::Upsert((*row).clone()),
+                    Net::Upsert(Cow::Borrowed(*row)),
                 );
             }
             Write::Delete(t, key) => set(&mut net, &mut order, (*t, (*key).clone()), Net::Delete),
@@ -701,7 +701,7 @@ fn compact<'a>(writes: &[Write<'a>], tables: &HashMap<TableName, TableSql>) -> V
                     Some(Net::Upsert(mut prev)) => {
                         for (i, v) in row.iter().enumerate() {
                             if !unchanged.contains(&i) {
-                                prev[i] = v.clone();
+                                prev.to_mut()[i] = v.clone();
                             }
                         }
                         Net::Upsert(prev)
@@ -711,7 +711,7 @@ fn compact<'a>(writes: &[Write<'a>], tables: &HashMap<TableName, TableSql>) -> V
                     Some(Net::Partial(mut prev, prev_unchanged)) => {
                         for (i, v) in row.iter().enumerate() {
                             if !unchanged.contains(&i) {
-                                prev[i] = v.clone();
+                                prev.to_mut()[i] = v.clone();
                             }
                         }
                         let still: Vec<usize> = prev_unchanged
@@ -720,7 +720,7 @@ fn compact<'a>(writes: &[Write<'a>], tables: &HashMap<TableName, TableSql>) -> V
                             .collect();
                         Net::Partial(prev, still)
                     }
-                    None => Net::Partial((*row).clone(), unchanged.to_vec()),
+                    None => Net::Partial(Cow::Borrowed(*row), unchanged.to_vec()),
                 };
                 set(&mut net, &mut order, k, merged);
             }
@@ -736,22 +736,22 @@ fn compact<'a>(writes: &[Write<'a>], tables: &HashMap<TableName, TableSql>) -> V
     out
 }
 
-/// A row's net effect within a batch.
-enum Net {
-    Upsert(Row),
+/// A row's net effect within a batch; a row is copied only when writes to it are merged.
+enum Net<'a> {
+    Upsert(Cow<'a, Row>),
     Delete,
     /// An update of the columns not in the list, to a row the batch never saw whole.
-    Partial(Row, Vec<usize>),
+    Partial(Cow<'a, Row>, Vec<usize>),
 }
 
-/// A compacted write (owning merged rows), or a write kept as it was.
+/// A compacted write, or a write kept as it was.
 enum Step<'a> {
     Delete(&'a TableName, Key),
-    Upsert(&'a TableName, Row),
+    Upsert(&'a TableName, Cow<'a, Row>),
     Partial {
         table: &'a TableName,
         key: Key,
-        row: Row,
+        row: Cow<'a, Row>,
         unchanged: Vec<usize>,
     },
     Keep(Write<'a>),

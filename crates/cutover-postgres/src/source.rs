@@ -339,26 +339,33 @@ impl PgSource {
     /// Rows of `c` read with a simple query (every value in its text form).
     fn select(
         client: &mut Client,
-        c: &Captured,
+        t: &PgTable,
         sql: &str,
         ctx: &dyn Fn() -> String,
     ) -> Result<Vec<Row>, ConnectorError> {
-        let cols: Vec<_> = c.table.copied_columns().collect();
-        let mut rows = Vec::new();
-        for m in client.simple_query(sql).map_err(|e| map(ctx(), e))? {
-            if let SimpleQueryMessage::Row(r) = m {
-                let mut row = Vec::with_capacity(cols.len());
-                for (i, col) in cols.iter().enumerate() {
-                    row.push(match r.get(i) {
+        let messages = client.simple_query(sql).map_err(|e| map(ctx(), e))?;
+        Ok(rows_of(messages, t))
+    }
+}
+
+/// The rows of a simple query's answer, as values of `t`'s copied columns.
+fn rows_of(messages: Vec<SimpleQueryMessage>, t: &PgTable) -> Vec<Row> {
+    let cols: Vec<_> = t.copied_columns().collect();
+    messages
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                cols.iter()
+                    .enumerate()
+                    .map(|(i, col)| match r.get(i) {
                         None => Value::Null,
                         Some(text) => pgtext::decode(col.type_oid, &col.type_sql, text),
-                    });
-                }
-                rows.push(row);
-            }
-        }
-        Ok(rows)
-    }
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The change-capture view of a table: its copied (not generated) columns.
@@ -530,23 +537,8 @@ impl Source for PgSource {
             .map_err(|e| map(ctx(), e))?;
         let snapshot = TxSnapshot::parse(&r.get::<_, String>(0));
         let low = parse_lsn(&r.get::<_, String>(1)).unwrap_or(0);
-        let rows = {
-            let c = &self.captured[i];
-            let mut rows = Vec::new();
-            for m in tx.simple_query(&sql).map_err(|e| map(ctx(), e))? {
-                if let SimpleQueryMessage::Row(r) = m {
-                    let mut row = Vec::new();
-                    for (j, col) in c.table.copied_columns().enumerate() {
-                        row.push(match r.get(j) {
-                            None => Value::Null,
-                            Some(text) => pgtext::decode(col.type_oid, &col.type_sql, text),
-                        });
-                    }
-                    rows.push(row);
-                }
-            }
-            rows
-        };
+        let messages = tx.simple_query(&sql).map_err(|e| map(ctx(), e))?;
+        let rows = rows_of(messages, &self.captured[i].table);
         tx.commit().map_err(|e| map(ctx(), e))?;
         // The high watermark: a WAL record after every transaction the snapshot saw. Once the
         // stream has passed it, those transactions have all been applied.
@@ -669,7 +661,7 @@ impl Source for PgSource {
             let ctx = move || format!("re-reading rows of {name} by key");
             rows.extend(Self::select(
                 &mut self.client,
-                &self.captured[i],
+                &self.captured[i].table,
                 &sql,
                 &ctx,
             )?);
@@ -784,10 +776,6 @@ impl cutover_connector::TableReader for PgRows {
                 format!("table {} does not exist here", table.name),
             )
         })?;
-        let c = Captured {
-            schema: captured_schema(t),
-            table: t.clone(),
-        };
         let lhs = key_order(t);
         let mut conds = vec!["true".to_owned()];
         if let Some(k) = after {
@@ -804,7 +792,7 @@ impl cutover_connector::TableReader for PgRows {
             key_order(t)
         );
         let name = t.name.clone();
-        PgSource::select(&mut self.client, &c, &sql, &|| {
+        PgSource::select(&mut self.client, t, &sql, &|| {
             format!("reading table {name} in key order")
         })
     }
