@@ -141,6 +141,9 @@ struct Outstanding {
     table: usize,
     /// The applied position when the job was dispatched: the chunk's `low` is at least this.
     floor: Position,
+    /// The visibility horizon when the job was dispatched (see [`Applier::horizon`]): the
+    /// chunk's snapshot sees every transaction below it.
+    horizon: u64,
 }
 
 /// Runs backfill and replication from `source` to `target` until the copy is done and a stop
@@ -257,6 +260,7 @@ pub fn run<S: Connect, T: Connect>(
             pending: Vec::new(),
             touched: HashMap::new(),
             truncated: HashMap::new(),
+            horizon: 0,
             applied,
             read_upto: applied,
             backlog: VecDeque::new(),
@@ -346,12 +350,19 @@ struct Applier<'a> {
     in_flight: HashMap<u64, Outstanding>,
     /// Chunks read, waiting for the stream to reach their `high`.
     pending: Vec<ReadChunk>,
-    /// Keys changed while chunks of their table were outstanding: the change's position and
-    /// transaction id, and whether any of those changes was an update that left out values
-    /// (PostgreSQL's unchanged TOAST columns), which cannot create the row on its own.
+    /// Keys changed while their table still had chunks to copy (queued, being read or waiting
+    /// for the stream): the change's position and transaction id, and whether any of those
+    /// changes was an update that left out values (PostgreSQL's unchanged TOAST columns), which
+    /// cannot create the row on its own. Kept until no chunk, read or still to be read, can
+    /// miss the change (see [`Applier::prune`]).
     touched: HashMap<(usize, Key), Touch>,
-    /// Tables truncated while chunks were outstanding, with the position.
-    truncated: HashMap<usize, Position>,
+    /// Tables truncated while they still had chunks to copy.
+    truncated: HashMap<usize, Touch>,
+    /// The newest `xmin` of the chunk snapshots seen so far: every transaction below it was
+    /// visible when that snapshot was taken, so every snapshot taken later sees it too
+    /// (snapshots' `xmin` never moves backwards). Only transactions at or above it can be
+    /// missing from a chunk read from now on.
+    horizon: u64,
     applied: Position,
     /// The position of the last transaction read from the source (ahead of `applied` while
     /// `backlog` holds transactions read but not yet applied).
@@ -408,6 +419,7 @@ impl Applier<'_> {
                     Outstanding {
                         table: job.table,
                         floor: self.applied,
+                        horizon: self.horizon,
                     },
                 );
                 if job_tx.send(job).is_err() {
@@ -617,23 +629,26 @@ impl Applier<'_> {
 
     fn accept(&mut self, r: ReadChunk) {
         self.in_flight.remove(&r.job);
+        if let Some(s) = &r.rows.snapshot {
+            self.horizon = self.horizon.max(s.xmin);
+        }
         self.pending.push(r);
     }
 
-    fn outstanding(&self, table: usize) -> bool {
-        self.in_flight.values().any(|o| o.table == table)
-            || self.pending.iter().any(|p| p.table == table)
-    }
-
-    /// Remembers which keys a change touched, while chunks of its table are outstanding.
+    /// Remembers which keys a change touched, while its table still has chunks to copy.
+    ///
+    /// Not only while a chunk is being read: a transaction's commit can reach the stream
+    /// before the transaction is visible to new snapshots (PostgreSQL writes the commit record,
+    /// waits for synchronous standbys, and only then makes it visible), so a chunk read later
+    /// may still miss a change the applier has already passed.
     fn track(&mut self, change: &Change, at: Position, xid: Option<u64>) {
         let touch = |partial: bool| Touch { at, xid, partial };
         let table = match change {
             Change::Truncate { tables } => {
                 for name in tables {
                     if let Some(ti) = self.tables.iter().position(|t| &t.name == name) {
-                        if self.outstanding(ti) {
-                            self.truncated.insert(ti, at);
+                        if self.remaining[ti] > 0 {
+                            self.truncated.insert(ti, touch(false));
                         }
                     }
                 }
@@ -644,7 +659,7 @@ impl Applier<'_> {
         let Some(ti) = table.and_then(|n| self.tables.iter().position(|t| &t.name == n)) else {
             return;
         };
-        if !self.outstanding(ti) {
+        if self.remaining[ti] == 0 {
             return;
         }
         let schema = &self.tables[ti];
@@ -702,7 +717,10 @@ impl Applier<'_> {
                 (Some(s), Some(x)) => s.sees(x),
                 _ => p <= low,
             };
-            let truncated_after_low = self.truncated.get(&ti).is_some_and(|&p| p > low);
+            let truncated_after_low = self
+                .truncated
+                .get(&ti)
+                .is_some_and(|t| !reflected(t.at, t.xid));
             let (mut rows_out, mut bytes_out) = (0u64, 0u64);
             let mut refetch = Vec::new();
             let mut emit = |row: cutover_model::Row| {
@@ -785,25 +803,62 @@ impl Applier<'_> {
         Ok(())
     }
 
-    /// Forgets touched keys no outstanding chunk can need: those at or before the oldest
-    /// outstanding chunk's `low` (or dispatch floor, while it is still being read).
+    /// Forgets touched keys that no chunk can need any more: neither a chunk already read and
+    /// waiting for the stream, nor one being read, nor one still queued.
+    ///
+    /// A change with a transaction id is needed while some chunk of its table may not see that
+    /// transaction: a waiting chunk whose snapshot does not, a chunk being read whose dispatch
+    /// horizon is not above it, or a queued chunk while the current horizon is not. A change
+    /// without one (engines that read chunks at an exact stream position) is needed while it
+    /// lies after some outstanding chunk's `low` (or dispatch floor).
     fn prune(&mut self) {
-        let floor = self
-            .in_flight
-            .values()
-            .map(|o| o.floor)
-            .chain(self.pending.iter().map(|p| p.rows.low))
-            .min();
-        match floor {
-            None => {
-                self.touched.clear();
-                self.truncated.clear();
-            }
-            Some(f) => {
-                self.touched.retain(|_, t| t.at > f);
-                self.truncated.retain(|_, p| *p > f);
+        #[derive(Clone, Copy)]
+        struct Need {
+            /// Changes after this position may be missing from an outstanding chunk.
+            after: Option<Position>,
+            /// Transactions at or above this id may be invisible to some chunk.
+            from_xid: Option<u64>,
+        }
+        let mut need = vec![
+            Need {
+                after: None,
+                from_xid: None,
+            };
+            self.tables.len()
+        ];
+        let mut outstanding = vec![0u64; self.tables.len()];
+        let lower = |a: Option<u64>, b: u64| Some(a.map_or(b, |a| a.min(b)));
+        let lower_pos = |a: Option<Position>, b: Position| Some(a.map_or(b, |a| a.min(b)));
+        for o in self.in_flight.values() {
+            let n = &mut need[o.table];
+            n.after = lower_pos(n.after, o.floor);
+            n.from_xid = lower(n.from_xid, o.horizon);
+            outstanding[o.table] += 1;
+        }
+        for p in &self.pending {
+            let n = &mut need[p.table];
+            n.after = lower_pos(n.after, p.rows.low);
+            n.from_xid = match &p.rows.snapshot {
+                Some(s) => lower(n.from_xid, s.xmin),
+                // Decided by position only: a transaction is then never kept for its id.
+                None => n.from_xid,
+            };
+            outstanding[p.table] += 1;
+        }
+        for (ti, n) in need.iter_mut().enumerate() {
+            if self.remaining[ti] > outstanding[ti] {
+                // Chunks still queued are read later, in snapshots above the current horizon.
+                n.from_xid = lower(n.from_xid, self.horizon);
             }
         }
+        let needed = |ti: usize, t: &Touch| {
+            let n = need[ti];
+            let by_xid = t.xid.is_some_and(|x| n.from_xid.is_some_and(|h| x >= h));
+            let by_position = n.after.is_some_and(|f| t.at > f);
+            by_xid || by_position
+        };
+        self.touched.retain(|(ti, _), t| needed(*ti, t));
+        self.truncated.retain(|ti, t| needed(*ti, t));
     }
 }
 

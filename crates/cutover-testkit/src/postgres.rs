@@ -27,6 +27,18 @@ pub struct Postgres {
     bin_dir: PathBuf,
     psql: PathBuf,
     data_dir: PathBuf,
+    /// The registry handle (clean-up at exit) and what restarts need; `None` for the probe
+    /// used while booting.
+    owner: Option<Owner>,
+}
+
+#[derive(Debug)]
+struct Owner {
+    id: u64,
+    run_as: Option<RunAs>,
+    log: PathBuf,
+    /// Stopped and removed when dropped (servers from [`Postgres::dedicated`]).
+    dedicated: bool,
 }
 
 static SHARED: OnceLock<Result<Postgres, HarnessError>> = OnceLock::new();
@@ -41,6 +53,86 @@ impl Postgres {
             .get_or_init(Postgres::start)
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// A server of the caller's own, for tests that restart, stop or reconfigure it (the shared
+    /// one must keep running for everyone). Same settings as [`Postgres::shared`]; stopped and
+    /// deleted when dropped, or at exit.
+    pub fn dedicated() -> Result<Postgres, HarnessError> {
+        let mut pg = Postgres::start()?;
+        if let Some(o) = pg.owner.as_mut() {
+            o.dedicated = true;
+        }
+        Ok(pg)
+    }
+
+    /// `pg_ctl restart -m MODE` (`fast` ends sessions, `immediate` crashes on purpose): every
+    /// connection is cut, and the server is back on the same port when this returns.
+    pub fn restart(&self, mode: &str) -> Result<(), HarnessError> {
+        self.pg_ctl(&["-w", "-t", "60", "-m", mode, "restart"])?;
+        self.report_pid();
+        Ok(())
+    }
+
+    /// `pg_ctl stop -m fast`: the server is down until [`Postgres::start_again`].
+    pub fn stop(&self) -> Result<(), HarnessError> {
+        self.pg_ctl(&["-w", "-t", "60", "-m", "fast", "stop"])
+    }
+
+    /// Starts a server stopped with [`Postgres::stop`], with the same settings and port.
+    pub fn start_again(&self) -> Result<(), HarnessError> {
+        // `pg_ctl start` does not remember the options; `restart` would, but needs it running.
+        let opts = server_options(self.port, &self.data_dir);
+        self.pg_ctl(&["-w", "-t", "60", "-o", &opts, "start"])?;
+        self.report_pid();
+        Ok(())
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), HarnessError> {
+        let Some(o) = &self.owner else {
+            return Err(HarnessError::InvalidArgument(
+                "this server handle cannot be restarted".into(),
+            ));
+        };
+        let dir = ServerDir {
+            top: o
+                .log
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| self.data_dir.clone()),
+            data: self.data_dir.clone(),
+        };
+        let mut cmd = pg_command(self.bin_dir.join("pg_ctl"), &dir, o.run_as.as_ref());
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(&o.log)
+            .args(args);
+        let command = sys::describe(&cmd, o.run_as.as_ref());
+        let out = sys::run_captured(&mut cmd, &command)?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(HarnessError::SetupFailed {
+            command,
+            status: out.status.to_string(),
+            output: format!(
+                "{}\n{}",
+                sys::combined_output(&out),
+                sys::log_section(&o.log, 20)
+            ),
+            fix: "see the server log above".into(),
+        })
+    }
+
+    /// Tells the watchdog about the (new) postmaster, so it is stopped if this process dies.
+    fn report_pid(&self) {
+        if let (Some(o), Some(pid)) = (
+            &self.owner,
+            sys::pid_from_file(&self.data_dir.join("postmaster.pid")),
+        ) {
+            sys::report_pid(o.id, pid as u32);
+        }
     }
 
     /// The loopback TCP port the server listens on.
@@ -142,6 +234,12 @@ impl Postgres {
                 port,
                 bin_dir,
                 psql,
+                owner: Some(Owner {
+                    id,
+                    run_as: run_as.clone(),
+                    log: dir.top.join("postgres.log"),
+                    dedicated: false,
+                }),
                 data_dir: dir.data,
             }),
             Err(e) => {
@@ -150,6 +248,25 @@ impl Postgres {
             }
         }
     }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(o) = self.owner.as_ref().filter(|o| o.dedicated) {
+            sys::teardown(o.id);
+        }
+    }
+}
+
+/// The `postgres` options every test server runs with.
+fn server_options(port: u16, data: &Path) -> String {
+    format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data} \
+         -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 \
+         -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+         -c max_connections=200 -c shared_buffers=128MB",
+        data = data.display()
+    )
 }
 
 fn pg_command(program: PathBuf, dir: &ServerDir, run_as: Option<&RunAs>) -> Command {
@@ -184,13 +301,7 @@ fn boot(
         attempt += 1;
         let port = sys::free_port()?;
         let log_before = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
-        let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={data} \
-             -c wal_level=logical -c max_replication_slots=20 -c max_wal_senders=20 \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=200 -c shared_buffers=128MB",
-            data = dir.data.display()
-        );
+        let opts = server_options(port, &dir.data);
         let mut cmd = pg_command(pg_ctl.clone(), dir, run_as);
         cmd.arg("-D")
             .arg(&dir.data)
@@ -238,6 +349,7 @@ fn boot(
         bin_dir: bin_dir.to_path_buf(),
         psql,
         data_dir: dir.data.clone(),
+        owner: None,
     };
     let answer =
         probe

@@ -610,3 +610,104 @@ fn a_transaction_larger_than_memory_allows_arrives_in_pieces_and_whole() {
     assert_same(pg, &src, &dst, "wide", "id");
     cleanup(&s);
 }
+
+/// Issue 9, finding 1. A transaction's commit record reaches the change stream before the
+/// transaction is visible to new snapshots: for the whole wait on a synchronous standby (and a
+/// moment on every server). A chunk read in that window must not overwrite what the stream
+/// already applied, however early the commit was logged.
+#[test]
+fn a_chunk_read_before_a_logged_commit_is_visible_does_not_overwrite_it() {
+    // synchronous_standby_names is server-wide: a server of this test's own.
+    let pg = Postgres::dedicated().unwrap();
+    pg.psql(
+        "",
+        "ALTER SYSTEM SET synchronous_standby_names = 'ghost'; SELECT pg_reload_conf()",
+    )
+    .unwrap();
+    let (src, dst, s, t) = migration(
+        &pg,
+        "visible",
+        "CREATE TABLE big (id int PRIMARY KEY, pad text);
+         INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 60000) g;
+         CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'original ' || g FROM generate_series(1, 1000) g;
+         ANALYZE;",
+    );
+    // One reader: `big` (larger) is copied first, `t` last.
+    let r = start(
+        &s,
+        &t,
+        SyncOptions {
+            jobs: 1,
+            ..small_chunks()
+        },
+    );
+    wait_for("the copy to start", &r, |p| {
+        p.phase() == Phase::Copying && p.rows_copied.load(Ordering::Relaxed) > 0
+    });
+
+    // txX: its COMMIT waits for the standby that never comes; it is in the WAL, not visible.
+    let url = pg.url(&src);
+    let tx_x = std::thread::spawn(move || {
+        let mut c = PgEndpoint::from_url(&url).unwrap().connect().unwrap();
+        c.batch_execute(
+            "SET application_name = 'txX'; SET synchronous_commit = on; BEGIN;
+             DELETE FROM t WHERE id = 500; UPDATE t SET v = 'updated by X' WHERE id = 501;
+             INSERT INTO t VALUES (5000, 'inserted by X'); COMMIT",
+        )
+    });
+    let waiting = || {
+        pg.psql(
+            &src,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'txX' AND wait_event = 'SyncRep'",
+        )
+        .unwrap()
+            == "1"
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !waiting() {
+        assert!(
+            Instant::now() < deadline,
+            "txX never waited for the standby"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Its commit record is before the position now; wait until the applier passed it.
+    let logged = wal_position(&pg, &src);
+    wait_for("the stream to pass txX", &r, |p| {
+        p.applied_position().is_some_and(|a| a >= logged)
+    });
+    let t_done = |p: &Progress| {
+        p.table_snapshot()
+            .iter()
+            .find(|tp| tp.name.name == "t")
+            .map(|tp| tp.chunks_done.load(Ordering::Relaxed))
+    };
+    assert_eq!(
+        t_done(&r.progress),
+        Some(0),
+        "the premise: t is copied after the stream applied txX"
+    );
+    // t is copied while txX is still invisible.
+    wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
+    assert_eq!(
+        pg.psql(&src, "SELECT v FROM t WHERE id = 501").unwrap(),
+        "original 501",
+        "txX was still invisible when t was copied"
+    );
+    // Cancelling the wait makes txX visible (it is committed locally).
+    pg.psql(
+        &src,
+        "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'txX'",
+    )
+    .unwrap();
+    tx_x.join().unwrap().unwrap();
+    assert_eq!(
+        pg.psql(&src, "SELECT v FROM t WHERE id = 501").unwrap(),
+        "updated by X"
+    );
+    drain(&pg, &src, r);
+    assert_same(&pg, &src, &dst, "t", "id");
+    assert_same(&pg, &src, &dst, "big", "id");
+    cleanup(&s);
+}
