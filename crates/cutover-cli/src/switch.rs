@@ -192,6 +192,7 @@ fn print_report(verb: &str, r: &SwitchReport, json: bool, new_primary: &PgEndpoi
                 "write_pause_ms": ms(r.write_pause),
                 "drain_ms": ms(r.drain),
                 "verified_rows": r.verified_rows,
+                "verified_copy_rows": r.verified_copy_rows,
                 "sessions_ended": r.sessions_ended,
                 "fenced_at": r.fenced_at.to_string(),
                 "steps": steps,
@@ -200,11 +201,12 @@ fn print_report(verb: &str, r: &SwitchReport, json: bool, new_primary: &PgEndpoi
         return;
     }
     println!(
-        "{verb} done: writes now go to {} (write pause {} ms, drain {} ms, {} recently changed rows verified, {} sessions ended)",
+        "{verb} done: writes now go to {} (write pause {} ms, drain {} ms, {} recently changed rows verified in the pause, {} rows changed during the copy verified before it, {} sessions ended)",
         new_primary.redacted(),
         ms(r.write_pause),
         ms(r.drain),
         r.verified_rows,
+        r.verified_copy_rows,
         r.sessions_ended
     );
     println!(

@@ -104,6 +104,8 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
     let (source, target, file) = args.endpoints.resolve()?;
     let mut opts = cutover_pipeline::SyncOptions {
         stop_when_caught_up: args.stop_when_caught_up,
+        // Recorded when sync stops or hands over: the rows a switch verifies first.
+        recent_keys: 2_000,
         ..Default::default()
     };
     if let Some(j) = args.jobs.or(file.jobs) {

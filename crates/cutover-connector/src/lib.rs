@@ -171,6 +171,11 @@ pub enum ApplyOp {
         chunk: u32,
         rows: u64,
     },
+    /// Keys changed while their table was still being copied: where chunks and the change
+    /// stream met. A sink with a control store keeps them (in the same transaction) so that a
+    /// switch verifies exactly these rows on both sides before it fences writes; a sink
+    /// without one may ignore them.
+    Watch { table: TableName, keys: Vec<Key> },
 }
 
 /// Writes a target idempotently, with its progress in the same transaction.
@@ -207,6 +212,12 @@ pub trait Sink {
     /// about once a second; `false` by default.
     fn handover_requested(&mut self) -> Result<bool, ConnectorError> {
         Ok(false)
+    }
+    /// Keeps the keys changed last (newest last) where a switch can find them after this
+    /// process stopped: called when a sync stops or hands over. A no-op by default.
+    fn record_recent(&mut self, keys: &[(TableName, Key)]) -> Result<(), ConnectorError> {
+        let _ = keys;
+        Ok(())
     }
     /// Records the migration's live status (positions, lag, rates) where `cutover status` can
     /// read it from another process. Called now and then by the applier; a no-op by default.

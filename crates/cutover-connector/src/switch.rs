@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use cutover_model::Position;
+use cutover_model::{Key, Position, TableName};
 
 use crate::ConnectorError;
 
@@ -108,4 +108,14 @@ pub trait SwitchControl {
     fn open_new_primary(&mut self) -> Result<(), ConnectorError>;
     /// After the switch: removes the old direction's change capture on `from`.
     fn retire_old_direction(&mut self) -> Result<(), ConnectorError>;
+    /// Rows to verify before the fence: the keys changed while their table was being copied
+    /// (where chunks and the change stream met; [`crate::ApplyOp::Watch`]). None by default.
+    fn watched_keys(&mut self) -> Result<Vec<(TableName, Key)>, ConnectorError> {
+        Ok(Vec::new())
+    }
+    /// The keys a follower that stopped (or handed over) changed last, newest last
+    /// ([`crate::Sink::record_recent`]). None by default.
+    fn recent_keys(&mut self) -> Result<Vec<(TableName, Key)>, ConnectorError> {
+        Ok(Vec::new())
+    }
 }

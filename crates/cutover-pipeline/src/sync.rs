@@ -260,6 +260,7 @@ pub fn run<S: Connect, T: Connect>(
             pending: Vec::new(),
             touched: HashMap::new(),
             truncated: HashMap::new(),
+            watched: Watched::default(),
             horizon: 0,
             applied,
             read_upto: applied,
@@ -278,6 +279,13 @@ pub fn run<S: Connect, T: Connect>(
             panicked |= h.join().is_err();
         }
         let interrupted = result?;
+        let recent_keys = applier.recent_keys();
+        if opts.recent_keys > 0 {
+            // For a switch that takes over from here: the rows it should verify first.
+            if let Err(e) = sink.record_recent(&recent_keys) {
+                tracing::warn!(error = %e, "could not record the keys changed last on the target");
+            }
+        }
         // The final status, for `cutover status` after this process ends.
         if let Ok(p) = src.current_position() {
             progress.set_source(p);
@@ -299,7 +307,7 @@ pub fn run<S: Connect, T: Connect>(
             position: applied,
             elapsed: started.elapsed(),
             interrupted,
-            recent_keys: applier.recent_keys(),
+            recent_keys,
         })
     })
 }
@@ -358,6 +366,8 @@ struct Applier<'a> {
     touched: HashMap<(usize, Key), Touch>,
     /// Tables truncated while they still had chunks to copy.
     truncated: HashMap<usize, Touch>,
+    /// Keys changed while their table still had chunks to copy, since the last batch.
+    watched: Watched,
     /// The newest `xmin` of the chunk snapshots seen so far: every transaction below it was
     /// visible when that snapshot was taken, so every snapshot taken later sees it too
     /// (snapshots' `xmin` never moves backwards). Only transactions at or above it can be
@@ -386,6 +396,22 @@ struct BatchTally {
     superseded: u64,
     committed_at: Option<std::time::SystemTime>,
     chunks: Vec<(usize, u64, u64)>,
+}
+
+/// Keys changed while their table was still being copied, gathered for the batch
+/// ([`ApplyOp::Watch`]).
+#[derive(Default)]
+struct Watched(HashMap<usize, std::collections::HashSet<Key>>);
+
+impl Watched {
+    fn into_ops(self, tables: &[TableSchema], ops: &mut Vec<ApplyOp>) {
+        for (ti, keys) in self.0 {
+            ops.push(ApplyOp::Watch {
+                table: tables[ti].name.clone(),
+                keys: keys.into_iter().collect(),
+            });
+        }
+    }
 }
 
 impl Applier<'_> {
@@ -475,6 +501,7 @@ impl Applier<'_> {
                     unrecorded = Some(position);
                     idle = true;
                 } else {
+                    std::mem::take(&mut self.watched).into_ops(self.tables, &mut ops);
                     retry("applying a batch to the target", || {
                         sink.apply(&ops, position)
                     })?;
@@ -663,7 +690,9 @@ impl Applier<'_> {
             return;
         }
         let schema = &self.tables[ti];
+        let watched = self.watched.0.entry(ti).or_default();
         let mut mark = |key: Key, partial: bool| {
+            watched.insert(key.clone());
             self.touched
                 .entry((ti, key))
                 .and_modify(|t| {

@@ -130,6 +130,16 @@ CREATE TABLE IF NOT EXISTS _cutover.chunks (
     done_at timestamptz,
     PRIMARY KEY (table_schema, table_name, chunk));
 ALTER TABLE _cutover.chunks ADD COLUMN IF NOT EXISTS in_snapshot boolean NOT NULL DEFAULT false;
+CREATE TABLE IF NOT EXISTS _cutover.watch (
+    table_schema text NOT NULL,
+    table_name text NOT NULL,
+    key bytea NOT NULL,
+    PRIMARY KEY (table_schema, table_name, key));
+CREATE TABLE IF NOT EXISTS _cutover.recent (
+    n bigint PRIMARY KEY,
+    table_schema text NOT NULL,
+    table_name text NOT NULL,
+    key bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS _cutover.steps (
     id int PRIMARY KEY,
     phase text NOT NULL,

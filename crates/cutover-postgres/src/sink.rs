@@ -176,6 +176,7 @@ enum Write<'a> {
     },
     Truncate(&'a [TableName]),
     ChunkDone(&'a TableName, u32, u64),
+    Watch(&'a TableName, &'a [Key]),
 }
 
 /// Writes a PostgreSQL target.
@@ -470,6 +471,20 @@ impl PgSink {
                     }
                     i += 1;
                 }
+                Write::Watch(table, keys) => {
+                    out.push(Stmt {
+                        sql: "INSERT INTO _cutover.watch (table_schema, table_name, key)
+                              SELECT $1, $2, k::bytea FROM unnest($3::text[]) k ON CONFLICT DO NOTHING"
+                            .into(),
+                        params: vec![
+                            Param::Text(Some(table.schema.clone().unwrap_or_default())),
+                            Param::Text(Some(table.name.clone())),
+                            Param::Texts(keys.iter().map(key_bytes).collect()),
+                        ],
+                        what: format!("noting rows of {table} changed during the copy"),
+                    });
+                    i += 1;
+                }
                 Write::ChunkDone(table, chunk, rows) => {
                     out.push(Stmt {
                         sql: "UPDATE _cutover.chunks SET done = true, done_at = now(), rows = $4::text::bigint
@@ -565,6 +580,7 @@ fn writes<'a>(ops: &'a [ApplyOp], tables: &HashMap<TableName, TableSql>) -> Vec<
             ApplyOp::ChunkDone { table, chunk, rows } => {
                 out.push(Write::ChunkDone(table, *chunk, *rows))
             }
+            ApplyOp::Watch { table, keys } => out.push(Write::Watch(table, keys)),
             ApplyOp::Change(c) => match c {
                 Change::Insert { table, row } => out.push(Write::Upsert(table, row)),
                 Change::Update {
@@ -728,7 +744,7 @@ fn compact<'a>(writes: &[Write<'a>], tables: &HashMap<TableName, TableSql>) -> V
                 flush(&mut net, &mut order, &mut out);
                 out.push(Step::Keep(w.clone()));
             }
-            Write::ChunkDone(..) => chunks.push(Step::Keep(w.clone())),
+            Write::ChunkDone(..) | Write::Watch(..) => chunks.push(Step::Keep(w.clone())),
         }
     }
     flush(&mut net, &mut order, &mut out);
@@ -776,6 +792,11 @@ impl<'a> Step<'a> {
             Step::Keep(w) => w.clone(),
         }
     }
+}
+
+/// A key as the control store keeps it: the model's binary encoding, as bytea text.
+fn key_bytes(key: &Key) -> Option<String> {
+    pgtext::encode(&Value::Bytes(cutover_model::encode_row(key)))
 }
 
 fn key_range(lower: Option<Vec<String>>, upper: Option<Vec<String>>) -> KeyRange {
@@ -1105,6 +1126,26 @@ impl Sink for PgSink {
             )
             .map_err(|e| map("recording the end of the copy", e))?;
         Ok(())
+    }
+
+    fn record_recent(&mut self, keys: &[(TableName, Key)]) -> Result<(), ConnectorError> {
+        let ctx = "recording the keys changed last";
+        let mut tx = self.client.transaction().map_err(|e| map(ctx, e))?;
+        tx.batch_execute("DELETE FROM _cutover.recent")
+            .map_err(|e| map(ctx, e))?;
+        let (mut schemas, mut names, mut encoded) = (Vec::new(), Vec::new(), Vec::new());
+        for (t, k) in keys {
+            schemas.push(t.schema.clone().unwrap_or_default());
+            names.push(t.name.clone());
+            encoded.push(key_bytes(k));
+        }
+        tx.execute(
+            "INSERT INTO _cutover.recent (n, table_schema, table_name, key)
+             SELECT n, s, t, k::bytea FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u(s, t, k, n)",
+            &[&schemas, &names, &encoded],
+        )
+        .map_err(|e| map(ctx, e))?;
+        tx.commit().map_err(|e| map(ctx, e))
     }
 
     fn handover_requested(&mut self) -> Result<bool, ConnectorError> {

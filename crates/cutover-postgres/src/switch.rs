@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use cutover_connector::{ConnectorError, Direction, ErrorKind, Fence, Observation, SwitchControl};
-use cutover_model::Position;
+use cutover_model::{Key, Position, TableName};
 use postgres::Client;
 
 use crate::copy::{self, CONTROL_DDL};
@@ -525,6 +525,22 @@ impl SwitchControl for PgSwitch {
         Ok(())
     }
 
+    fn watched_keys(&mut self) -> Result<Vec<(TableName, Key)>, ConnectorError> {
+        keys_in(
+            self.follower_store(),
+            "SELECT table_schema, table_name, key FROM _cutover.watch",
+            "reading the rows changed during the copy",
+        )
+    }
+
+    fn recent_keys(&mut self) -> Result<Vec<(TableName, Key)>, ConnectorError> {
+        keys_in(
+            self.follower_store(),
+            "SELECT table_schema, table_name, key FROM _cutover.recent ORDER BY n",
+            "reading the rows changed last",
+        )
+    }
+
     fn retire_old_direction(&mut self) -> Result<(), ConnectorError> {
         let old = self.following().0.clone();
         match self.orientation {
@@ -550,6 +566,39 @@ impl PgSwitch {
             .map_err(|e| map("recording the fence", e))
             .map(|_| ())
     }
+}
+
+/// (table, key) rows of a control-store query whose keys are the model's binary encoding.
+fn keys_in(
+    client: &mut Client,
+    sql: &str,
+    ctx: &str,
+) -> Result<Vec<(TableName, Key)>, ConnectorError> {
+    let rows = match client.query(sql, &[]) {
+        Ok(rows) => rows,
+        // A control store from before these tables existed has none.
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(map(ctx, e)),
+    };
+    rows.iter()
+        .map(|r| {
+            let schema: String = r.try_get(0).map_err(|e| map(ctx, e))?;
+            let name: String = r.try_get(1).map_err(|e| map(ctx, e))?;
+            let bytes: Vec<u8> = r.try_get(2).map_err(|e| map(ctx, e))?;
+            let key = cutover_model::decode_row(&bytes).map_err(|e| {
+                ConnectorError::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "{ctx}: a key of {schema}.{name} in the control store is unreadable ({e})"
+                    ),
+                )
+            })?;
+            let schema = (!schema.is_empty()).then_some(schema.as_str());
+            Ok((TableName::new(schema, &name), key))
+        })
+        .collect()
 }
 
 /// Ends every session matching `filter` (not this one) and waits until they are gone: signals

@@ -23,6 +23,7 @@ use crate::value::Param;
 const STATE: &str = "_cutover_state";
 const TABLES: &str = "_cutover_tables";
 const CHUNKS: &str = "_cutover_chunks";
+const WATCH: &str = "_cutover_watch";
 
 /// SQL text for one table, built once.
 struct TableSql {
@@ -250,7 +251,9 @@ impl Sink for SqliteSink {
              CREATE TABLE IF NOT EXISTS {TABLES} (name TEXT PRIMARY KEY, phase TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS {CHUNKS} (table_name TEXT NOT NULL, chunk INTEGER NOT NULL,
                  start_key BLOB, end_key BLOB, done INTEGER NOT NULL DEFAULT 0,
-                 PRIMARY KEY (table_name, chunk));"
+                 PRIMARY KEY (table_name, chunk));
+             CREATE TABLE IF NOT EXISTS {WATCH} (table_name TEXT NOT NULL, key BLOB NOT NULL,
+                 PRIMARY KEY (table_name, key));"
         ))
         .map_err(|e| map(ctx, e))?;
         for t in tables {
@@ -394,6 +397,17 @@ impl Sink for SqliteSink {
                         }
                     }
                 },
+                ApplyOp::Watch { table, keys } => {
+                    let mut stmt = tx
+                        .prepare_cached(&format!(
+                            "INSERT OR IGNORE INTO {WATCH} (table_name, key) VALUES (?1, ?2)"
+                        ))
+                        .map_err(|e| map(&ctx, e))?;
+                    for k in keys {
+                        stmt.execute(rusqlite::params![table.name, encode_row(k)])
+                            .map_err(|e| map(&ctx, e))?;
+                    }
+                }
                 ApplyOp::ChunkDone { table, chunk, .. } => {
                     tx.prepare_cached(&format!(
                         "UPDATE {CHUNKS} SET done = 1 WHERE table_name = ?1 AND chunk = ?2"
@@ -472,7 +486,7 @@ impl Sink for SqliteSink {
     fn cleanup(&mut self) -> Result<(), ConnectorError> {
         self.conn
             .execute_batch(&format!(
-                "DROP TABLE IF EXISTS {CHUNKS}; DROP TABLE IF EXISTS {TABLES}; DROP TABLE IF EXISTS {STATE}; \
+                "DROP TABLE IF EXISTS {WATCH}; DROP TABLE IF EXISTS {CHUNKS}; DROP TABLE IF EXISTS {TABLES}; DROP TABLE IF EXISTS {STATE}; \
                  DROP TABLE IF EXISTS {};",
                 crate::checksum::MISMATCHES
             ))

@@ -83,7 +83,10 @@ pub struct SwitchReport {
     /// From the fence to the new primary taking writes.
     pub write_pause: Duration,
     pub drain: Duration,
+    /// Rows verified inside the pause: the ones changed last.
     pub verified_rows: u64,
+    /// Rows verified before the fence: the ones changed while their table was copied.
+    pub verified_copy_rows: u64,
     pub sessions_ended: u64,
     /// Where the old primary stood when fenced; the new primary has everything up to it.
     pub fenced_at: Position,
@@ -287,6 +290,66 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
             format!("{lag} bytes behind"),
         );
 
+        // The rows where the copy and the change stream met, compared on both sides while
+        // writes still flow: a difference that outlives the follower catching up with it is a
+        // divergence, and the switch is refused before anything is paused.
+        let t = Instant::now();
+        let checked = (|| -> Result<u64, (String, ErrorKind)> {
+            let err = |e: ConnectorError| (e.to_string(), e.kind());
+            let mut pending = control.watched_keys().map_err(err)?;
+            let mut total = None;
+            for round in 0.. {
+                let (checked, differing) =
+                    compare_keys(&mut primary_rows, &mut follower_rows, &tables, &pending)
+                        .map_err(err)?;
+                let total = *total.get_or_insert(checked);
+                if differing.is_empty() {
+                    return Ok(total);
+                }
+                if round == 5 {
+                    return Err((
+                        format!(
+                            "{} of the {total} rows changed while their table was copied differ between the two sides: {} — \
+                             nothing was switched; find and repair them with `cutover verify --live --repair`, then switch again",
+                            differing.len(),
+                            name_keys(&differing)
+                        ),
+                        ErrorKind::Conflict,
+                    ));
+                }
+                // Perhaps still in flight: re-check once the follower passed where the primary
+                // is now.
+                let now = control.primary_position().map_err(err)?;
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while progress.applied_position().is_none_or(|a| a < now) {
+                    if finished.load(Ordering::SeqCst) || Instant::now() > deadline {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                pending = differing;
+            }
+            Ok(0)
+        })();
+        let verified_copy = match checked {
+            Ok(n) => n,
+            Err((e, kind)) => {
+                stop(follow);
+                return Err(fail(control, &done, "verify the copy", e, kind));
+            }
+        };
+        record(
+            &mut steps,
+            "verify the copy",
+            t,
+            false,
+            format!("{verified_copy} rows changed during the copy are equal on both sides"),
+        );
+        let recorded_recent = control.recent_keys().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not read the keys the running sync changed last");
+            Vec::new()
+        });
+
         let t = Instant::now();
         done.way_back = true;
         if let Err(e) = control.prepare_way_back() {
@@ -390,12 +453,9 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
         }
 
         let t = Instant::now();
-        let verified = match verify_recent(
-            &mut primary_rows,
-            &mut follower_rows,
-            &tables,
-            &report.recent_keys,
-        ) {
+        let recent = recent_keys(recorded_recent, &report.recent_keys, opts.verify_recent);
+        let verified = match verify_recent(&mut primary_rows, &mut follower_rows, &tables, &recent)
+        {
             Ok(n) => n,
             Err(e) => return Err(fail(control, &done, "verify", e.to_string(), e.kind())),
         };
@@ -487,6 +547,7 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
             write_pause,
             drain,
             verified_rows: verified,
+            verified_copy_rows: verified_copy,
             sessions_ended,
             fenced_at,
             steps,
@@ -515,13 +576,14 @@ fn open_readers<P: Connect, F: Connect>(
     Ok((a, b, tables))
 }
 
-/// Compares the rows with `keys` on both sides; an error names the first that differ.
-fn verify_recent<A: Source + Send, B: Source>(
+/// Compares the rows with `keys` on both sides; returns how many were compared and the keys
+/// whose rows differ (missing on one side, or different values).
+fn compare_keys<A: Source + Send, B: Source>(
     a: &mut A,
     b: &mut B,
     tables: &HashMap<TableName, TableSchema>,
     keys: &[(TableName, Key)],
-) -> Result<u64, ConnectorError> {
+) -> Result<(u64, Vec<(TableName, Key)>), ConnectorError> {
     let mut by_table: HashMap<&TableName, Vec<Key>> = HashMap::new();
     for (t, k) in keys {
         by_table.entry(t).or_default().push(k.clone());
@@ -535,44 +597,90 @@ fn verify_recent<A: Source + Send, B: Source>(
         let index = |rows: Vec<cutover_model::Row>| -> HashMap<Key, cutover_model::Row> {
             rows.into_iter().map(|r| (schema.key_of(&r), r)).collect()
         };
-        // Both sides at once: this runs inside the write pause.
-        let (left, right) = std::thread::scope(|s| {
-            let l = s.spawn(|| a.fetch_rows(schema, &keys));
-            let r = b.fetch_rows(schema, &keys);
-            (l.join(), r)
-        });
-        let left = index(left.map_err(|_| {
-            ConnectorError::new(ErrorKind::Database, "reading rows to verify panicked")
-        })??);
-        let right = index(right?);
-        for k in &keys {
-            checked += 1;
-            let same = match (left.get(k), right.get(k)) {
-                (None, None) => true,
-                (Some(x), Some(y)) => {
-                    x.len() == y.len()
-                        && x.iter()
-                            .zip(y)
-                            .all(|(p, q)| cutover_verify::same_value(p, q))
+        for keys in keys.chunks(5_000) {
+            // Both sides at once: this may run inside the write pause.
+            let (left, right) = std::thread::scope(|s| {
+                let l = s.spawn(|| a.fetch_rows(schema, keys));
+                let r = b.fetch_rows(schema, keys);
+                (l.join(), r)
+            });
+            let left = index(left.map_err(|_| {
+                ConnectorError::new(ErrorKind::Database, "reading rows to verify panicked")
+            })??);
+            let right = index(right?);
+            for k in keys {
+                checked += 1;
+                let same = match (left.get(k), right.get(k)) {
+                    (None, None) => true,
+                    (Some(x), Some(y)) => {
+                        x.len() == y.len()
+                            && x.iter()
+                                .zip(y)
+                                .all(|(p, q)| cutover_verify::same_value(p, q))
+                    }
+                    _ => false,
+                };
+                if !same {
+                    differing.push((name.clone(), k.clone()));
                 }
-                _ => false,
-            };
-            if !same && differing.len() < 5 {
-                differing.push(format!("{name} {}", cutover_connector::key_text(k)));
             }
         }
     }
-    if differing.is_empty() {
-        Ok(checked)
-    } else {
-        Err(ConnectorError::new(
-            ErrorKind::Conflict,
-            format!(
-                "rows differ between the two sides after the drain: {} — investigate with `cutover verify` before switching",
-                differing.join(", ")
-            ),
-        ))
+    Ok((checked, differing))
+}
+
+/// Names the first few differing keys, for messages.
+fn name_keys(keys: &[(TableName, Key)]) -> String {
+    let mut named: Vec<String> = keys
+        .iter()
+        .take(5)
+        .map(|(t, k)| format!("{t} {}", cutover_connector::key_text(k)))
+        .collect();
+    if keys.len() > 5 {
+        named.push(format!("and {} more", keys.len() - 5));
     }
+    named.join(", ")
+}
+
+/// Compares the rows with `keys` on both sides after the drain; an error names those that
+/// differ (nothing is in flight any more, so any difference is real).
+fn verify_recent<A: Source + Send, B: Source>(
+    a: &mut A,
+    b: &mut B,
+    tables: &HashMap<TableName, TableSchema>,
+    keys: &[(TableName, Key)],
+) -> Result<u64, ConnectorError> {
+    let (checked, differing) = compare_keys(a, b, tables, keys)?;
+    if differing.is_empty() {
+        return Ok(checked);
+    }
+    Err(ConnectorError::new(
+        ErrorKind::Conflict,
+        format!(
+            "rows differ between the two sides after the drain: {} — investigate with `cutover verify` before switching",
+            name_keys(&differing)
+        ),
+    ))
+}
+
+/// The keys a switch verifies inside the pause: those the follower that handed over changed
+/// last, then those the in-process follower changed, newest last, each once, at most `max`.
+fn recent_keys(
+    recorded: Vec<(TableName, Key)>,
+    followed: &[(TableName, Key)],
+    max: usize,
+) -> Vec<(TableName, Key)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<(TableName, Key)> = followed
+        .iter()
+        .rev()
+        .chain(recorded.iter().rev())
+        .filter(|k| seen.insert((*k).clone()))
+        .take(max)
+        .cloned()
+        .collect();
+    out.reverse();
+    out
 }
 
 fn run_hook(cmd: &str, env: &[(String, String)]) -> Result<(), String> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cutover_connector::{
     ConnectorError, Direction, ErrorKind, Fence, Observation, Progress, SwitchControl,
 };
-use cutover_model::Position;
+use cutover_model::{Key, Position, TableName};
 use cutover_pipeline::{Control, SyncOptions};
 use cutover_postgres::schema::Selection;
 use cutover_postgres::{reverse_names, CaptureNames, Orientation, PgConnect, PgEndpoint, PgSwitch};
@@ -341,6 +341,12 @@ impl SwitchControl for Failing {
     fn retire_old_direction(&mut self) -> Result<(), ConnectorError> {
         self.inner.retire_old_direction()
     }
+    fn watched_keys(&mut self) -> Result<Vec<(TableName, Key)>, ConnectorError> {
+        self.inner.watched_keys()
+    }
+    fn recent_keys(&mut self) -> Result<Vec<(TableName, Key)>, ConnectorError> {
+        self.inner.recent_keys()
+    }
 }
 
 #[test]
@@ -488,4 +494,104 @@ fn the_fence_ends_the_sources_sessions_and_no_others() {
         on_target.simple_query("SELECT 1").is_ok(),
         "the target's sessions are untouched"
     );
+}
+
+/// Issue 9, finding 1: the rows changed while their table was copied are where the copy and
+/// the stream meet; the switch compares them on both sides before it fences, and refuses a
+/// divergence there instead of switching to it.
+#[test]
+fn rows_changed_during_the_copy_are_verified_before_the_fence_and_a_divergence_refuses() {
+    let pg = Postgres::shared().unwrap();
+    let m = Migration::new(pg, "watch");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (url, stop) = (pg.url(&m.src), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let id = fastrand::i64(1..=2000);
+                c.batch_execute(&format!(
+                    "UPDATE accounts SET balance = balance + 1 WHERE id = {id}"
+                ))
+                .unwrap();
+            }
+        })
+    };
+    let (p, f) = m.pair(Direction::Forward);
+    let opts = SyncOptions {
+        jobs: 1,
+        chunk_bytes: 8 << 10,
+        min_chunk_rows: 20,
+        max_chunk_rows: 100,
+        stop_when_caught_up: true,
+        ..SyncOptions::default()
+    };
+    let progress = Arc::new(Progress::default());
+    let sync = {
+        let progress = Arc::clone(&progress);
+        std::thread::spawn(move || {
+            cutover_pipeline::run(&p, &f, &opts, &Control::default(), &progress)
+        })
+    };
+    // Written to all through the copy; stopped once it is done, so that sync can catch up.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while progress.phase() != cutover_connector::Phase::Replicating && !sync.is_finished() {
+        assert!(Instant::now() < deadline, "the copy did not finish");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    sync.join().unwrap().unwrap();
+    m.catch_up(Direction::Forward);
+    let watched: i64 = pg
+        .psql(&m.dst, "SELECT count(*) FROM _cutover.watch")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        watched > 0,
+        "the premise: rows changed during the copy were noted"
+    );
+    m.assert_equal(pg);
+
+    // A divergence on one of them (as the lost update of issue 9 left it).
+    let mut control = m.control(Orientation::Switch);
+    let keys = control.watched_keys().unwrap();
+    assert_eq!(keys.len() as i64, watched);
+    let id = keys
+        .iter()
+        .find_map(|(t, k)| match (t.name.as_str(), k.as_slice()) {
+            ("accounts", [cutover_model::Value::Int(id)]) => Some(*id),
+            _ => None,
+        })
+        .expect("an accounts row among them");
+    pg.psql(
+        &m.dst,
+        &format!("SET default_transaction_read_only = off; UPDATE accounts SET balance = -1 WHERE id = {id}"),
+    )
+    .unwrap();
+    let err = run_switch(&m, &mut control, &options(Direction::Reverse)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("verify the copy") && msg.contains(&format!("public.accounts ({id})")),
+        "{msg}"
+    );
+    assert!(writable(pg, &m.src), "nothing was switched: {msg}");
+
+    // Repaired, the switch goes through and says how many rows it compared.
+    let balance = pg
+        .psql(
+            &m.src,
+            &format!("SELECT balance FROM accounts WHERE id = {id}"),
+        )
+        .unwrap();
+    pg.psql(
+        &m.dst,
+        &format!("SET default_transaction_read_only = off; UPDATE accounts SET balance = {balance} WHERE id = {id}"),
+    )
+    .unwrap();
+    let mut control = m.control(Orientation::Switch);
+    let report = run_switch(&m, &mut control, &options(Direction::Reverse)).unwrap();
+    assert_eq!(report.verified_copy_rows as i64, watched, "{report:?}");
+    assert!(!writable(pg, &m.src));
 }
