@@ -31,11 +31,23 @@ pub struct SyncArgs {
     /// holds a migration of cutover's to resume).
     #[arg(long)]
     truncate: bool,
+    /// When the source's columns change during sync: `auto` adds, drops and widens them on the
+    /// target at the point in the change stream where they happened; `stop` stops sync there,
+    /// naming the change and the statement to run on the target (then run sync again). A type
+    /// change the target's column cannot hold without loss always stops.
+    #[arg(long, value_enum, default_value = "auto", value_name = "auto|stop")]
+    ddl: DdlArg,
     /// PostgreSQL: the migration's name; the source's replication slot and publication are
     /// `cutover_<name>` [default: the target's database name]. Give concurrent migrations from
     /// one source different names.
     #[arg(long)]
     name: Option<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DdlArg {
+    Auto,
+    Stop,
 }
 
 #[derive(Args)]
@@ -106,6 +118,10 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
         stop_when_caught_up: args.stop_when_caught_up,
         // Recorded when sync stops or hands over: the rows a switch verifies first.
         recent_keys: 2_000,
+        ddl: match args.ddl {
+            DdlArg::Auto => cutover_pipeline::DdlPolicy::Auto,
+            DdlArg::Stop => cutover_pipeline::DdlPolicy::Stop,
+        },
         ..Default::default()
     };
     if let Some(j) = args.jobs.or(file.jobs) {

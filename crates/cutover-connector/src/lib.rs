@@ -16,7 +16,7 @@ pub use error::{ConnectorError, ErrorKind};
 pub use progress::{Phase, Progress, TableProgress};
 pub use switch::{Direction, Fence, Observation, SwitchControl};
 
-use cutover_model::{Change, Key, Position, Row, TableName, TableSchema, Transaction};
+use cutover_model::{Change, Column, Key, Position, Row, TableName, TableSchema, Transaction};
 
 /// A half-open range of primary-key values, `[start, end)`; `None` is unbounded on that side.
 /// Keys compare as the engine orders them (tuples compared column by column).
@@ -47,6 +47,9 @@ pub struct ChunkRows {
     /// `pg_current_snapshot()`). Then a row is dropped only if its key was changed by a
     /// transaction this snapshot did not see, instead of by any change after `low`.
     pub snapshot: Option<TxSnapshot>,
+    /// The columns of `rows`, in order, when they differ from the table's schema as the
+    /// source described it at the start (its columns changed since); `None`: the same.
+    pub columns: Option<Vec<Column>>,
 }
 
 /// A set of visible transactions, as PostgreSQL describes a snapshot: every transaction id below
@@ -158,6 +161,15 @@ pub struct TableEstimate {
     pub avg_row_bytes: u64,
 }
 
+/// A change to one column of a target table, carried from the source.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnChange {
+    Add(Column),
+    Drop(String),
+    /// The column's type becomes this column's (one that holds every value of the old one).
+    Retype(Column),
+}
+
 /// One step of an apply batch, applied in order.
 #[derive(Debug, Clone)]
 pub enum ApplyOp {
@@ -176,6 +188,17 @@ pub enum ApplyOp {
     /// switch verifies exactly these rows on both sides before it fences writes; a sink
     /// without one may ignore them.
     Watch { table: TableName, keys: Vec<Key> },
+    /// Changes a column of a target table (in the same transaction as the rest of the batch).
+    Alter {
+        table: TableName,
+        change: ColumnChange,
+    },
+    /// From here on (in this batch and later ones), rows of `table` carry these columns, in
+    /// this order; a target column not among them keeps its value (or gets its default).
+    Columns {
+        table: TableName,
+        columns: Vec<String>,
+    },
 }
 
 /// Writes a target idempotently, with its progress in the same transaction.
@@ -187,7 +210,9 @@ pub enum ApplyOp {
 ///   missing key do nothing.
 /// - `checkpoint` returns the position of the last committed `apply`, surviving restarts.
 /// - `prepare` creates missing tables (columns, types, NOT NULL, defaults, primary key) and the
-///   control store; secondary indexes wait for `finish_tables`.
+///   control store; secondary indexes wait for `finish_tables`. Rows of each table then carry
+///   the columns of the schema given to `prepare`, until an [`ApplyOp::Columns`] says
+///   otherwise.
 pub trait Sink {
     fn prepare(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError>;
     /// Records the chunk plan once; later calls return the stored plan unchanged, so a resumed
@@ -199,6 +224,11 @@ pub trait Sink {
     ) -> Result<Vec<PlannedChunk>, ConnectorError>;
     fn apply(&mut self, ops: &[ApplyOp], checkpoint: Position) -> Result<(), ConnectorError>;
     fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError>;
+    /// The columns `table` has on the target now (after `prepare`), with their types: what a
+    /// change of the source's columns is compared with. By default, the schema's own.
+    fn columns(&mut self, table: &TableSchema) -> Result<Vec<Column>, ConnectorError> {
+        Ok(table.columns.clone())
+    }
     /// Builds secondary indexes once the copy is complete.
     fn finish_tables(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError>;
     /// The newest checkpoint that survives a crash of the target, given that everything up to

@@ -1,6 +1,6 @@
 //! Change events, as change capture delivers them.
 
-use crate::{Key, Position, Row, TableName};
+use crate::{Column, Key, Position, Row, TableName};
 
 /// One row-level change.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +28,17 @@ pub enum Change {
     Truncate {
         tables: Vec<TableName>,
     },
+    /// From this point of the stream on, rows of `table` have these columns, in this order
+    /// (the source's table was altered, or the stream describes it again). Sources emit it
+    /// before the first row of a table in a new shape; rows after it follow it.
+    Schema {
+        table: TableName,
+        columns: Vec<Column>,
+        /// The names of the table's columns on the source now, where the engine can tell: a
+        /// column missing from `columns` and from these was dropped; one missing from `columns`
+        /// but still here only comes later in the stream.
+        current: Option<Vec<String>>,
+    },
 }
 
 impl Change {
@@ -36,7 +47,8 @@ impl Change {
         match self {
             Change::Insert { table, .. }
             | Change::Update { table, .. }
-            | Change::Delete { table, .. } => Some(table),
+            | Change::Delete { table, .. }
+            | Change::Schema { table, .. } => Some(table),
             Change::Truncate { .. } => None,
         }
     }

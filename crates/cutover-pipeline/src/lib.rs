@@ -14,8 +14,10 @@
 //! minus rows whose keys changed after the chunk's `low` (DBLog's watermark rule). The sink
 //! commits each batch with its checkpoint, so a restart resumes exactly where it stopped.
 
+mod ddl;
 mod retry;
 mod sync;
 
 pub use cutover_connector::{Phase, Progress, TableProgress};
+pub use ddl::DdlPolicy;
 pub use sync::{run, Control, SyncError, SyncOptions, SyncReport};

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use cutover_connector::{
     ApplyOp, ChunkRows, Connect, ConnectorError, ErrorKind, KeyRange, Sink, Source,
 };
-use cutover_model::{Change, Key, Position, TableName, TableSchema, Transaction};
+use cutover_model::{Change, Column, Key, Position, TableName, TableSchema, Transaction};
+
+use crate::ddl::{self, DdlPolicy};
 
 use crate::retry::retry;
 use cutover_connector::{Phase, Progress, TableProgress};
@@ -37,6 +39,8 @@ pub struct SyncOptions {
     /// `recent_window`), for a switch to verify; 0: none.
     pub recent_keys: usize,
     pub recent_window: Duration,
+    /// What to do when the source's columns change (added, dropped, widened).
+    pub ddl: DdlPolicy,
 }
 
 impl Default for SyncOptions {
@@ -54,6 +58,7 @@ impl Default for SyncOptions {
             recent_window: Duration::from_secs(120),
             tables: Vec::new(),
             exclude: Vec::new(),
+            ddl: DdlPolicy::default(),
         }
     }
 }
@@ -183,6 +188,38 @@ pub fn run<S: Connect, T: Connect>(
     let mut applied = retry("reading the checkpoint", || sink.checkpoint())?.unwrap_or(start);
     progress.set_applied(applied);
 
+    // The source's columns now against the target's: with --ddl auto, columns added (or
+    // widened) while sync was stopped are carried first, so that a table that sees no change
+    // for a while has them too. Drops are only carried where the change stream passes them;
+    // with --ddl stop, sync stops where the stream (or a chunk) meets the change, after
+    // applying everything before it.
+    let mut target_columns = Vec::with_capacity(tables.len());
+    let mut altered = Vec::new();
+    for t in &tables {
+        let mut columns = retry("reading the target's columns", || sink.columns(t))?;
+        if opts.ddl == DdlPolicy::Stop {
+            target_columns.push(columns);
+            continue;
+        }
+        let key: Vec<String> = t.key_columns().map(|c| c.name.clone()).collect();
+        let changes = ddl::decide(opts.ddl, &t.name, &columns, &t.columns, &key, |_| false)
+            .map_err(|r| ddl::refusal_error(&t.name, r, None))?;
+        for change in changes {
+            ddl::apply(&mut columns, &change);
+            tracing::warn!(table = %t.name, "{}: carried to the target", ddl::describe(&t.name, &change).0);
+            altered.push(ApplyOp::Alter {
+                table: t.name.clone(),
+                change,
+            });
+        }
+        target_columns.push(columns);
+    }
+    if !altered.is_empty() {
+        retry("changing the target's columns as the source's", || {
+            sink.apply(&altered, applied)
+        })?;
+    }
+
     // Plan chunks (or load the stored plan), largest tables first.
     let mut jobs: Vec<(u64, Job)> = Vec::new();
     let mut remaining = vec![0u64; tables.len()];
@@ -262,6 +299,12 @@ pub fn run<S: Connect, T: Connect>(
             truncated: HashMap::new(),
             watched: Watched::default(),
             horizon: 0,
+            stream_shapes: tables.to_vec(),
+            write_columns: tables
+                .iter()
+                .map(|t| t.columns.iter().map(|c| c.name.clone()).collect())
+                .collect(),
+            target_columns,
             applied,
             read_upto: applied,
             backlog: VecDeque::new(),
@@ -368,6 +411,12 @@ struct Applier<'a> {
     truncated: HashMap<usize, Touch>,
     /// Keys changed while their table still had chunks to copy, since the last batch.
     watched: Watched,
+    /// Each table as the change stream describes it now: its rows have these columns.
+    stream_shapes: Vec<TableSchema>,
+    /// The columns of each table's rows that the sink expects next ([`ApplyOp::Columns`]).
+    write_columns: Vec<Vec<String>>,
+    /// Each table's columns on the target now.
+    target_columns: Vec<Vec<Column>>,
     /// The newest `xmin` of the chunk snapshots seen so far: every transaction below it was
     /// visible when that snapshot was taken, so every snapshot taken later sees it too
     /// (snapshots' `xmin` never moves backwards). Only transactions at or above it can be
@@ -475,12 +524,33 @@ impl Applier<'_> {
             let mut tally = BatchTally::default();
             let mut position = self.applied;
             self.emit_ready(src, position, &mut ops, &mut bytes, &mut tally)?;
+            // A change of columns that sync will not carry: everything before its transaction
+            // is applied, then sync stops there.
+            let mut refused = None;
             while let Some(txn) = self.backlog.pop_front() {
+                if let Err(e) = self.check_columns(&txn) {
+                    self.backlog.push_front(txn);
+                    refused = Some(e);
+                    break;
+                }
                 for change in txn.changes {
+                    if let Change::Schema {
+                        table,
+                        columns,
+                        current,
+                    } = change
+                    {
+                        self.reshape(&table, columns, current.as_deref(), txn.position, &mut ops)?;
+                        continue;
+                    }
                     self.track(&change, txn.position, txn.xid);
                     self.remember(&change);
                     bytes += change_bytes(&change);
                     tally.changes += 1;
+                    if let Some(ti) = change.table().and_then(|n| self.index(n)) {
+                        let shape = self.stream_shapes[ti].clone();
+                        self.write_as(ti, &shape.columns, &mut ops);
+                    }
                     ops.push(ApplyOp::Change(change));
                 }
                 position = txn.position;
@@ -495,7 +565,10 @@ impl Applier<'_> {
                 }
             }
             if position != self.applied || !ops.is_empty() {
-                if ops.is_empty() && last_recorded.elapsed() < Duration::from_secs(1) {
+                if ops.is_empty()
+                    && refused.is_none()
+                    && last_recorded.elapsed() < Duration::from_secs(1)
+                {
                     // Only the source's position moved (WAL of other tables, or idle): record
                     // that now and then, not on every keepalive.
                     unrecorded = Some(position);
@@ -511,6 +584,9 @@ impl Applier<'_> {
                 }
             }
             self.prune();
+            if let Some(e) = refused {
+                return Err(e.into());
+            }
 
             if self.applied > released && last_release.elapsed() > Duration::from_secs(1) {
                 // Only what the target has durably applied is released.
@@ -598,6 +674,109 @@ impl Applier<'_> {
         }
     }
 
+    fn index(&self, table: &TableName) -> Option<usize> {
+        self.tables.iter().position(|t| &t.name == table)
+    }
+
+    /// Fails with what to do when a change of columns in `txn` is one sync must not carry
+    /// (per [`SyncOptions::ddl`], or not at all), before anything of `txn` is applied.
+    fn check_columns(&self, txn: &Transaction) -> Result<(), ConnectorError> {
+        let mut target: HashMap<usize, Vec<Column>> = HashMap::new();
+        for change in &txn.changes {
+            let Change::Schema {
+                table,
+                columns,
+                current,
+            } = change
+            else {
+                continue;
+            };
+            let Some(ti) = self.index(table) else {
+                continue;
+            };
+            let cols = target
+                .entry(ti)
+                .or_insert_with(|| self.target_columns[ti].clone());
+            let key = self.key_names(ti);
+            let changes = ddl::decide(self.opts.ddl, table, cols, columns, &key, |n| {
+                gone(current.as_deref(), n)
+            })
+            .map_err(|r| ddl::refusal_error(table, r, Some(txn.position)))?;
+            for c in &changes {
+                ddl::apply(cols, c);
+            }
+        }
+        Ok(())
+    }
+
+    fn key_names(&self, ti: usize) -> Vec<String> {
+        self.tables[ti]
+            .key_columns()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    /// The stream says rows of `table` have `columns` from here on: carries what the target
+    /// needs for them (checked by [`Applier::check_columns`] first) and follows the new shape.
+    fn reshape(
+        &mut self,
+        table: &TableName,
+        columns: Vec<Column>,
+        current: Option<&[String]>,
+        at: Position,
+        ops: &mut Vec<ApplyOp>,
+    ) -> Result<(), SyncError> {
+        let Some(ti) = self.index(table) else {
+            return Ok(());
+        };
+        let key = self.key_names(ti);
+        let changes = ddl::decide(
+            self.opts.ddl,
+            table,
+            &self.target_columns[ti],
+            &columns,
+            &key,
+            |n| gone(current, n),
+        )
+        .map_err(|r| ddl::refusal_error(table, r, Some(at)))?;
+        for change in changes {
+            tracing::warn!(table = %table, position = %at, "{}: carried to the target", ddl::describe(table, &change).0);
+            ddl::apply(&mut self.target_columns[ti], &change);
+            ops.push(ApplyOp::Alter {
+                table: table.clone(),
+                change,
+            });
+        }
+        let primary_key = key
+            .iter()
+            .filter_map(|k| columns.iter().position(|c| &c.name == k))
+            .collect();
+        self.stream_shapes[ti] = TableSchema {
+            name: table.clone(),
+            columns,
+            primary_key,
+            indexes: Vec::new(),
+        };
+        Ok(())
+    }
+
+    /// Makes the sink expect rows of table `ti` with `columns` from here on.
+    fn write_as(&mut self, ti: usize, columns: &[Column], ops: &mut Vec<ApplyOp>) {
+        let same = self.write_columns[ti].len() == columns.len()
+            && self.write_columns[ti]
+                .iter()
+                .zip(columns)
+                .all(|(a, b)| a == &b.name);
+        if !same {
+            let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+            self.write_columns[ti] = names.clone();
+            ops.push(ApplyOp::Columns {
+                table: self.tables[ti].name.clone(),
+                columns: names,
+            });
+        }
+    }
+
     /// Notes the keys a change touched, for [`SyncReport::recent_keys`].
     fn remember(&mut self, change: &Change) {
         if self.opts.recent_keys == 0 {
@@ -607,9 +786,10 @@ impl Applier<'_> {
         let mut note = |table: &TableName, key: Key| {
             self.recent.push_back((now, table.clone(), key));
         };
+        let shapes = &self.stream_shapes;
         match change {
             Change::Insert { table, row } => {
-                if let Some(t) = self.tables.iter().find(|t| &t.name == table) {
+                if let Some(t) = shapes.iter().find(|t| &t.name == table) {
                     note(table, t.key_of(row));
                 }
             }
@@ -619,7 +799,7 @@ impl Applier<'_> {
                 row,
                 ..
             } => {
-                if let Some(t) = self.tables.iter().find(|t| &t.name == table) {
+                if let Some(t) = shapes.iter().find(|t| &t.name == table) {
                     let key = t.key_of(row);
                     if &key != old_key {
                         note(table, old_key.clone());
@@ -628,7 +808,7 @@ impl Applier<'_> {
                 }
             }
             Change::Delete { table, old_key, .. } => note(table, old_key.clone()),
-            Change::Truncate { .. } => {}
+            Change::Truncate { .. } | Change::Schema { .. } => {}
         }
         let cutoff = now.checked_sub(self.opts.recent_window);
         while self.recent.len() > self.opts.recent_keys
@@ -689,7 +869,7 @@ impl Applier<'_> {
         if self.remaining[ti] == 0 {
             return;
         }
-        let schema = &self.tables[ti];
+        let schema = &self.stream_shapes[ti];
         let watched = self.watched.0.entry(ti).or_default();
         let mut mark = |key: Key, partial: bool| {
             watched.insert(key.clone());
@@ -714,7 +894,7 @@ impl Applier<'_> {
                 mark(schema.key_of(row), partial);
             }
             Change::Delete { old_key, .. } => mark(old_key.clone(), false),
-            Change::Truncate { .. } => {}
+            Change::Truncate { .. } | Change::Schema { .. } => {}
         }
     }
 
@@ -736,9 +916,47 @@ impl Applier<'_> {
                 i += 1;
                 continue;
             }
-            let chunk = self.pending.swap_remove(i);
+            let mut chunk = self.pending.swap_remove(i);
             let ti = chunk.table;
-            let schema = &self.tables[ti];
+            // Read after the source's columns changed, the rows may carry columns the target
+            // lacks: it gets them now (a column added before the read is before `high` too).
+            let schema = {
+                let name = self.tables[ti].name.clone();
+                let columns = chunk
+                    .rows
+                    .columns
+                    .take()
+                    .unwrap_or_else(|| self.tables[ti].columns.clone());
+                let key = self.key_names(ti);
+                let changes = ddl::decide(
+                    self.opts.ddl,
+                    &name,
+                    &self.target_columns[ti],
+                    &columns,
+                    &key,
+                    |_| false,
+                )
+                .map_err(|r| ddl::refusal_error(&name, r, Some(chunk.rows.high)))?;
+                for change in changes {
+                    tracing::warn!(table = %name, "{}: carried to the target", ddl::describe(&name, &change).0);
+                    ddl::apply(&mut self.target_columns[ti], &change);
+                    ops.push(ApplyOp::Alter {
+                        table: name.clone(),
+                        change,
+                    });
+                }
+                TableSchema {
+                    primary_key: key
+                        .iter()
+                        .filter_map(|k| columns.iter().position(|c| &c.name == k))
+                        .collect(),
+                    name,
+                    columns,
+                    indexes: Vec::new(),
+                }
+            };
+            self.write_as(ti, &schema.columns, ops);
+            let schema = &schema;
             let low = chunk.rows.low;
             let snapshot = chunk.rows.snapshot.as_ref();
             // Whether the chunk's rows already reflect a change made at `p` by `xid`.
@@ -777,6 +995,7 @@ impl Applier<'_> {
                 emit(row);
             }
             if !refetch.is_empty() {
+                // In the chunk's columns, which the sink now expects.
                 let rows = retry("re-reading rows from the source", || {
                     src.fetch_rows(schema, &refetch)
                 })?;
@@ -891,12 +1110,17 @@ impl Applier<'_> {
     }
 }
 
+/// Whether column `name` is gone from the source, given its columns now (unknown: no).
+fn gone(current: Option<&[String]>, name: &str) -> bool {
+    current.is_some_and(|cur| !cur.iter().any(|c| c == name))
+}
+
 fn change_bytes(c: &Change) -> usize {
     match c {
         Change::Insert { row, .. } | Change::Update { row, .. } => {
             row.iter().map(|v| v.payload_len()).sum()
         }
         Change::Delete { old_key, .. } => old_key.iter().map(|v| v.payload_len()).sum(),
-        Change::Truncate { .. } => 8,
+        Change::Truncate { .. } | Change::Schema { .. } => 8,
     }
 }

@@ -15,12 +15,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use cutover_connector::{ConnectorError, ErrorKind};
-use cutover_model::{Change, Position, Row, TableName, TableSchema, Transaction, Value};
+use cutover_model::{Change, Column, Position, Row, TableName, TableSchema, Transaction, Value};
 
 use crate::pgoutput::{self, Datum, Message, OldImage};
 use crate::pgtext;
 use crate::replication::{ReplicationConnection, ReplicationMessage};
-use crate::schema::PgTable;
+use crate::schema::{self, PgColumn, PgTable};
 
 /// A transaction is held in memory only up to this many changes; a larger one is handed over
 /// in pieces positioned at its commit record (see [`Decoder`]).
@@ -38,6 +38,32 @@ const IDLE_WAIT: Duration = Duration::from_millis(10);
 pub(crate) struct Captured {
     pub table: PgTable,
     pub schema: TableSchema,
+}
+
+/// What a relation message leaves out, looked up on the source: the table's columns now (for
+/// their NOT NULL and defaults, and to tell a dropped column from one added later) and the SQL
+/// names of types. A regular connection of the stream's own.
+pub(crate) trait Describe: Send {
+    fn live_columns(&mut self, relid: u32) -> Result<Vec<PgColumn>, ConnectorError>;
+    fn type_names(&mut self, types: &[(u32, i32)]) -> Result<Vec<String>, ConnectorError>;
+}
+
+impl Describe for postgres::Client {
+    fn live_columns(&mut self, relid: u32) -> Result<Vec<PgColumn>, ConnectorError> {
+        schema::live_columns(self, relid)
+    }
+    fn type_names(&mut self, types: &[(u32, i32)]) -> Result<Vec<String>, ConnectorError> {
+        schema::format_types(self, types)
+    }
+}
+
+/// A captured table as the stream describes it now: rows arrive in this shape.
+struct Shape {
+    table: usize,
+    /// (type oid, type name) of each column, in tuple order, for decoding values.
+    types: Vec<(u32, String)>,
+    /// The columns, with the primary key's positions among them.
+    schema: TableSchema,
 }
 
 /// A transaction being received.
@@ -58,7 +84,10 @@ struct OpenTxn {
 pub(crate) struct Decoder {
     captured: Arc<Vec<Captured>>,
     by_name: HashMap<TableName, usize>,
-    relations: HashMap<u32, usize>,
+    relations: HashMap<u32, Shape>,
+    describe: Box<dyn Describe>,
+    /// Shapes described between transactions, for the next one.
+    described: Vec<Change>,
     open: Option<OpenTxn>,
     /// A full transaction id near the stream's, to widen pgoutput's 32-bit ids.
     xid_reference: u64,
@@ -66,7 +95,12 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    pub(crate) fn new(captured: Arc<Vec<Captured>>, xid_reference: u64, slot: &str) -> Decoder {
+    pub(crate) fn new(
+        captured: Arc<Vec<Captured>>,
+        describe: Box<dyn Describe>,
+        xid_reference: u64,
+        slot: &str,
+    ) -> Decoder {
         let by_name = captured
             .iter()
             .enumerate()
@@ -76,6 +110,8 @@ impl Decoder {
             captured,
             by_name,
             relations: HashMap::new(),
+            describe,
+            described: Vec::new(),
             open: None,
             xid_reference,
             slot: slot.to_owned(),
@@ -127,7 +163,7 @@ impl Decoder {
                     xid,
                     commit_lsn: final_lsn,
                     committed_at: pg_time(commit_time),
-                    changes: Vec::new(),
+                    changes: std::mem::take(&mut self.described),
                 });
                 Ok(None)
             }
@@ -151,31 +187,39 @@ impl Decoder {
                 let Some(&ti) = self.by_name.get(&name) else {
                     return Ok(None);
                 };
-                check_relation(&self.captured[ti].table, &r, Position::Lsn(at))?;
-                self.relations.insert(r.id, ti);
+                let (shape, current) = self.shape(ti, &r, Position::Lsn(at))?;
+                let change = Change::Schema {
+                    table: name,
+                    columns: shape.schema.columns.clone(),
+                    current: Some(current),
+                };
+                self.relations.insert(r.id, shape);
+                match self.open.as_mut() {
+                    Some(open) => open.changes.push(change),
+                    None => self.described.push(change),
+                }
                 Ok(None)
             }
             Message::Insert { relation, new } => {
-                let t = self.relation(relation)?;
-                let row = self.row(t, &new)?.0;
-                self.push(Change::Insert {
-                    table: self.captured[t].table.name.clone(),
-                    row,
-                })
+                let shape = self.relation(relation)?;
+                let row = self.row(shape, &new)?.0;
+                let table = self.captured[shape.table].table.name.clone();
+                self.push(Change::Insert { table, row })
             }
             Message::Update { relation, old, new } => {
-                let t = self.relation(relation)?;
-                let (row, unchanged) = self.row(t, &new)?;
+                let shape = self.relation(relation)?;
+                let (row, unchanged) = self.row(shape, &new)?;
                 let (old_key, before) = match old {
                     Some((image, datums)) => {
-                        let old_row = self.row(t, &datums)?.0;
-                        let key = self.captured[t].schema.key_of(&old_row);
+                        let old_row = self.row(shape, &datums)?.0;
+                        let key = shape.schema.key_of(&old_row);
                         (key, (image == OldImage::Full).then_some(old_row))
                     }
-                    None => (self.captured[t].schema.key_of(&row), None),
+                    None => (shape.schema.key_of(&row), None),
                 };
+                let table = self.captured[shape.table].table.name.clone();
                 self.push(Change::Update {
-                    table: self.captured[t].table.name.clone(),
+                    table,
                     old_key,
                     before,
                     row,
@@ -183,19 +227,21 @@ impl Decoder {
                 })
             }
             Message::Delete { relation, old } => {
-                let t = self.relation(relation)?;
+                let shape = self.relation(relation)?;
                 let (image, datums) = old;
-                let old_row = self.row(t, &datums)?.0;
-                self.push(Change::Delete {
-                    table: self.captured[t].table.name.clone(),
-                    old_key: self.captured[t].schema.key_of(&old_row),
+                let old_row = self.row(shape, &datums)?.0;
+                let change = Change::Delete {
+                    table: self.captured[shape.table].table.name.clone(),
+                    old_key: shape.schema.key_of(&old_row),
                     before: (image == OldImage::Full).then_some(old_row),
-                })
+                };
+                self.push(change)
             }
             Message::Truncate { relations, .. } => {
                 let mut tables = Vec::new();
                 for r in relations {
-                    tables.push(self.captured[self.relation(r)?].table.name.clone());
+                    let t = self.relation(r)?.table;
+                    tables.push(self.captured[t].table.name.clone());
                 }
                 self.push(Change::Truncate { tables })
             }
@@ -205,8 +251,8 @@ impl Decoder {
         }
     }
 
-    fn relation(&self, id: u32) -> Result<usize, ConnectorError> {
-        self.relations.get(&id).copied().ok_or_else(|| {
+    fn relation(&self, id: u32) -> Result<&Shape, ConnectorError> {
+        self.relations.get(&id).ok_or_else(|| {
             ConnectorError::new(
                 ErrorKind::Database,
                 format!("the change stream names relation {id} before describing it"),
@@ -214,12 +260,86 @@ impl Decoder {
         })
     }
 
+    /// The shape a relation message describes for captured table `ti`, and the names of the
+    /// table's columns on the source now.
+    fn shape(
+        &mut self,
+        ti: usize,
+        r: &pgoutput::Relation,
+        at: Position,
+    ) -> Result<(Shape, Vec<String>), ConnectorError> {
+        let live = self.describe.live_columns(r.id)?;
+        let known = |c: &pgoutput::RelationColumn| {
+            live.iter()
+                .find(|l| l.name == c.name && l.type_oid == c.type_oid)
+        };
+        let unknown: Vec<(u32, i32)> = r
+            .columns
+            .iter()
+            .filter(|c| known(c).is_none())
+            .map(|c| (c.type_oid, c.type_modifier))
+            .collect();
+        let mut named = if unknown.is_empty() {
+            Vec::new()
+        } else {
+            self.describe.type_names(&unknown)?
+        }
+        .into_iter();
+        let mut types = Vec::with_capacity(r.columns.len());
+        let mut columns = Vec::with_capacity(r.columns.len());
+        for c in &r.columns {
+            let column = match known(c) {
+                Some(l) => l.model(),
+                None => {
+                    let type_sql = named
+                        .next()
+                        .unwrap_or_else(|| format!("oid {}", c.type_oid));
+                    Column {
+                        name: c.name.clone(),
+                        ty: schema::column_type(&type_sql),
+                        declared_type: type_sql,
+                        nullable: true,
+                        default: None,
+                    }
+                }
+            };
+            types.push((c.type_oid, column.declared_type.clone()));
+            columns.push(column);
+        }
+        let captured = &self.captured[ti];
+        let mut primary_key = Vec::new();
+        for k in captured.schema.key_columns() {
+            let Some(i) = columns.iter().position(|c| c.name == k.name) else {
+                return Err(ConnectorError::new(
+                    ErrorKind::SchemaMismatch,
+                    format!(
+                        "column {} of {}, part of its primary key, is gone from the source's table (seen at {at}); \
+                         nothing from that change on was applied. A table's primary key cannot change during sync: \
+                         run `cutover cleanup` and sync this table again",
+                        k.name, captured.table.name
+                    ),
+                ));
+            };
+            primary_key.push(i);
+        }
+        let shape = Shape {
+            table: ti,
+            types,
+            schema: TableSchema {
+                name: captured.table.name.clone(),
+                columns,
+                primary_key,
+                indexes: Vec::new(),
+            },
+        };
+        Ok((shape, live.into_iter().map(|l| l.name).collect()))
+    }
+
     /// A tuple's values; unchanged TOAST columns become NULL placeholders listed apart.
-    fn row(&self, t: usize, datums: &[Datum]) -> Result<(Row, Vec<usize>), ConnectorError> {
-        let c = &self.captured[t];
+    fn row(&self, shape: &Shape, datums: &[Datum]) -> Result<(Row, Vec<usize>), ConnectorError> {
         let mut unchanged = Vec::new();
         let mut row = Vec::with_capacity(datums.len());
-        for (i, (d, col)) in datums.iter().zip(c.table.copied_columns()).enumerate() {
+        for (i, (d, (oid, type_sql))) in datums.iter().zip(&shape.types).enumerate() {
             row.push(match d {
                 Datum::Null => Value::Null,
                 Datum::Unchanged => {
@@ -232,11 +352,11 @@ impl Decoder {
                             ErrorKind::InvalidInput,
                             format!(
                                 "column {} of table {} holds text that is not valid UTF-8; set the source database's encoding to UTF8",
-                                col.name, c.table.name
+                                shape.schema.columns[i].name, shape.schema.name
                             ),
                         )
                     })?;
-                    pgtext::decode(col.type_oid, &col.type_sql, text)
+                    pgtext::decode(*oid, type_sql, text)
                 }
             });
         }
@@ -262,46 +382,6 @@ impl Decoder {
             changes: std::mem::take(&mut open.changes),
         }))
     }
-}
-
-/// Stops with the table and column named when the source's table no longer matches what is
-/// being captured (a column added, dropped or retyped during sync).
-fn check_relation(t: &PgTable, r: &pgoutput::Relation, at: Position) -> Result<(), ConnectorError> {
-    let expected: Vec<(&str, u32)> = t
-        .copied_columns()
-        .map(|c| (c.name.as_str(), c.type_oid))
-        .collect();
-    let got: Vec<(&str, u32)> = r
-        .columns
-        .iter()
-        .map(|c| (c.name.as_str(), c.type_oid))
-        .collect();
-    if expected == got {
-        return Ok(());
-    }
-    let what = if let Some((name, _)) = got
-        .iter()
-        .find(|(n, _)| !expected.iter().any(|(e, _)| e == n))
-    {
-        format!("column {name} was added")
-    } else if let Some((name, _)) = expected
-        .iter()
-        .find(|(n, _)| !got.iter().any(|(g, _)| g == n))
-    {
-        format!("column {name} was dropped")
-    } else if let Some((name, _)) = got.iter().find(|g| !expected.contains(g)) {
-        format!("column {name} changed its type")
-    } else {
-        "its columns were reordered".to_owned()
-    };
-    Err(ConnectorError::new(
-        ErrorKind::SchemaMismatch,
-        format!(
-            "table {} changed on the source during sync: {what} (seen at {at}); nothing from that change on was applied. \
-             Make the same change on the target (ALTER TABLE …, in a session with SET default_transaction_read_only = off: cutover keeps the target read-only for others until the switch), then run the same command again to continue",
-            t.name
-        ),
-    ))
 }
 
 /// pgoutput's commit time (µs since 2000-01-01) as a system time.
@@ -575,6 +655,36 @@ mod tests {
         }])
     }
 
+    /// The source's catalog as a test wants it: these columns now; types named by oid.
+    struct Catalog(Vec<PgColumn>);
+
+    impl Describe for Catalog {
+        fn live_columns(&mut self, _: u32) -> Result<Vec<PgColumn>, ConnectorError> {
+            Ok(self.0.clone())
+        }
+        fn type_names(&mut self, types: &[(u32, i32)]) -> Result<Vec<String>, ConnectorError> {
+            Ok(types
+                .iter()
+                .map(|(oid, _)| match oid {
+                    20 => "bigint".to_owned(),
+                    23 => "integer".to_owned(),
+                    25 => "text".to_owned(),
+                    other => format!("type{other}"),
+                })
+                .collect())
+        }
+    }
+
+    fn decoder(live: &[(&str, &str, u32)], xid_reference: u64) -> Decoder {
+        let live = live
+            .iter()
+            .map(|(n, t, oid)| PgColumn::plain(n, t, *oid))
+            .collect();
+        Decoder::new(captured(), Box::new(Catalog(live)), xid_reference, "s")
+    }
+
+    const LIVE: &[(&str, &str, u32)] = &[("id", "bigint", 20), ("doc", "text", 25)];
+
     fn relation(cols: &[(&str, u32)]) -> Message {
         Message::Relation(Relation {
             id: 7,
@@ -599,7 +709,7 @@ mod tests {
 
     #[test]
     fn messages_become_transactions_with_unchanged_values_marked() {
-        let mut d = Decoder::new(captured(), 5_000_000_000, "s");
+        let mut d = decoder(LIVE, 5_000_000_000);
         assert!(d
             .message(relation(&[("id", 20), ("doc", 25)]), 1)
             .unwrap()
@@ -641,8 +751,12 @@ mod tests {
         assert_eq!(t.position, Position::Lsn(120));
         // 12 widened next to the reference: same epoch (5_000_000_000 >> 32 == 1).
         assert_eq!(t.xid, Some((1 << 32) | 12));
-        assert_eq!(t.changes.len(), 2);
-        match &t.changes[1] {
+        assert_eq!(t.changes.len(), 3);
+        match &t.changes[0] {
+            Change::Schema { columns, .. } => assert_eq!(columns.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        match &t.changes[2] {
             Change::Update {
                 unchanged, old_key, ..
             } => {
@@ -654,25 +768,82 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_relation_stops_with_table_and_column() {
-        let mut d = Decoder::new(captured(), 0, "s");
-        let e = d
-            .message(relation(&[("id", 20), ("doc", 25), ("extra", 23)]), 42)
-            .unwrap_err();
+    fn a_changed_relation_describes_the_new_shape_and_rows_follow_it() {
+        // `extra` was added on the source (it is in the catalog now); `doc` is still there.
+        let mut d = decoder(
+            &[
+                ("id", "bigint", 20),
+                ("doc", "text", 25),
+                ("extra", "integer", 23),
+            ],
+            0,
+        );
+        d.message(
+            Message::Begin {
+                final_lsn: 50,
+                commit_time: 0,
+                xid: 3,
+            },
+            1,
+        )
+        .unwrap();
+        d.message(relation(&[("id", 20), ("extra", 23), ("doc", 25)]), 42)
+            .unwrap();
+        d.message(
+            Message::Insert {
+                relation: 7,
+                new: vec![text("5"), text("9"), text("x")],
+            },
+            42,
+        )
+        .unwrap();
+        let t = d
+            .message(
+                Message::Commit {
+                    commit_lsn: 50,
+                    end_lsn: 60,
+                    commit_time: 0,
+                },
+                43,
+            )
+            .unwrap()
+            .unwrap();
+        match &t.changes[0] {
+            Change::Schema {
+                table,
+                columns,
+                current,
+            } => {
+                assert_eq!(table.to_string(), "public.t");
+                let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+                assert_eq!(names, ["id", "extra", "doc"]);
+                assert_eq!(columns[1].declared_type, "integer");
+                assert_eq!(
+                    current.as_deref(),
+                    Some(&["id".to_owned(), "doc".to_owned(), "extra".to_owned()][..])
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            t.changes[1],
+            Change::Insert {
+                table: TableName::new(Some("public"), "t"),
+                row: vec![Value::Int(5), Value::Int(9), Value::Text("x".into())],
+            }
+        );
+        // A key column missing from the stream's shape stops with table and column.
+        let e = d.message(relation(&[("doc", 25)]), 44).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::SchemaMismatch);
         assert!(
-            e.to_string().contains("public.t") && e.to_string().contains("extra was added"),
+            e.to_string().contains("public.t") && e.to_string().contains("column id"),
             "{e}"
         );
-        let e = d
-            .message(relation(&[("id", 20), ("doc", 17)]), 42)
-            .unwrap_err();
-        assert!(e.to_string().contains("doc changed its type"), "{e}");
     }
 
     #[test]
     fn huge_transactions_come_in_pieces_at_their_commit_record() {
-        let mut d = Decoder::new(captured(), 0, "s");
+        let mut d = decoder(LIVE, 0);
         d.message(relation(&[("id", 20), ("doc", 25)]), 1).unwrap();
         d.message(
             Message::Begin {
@@ -709,7 +880,7 @@ mod tests {
         );
         assert_eq!(
             pieces.iter().map(|p| p.changes.len()).sum::<usize>(),
-            PIECE_CHANGES * 2 + 10
+            PIECE_CHANGES * 2 + 10 + 1 // and the shape, first
         );
     }
 }

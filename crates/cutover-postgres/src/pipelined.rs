@@ -84,6 +84,13 @@ impl Pipelined {
     /// Runs `stmts` in one transaction, sent at once. On any error nothing is committed and the
     /// first failing statement's error is returned.
     pub(crate) fn transaction(&mut self, stmts: &[Stmt], ctx: &str) -> Result<(), ConnectorError> {
+        if stmts
+            .iter()
+            .any(|s| s.params.is_empty() && s.sql.starts_with("ALTER "))
+        {
+            // Statements after a change of a table's columns can only be prepared once it ran.
+            return self.one_by_one(stmts, ctx);
+        }
         // Statements not seen before are prepared first (once per connection).
         for s in stmts {
             if !self.prepared.contains_key(&s.sql) {
@@ -127,5 +134,41 @@ impl Pipelined {
                 Err(e)
             }
         }
+    }
+
+    /// `stmts` in one transaction, one round trip each (batches that change tables: rare).
+    fn one_by_one(&mut self, stmts: &[Stmt], ctx: &str) -> Result<(), ConnectorError> {
+        let client = &self.client;
+        let result = self.rt.block_on(async {
+            client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| map(ctx, e))?;
+            for s in stmts {
+                let what = || format!("{ctx}: {}", s.what);
+                if s.params.is_empty() {
+                    client
+                        .batch_execute(&s.sql)
+                        .await
+                        .map_err(|e| map(what(), e))?;
+                    continue;
+                }
+                let params: Vec<&(dyn ToSql + Sync)> =
+                    s.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+                let stmt = client.prepare(&s.sql).await.map_err(|e| map(what(), e))?;
+                client
+                    .execute(&stmt, &params)
+                    .await
+                    .map_err(|e| map(what(), e))?;
+            }
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(|e| map(ctx, e))
+        });
+        if result.is_err() {
+            let _ = self.execute_simple("ROLLBACK");
+        }
+        result
     }
 }

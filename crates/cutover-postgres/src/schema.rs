@@ -94,17 +94,7 @@ impl PgTable {
 
     /// The engine-neutral schema.
     pub fn model(&self) -> TableSchema {
-        let columns: Vec<Column> = self
-            .columns
-            .iter()
-            .map(|c| Column {
-                name: c.name.clone(),
-                ty: column_type(&c.type_sql),
-                declared_type: c.type_sql.clone(),
-                nullable: !c.not_null,
-                default: c.default.clone(),
-            })
-            .collect();
+        let columns: Vec<Column> = self.columns.iter().map(PgColumn::model).collect();
         let primary_key = self
             .primary_key
             .as_ref()
@@ -124,8 +114,18 @@ impl PgTable {
 }
 
 impl PgColumn {
-    /// A plain column (for unit tests): nullable, no default.
-    #[cfg(test)]
+    /// The engine-neutral column.
+    pub(crate) fn model(&self) -> Column {
+        Column {
+            name: self.name.clone(),
+            ty: column_type(&self.type_sql),
+            declared_type: self.type_sql.clone(),
+            nullable: !self.not_null,
+            default: self.default.clone(),
+        }
+    }
+
+    /// A plain column: nullable, no default.
     pub(crate) fn plain(name: &str, type_sql: &str, type_oid: u32) -> PgColumn {
         PgColumn {
             name: name.into(),
@@ -168,6 +168,19 @@ pub(crate) fn column_type(t: &str) -> ColumnType {
         return ColumnType::Array(Box::new(column_type(elem)));
     }
     let base = t.split('(').next().unwrap_or(t).trim();
+    // `(n)` or `(p,s)` right after the name: lengths and precisions.
+    let modifiers: Vec<u32> = t
+        .strip_prefix(base)
+        .and_then(|rest| rest.strip_prefix('('))
+        .and_then(|rest| rest.split_once(')'))
+        .filter(|(_, after)| after.is_empty())
+        .map(|(inside, _)| {
+            inside
+                .split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
     match base {
         "boolean" => ColumnType::Bool,
         "smallint" => ColumnType::Int {
@@ -185,12 +198,13 @@ pub(crate) fn column_type(t: &str) -> ColumnType {
         "real" => ColumnType::Float { bits: 32 },
         "double precision" => ColumnType::Float { bits: 64 },
         "numeric" => ColumnType::Decimal {
-            precision: None,
-            scale: None,
+            precision: modifiers.first().copied(),
+            scale: modifiers.get(1).copied().or(modifiers.first().map(|_| 0)),
         },
-        "text" | "character varying" | "character" | "name" | "citext" => {
-            ColumnType::Text { max_len: None }
-        }
+        "character varying" | "character" => ColumnType::Text {
+            max_len: modifiers.first().copied(),
+        },
+        "text" | "name" | "citext" => ColumnType::Text { max_len: None },
         "bytea" => ColumnType::Bytes { max_len: None },
         "date" => ColumnType::Date,
         "time without time zone" => ColumnType::Time { zoned: false },
@@ -247,6 +261,100 @@ pub struct SourceSchema {
     pub extensions: Vec<(String, String)>,
     /// Objects cutover does not copy yet, for a note (views, functions, triggers).
     pub not_copied: Vec<String>,
+}
+
+/// The columns of the relations `oids` now (generated ones too), each with its relation's oid,
+/// in column order.
+fn columns_of<C: postgres::GenericClient>(
+    client: &mut C,
+    oids: &[u32],
+) -> Result<Vec<(u32, PgColumn)>, ConnectorError> {
+    let ctx = "reading the columns of the source's tables";
+    // Types named as in `read`: qualified unless built in, whatever the session's search_path.
+    let mut tx = client.transaction().map_err(|e| map(ctx, e))?;
+    tx.batch_execute("SET LOCAL search_path = pg_catalog")
+        .map_err(|e| map(ctx, e))?;
+    let rows = tx
+        .query(
+            "SELECT a.attrelid, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                    CASE WHEN a.attgenerated = '' THEN pg_get_expr(ad.adbin, ad.adrelid) END,
+                    a.attidentity::text,
+                    CASE WHEN a.attgenerated <> '' THEN pg_get_expr(ad.adbin, ad.adrelid) END,
+                    CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0 THEN
+                         (SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_catalog.pg_collation co
+                            JOIN pg_catalog.pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END,
+                    (t.typcategory = 'A' AND t.typelem >= 16384) OR (t.typtype = 'c' AND t.oid >= 16384)
+                      OR (t.typtype = 'd' AND EXISTS (SELECT 1 FROM pg_catalog.pg_type b WHERE b.oid = t.typbasetype
+                          AND ((b.typcategory = 'A' AND b.typelem >= 16384) OR b.typtype = 'c'))),
+                    a.atttypid
+               FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+               LEFT JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
+              WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attrelid, a.attnum",
+            &[&oids],
+        )
+        .map_err(|e| map(ctx, e))?;
+    tx.commit().map_err(|e| map(ctx, e))?;
+    rows.iter()
+        .map(|r| {
+            let get = |e| map(ctx, e);
+            let identity: String = r.try_get(5).map_err(get)?;
+            Ok((
+                r.try_get(0).map_err(get)?,
+                PgColumn {
+                    name: r.try_get(1).map_err(get)?,
+                    type_sql: r.try_get(2).map_err(get)?,
+                    not_null: r.try_get(3).map_err(get)?,
+                    default: r.try_get(4).map_err(get)?,
+                    identity: identity.chars().next(),
+                    generated: r.try_get(6).map_err(get)?,
+                    collation: r.try_get(7).map_err(get)?,
+                    needs_text_copy: r.try_get(8).map_err(get)?,
+                    type_oid: r.try_get(9).map_err(get)?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The columns relation `relid` has now (as change capture sees them: not generated ones).
+pub(crate) fn live_columns<C: postgres::GenericClient>(
+    client: &mut C,
+    relid: u32,
+) -> Result<Vec<PgColumn>, ConnectorError> {
+    Ok(columns_of(client, &[relid])?
+        .into_iter()
+        .map(|(_, c)| c)
+        .filter(|c| c.generated.is_none())
+        .collect())
+}
+
+/// The oid of table `name` (its `regclass`).
+pub(crate) fn relation_oid(client: &mut Client, name: &TableName) -> Result<u32, ConnectorError> {
+    client
+        .query_one("SELECT $1::text::regclass::oid", &[&qualified(name)])
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| map(format!("finding table {name} on the source"), e))
+}
+
+/// `format_type` of each (type oid, type modifier).
+pub(crate) fn format_types(
+    client: &mut Client,
+    types: &[(u32, i32)],
+) -> Result<Vec<String>, ConnectorError> {
+    let (oids, mods): (Vec<u32>, Vec<i32>) = types.iter().copied().unzip();
+    let rows = client
+        .query(
+            "SELECT format_type(o, m) FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS u(o, m, n) ORDER BY n",
+            &[&oids, &mods],
+        )
+        .map_err(|e| map("naming the types of a changed table", e))?;
+    rows.iter()
+        .map(|r| {
+            r.try_get(0)
+                .map_err(|e| map("naming the types of a changed table", e))
+        })
+        .collect()
 }
 
 fn q(client: &mut Client, sql: &str, ctx: &str) -> Result<Vec<postgres::Row>, ConnectorError> {
@@ -323,42 +431,10 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
     let index_of: HashMap<u32, usize> = oids.iter().enumerate().map(|(i, o)| (*o, i)).collect();
 
     // Columns.
-    let cols = client
-        .query(
-            "SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                    CASE WHEN a.attgenerated = '' THEN pg_get_expr(ad.adbin, ad.adrelid) END,
-                    a.attidentity::text,
-                    CASE WHEN a.attgenerated <> '' THEN pg_get_expr(ad.adbin, ad.adrelid) END,
-                    CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0 THEN
-                         (SELECT format('%I.%I', cn.nspname, co.collname) FROM pg_collation co
-                            JOIN pg_namespace cn ON cn.oid = co.collnamespace WHERE co.oid = a.attcollation) END,
-                    (t.typcategory = 'A' AND t.typelem >= 16384) OR (t.typtype = 'c' AND t.oid >= 16384)
-                      OR (t.typtype = 'd' AND EXISTS (SELECT 1 FROM pg_type b WHERE b.oid = t.typbasetype
-                          AND ((b.typcategory = 'A' AND b.typelem >= 16384) OR b.typtype = 'c'))),
-                    a.atttypid
-               FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
-               LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-              WHERE a.attrelid = ANY($1) AND a.attnum > 0 AND NOT a.attisdropped
-              ORDER BY a.attrelid, a.attnum",
-            &[&oids],
-        )
-        .map_err(|e| map(ctx, e))?;
-    for r in &cols {
-        let Some(&i) = index_of.get(&r.get::<_, u32>(0)) else {
-            continue;
-        };
-        let identity: String = r.get(5);
-        tables[i].columns.push(PgColumn {
-            name: r.get(1),
-            type_sql: r.get(2),
-            not_null: r.get(3),
-            default: r.get(4),
-            identity: identity.chars().next(),
-            generated: r.get(6),
-            collation: r.get(7),
-            needs_text_copy: r.get(8),
-            type_oid: r.get(9),
-        });
+    for (relid, column) in columns_of(client, &oids)? {
+        if let Some(&i) = index_of.get(&relid) {
+            tables[i].columns.push(column);
+        }
     }
 
     // Primary keys.
@@ -693,12 +769,23 @@ mod tests {
         assert_eq!(
             column_type("numeric(6,2)"),
             ColumnType::Decimal {
+                precision: Some(6),
+                scale: Some(2)
+            }
+        );
+        assert_eq!(
+            column_type("numeric"),
+            ColumnType::Decimal {
                 precision: None,
                 scale: None
             }
         );
         assert_eq!(
             column_type("character varying(20)"),
+            ColumnType::Text { max_len: Some(20) }
+        );
+        assert_eq!(
+            column_type("character varying"),
             ColumnType::Text { max_len: None }
         );
         assert!(matches!(

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use cutover_connector::{
-    ApplyOp, ConnectorError, ErrorKind, KeyRange, PlannedChunk, Progress, Sink,
+    ApplyOp, ColumnChange, ConnectorError, ErrorKind, KeyRange, PlannedChunk, Progress, Sink,
 };
 use cutover_model::{Change, Key, Position, Row, TableName, TableSchema, Value};
 use postgres::Client;
@@ -22,33 +22,71 @@ use crate::endpoint::PgEndpoint;
 use crate::error::map;
 use crate::pgtext;
 use crate::pipelined::{Param, Pipelined, Stmt};
-use crate::schema::{self, ident, qualified, PgTable, Selection, SourceSchema};
+use crate::schema::{self, ident, qualified, PgColumn, PgTable, Selection, SourceSchema};
 use crate::source::CaptureNames;
 
-/// The statements of one target table.
+/// The statements of one target table, for rows of one shape.
+#[derive(Clone)]
 struct TableSql {
-    pg: PgTable,
-    /// Copied columns: (name, type).
-    columns: Vec<(String, String)>,
+    name: TableName,
+    /// The target table's columns now (not generated ones).
+    target: Vec<PgColumn>,
+    /// The primary key's columns.
+    key_names: Vec<String>,
+    /// The columns rows carry, in order.
+    shape: Vec<String>,
+    /// The row positions written, with the column's name and its type on the target: every
+    /// column of the shape that the target has (one it lacks was dropped there).
+    columns: Vec<(usize, String, String)>,
+    /// Row positions of the key's columns.
     key: Vec<usize>,
     upsert: String,
     delete: String,
 }
 
 impl TableSql {
-    fn new(pg: &PgTable, model: &TableSchema) -> TableSql {
-        let columns: Vec<(String, String)> = pg
-            .copied_columns()
-            .map(|c| (c.name.clone(), c.type_sql.clone()))
+    fn new(
+        name: &TableName,
+        target: Vec<PgColumn>,
+        shape: &[String],
+        key_names: &[String],
+    ) -> Result<TableSql, ConnectorError> {
+        let columns: Vec<(usize, String, String)> = shape
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                target
+                    .iter()
+                    .find(|c| &c.name == n)
+                    .map(|c| (i, n.clone(), c.type_sql.clone()))
+            })
             .collect();
-        let key = model.primary_key.clone();
-        let name = qualified(&pg.name);
-        let list = |idx: &mut dyn Iterator<Item = usize>| -> (String, String, String) {
-            let idx: Vec<usize> = idx.collect();
-            let params = idx
+        let mut key = Vec::with_capacity(key_names.len());
+        for k in key_names {
+            let Some(i) = shape.iter().position(|n| n == k) else {
+                return Err(ConnectorError::new(
+                    ErrorKind::SchemaMismatch,
+                    format!("rows of {name} come without its key column {k}"),
+                ));
+            };
+            if !target.iter().any(|c| &c.name == k) {
+                return Err(ConnectorError::new(
+                    ErrorKind::SchemaMismatch,
+                    format!("the target's table {name} has no column {k} (part of the source's primary key)"),
+                ));
+            }
+            key.push(i);
+        }
+        let qname = qualified(name);
+        let type_of = |pos: usize| {
+            columns
                 .iter()
-                .enumerate()
-                .map(|(p, _)| format!("${}::text[]", p + 1))
+                .find(|(i, _, _)| *i == pos)
+                .map_or("text", |(_, _, t)| t.as_str())
+        };
+        let list = |idx: &[usize]| -> (String, String, String) {
+            let params = (1..=idx.len())
+                .map(|p| format!("${p}::text[]"))
                 .collect::<Vec<_>>()
                 .join(", ");
             let aliases = (0..idx.len())
@@ -58,62 +96,114 @@ impl TableSql {
             let casts = idx
                 .iter()
                 .enumerate()
-                .map(|(p, &i)| format!("u.c{p}::{}", columns[i].1))
+                .map(|(p, &i)| format!("u.c{p}::{}", type_of(i)))
                 .collect::<Vec<_>>()
                 .join(", ");
             (params, aliases, casts)
         };
-        let all = (0..columns.len()).collect::<Vec<_>>();
-        let (params, aliases, casts) = list(&mut all.iter().copied());
+        let all: Vec<usize> = columns.iter().map(|(i, _, _)| *i).collect();
+        let (params, aliases, casts) = list(&all);
         let names = columns
             .iter()
-            .map(|(n, _)| ident(n))
+            .map(|(_, n, _)| ident(n))
             .collect::<Vec<_>>()
             .join(", ");
-        let key_names = key
+        let key_list = key_names
             .iter()
-            .map(|&i| ident(&columns[i].0))
+            .map(|n| ident(n))
             .collect::<Vec<_>>()
             .join(", ");
-        let updates: Vec<String> = (0..columns.len())
-            .filter(|i| !key.contains(i))
-            .map(|i| format!("{0} = EXCLUDED.{0}", ident(&columns[i].0)))
+        let updates: Vec<String> = columns
+            .iter()
+            .filter(|(_, n, _)| !key_names.contains(n))
+            .map(|(_, n, _)| format!("{0} = EXCLUDED.{0}", ident(n)))
             .collect();
         let on_conflict = if updates.is_empty() {
-            format!("ON CONFLICT ({key_names}) DO NOTHING")
+            format!("ON CONFLICT ({key_list}) DO NOTHING")
         } else {
             format!(
-                "ON CONFLICT ({key_names}) DO UPDATE SET {}",
+                "ON CONFLICT ({key_list}) DO UPDATE SET {}",
                 updates.join(", ")
             )
         };
-        let overriding = if pg.columns.iter().any(|c| c.identity == Some('a')) {
+        let overriding = if target.iter().any(|c| c.identity == Some('a')) {
             " OVERRIDING SYSTEM VALUE"
         } else {
             ""
         };
         let upsert = format!(
-            "INSERT INTO {name} ({names}){overriding} SELECT {casts} FROM unnest({params}) AS u({aliases}) {on_conflict}"
+            "INSERT INTO {qname} ({names}){overriding} SELECT {casts} FROM unnest({params}) AS u({aliases}) {on_conflict}"
         );
-        let (kparams, kaliases, kcasts) = list(&mut key.iter().copied());
+        let (kparams, kaliases, kcasts) = list(&key);
         let delete = format!(
-            "DELETE FROM {name} WHERE ({key_names}) IN (SELECT {kcasts} FROM unnest({kparams}) AS u({kaliases}))"
+            "DELETE FROM {qname} WHERE ({key_list}) IN (SELECT {kcasts} FROM unnest({kparams}) AS u({kaliases}))"
         );
-        TableSql {
-            pg: pg.clone(),
+        Ok(TableSql {
+            name: name.clone(),
+            target,
+            key_names: key_names.to_vec(),
+            shape: shape.to_vec(),
             columns,
             key,
             upsert,
             delete,
-        }
+        })
     }
 
-    /// `UPDATE … SET` the columns that came (not the `unchanged` ones) for many rows at once,
-    /// from text arrays: one per column set, then one per key column (the old key).
-    fn partial_update(&self, unchanged: &[usize]) -> String {
-        let set: Vec<usize> = (0..self.columns.len())
-            .filter(|i| !unchanged.contains(i))
-            .collect();
+    /// The same table for rows of another shape.
+    fn reshape(&self, shape: &[String]) -> Result<TableSql, ConnectorError> {
+        TableSql::new(&self.name, self.target.clone(), shape, &self.key_names)
+    }
+
+    /// The statement that makes `change`, and the table after it.
+    fn alter(&self, change: &ColumnChange) -> Result<(String, TableSql), ConnectorError> {
+        let qname = qualified(&self.name);
+        let mut target = self.target.clone();
+        let sql = match change {
+            ColumnChange::Add(c) => {
+                let default = c
+                    .default
+                    .as_deref()
+                    .map(|d| format!(" DEFAULT {d}"))
+                    .unwrap_or_default();
+                // NOT NULL only with a default: the rows already there need a value.
+                let not_null = if !c.nullable && c.default.is_some() {
+                    " NOT NULL"
+                } else {
+                    ""
+                };
+                target.retain(|t| t.name != c.name);
+                target.push(PgColumn::plain(&c.name, &c.declared_type, 0));
+                format!(
+                    "ALTER TABLE {qname} ADD COLUMN IF NOT EXISTS {} {}{default}{not_null}",
+                    ident(&c.name),
+                    c.declared_type
+                )
+            }
+            ColumnChange::Drop(name) => {
+                target.retain(|t| &t.name != name);
+                format!("ALTER TABLE {qname} DROP COLUMN IF EXISTS {}", ident(name))
+            }
+            ColumnChange::Retype(c) => {
+                if let Some(t) = target.iter_mut().find(|t| t.name == c.name) {
+                    t.type_sql = c.declared_type.clone();
+                }
+                format!(
+                    "ALTER TABLE {qname} ALTER COLUMN {} TYPE {}",
+                    ident(&c.name),
+                    c.declared_type
+                )
+            }
+        };
+        Ok((
+            sql,
+            TableSql::new(&self.name, target, &self.shape, &self.key_names)?,
+        ))
+    }
+
+    /// `UPDATE … SET` the written columns that came (not the `unchanged` ones) for many rows at
+    /// once, from text arrays: one per column set, then one per key column (the old key).
+    fn partial_update(&self, set: &[usize]) -> String {
         let n = set.len() + self.key.len();
         let params = (1..=n)
             .map(|p| format!("${p}::text[]"))
@@ -123,36 +213,38 @@ impl TableSql {
             .map(|p| format!("c{p}"))
             .collect::<Vec<_>>()
             .join(", ");
+        let column = |pos: usize| self.columns.iter().find(|(i, _, _)| *i == pos);
         let assignments: Vec<String> = set
             .iter()
             .enumerate()
-            .map(|(p, &i)| {
-                format!(
-                    "{} = u.c{p}::{}",
-                    ident(&self.columns[i].0),
-                    self.columns[i].1
-                )
+            .filter_map(|(p, &i)| {
+                column(i).map(|(_, name, ty)| format!("{} = u.c{p}::{ty}", ident(name)))
             })
             .collect();
         let conds: Vec<String> = self
             .key
             .iter()
             .enumerate()
-            .map(|(p, &i)| {
-                format!(
-                    "t.{} = u.c{}::{}",
-                    ident(&self.columns[i].0),
-                    set.len() + p,
-                    self.columns[i].1
-                )
+            .filter_map(|(p, &i)| {
+                column(i)
+                    .map(|(_, name, ty)| format!("t.{} = u.c{}::{ty}", ident(name), set.len() + p))
             })
             .collect();
         format!(
             "UPDATE {} AS t SET {} FROM unnest({params}) AS u({aliases}) WHERE {}",
-            qualified(&self.pg.name),
+            qualified(&self.name),
             assignments.join(", "),
             conds.join(" AND ")
         )
+    }
+
+    /// The written positions not among `unchanged` (and not the key's).
+    fn set_columns(&self, unchanged: &[usize]) -> Vec<usize> {
+        self.columns
+            .iter()
+            .map(|(i, _, _)| *i)
+            .filter(|i| !unchanged.contains(i))
+            .collect()
     }
 
     fn key_of(&self, row: &[Value]) -> Key {
@@ -190,6 +282,8 @@ pub struct PgSink {
     truncate: bool,
     jobs: usize,
     schema: Option<SourceSchema>,
+    /// The source's tables of this migration (to create those new on the source).
+    source_tables: Vec<PgTable>,
     tables: HashMap<TableName, TableSql>,
     finished: HashSet<TableName>,
     /// The connection apply batches go through, each in one round trip.
@@ -231,6 +325,7 @@ impl PgSink {
             truncate,
             jobs,
             schema: None,
+            source_tables: Vec::new(),
             tables: HashMap::new(),
             finished: HashSet::new(),
             pipe,
@@ -238,15 +333,6 @@ impl PgSink {
             replica_role: false,
             unflushed: std::collections::VecDeque::new(),
             flushed: None,
-        })
-    }
-
-    fn table(&self, name: &TableName) -> Result<&TableSql, ConnectorError> {
-        self.tables.get(name).ok_or_else(|| {
-            ConnectorError::new(
-                ErrorKind::NotFound,
-                format!("table {name} is not part of this migration on the target"),
-            )
         })
     }
 
@@ -271,17 +357,14 @@ impl PgSink {
     /// built: the post-data steps were planned when the migration began.
     fn create_new_tables(&mut self) -> Result<(), ConnectorError> {
         let mut missing = Vec::new();
-        for t in self.tables.values() {
+        for t in &self.source_tables {
             let exists: bool = self
                 .client
-                .query_one(
-                    "SELECT to_regclass($1) IS NOT NULL",
-                    &[&qualified(&t.pg.name)],
-                )
-                .map_err(|e| map("inspecting the target", e))?
-                .get(0);
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified(&t.name)])
+                .and_then(|r| r.try_get(0))
+                .map_err(|e| map("inspecting the target", e))?;
             if !exists {
-                missing.push(t.pg.clone());
+                missing.push(t.clone());
             }
         }
         if missing.is_empty() {
@@ -309,69 +392,72 @@ impl PgSink {
             .map_err(|e| map("creating new tables on the target", e))
     }
 
-    /// Stops with the table and column named when a target table no longer has the source's
-    /// columns (the source changed while sync was stopped).
-    fn check_columns(&mut self) -> Result<(), ConnectorError> {
-        let mut problems = Vec::new();
-        for t in self.tables.values() {
-            let rows = self
-                .client
-                .query(
-                    "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
-                      WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped
-                        AND attgenerated = '' ORDER BY attnum",
-                    &[&qualified(&t.pg.name)],
-                )
-                .map_err(|e| {
-                    map(
-                        format!("reading the columns of {} on the target", t.pg.name),
-                        e,
-                    )
-                })?;
-            let target: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            if target == t.columns {
-                continue;
-            }
-            let what = if let Some((n, _)) = t
-                .columns
-                .iter()
-                .find(|c| !target.iter().any(|x| x.0 == c.0))
-            {
-                format!("column {n} exists on the source, not on the target")
-            } else if let Some((n, _)) = target
-                .iter()
-                .find(|c| !t.columns.iter().any(|x| x.0 == c.0))
-            {
-                format!("column {n} exists on the target, not on the source")
-            } else if let Some((n, ty)) = t.columns.iter().find(|c| !target.contains(c)) {
-                format!("column {n} is {ty} on the source, another type on the target")
-            } else {
-                "the columns are in another order".to_owned()
-            };
-            problems.push(format!("table {}: {what}", t.pg.name));
-        }
-        if problems.is_empty() {
-            return Ok(());
-        }
-        Err(ConnectorError::new(
-            ErrorKind::SchemaMismatch,
-            format!(
-                "the source's schema changed since sync last ran ({}); nothing was applied. \
-                 Make the same change on the target (ALTER TABLE …, in a session with SET default_transaction_read_only = off: cutover keeps the target read-only for others until the switch), then run the same command again",
-                problems.join("; ")
-            ),
-        ))
+    /// The target's columns of `name` now (not generated ones).
+    fn target_columns(&mut self, name: &TableName) -> Result<Vec<PgColumn>, ConnectorError> {
+        let relid =
+            schema::relation_oid(&mut self.client, name).map_err(|e| e.context("on the target"))?;
+        schema::live_columns(&mut self.client, relid)
     }
 
-    /// Writes `writes` and the checkpoint in one target transaction, sent in one go.
+    /// Writes `ops` and the checkpoint in one target transaction, sent in one go: each
+    /// stretch between column changes as its rows' net effect (`compacted`) or in source
+    /// order.
     fn commit_batch(
         &mut self,
-        writes: &[Write<'_>],
         ops: &[ApplyOp],
         checkpoint: Position,
         ctx: &str,
+        compacted: bool,
     ) -> Result<(), ConnectorError> {
-        let mut stmts = self.plan(writes)?;
+        let reshaped = ops
+            .iter()
+            .any(|o| matches!(o, ApplyOp::Alter { .. } | ApplyOp::Columns { .. }));
+        // The tables as this batch changes them; adopted only once it committed.
+        let mut tables = if reshaped {
+            Cow::Owned(self.tables.clone())
+        } else {
+            Cow::Borrowed(&self.tables)
+        };
+        let mut stmts = Vec::new();
+        let mut rest = ops;
+        while !rest.is_empty() {
+            let n = rest
+                .iter()
+                .position(|o| matches!(o, ApplyOp::Alter { .. } | ApplyOp::Columns { .. }))
+                .unwrap_or(rest.len());
+            let (stretch, after) = rest.split_at(n);
+            let w = writes(stretch, &tables);
+            if compacted {
+                let steps = compact(&w, &tables);
+                let w: Vec<Write<'_>> = steps.iter().map(Step::write).collect();
+                stmts.extend(plan(&tables, &w)?);
+            } else {
+                stmts.extend(plan(&tables, &w)?);
+            }
+            match after.first() {
+                Some(ApplyOp::Alter {
+                    table: name,
+                    change,
+                }) => {
+                    let (sql, altered) = table(&tables, name)?.alter(change)?;
+                    stmts.push(Stmt {
+                        what: format!("changing {name} as the source did: {sql}"),
+                        sql,
+                        params: Vec::new(),
+                    });
+                    tables.to_mut().insert(name.clone(), altered);
+                }
+                Some(ApplyOp::Columns {
+                    table: name,
+                    columns,
+                }) => {
+                    let reshaped = table(&tables, name)?.reshape(columns)?;
+                    tables.to_mut().insert(name.clone(), reshaped);
+                }
+                _ => {}
+            }
+            rest = after.get(1..).unwrap_or(&[]);
+        }
         let changes = ops
             .iter()
             .filter(|o| matches!(o, ApplyOp::Change(_)))
@@ -384,7 +470,11 @@ impl PgSink {
             ],
             what: "recording the checkpoint".into(),
         });
-        self.pipe.transaction(&stmts, ctx)
+        self.pipe.transaction(&stmts, ctx)?;
+        if let Cow::Owned(t) = tables {
+            self.tables = t;
+        }
+        Ok(())
     }
 
     /// Remembers where the target's WAL stands after committing `checkpoint`, so that
@@ -400,79 +490,83 @@ impl PgSink {
         }
         Ok(())
     }
+}
 
-    /// The statements that perform `writes`: one per run of writes of one kind to one table.
-    fn plan(&self, writes: &[Write<'_>]) -> Result<Vec<Stmt>, ConnectorError> {
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < writes.len() {
-            match &writes[i] {
-                Write::Upsert(table, _) => {
-                    let mut j = i;
-                    let mut rows: Vec<&Row> = Vec::new();
-                    while let Some(Write::Upsert(t, row)) = writes.get(j) {
-                        if t != table {
-                            break;
-                        }
-                        rows.push(row);
-                        j += 1;
+/// The statements that perform `writes`: one per run of writes of one kind to one table.
+fn plan(
+    tables: &HashMap<TableName, TableSql>,
+    writes: &[Write<'_>],
+) -> Result<Vec<Stmt>, ConnectorError> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < writes.len() {
+        match &writes[i] {
+            Write::Upsert(table, _) => {
+                let mut j = i;
+                let mut rows: Vec<&Row> = Vec::new();
+                while let Some(Write::Upsert(t, row)) = writes.get(j) {
+                    if t != table {
+                        break;
                     }
-                    out.push(self.upsert(table, &rows)?);
-                    i = j;
+                    rows.push(row);
+                    j += 1;
                 }
-                Write::Delete(table, _) => {
-                    let mut j = i;
-                    let mut keys: Vec<&Key> = Vec::new();
-                    while let Some(Write::Delete(t, key)) = writes.get(j) {
-                        if t != table {
-                            break;
-                        }
-                        keys.push(key);
-                        j += 1;
+                out.push(upsert(self::table(tables, table)?, &rows));
+                i = j;
+            }
+            Write::Delete(table, _) => {
+                let mut j = i;
+                let mut keys: Vec<&Key> = Vec::new();
+                while let Some(Write::Delete(t, key)) = writes.get(j) {
+                    if t != table {
+                        break;
                     }
-                    out.push(self.delete(table, &keys)?);
-                    i = j;
+                    keys.push(key);
+                    j += 1;
                 }
-                Write::Partial {
-                    table, unchanged, ..
-                } => {
-                    // Rows of one table updated in the same columns, each key once.
-                    let mut j = i;
-                    let mut seen = HashSet::new();
-                    let mut rows: Vec<(&Key, &Row)> = Vec::new();
-                    while let Some(Write::Partial {
-                        table: t,
-                        old_key,
-                        row,
-                        unchanged: u,
-                    }) = writes.get(j)
-                    {
-                        if t != table || u != unchanged || !seen.insert(*old_key) {
-                            break;
-                        }
-                        rows.push((old_key, row));
-                        j += 1;
+                out.push(delete(self::table(tables, table)?, &keys));
+                i = j;
+            }
+            Write::Partial {
+                table, unchanged, ..
+            } => {
+                // Rows of one table updated in the same columns, each key once.
+                let mut j = i;
+                let mut seen = HashSet::new();
+                let mut rows: Vec<(&Key, &Row)> = Vec::new();
+                while let Some(Write::Partial {
+                    table: t,
+                    old_key,
+                    row,
+                    unchanged: u,
+                }) = writes.get(j)
+                {
+                    if t != table || u != unchanged || !seen.insert(*old_key) {
+                        break;
                     }
-                    out.push(self.partial(table, unchanged, &rows)?);
-                    i = j;
+                    rows.push((old_key, row));
+                    j += 1;
                 }
-                Write::Truncate(tables) => {
-                    let names: Vec<String> = tables
-                        .iter()
-                        .filter(|t| self.tables.contains_key(t))
-                        .map(qualified)
-                        .collect();
-                    if !names.is_empty() {
-                        out.push(Stmt {
-                            sql: format!("TRUNCATE {}", names.join(", ")),
-                            params: Vec::new(),
-                            what: "truncating".into(),
-                        });
-                    }
-                    i += 1;
-                }
-                Write::Watch(table, keys) => {
+                out.push(partial(self::table(tables, table)?, unchanged, &rows));
+                i = j;
+            }
+            Write::Truncate(truncated) => {
+                let names: Vec<String> = truncated
+                    .iter()
+                    .filter(|t| tables.contains_key(t))
+                    .map(qualified)
+                    .collect();
+                if !names.is_empty() {
                     out.push(Stmt {
+                        sql: format!("TRUNCATE {}", names.join(", ")),
+                        params: Vec::new(),
+                        what: "truncating".into(),
+                    });
+                }
+                i += 1;
+            }
+            Write::Watch(table, keys) => {
+                out.push(Stmt {
                         sql: "INSERT INTO _cutover.watch (table_schema, table_name, key)
                               SELECT $1, $2, k::bytea FROM unnest($3::text[]) k ON CONFLICT DO NOTHING"
                             .into(),
@@ -483,10 +577,10 @@ impl PgSink {
                         ],
                         what: format!("noting rows of {table} changed during the copy"),
                     });
-                    i += 1;
-                }
-                Write::ChunkDone(table, chunk, rows) => {
-                    out.push(Stmt {
+                i += 1;
+            }
+            Write::ChunkDone(table, chunk, rows) => {
+                out.push(Stmt {
                         sql: "UPDATE _cutover.chunks SET done = true, done_at = now(), rows = $4::text::bigint
                                WHERE table_schema = $1 AND table_name = $2 AND chunk = $3::text::int"
                             .into(),
@@ -498,76 +592,76 @@ impl PgSink {
                         ],
                         what: format!("marking chunk {chunk} of {table} done"),
                     });
-                    i += 1;
-                }
+                i += 1;
             }
         }
-        Ok(out)
     }
+    Ok(out)
+}
 
-    fn upsert(&self, table: &TableName, rows: &[&Row]) -> Result<Stmt, ConnectorError> {
-        let t = self.table(table)?;
-        // One statement may not touch a row twice: keep each key's last row.
-        let mut last: HashMap<Key, usize> = HashMap::with_capacity(rows.len());
-        for (i, r) in rows.iter().enumerate() {
-            last.insert(t.key_of(r), i);
-        }
-        let mut keep: Vec<usize> = last.into_values().collect();
-        keep.sort_unstable();
-        let mut cols: Vec<Vec<Option<String>>> =
-            vec![Vec::with_capacity(keep.len()); t.columns.len()];
-        for r in keep.iter().map(|&i| rows[i]) {
-            for (c, v) in r.iter().enumerate().take(cols.len()) {
-                cols[c].push(pgtext::encode(v));
-            }
-        }
-        Ok(Stmt {
-            sql: t.upsert.clone(),
-            params: cols.into_iter().map(Param::Texts).collect(),
-            what: format!("writing {} rows of {table}", rows.len()),
-        })
+fn table<'t>(
+    tables: &'t HashMap<TableName, TableSql>,
+    name: &TableName,
+) -> Result<&'t TableSql, ConnectorError> {
+    tables.get(name).ok_or_else(|| {
+        ConnectorError::new(
+            ErrorKind::NotFound,
+            format!("table {name} is not part of this migration on the target"),
+        )
+    })
+}
+
+fn upsert(t: &TableSql, rows: &[&Row]) -> Stmt {
+    // One statement may not touch a row twice: keep each key's last row.
+    let mut last: HashMap<Key, usize> = HashMap::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        last.insert(t.key_of(r), i);
     }
-
-    fn partial(
-        &self,
-        table: &TableName,
-        unchanged: &[usize],
-        rows: &[(&Key, &Row)],
-    ) -> Result<Stmt, ConnectorError> {
-        let t = self.table(table)?;
-        let set: Vec<usize> = (0..t.columns.len())
-            .filter(|i| !unchanged.contains(i))
-            .collect();
-        let mut cols: Vec<Vec<Option<String>>> =
-            vec![Vec::with_capacity(rows.len()); set.len() + t.key.len()];
-        for (key, row) in rows {
-            for (p, &c) in set.iter().enumerate() {
-                cols[p].push(row.get(c).and_then(pgtext::encode));
-            }
-            for (p, v) in key.iter().enumerate().take(t.key.len()) {
-                cols[set.len() + p].push(pgtext::encode(v));
-            }
+    let mut keep: Vec<usize> = last.into_values().collect();
+    keep.sort_unstable();
+    let mut cols: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(keep.len()); t.columns.len()];
+    for r in keep.iter().map(|&i| rows[i]) {
+        for (c, (pos, _, _)) in t.columns.iter().enumerate() {
+            cols[c].push(r.get(*pos).and_then(pgtext::encode));
         }
-        Ok(Stmt {
-            sql: t.partial_update(unchanged),
-            params: cols.into_iter().map(Param::Texts).collect(),
-            what: format!("updating {} rows of {table}", rows.len()),
-        })
     }
+    Stmt {
+        sql: t.upsert.clone(),
+        params: cols.into_iter().map(Param::Texts).collect(),
+        what: format!("writing {} rows of {}", rows.len(), t.name),
+    }
+}
 
-    fn delete(&self, table: &TableName, keys: &[&Key]) -> Result<Stmt, ConnectorError> {
-        let t = self.table(table)?;
-        let mut cols: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(keys.len()); t.key.len()];
-        for k in keys {
-            for (c, v) in k.iter().enumerate().take(cols.len()) {
-                cols[c].push(pgtext::encode(v));
-            }
+fn partial(t: &TableSql, unchanged: &[usize], rows: &[(&Key, &Row)]) -> Stmt {
+    let set = t.set_columns(unchanged);
+    let mut cols: Vec<Vec<Option<String>>> =
+        vec![Vec::with_capacity(rows.len()); set.len() + t.key.len()];
+    for (key, row) in rows {
+        for (p, &c) in set.iter().enumerate() {
+            cols[p].push(row.get(c).and_then(pgtext::encode));
         }
-        Ok(Stmt {
-            sql: t.delete.clone(),
-            params: cols.into_iter().map(Param::Texts).collect(),
-            what: format!("deleting {} rows of {table}", keys.len()),
-        })
+        for (p, v) in key.iter().enumerate().take(t.key.len()) {
+            cols[set.len() + p].push(pgtext::encode(v));
+        }
+    }
+    Stmt {
+        sql: t.partial_update(&set),
+        params: cols.into_iter().map(Param::Texts).collect(),
+        what: format!("updating {} rows of {}", rows.len(), t.name),
+    }
+}
+
+fn delete(t: &TableSql, keys: &[&Key]) -> Stmt {
+    let mut cols: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(keys.len()); t.key.len()];
+    for k in keys {
+        for (c, v) in k.iter().enumerate().take(cols.len()) {
+            cols[c].push(pgtext::encode(v));
+        }
+    }
+    Stmt {
+        sql: t.delete.clone(),
+        params: cols.into_iter().map(Param::Texts).collect(),
+        what: format!("deleting {} rows of {}", keys.len(), t.name),
     }
 }
 
@@ -581,6 +675,8 @@ fn writes<'a>(ops: &'a [ApplyOp], tables: &HashMap<TableName, TableSql>) -> Vec<
                 out.push(Write::ChunkDone(table, *chunk, *rows))
             }
             ApplyOp::Watch { table, keys } => out.push(Write::Watch(table, keys)),
+            // Handled between the stretches of writes (see `commit_batch`).
+            ApplyOp::Alter { .. } | ApplyOp::Columns { .. } => {}
             ApplyOp::Change(c) => match c {
                 Change::Insert { table, row } => out.push(Write::Upsert(table, row)),
                 Change::Update {
@@ -607,6 +703,8 @@ fn writes<'a>(ops: &'a [ApplyOp], tables: &HashMap<TableName, TableSql>) -> Vec<
                 }
                 Change::Delete { table, old_key, .. } => out.push(Write::Delete(table, old_key)),
                 Change::Truncate { tables } => out.push(Write::Truncate(tables)),
+                // The applier turns shapes into `Alter`/`Columns`.
+                Change::Schema { .. } => {}
             },
         }
     }
@@ -820,15 +918,11 @@ impl Sink for PgSink {
         let mut src = self.source.connect()?;
         let schema = schema::read(&mut src, &self.selection)?;
         drop(src);
-        self.tables = tables
+        self.source_tables = schema
+            .tables
             .iter()
-            .filter_map(|m| {
-                schema
-                    .tables
-                    .iter()
-                    .find(|t| t.name == m.name)
-                    .map(|pg| (m.name.clone(), TableSql::new(pg, m)))
-            })
+            .filter(|t| tables.iter().any(|m| m.name == t.name))
+            .cloned()
             .collect();
         match self.mode()?.as_deref() {
             None => {
@@ -913,15 +1007,15 @@ impl Sink for PgSink {
                 )
                 .map_err(|e| map("recording the replication", e))?;
                 // Upserts need the primary keys now, not after the data.
-                for t in self.tables.values() {
+                for t in &self.source_tables {
                     let has_key: bool = tx
                         .query_one(
                             "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'p' AND conrelid = $1::text::regclass)",
-                            &[&qualified(&t.pg.name)],
+                            &[&qualified(&t.name)],
                         )
-                        .map_err(|e| map("inspecting the target's keys", e))?
-                        .get(0);
-                    if let (false, Some(pk)) = (has_key, schema::primary_key_sql(&t.pg)) {
+                        .and_then(|r| r.try_get(0))
+                        .map_err(|e| map("inspecting the target's keys", e))?;
+                    if let (false, Some(pk)) = (has_key, schema::primary_key_sql(t)) {
                         tx.batch_execute(&pk).map_err(|e| {
                             map(format!("adding a primary key on the target: {pk}"), e)
                         })?;
@@ -935,7 +1029,6 @@ impl Sink for PgSink {
                     .batch_execute(copy::CONTROL_DDL)
                     .map_err(|e| map("upgrading cutover's control store", e))?;
                 self.create_new_tables()?;
-                self.check_columns()?;
                 let slot: Option<String> = self
                     .client
                     .query_opt("SELECT slot FROM _cutover.replication", &[])
@@ -974,6 +1067,19 @@ impl Sink for PgSink {
             self.replica_role = false;
             tracing::warn!(error = %e, "cannot set session_replication_role = replica on the target (needs superuser); triggers on the target will fire for replicated writes");
         }
+        // Rows carry the columns of `tables` (the source's, as sync starts); they are written
+        // into the target's columns of the same names.
+        let mut built = HashMap::with_capacity(tables.len());
+        for m in tables {
+            let target = self.target_columns(&m.name)?;
+            let shape: Vec<String> = m.columns.iter().map(|c| c.name.clone()).collect();
+            let key: Vec<String> = m.key_columns().map(|c| c.name.clone()).collect();
+            built.insert(
+                m.name.clone(),
+                TableSql::new(&m.name, target, &shape, &key)?,
+            );
+        }
+        self.tables = built;
         self.schema = Some(schema);
         Ok(())
     }
@@ -1020,11 +1126,8 @@ impl Sink for PgSink {
 
     fn apply(&mut self, ops: &[ApplyOp], checkpoint: Position) -> Result<(), ConnectorError> {
         let ctx = format!("applying changes up to {checkpoint} on the target");
-        let w = writes(ops, &self.tables);
         if self.replica_role {
-            let steps = compact(&w, &self.tables);
-            let compacted: Vec<Write<'_>> = steps.iter().map(Step::write).collect();
-            match self.commit_batch(&compacted, ops, checkpoint, &ctx) {
+            match self.commit_batch(ops, checkpoint, &ctx, true) {
                 Err(e) if e.kind() == ErrorKind::Conflict => {
                     // A unique value moved between rows of this batch: apply it in source order.
                     tracing::debug!(error = %e, "compacted batch conflicted; applying it in source order");
@@ -1032,7 +1135,7 @@ impl Sink for PgSink {
                 other => return other,
             }
         }
-        self.commit_batch(&w, ops, checkpoint, &ctx)
+        self.commit_batch(ops, checkpoint, &ctx, false)
     }
 
     fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError> {
@@ -1148,6 +1251,17 @@ impl Sink for PgSink {
         tx.commit().map_err(|e| map(ctx, e))
     }
 
+    fn columns(
+        &mut self,
+        table: &TableSchema,
+    ) -> Result<Vec<cutover_model::Column>, ConnectorError> {
+        let target = match self.tables.get(&table.name) {
+            Some(t) => t.target.clone(),
+            None => self.target_columns(&table.name)?,
+        };
+        Ok(target.iter().map(PgColumn::model).collect())
+    }
+
     fn handover_requested(&mut self) -> Result<bool, ConnectorError> {
         Ok(self
             .client
@@ -1194,10 +1308,16 @@ mod tests {
     fn table() -> (TableName, HashMap<TableName, TableSql>) {
         let col = |n: &str| PgColumn::plain(n, "text", 25);
         let name = TableName::new(Some("public"), "t");
-        let pg = PgTable::plain(name.clone(), vec![col("id"), col("a"), col("doc")], &["id"]);
-        let model = pg.model();
+        let shape = ["id", "a", "doc"].map(String::from);
+        let t = TableSql::new(
+            &name,
+            vec![col("id"), col("a"), col("doc")],
+            &shape,
+            &["id".to_owned()],
+        )
+        .unwrap();
         let mut m = HashMap::new();
-        m.insert(name.clone(), TableSql::new(&pg, &model));
+        m.insert(name.clone(), t);
         (name, m)
     }
 
@@ -1317,10 +1437,56 @@ mod tests {
     #[test]
     fn partial_updates_of_many_rows_are_one_statement() {
         let (t, tables) = table();
-        let sql = tables[&t].partial_update(&[2]);
+        let sql = tables[&t].partial_update(&tables[&t].set_columns(&[2]));
         assert_eq!(
             sql,
             "UPDATE \"public\".\"t\" AS t SET \"id\" = u.c0::text, \"a\" = u.c1::text FROM unnest($1::text[], $2::text[], $3::text[]) AS u(c0, c1, c2) WHERE t.\"id\" = u.c2::text"
+        );
+    }
+
+    #[test]
+    fn rows_are_written_by_column_name_through_shapes_and_column_changes() {
+        let (t, tables) = table();
+        let sql = &tables[&t];
+        // Rows without `doc` (the stream before it was added): it is left alone.
+        let older = sql.reshape(&["a".into(), "id".into()]).unwrap();
+        assert_eq!(
+            older.upsert,
+            "INSERT INTO \"public\".\"t\" (\"a\", \"id\") SELECT u.c0::text, u.c1::text FROM unnest($1::text[], $2::text[]) AS u(c0, c1) ON CONFLICT (\"id\") DO UPDATE SET \"a\" = EXCLUDED.\"a\""
+        );
+        assert_eq!(older.key_of(&[v("x"), v("7")]), vec![v("7")]);
+        // A column added on the source, with its default.
+        let added = cutover_model::Column {
+            name: "n".into(),
+            ty: cutover_model::ColumnType::Int {
+                bits: 64,
+                unsigned: false,
+            },
+            declared_type: "bigint".into(),
+            nullable: false,
+            default: Some("0".into()),
+        };
+        let (ddl, with_n) = sql.alter(&ColumnChange::Add(added)).unwrap();
+        assert_eq!(
+            ddl,
+            "ALTER TABLE \"public\".\"t\" ADD COLUMN IF NOT EXISTS \"n\" bigint DEFAULT 0 NOT NULL"
+        );
+        let with_n = with_n
+            .reshape(&["id".into(), "a".into(), "doc".into(), "n".into()])
+            .unwrap();
+        assert!(with_n.upsert.contains("u.c3::bigint"), "{}", with_n.upsert);
+        // Dropped: rows that still carry it are written without it.
+        let (ddl, without_a) = with_n.alter(&ColumnChange::Drop("a".into())).unwrap();
+        assert_eq!(
+            ddl,
+            "ALTER TABLE \"public\".\"t\" DROP COLUMN IF EXISTS \"a\""
+        );
+        assert!(!without_a.upsert.contains("\"a\""), "{}", without_a.upsert);
+        // No key column: refused with the table named.
+        let e = sql.reshape(&["a".into()]).err().unwrap();
+        assert!(
+            e.to_string().contains("public.t") && e.to_string().contains("id"),
+            "{e}"
         );
     }
 }

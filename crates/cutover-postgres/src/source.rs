@@ -21,7 +21,7 @@ use crate::endpoint::PgEndpoint;
 use crate::error::map;
 use crate::pgtext;
 use crate::replication::ReplicationConnection;
-use crate::schema::{self, ident, literal, qualified, PgTable, Selection};
+use crate::schema::{self, ident, literal, qualified, PgColumn, PgTable, Selection};
 
 /// The names of what change capture creates on the source: a replication slot and a
 /// publication, both `cutover_<migration>`.
@@ -204,8 +204,14 @@ impl PgSource {
                     e
                 }
             })?;
+        // The decoder's own connection, to describe tables whose columns change.
+        let mut describe = self.endpoint.connect()?;
+        describe
+            .batch_execute("SET search_path = pg_catalog")
+            .map_err(|e| map("preparing the change stream's catalog session", e))?;
         let decoder = Decoder::new(
             Arc::clone(&self.captured),
+            Box::new(describe),
             reference.parse().unwrap_or(0),
             &slot,
         );
@@ -350,7 +356,12 @@ impl PgSource {
 
 /// The rows of a simple query's answer, as values of `t`'s copied columns.
 fn rows_of(messages: Vec<SimpleQueryMessage>, t: &PgTable) -> Vec<Row> {
-    let cols: Vec<_> = t.copied_columns().collect();
+    let cols: Vec<&PgColumn> = t.copied_columns().collect();
+    rows_in(messages, &cols)
+}
+
+/// The rows of a simple query's answer, as values of `cols`.
+fn rows_in(messages: Vec<SimpleQueryMessage>, cols: &[&PgColumn]) -> Vec<Row> {
     messages
         .into_iter()
         .filter_map(|m| match m {
@@ -516,30 +527,44 @@ impl Source for PgSource {
         let c = &self.captured[i];
         let lower = range.start.as_ref().map(key_texts);
         let upper = range.end.as_ref().map(key_texts);
-        let sql = format!(
-            "SELECT {} FROM ONLY {} WHERE {} ORDER BY {}",
-            column_list(&c.table),
-            qualified(&c.table.name),
-            range_predicate(&c.table, lower.as_deref(), upper.as_deref()),
-            key_order(&c.table)
-        );
+        let predicate = range_predicate(&c.table, lower.as_deref(), upper.as_deref());
+        let order = key_order(&c.table);
         let name = c.table.name.clone();
         let ctx = || format!("reading a chunk of table {name}");
         let mut tx = self.client.transaction().map_err(|e| map(ctx(), e))?;
-        tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .map_err(|e| map(ctx(), e))?;
-        // The first statement takes the snapshot the rows are read in.
+        tx.batch_execute(&format!(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+             LOCK TABLE ONLY {} IN ACCESS SHARE MODE",
+            qualified(&name)
+        ))
+        .map_err(|e| map(ctx(), e))?;
+        // The lock comes before the snapshot: a table rewrite (ALTER TABLE … TYPE) committed
+        // after the snapshot would otherwise make the table look empty to it. Under the lock the
+        // columns cannot change until the rows are read. The next statement takes the snapshot.
         let r = tx
             .query_one(
-                "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text",
-                &[],
+                "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text, $1::text::regclass::oid",
+                &[&qualified(&name)],
             )
             .map_err(|e| map(ctx(), e))?;
         let snapshot = TxSnapshot::parse(&r.get::<_, String>(0));
         let low = parse_lsn(&r.get::<_, String>(1)).unwrap_or(0);
+        let relid: u32 = r.get(2);
+        let live = schema::live_columns(&mut tx, relid)?;
+        let live_refs: Vec<&PgColumn> = live.iter().collect();
+        let sql = format!(
+            "SELECT {} FROM ONLY {} WHERE {predicate} ORDER BY {order}",
+            live.iter()
+                .map(|c| ident(&c.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            qualified(&name),
+        );
         let messages = tx.simple_query(&sql).map_err(|e| map(ctx(), e))?;
-        let rows = rows_of(messages, &self.captured[i].table);
+        let rows = rows_in(messages, &live_refs);
         tx.commit().map_err(|e| map(ctx(), e))?;
+        let read_columns: Vec<cutover_model::Column> = live.iter().map(PgColumn::model).collect();
+        let columns = (read_columns != table.columns).then_some(read_columns);
         // The high watermark: a WAL record after every transaction the snapshot saw. Once the
         // stream has passed it, those transactions have all been applied. Emitted in a tiny
         // transaction that flushes the WAL (locally: a synchronous standby is not waited for),
@@ -575,6 +600,7 @@ impl Source for PgSource {
             low: Position::Lsn(low),
             high: Position::Lsn(high.max(low)),
             snapshot,
+            columns,
         })
     }
 
@@ -658,24 +684,59 @@ impl Source for PgSource {
         table: &TableSchema,
         keys: &[Key],
     ) -> Result<Vec<Row>, ConnectorError> {
-        let i = self.index(table)?;
+        let mut i = self.index(table)?;
+        // The rows in the columns asked for (the caller's shape of the table), typed by the
+        // catalog; read again once if the table changed since it was read.
+        let mut cols: Option<Vec<PgColumn>> = None;
+        for attempt in 0..2 {
+            let t = &self.captured[i].table;
+            let found: Option<Vec<PgColumn>> = table
+                .columns
+                .iter()
+                .map(|c| t.columns.iter().find(|x| x.name == c.name).cloned())
+                .collect();
+            if found.is_some() || attempt == 1 {
+                cols = found;
+                break;
+            }
+            self.load()?;
+            i = self.index(table)?;
+        }
+        let Some(cols) = cols else {
+            return Err(ConnectorError::new(
+                ErrorKind::SchemaMismatch,
+                format!(
+                    "table {} no longer has all of the columns {} on the source",
+                    table.name,
+                    table
+                        .columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        let refs: Vec<&PgColumn> = cols.iter().collect();
+        let list = cols
+            .iter()
+            .map(|c| ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut rows = Vec::new();
         for batch in keys.chunks(500) {
             let c = &self.captured[i];
             let sql = format!(
-                "SELECT {} FROM ONLY {} WHERE {}",
-                column_list(&c.table),
+                "SELECT {list} FROM ONLY {} WHERE {}",
                 qualified(&c.table.name),
                 keys_predicate(&c.table, batch)
             );
             let name = c.table.name.clone();
-            let ctx = move || format!("re-reading rows of {name} by key");
-            rows.extend(Self::select(
-                &mut self.client,
-                &self.captured[i].table,
-                &sql,
-                &ctx,
-            )?);
+            let messages = self
+                .client
+                .simple_query(&sql)
+                .map_err(|e| map(format!("re-reading rows of {name} by key"), e))?;
+            rows.extend(rows_in(messages, &refs));
         }
         Ok(rows)
     }

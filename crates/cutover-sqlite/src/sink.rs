@@ -213,6 +213,8 @@ impl SqliteSink {
                 .execute(&t.truncate, [])
                 .map(drop)
                 .map_err(|e| map(format!("truncating {name}"), e)),
+            // The applier turns shapes into column changes (see `apply`).
+            Change::Schema { .. } => Ok(()),
         }
     }
 }
@@ -397,6 +399,30 @@ impl Sink for SqliteSink {
                         }
                     }
                 },
+                ApplyOp::Alter { table, change } => {
+                    return Err(ConnectorError::new(
+                        ErrorKind::UnsupportedType,
+                        format!(
+                            "a SQLite target cannot take the source's column changes yet ({table}: {change:?}); \
+                             make the same change on the target and run again"
+                        ),
+                    ))
+                }
+                ApplyOp::Columns { table, columns } => {
+                    let t = lookup(tables, table)?;
+                    let expected: Vec<&str> =
+                        t.schema.columns.iter().map(|c| c.name.as_str()).collect();
+                    if expected != columns.iter().map(String::as_str).collect::<Vec<_>>() {
+                        return Err(ConnectorError::new(
+                            ErrorKind::UnsupportedType,
+                            format!(
+                                "a SQLite target takes rows of {table} only with the columns it was prepared with ({}), not {}",
+                                expected.join(", "),
+                                columns.join(", ")
+                            ),
+                        ));
+                    }
+                }
                 ApplyOp::Watch { table, keys } => {
                     let mut stmt = tx
                         .prepare_cached(&format!(

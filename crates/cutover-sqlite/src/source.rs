@@ -264,6 +264,7 @@ impl Source for SqliteSource {
             low: position,
             high: position,
             snapshot: None,
+            columns: None,
         })
     }
 

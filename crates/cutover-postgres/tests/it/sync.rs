@@ -58,6 +58,8 @@ struct Running {
     handle: JoinHandle<Result<SyncReport, SyncError>>,
     control: Arc<Control>,
     progress: Arc<Progress>,
+    /// How the sync ended, if it did with an error (for failure messages).
+    error: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 fn start(s: &PgConnect, t: &PgConnect, opts: SyncOptions) -> Running {
@@ -65,11 +67,20 @@ fn start(s: &PgConnect, t: &PgConnect, opts: SyncOptions) -> Running {
     let progress = Arc::new(Progress::default());
     let (s, t) = (s.clone(), t.clone());
     let (c, p) = (Arc::clone(&control), Arc::clone(&progress));
-    let handle = std::thread::spawn(move || cutover_pipeline::run(&s, &t, &opts, &c, &p));
+    let error = Arc::new(std::sync::Mutex::new(None));
+    let e = Arc::clone(&error);
+    let handle = std::thread::spawn(move || {
+        let r = cutover_pipeline::run(&s, &t, &opts, &c, &p);
+        if let Err(err) = &r {
+            *e.lock().unwrap() = Some(err.to_string());
+        }
+        r
+    });
     Running {
         handle,
         control,
         progress,
+        error,
     }
 }
 
@@ -96,7 +107,8 @@ fn wait_for(what: &str, r: &Running, cond: impl Fn(&Progress) -> bool) {
     while !cond(&r.progress) {
         assert!(
             !r.handle.is_finished(),
-            "sync ended while waiting for {what}"
+            "sync ended while waiting for {what}: {:?}",
+            r.error.lock().unwrap()
         );
         assert!(
             Instant::now() < deadline,
@@ -265,10 +277,14 @@ fn rows_written_while_their_chunks_are_copied_end_equal_row_by_row() {
 }
 
 #[test]
-fn a_column_added_on_the_source_stops_sync_naming_table_and_column() {
+fn with_ddl_stop_a_column_added_on_the_source_stops_sync_naming_table_and_column() {
     let pg = Postgres::shared().unwrap();
     let (src, dst, s, t) = migration(pg, "ddl", "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT i, 'i' || i FROM generate_series(1, 500) i;");
-    let r = start(&s, &t, small_chunks());
+    let stop_at_ddl = || SyncOptions {
+        ddl: cutover_pipeline::DdlPolicy::Stop,
+        ..small_chunks()
+    };
+    let r = start(&s, &t, stop_at_ddl());
     wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
     pg.psql(&src, "INSERT INTO items VALUES (501, 'before')")
         .unwrap();
@@ -299,7 +315,7 @@ fn a_column_added_on_the_source_stops_sync_naming_table_and_column() {
     let again = cutover_pipeline::run(
         &s,
         &t,
-        &small_chunks(),
+        &stop_at_ddl(),
         &Control::default(),
         &Progress::default(),
     )
@@ -317,7 +333,7 @@ fn a_column_added_on_the_source_stops_sync_naming_table_and_column() {
         "SET default_transaction_read_only = off; ALTER TABLE items ADD COLUMN price numeric",
     )
     .unwrap();
-    let r = start(&s, &t, small_chunks());
+    let r = start(&s, &t, stop_at_ddl());
     wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
     drain(pg, &src, r);
     assert_same(pg, &src, &dst, "items", "id");
@@ -709,5 +725,233 @@ fn a_chunk_read_before_a_logged_commit_is_visible_does_not_overwrite_it() {
     drain(&pg, &src, r);
     assert_same(&pg, &src, &dst, "t", "id");
     assert_same(&pg, &src, &dst, "big", "id");
+    cleanup(&s);
+}
+
+/// The two tables of issue 9, finding 2.
+const SCHOOL: &str = "
+CREATE TABLE ledger (id bigint PRIMARY KEY, student int NOT NULL, amount numeric(10,2), note varchar(20));
+CREATE TABLE students (id int PRIMARY KEY, name text NOT NULL, visits int NOT NULL DEFAULT 0, legacy text);
+INSERT INTO students SELECT i, 'student ' || i, 0, 'old' FROM generate_series(1, 2000) i;
+INSERT INTO ledger SELECT i, 1 + i % 2000, i, 'n' || i FROM generate_series(1, 4000) i;
+";
+
+/// Writes to both tables until `stop`, with statements that work before and after every
+/// column change the tests make.
+fn school_writer(url: String, stop: Arc<AtomicBool>) -> JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut c = PgEndpoint::from_url(&url).unwrap().connect().unwrap();
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let id = 1 + n % 2000;
+            c.batch_execute(&format!(
+                "BEGIN; UPDATE students SET visits = visits + 1 WHERE id = {id};
+                 INSERT INTO ledger (id, student, amount) VALUES ({}, {id}, {n}.5); COMMIT",
+                100_000 + n
+            ))
+            .unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        n
+    })
+}
+
+/// Issue 9, finding 2: columns added to two tables a moment apart while sync runs. Carried to
+/// the target where the stream passes them (no stop, no loop), as are a dropped column and
+/// widened types; rows written before, between and after end equal.
+#[test]
+fn columns_changed_on_two_tables_during_sync_are_carried_and_sync_goes_on() {
+    let pg = Postgres::shared().unwrap();
+    let (src, dst, s, t) = migration(pg, "ddl2", SCHOOL);
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = school_writer(pg.url(&src), Arc::clone(&stop));
+    let r = start(&s, &t, small_chunks());
+    wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
+    pg.psql(
+        &src,
+        "ALTER TABLE ledger ADD COLUMN nickname text DEFAULT 'none'",
+    )
+    .unwrap();
+    pg.psql(
+        &src,
+        "UPDATE ledger SET nickname = 'L' || id WHERE id % 10 = 0",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    pg.psql(&src, "ALTER TABLE students ADD COLUMN nickname text")
+        .unwrap();
+    pg.psql(
+        &src,
+        "UPDATE students SET nickname = 'S' || id WHERE id % 7 = 0",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    pg.psql(
+        &src,
+        "ALTER TABLE students DROP COLUMN legacy; ALTER TABLE ledger ALTER COLUMN amount TYPE numeric(14,2);
+         ALTER TABLE ledger ALTER COLUMN note TYPE varchar(40); ALTER TABLE students ALTER COLUMN visits TYPE bigint",
+    )
+    .unwrap();
+    pg.psql(
+        &src,
+        "UPDATE ledger SET note = repeat('x', 35), amount = 123456789.25 WHERE id = 7",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    assert!(w.join().unwrap() > 100, "the writer wrote throughout");
+    let report = drain(pg, &src, r);
+    assert!(report.changes_applied > 100, "{report:?}");
+    for table in ["ledger", "students"] {
+        assert_same(pg, &src, &dst, table, "id");
+    }
+    let columns = |db: &str| {
+        pg.psql(
+            db,
+            "SELECT string_agg(table_name || '.' || column_name || ':' || format_type(atttypid, atttypmod), ',' ORDER BY table_name, column_name)
+               FROM information_schema.columns c JOIN pg_attribute a ON a.attrelid = (c.table_schema || '.' || c.table_name)::regclass AND a.attname = c.column_name
+              WHERE c.table_schema = 'public' AND c.table_name IN ('ledger', 'students')",
+        )
+        .unwrap()
+    };
+    assert_eq!(columns(&src), columns(&dst), "the same columns and types");
+    cleanup(&s);
+}
+
+/// Issue 9, finding 2, with --ddl stop: each table's change stops sync once, naming it as
+/// added (never "dropped"); once the target has it, sync goes on to the next. No loop.
+#[test]
+fn with_ddl_stop_two_tables_changed_stop_once_each_and_then_resume() {
+    let pg = Postgres::shared().unwrap();
+    let (src, dst, s, t) = migration(pg, "ddl3", SCHOOL);
+    let opts = || SyncOptions {
+        ddl: cutover_pipeline::DdlPolicy::Stop,
+        ..small_chunks()
+    };
+    let r = start(&s, &t, opts());
+    wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
+    pg.psql(
+        &src,
+        "ALTER TABLE ledger ADD COLUMN nickname text; INSERT INTO ledger VALUES (900001, 1, 1, 'a', 'x');
+         UPDATE students SET visits = 5 WHERE id = 1;",
+    )
+    .unwrap();
+    pg.psql(
+        &src,
+        "ALTER TABLE students ADD COLUMN nickname text; UPDATE students SET nickname = 'nick' WHERE id = 2;
+         UPDATE students SET visits = 6 WHERE id = 3;",
+    )
+    .unwrap();
+    let first = r.handle.join().unwrap().unwrap_err().to_string();
+    assert!(
+        first.contains("nickname")
+            && first.contains("added to public.ledger")
+            && !first.contains("dropped"),
+        "{first}"
+    );
+    assert!(
+        first.contains("ALTER TABLE public.ledger ADD COLUMN nickname text"),
+        "{first}"
+    );
+    pg.psql(
+        &dst,
+        "SET default_transaction_read_only = off; ALTER TABLE ledger ADD COLUMN nickname text",
+    )
+    .unwrap();
+    let second = cutover_pipeline::run(&s, &t, &opts(), &Control::default(), &Progress::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        second.contains("added to public.students") && !second.contains("dropped"),
+        "{second}"
+    );
+    // Everything before the students change is on the target already.
+    assert_eq!(
+        pg.psql(&dst, "SELECT visits FROM students WHERE id = 1")
+            .unwrap(),
+        "5"
+    );
+    pg.psql(
+        &dst,
+        "SET default_transaction_read_only = off; ALTER TABLE students ADD COLUMN nickname text",
+    )
+    .unwrap();
+    let r = start(&s, &t, opts());
+    drain(pg, &src, r);
+    for table in ["ledger", "students"] {
+        assert_same(pg, &src, &dst, table, "id");
+    }
+    cleanup(&s);
+}
+
+/// A type change the target's column cannot hold exactly stops sync whatever --ddl says,
+/// naming table, column and both types.
+#[test]
+fn a_type_change_that_would_lose_values_stops_sync_naming_both_types() {
+    let pg = Postgres::shared().unwrap();
+    let (src, dst, s, t) = migration(pg, "ddl4", SCHOOL);
+    let r = start(&s, &t, small_chunks());
+    wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
+    pg.psql(
+        &src,
+        "UPDATE ledger SET amount = 1 WHERE id = 1;
+         ALTER TABLE ledger ALTER COLUMN amount TYPE numeric(10,1); UPDATE ledger SET amount = 2 WHERE id = 2;",
+    )
+    .unwrap();
+    let err = r.handle.join().unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("column amount of public.ledger")
+            && msg.contains("numeric(10,2)")
+            && msg.contains("numeric(10,1)"),
+        "{msg}"
+    );
+    assert_eq!(
+        pg.psql(&dst, "SELECT amount FROM ledger WHERE id = 1")
+            .unwrap(),
+        "1.00",
+        "what came before was applied"
+    );
+    cleanup(&s);
+}
+
+/// A column added while its table is being copied: chunks read before and after it, and the
+/// stream, all end on the target with the source's values.
+#[test]
+fn a_column_added_while_its_table_is_copied_arrives_with_its_values() {
+    let pg = Postgres::shared().unwrap();
+    let (src, dst, s, t) = migration(pg, "ddl5", SCHOOL);
+    let r = start(
+        &s,
+        &t,
+        SyncOptions {
+            jobs: 1,
+            min_chunk_rows: 20,
+            max_chunk_rows: 40,
+            ..small_chunks()
+        },
+    );
+    wait_for("some chunks", &r, |p| {
+        p.rows_copied.load(Ordering::Relaxed) > 200
+    });
+    assert_eq!(
+        r.progress.phase(),
+        Phase::Copying,
+        "the premise: still copying"
+    );
+    pg.psql(
+        &src,
+        "ALTER TABLE students ADD COLUMN house text DEFAULT 'blue';
+         UPDATE students SET house = 'red' WHERE id % 3 = 0;
+         ALTER TABLE ledger ADD COLUMN memo text DEFAULT 'none';",
+    )
+    .unwrap();
+    wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
+    drain(pg, &src, r);
+    for table in ["ledger", "students"] {
+        assert_same(pg, &src, &dst, table, "id");
+    }
     cleanup(&s);
 }
