@@ -2,7 +2,6 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -88,12 +87,10 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
             args.name.as_deref().unwrap_or(target.dbname()),
         ));
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = Arc::clone(&stop);
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
-            .context("installing the Ctrl-C handler")?;
-    }
+    let stop = crate::signals::install(
+        std::time::Duration::from_secs(3),
+        "Finished chunks are kept: run the same command to resume.",
+    );
     let progress = Progress::default();
     let ui_done = AtomicBool::new(false);
     let result = std::thread::scope(|s| {

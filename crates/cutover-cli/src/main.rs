@@ -5,6 +5,7 @@ mod config;
 mod copy;
 mod demo;
 mod endpoint;
+mod signals;
 mod switch;
 mod sync;
 mod ui;
@@ -30,7 +31,7 @@ const EXIT_ERROR: u8 = 2;
         compares both sides row by row.\n\n\
         Try it: `cutover demo` runs a whole migration of a school platform's SQLite database \
         under live writes, in well under a minute.",
-    after_help = "Exit codes: 0 success, 1 the two sides differ, 2 error.\n\
+    after_help = "Exit codes: 0 success, 1 the two sides differ, 2 error, 130 stopped by Ctrl-C/SIGTERM before it could stop cleanly (resumable).\n\
         Databases: postgres://user:pass@host:port/db?sslmode=… (copy, sync, status, cleanup), sqlite://PATH (all but copy and status).\n\
         Settings also come from CUTOVER_SOURCE, CUTOVER_TARGET and a --config TOML file.",
     propagate_version = true
@@ -154,6 +155,8 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(&cli.log);
+    #[cfg(feature = "failpoints")]
+    let _failpoints = failpoints();
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Copy(args) => copy::run(&args),
@@ -171,6 +174,17 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// Tests' crash points: `FAILPOINTS=name=panic` ends the process at `name` as `kill -9` would
+/// (no unwinding, no undo), so that what follows is the recovery of a real crash.
+#[cfg(feature = "failpoints")]
+fn failpoints() -> fail::FailScenario<'static> {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("{info}");
+        std::process::abort();
+    }));
+    fail::FailScenario::setup()
 }
 
 fn init_tracing(level: &str) {

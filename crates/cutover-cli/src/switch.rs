@@ -19,8 +19,11 @@ pub struct SwitchArgs {
     #[command(flatten)]
     tables: crate::TableArgs,
     /// How to stop writes on the old primary: read-only (the database refuses new write
-    /// transactions and its sessions are ended), role:NAME (that role may not log in and its
-    /// sessions are ended), or none (the application has stopped writing; cutover checks).
+    /// transactions and its sessions are ended), revoke (every role but cutover's loses
+    /// INSERT/UPDATE/DELETE/TRUNCATE on the migrated tables, given back on undo or rollback; a
+    /// session cannot opt out of it as it can of read-only), role:NAME (that role may not log
+    /// in and its sessions are ended), or none (the application has stopped writing). Whatever
+    /// the fence, the switch is undone if a change reached the migrated tables after it.
     #[arg(long, default_value = "read-only", value_parser = parse_fence)]
     fence: Fence,
     /// A shell command run during the pause, just before the flip: point the application at
@@ -29,8 +32,8 @@ pub struct SwitchArgs {
     #[arg(long, value_name = "CMD")]
     on_switch: Option<String>,
     /// Undo the switch instead of pausing writes longer than this.
-    #[arg(long, value_name = "MS")]
-    max_pause_ms: Option<u64>,
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    max_pause_ms: u64,
     /// Refuse to start if the follower is more than this many bytes (of WAL) behind.
     #[arg(long, default_value_t = 16 << 20, value_name = "BYTES")]
     max_lag: u64,
@@ -43,6 +46,11 @@ pub struct SwitchArgs {
     /// Print one JSON document (write_pause_ms, drain_ms, verified_rows, direction, steps).
     #[arg(long)]
     json: bool,
+    /// Only finish or undo a switch (or rollback) that was interrupted (a crash, a kill, an
+    /// undo that could not finish): past its point of no return it is completed, before it
+    /// the old primary takes writes again. Switches nothing new.
+    #[arg(long)]
+    abort: bool,
 }
 
 fn parse_fence(s: &str) -> Result<Fence, String> {
@@ -111,7 +119,7 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
             new_primary.redacted().to_owned(),
         ),
     ];
-    opts.max_pause = args.max_pause_ms.map(Duration::from_millis);
+    opts.max_pause = Some(Duration::from_millis(args.max_pause_ms));
     opts.max_lag = args.max_lag;
     opts.verify_recent = args.verify_recent;
     let verb = match orientation {
@@ -130,15 +138,38 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
             );
         }
     };
+    if args.abort {
+        drop(control);
+        return match recover(&s, &t, &selection, &names) {
+            Ok(Some(done)) => {
+                println!("{done}");
+                Ok(0)
+            }
+            Ok(None) => {
+                println!("no interrupted switch or rollback to finish or undo");
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(EXIT_ERROR)
+            }
+        };
+    }
     if orientation == Orientation::Switch {
         control.record_fence(&args.fence)?;
     }
+    // Ctrl-C or SIGTERM before the flip undoes the switch; after it, the switch finishes.
+    let cancel = crate::signals::install(
+        Duration::from_secs(60),
+        "The switch is journaled: `cutover switch --abort` (or `cutover sync`) finishes or undoes it.",
+    );
     match cutover_switch::run(
         &primary,
         &follower,
         &mut control,
         &opts,
         &sync,
+        &cancel,
         &mut on_step,
     ) {
         Ok(report) => {
@@ -166,6 +197,27 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
             Ok(EXIT_ERROR)
         }
     }
+}
+
+/// Finishes or undoes an interrupted switch or rollback of the migration (see
+/// [`cutover_switch::recover`]), whichever way it was going.
+pub fn recover(
+    s: &PgEndpoint,
+    t: &PgEndpoint,
+    selection: &Selection,
+    names: &cutover_postgres::CaptureNames,
+) -> Result<Option<String>, SwitchError> {
+    let refused = |e: cutover_connector::ConnectorError| SwitchError::Refused(e.to_string());
+    let mut probe = PgSwitch::open(Orientation::Switch, s, t, selection, names).map_err(refused)?;
+    let orientation =
+        match cutover_connector::SwitchControl::journal(&mut probe).map_err(refused)? {
+            None => return Ok(None),
+            Some(j) if j.want == Direction::Forward => Orientation::Rollback,
+            Some(_) => Orientation::Switch,
+        };
+    drop(probe);
+    let mut control = PgSwitch::open(orientation, s, t, selection, names).map_err(refused)?;
+    cutover_switch::recover(&mut control)
 }
 
 fn print_report(verb: &str, r: &SwitchReport, json: bool, new_primary: &PgEndpoint) {
@@ -210,7 +262,7 @@ fn print_report(verb: &str, r: &SwitchReport, json: bool, new_primary: &PgEndpoi
         r.sessions_ended
     );
     println!(
-        "changes now flow {} — keep `cutover sync` (same --source/--target) running so they follow; {}",
+        "changes now flow {}: a `cutover sync` that handed over goes on in this direction by itself (if none runs, start the same `cutover sync` command); {}",
         r.direction,
         match r.direction {
             Direction::Reverse => "`cutover rollback` goes back without losing them",

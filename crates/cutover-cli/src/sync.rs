@@ -12,7 +12,7 @@ use cutover_postgres::schema::Selection;
 use cutover_postgres::{CaptureNames, PgConnect, PgEndpoint};
 
 use crate::endpoint::{self, engine_of, Engine};
-use crate::{ui, Endpoints};
+use crate::{signals, ui, Endpoints};
 
 #[derive(Args)]
 pub struct SyncArgs {
@@ -55,6 +55,9 @@ pub struct StatusArgs {
     /// The target of the migration: postgres://… (its control store holds the status).
     #[arg(long, env = "CUTOVER_TARGET")]
     target: Option<String>,
+    /// The source too (optional): then status also says whether the source refuses writes.
+    #[arg(long, env = "CUTOVER_SOURCE")]
+    source: Option<String>,
     /// Read the target from a TOML file (`target = "…"`).
     #[arg(long, env = "CUTOVER_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
@@ -128,26 +131,52 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
         opts.jobs = j.max(1);
     }
     let (tables, exclude) = args.tables.resolve(&file);
+    let stop = signals::install(
+        Duration::from_secs(3),
+        "What was applied is kept: run the same command to resume.",
+    );
+    let control = cutover_pipeline::Control::with_stop_flag(Arc::clone(&stop));
     match (engine_of(&source), engine_of(&target)) {
         (Engine::Postgres, Engine::Postgres) => {
             // PostgreSQL selects tables itself (schema-qualified names).
             let selection = Selection { tables, exclude };
-            let (s, t) = pg_pair(
-                &source,
-                &target,
-                selection,
-                args.name.as_deref(),
-                args.truncate || file.truncate.unwrap_or(false),
-                opts.jobs,
-            )?;
-            run(&s, &t, &opts)
+            let truncate = args.truncate || file.truncate.unwrap_or(false);
+            loop {
+                // A switch that was interrupted (crash, kill) is finished or undone first,
+                // so that exactly one side takes writes; one running elsewhere is waited for.
+                settle_switch(&source, &target, &selection, args.name.as_deref(), &stop)?;
+                if stop.load(Ordering::SeqCst) {
+                    println!("stopped before following changes; nothing to resume");
+                    return Ok(0);
+                }
+                let (s, t) = pg_pair(
+                    &source,
+                    &target,
+                    selection.clone(),
+                    args.name.as_deref(),
+                    truncate,
+                    opts.jobs,
+                )?;
+                let report = run(&s, &t, &opts, &control)?;
+                if report.handed_over && !stop.load(Ordering::SeqCst) {
+                    eprintln!(
+                        "handed over to a switch at {}; following changes again once it is done, in the direction it leaves",
+                        report.position
+                    );
+                    continue;
+                }
+                print_report(&report);
+                return Ok(0);
+            }
         }
         (Engine::Sqlite, Engine::Sqlite) => {
             opts.tables = tables;
             opts.exclude = exclude;
             let s = endpoint::sqlite(&source, endpoint::Role::Source)?;
             let t = endpoint::sqlite(&target, endpoint::Role::Target)?;
-            run(&s, &t, &opts)
+            let report = run(&s, &t, &opts, &control)?;
+            print_report(&report);
+            Ok(0)
         }
         _ => bail!(
             "cutover sync supports PostgreSQL → PostgreSQL and SQLite → SQLite so far; \
@@ -156,21 +185,53 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
     }
 }
 
+/// Finishes or undoes a switch of this migration that a crash or kill interrupted; waits while
+/// one runs in another process (a sync that handed over waits here for the switch it handed
+/// over to).
+fn settle_switch(
+    source: &str,
+    target: &str,
+    selection: &Selection,
+    name: Option<&str>,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let s = PgEndpoint::from_url(source).context("--source")?;
+    let t = PgEndpoint::from_url(target).context("--target")?;
+    let names = names(name, &t);
+    let mut waiting = false;
+    loop {
+        match crate::switch::recover(&s, &t, selection, &names) {
+            Ok(Some(done)) => {
+                eprintln!("{done}");
+                return Ok(());
+            }
+            Ok(None) => return Ok(()),
+            Err(cutover_switch::SwitchError::Running(why)) => {
+                if !waiting {
+                    eprintln!("waiting: {why}");
+                    waiting = true;
+                }
+                if stop.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 fn run<S: Connect, T: Connect>(
     source: &S,
     target: &T,
     opts: &cutover_pipeline::SyncOptions,
-) -> anyhow::Result<u8> {
-    let control = Arc::new(cutover_pipeline::Control::default());
-    {
-        let control = Arc::clone(&control);
-        ctrlc::set_handler(move || control.stop()).context("installing the Ctrl-C handler")?;
-    }
+    control: &cutover_pipeline::Control,
+) -> anyhow::Result<cutover_pipeline::SyncReport> {
     let progress = cutover_pipeline::Progress::default();
     let ui_done = AtomicBool::new(false);
-    let report = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let ui = s.spawn(|| ui::follow(&progress, &ui_done));
-        let r = cutover_pipeline::run(source, target, opts, &control, &progress);
+        let r = cutover_pipeline::run(source, target, opts, control, &progress);
         ui_done.store(true, Ordering::Relaxed);
         let _ = ui.join();
         r
@@ -181,7 +242,10 @@ fn run<S: Connect, T: Connect>(
             source.describe(),
             target.describe()
         )
-    })?;
+    })
+}
+
+fn print_report(report: &cutover_pipeline::SyncReport) {
     println!(
         "{} {} rows copied ({}), {} changes applied, position {}, {:.1}s",
         if report.interrupted {
@@ -195,7 +259,6 @@ fn run<S: Connect, T: Connect>(
         report.position,
         report.elapsed.as_secs_f64()
     );
-    Ok(0)
 }
 
 pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<u8> {
@@ -242,7 +305,23 @@ struct Status {
     slot_retained_wal_bytes: Option<i64>,
     /// Seconds since the running sync last wrote its status.
     updated_seconds_ago: Option<f64>,
+    /// A switch or rollback that began and has not finished (running, or interrupted).
+    switch_in_progress: Option<SwitchStatus>,
+    /// Whether each side refuses the application's writes (`None`: not known).
+    target_fenced: Option<bool>,
+    source_fenced: Option<bool>,
     warnings: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct SwitchStatus {
+    command: String,
+    step: String,
+    fence: String,
+    pid: i32,
+    /// Whether a process holds the switch lock now (the switch is running).
+    running: bool,
+    started_seconds_ago: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -265,7 +344,13 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<u8> {
         bail!("cutover status reads a PostgreSQL target's control store (postgres://…); for SQLite, `cutover sync` prints its progress");
     }
     let endpoint = PgEndpoint::from_url(&target).context("--target")?;
-    let status = read_status(&endpoint, args.warn_wal_mb)?;
+    let source = match args.source.clone().or(file.source) {
+        Some(s) if engine_of(&s) == Engine::Postgres => {
+            Some(PgEndpoint::from_url(&s).context("--source")?)
+        }
+        _ => None,
+    };
+    let status = read_status(&endpoint, source.as_ref(), args.warn_wal_mb)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -274,7 +359,11 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn read_status(endpoint: &PgEndpoint, warn_wal_mb: u64) -> anyhow::Result<Status> {
+fn read_status(
+    endpoint: &PgEndpoint,
+    source: Option<&PgEndpoint>,
+    warn_wal_mb: u64,
+) -> anyhow::Result<Status> {
     let mut c = endpoint.connect()?;
     let exists: bool = c
         .query_one("SELECT to_regclass('_cutover.migration') IS NOT NULL", &[])?
@@ -343,8 +432,46 @@ fn read_status(endpoint: &PgEndpoint, warn_wal_mb: u64) -> anyhow::Result<Status
         slot: None,
         slot_retained_wal_bytes: None,
         updated_seconds_ago: None,
+        switch_in_progress: None,
+        target_fenced: Some(cutover_postgres::refuses_writes(endpoint)?),
+        source_fenced: match source {
+            Some(e) => Some(cutover_postgres::refuses_writes(e)?),
+            None => None,
+        },
         warnings: Vec::new(),
     };
+    let journal = c
+        .query_opt(
+            "SELECT CASE want WHEN 'reverse' THEN 'switch' ELSE 'rollback' END, step, fence, pid,
+                    extract(epoch FROM now() - started_at)::float8,
+                    EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                             AND ((classid::bigint << 32) | objid::bigint) =
+                                 hashtextextended('cutover-switch:' || (SELECT slot FROM _cutover.replication), 0))
+               FROM _cutover.switch_journal
+              WHERE to_regclass('_cutover.replication') IS NOT NULL",
+            &[],
+        )
+        .ok()
+        .flatten();
+    if let Some(j) = journal {
+        let sw = SwitchStatus {
+            command: j.try_get(0)?,
+            step: j.try_get(1)?,
+            fence: j.try_get(2)?,
+            pid: j.try_get(3)?,
+            started_seconds_ago: j.try_get(4)?,
+            running: j.try_get(5)?,
+        };
+        if !sw.running {
+            s.warnings.push(format!(
+                "a {} (process {}) was interrupted at step {} and nothing is finishing it: one side may refuse writes. \
+                 Run `cutover switch --abort --source … --target …` (or `cutover sync`, which does it first): \
+                 past the flip it is finished, before it undone",
+                sw.command, sw.pid, sw.step
+            ));
+        }
+        s.switch_in_progress = Some(sw);
+    }
     if let Some(r) = r {
         s.applied_position = r.get(0);
         s.source_position = r.get(1);
@@ -373,6 +500,13 @@ fn read_status(endpoint: &PgEndpoint, warn_wal_mb: u64) -> anyhow::Result<Status
                     ui::bytes(b as u64)
                 ));
             }
+        }
+        let switched = s.phase == "switched";
+        if switched && s.target_fenced == Some(true) && s.switch_in_progress.is_none() {
+            s.warnings.push("the migration is switched, yet the target (the primary now) refuses new sessions' writes: run `cutover switch --abort --source … --target …`, which opens it".into());
+        }
+        if !switched && s.source_fenced == Some(true) && s.switch_in_progress.is_none() {
+            s.warnings.push("the source (the primary) refuses new sessions' writes (read-only), and no switch is running: run `cutover switch --abort --source … --target …`, or lift it by hand (ALTER DATABASE … RESET default_transaction_read_only)".into());
         }
         if s.updated_seconds_ago.is_some_and(|a| a > 10.0) && s.phase != "switched" {
             s.warnings.push(format!(
@@ -440,6 +574,30 @@ fn print_status(s: &Status) {
                 Duration::from_secs_f64(a.max(0.0)).as_secs()
             );
         }
+    }
+    if let Some(sw) = &s.switch_in_progress {
+        println!(
+            "  {:<11} at step {} (fence {}, process {}, started {:.0}s ago){}",
+            sw.command,
+            sw.step,
+            sw.fence,
+            sw.pid,
+            sw.started_seconds_ago,
+            if sw.running {
+                ", running"
+            } else {
+                ", INTERRUPTED"
+            }
+        );
+    }
+    let fenced = |f: Option<bool>| match f {
+        Some(true) => "refuses new sessions' writes",
+        Some(false) => "takes writes",
+        None => "?",
+    };
+    println!("  target      {}", fenced(s.target_fenced));
+    if s.source_fenced.is_some() {
+        println!("  source      {}", fenced(s.source_fenced));
     }
     for w in &s.warnings {
         println!("warning: {w}");

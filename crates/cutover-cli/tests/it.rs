@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+#[cfg(feature = "failpoints")]
+#[path = "it/switch_crash.rs"]
+mod switch_crash;
+
 fn cutover(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cutover"))
         .args(args)

@@ -14,7 +14,7 @@ mod switch;
 pub use checksum::{CanonicalRow, Mismatch, RangeChecksum, RangeDigest, Slice};
 pub use error::{ConnectorError, ErrorKind};
 pub use progress::{Phase, Progress, TableProgress};
-pub use switch::{Direction, Fence, Observation, SwitchControl};
+pub use switch::{Direction, Fence, Journal, Observation, SwitchControl, SwitchStep};
 
 use cutover_model::{Change, Column, Key, Position, Row, TableName, TableSchema, Transaction};
 

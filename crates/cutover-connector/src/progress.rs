@@ -41,6 +41,8 @@ pub struct Progress {
     applied: Mutex<Option<Position>>,
     source: Mutex<Option<Position>>,
     committed_at: Mutex<Option<std::time::SystemTime>>,
+    /// The newest applied transaction that changed rows: its position and one table it changed.
+    last_change: Mutex<Option<(Position, TableName)>>,
     /// Change history the source keeps for this migration, plus one; 0 while unknown.
     history_bytes: AtomicU64,
 }
@@ -86,6 +88,18 @@ impl Progress {
 
     pub fn set_committed_at(&self, t: std::time::SystemTime) {
         *self.committed_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+    }
+
+    /// The newest applied transaction that changed rows (its position, and a table it changed).
+    pub fn last_change(&self) -> Option<(Position, TableName)> {
+        self.last_change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_last_change(&self, at: Position, table: TableName) {
+        *self.last_change.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, table));
     }
 
     /// Bytes of change history the source keeps for this migration, where known.

@@ -9,13 +9,18 @@ use cutover_model::{Key, Position, TableName};
 
 use crate::ConnectorError;
 
-/// How writes on the old primary are stopped.
+/// How writes on the old primary are stopped. Whatever the fence, the switch checks after
+/// the drain that no change reached the migrated tables past the fence, and is undone if one
+/// did (a session can set `default_transaction_read_only = off`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fence {
     /// New transactions are read-only; sessions are ended so that none keeps writing.
     ReadOnly,
     /// The application's role may not log in; its sessions are ended.
     Role(String),
+    /// Every role but cutover's loses its write privileges on the migrated tables (given back
+    /// on undo or rollback); the sessions of those roles are ended.
+    Revoke,
     /// The application has stopped writing; the switch only checks that nothing was written.
     None,
 }
@@ -25,6 +30,7 @@ impl fmt::Display for Fence {
         match self {
             Fence::ReadOnly => f.write_str("read-only"),
             Fence::Role(r) => write!(f, "role:{r}"),
+            Fence::Revoke => f.write_str("revoke"),
             Fence::None => f.write_str("none"),
         }
     }
@@ -35,11 +41,12 @@ impl std::str::FromStr for Fence {
     fn from_str(s: &str) -> Result<Fence, String> {
         match s {
             "read-only" => Ok(Fence::ReadOnly),
+            "revoke" => Ok(Fence::Revoke),
             "none" => Ok(Fence::None),
             _ => match s.strip_prefix("role:") {
                 Some(r) if !r.is_empty() => Ok(Fence::Role(r.to_owned())),
                 _ => Err(format!(
-                    "{s:?} is not a fence: use read-only, role:NAME or none"
+                    "{s:?} is not a fence: use read-only, revoke, role:NAME or none"
                 )),
             },
         }
@@ -61,6 +68,69 @@ impl fmt::Display for Direction {
             Direction::Reverse => "reverse",
         })
     }
+}
+
+/// The steps of a switch that change something, in order; the journal records each before it
+/// runs, so that a switch interrupted anywhere (even by `kill -9`) can be completed or undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SwitchStep {
+    /// Asking a running sync to hand over.
+    Handover,
+    /// Preparing the way back (capture on the new primary).
+    WayBack,
+    /// Fencing the old primary (the write pause starts).
+    Fence,
+    /// Recording the switch (the point of no return).
+    Flip,
+    /// Letting the application write on the new primary.
+    Open,
+    /// Removing the old direction's capture.
+    Retire,
+}
+
+impl SwitchStep {
+    pub fn name(self) -> &'static str {
+        match self {
+            SwitchStep::Handover => "hand-over",
+            SwitchStep::WayBack => "way back",
+            SwitchStep::Fence => "fence",
+            SwitchStep::Flip => "flip",
+            SwitchStep::Open => "open",
+            SwitchStep::Retire => "retire",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SwitchStep> {
+        [
+            SwitchStep::Handover,
+            SwitchStep::WayBack,
+            SwitchStep::Fence,
+            SwitchStep::Flip,
+            SwitchStep::Open,
+            SwitchStep::Retire,
+        ]
+        .into_iter()
+        .find(|x| x.name() == s)
+    }
+}
+
+impl fmt::Display for SwitchStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A switch in progress, as its journal (in the control store) records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Journal {
+    /// Which way the switch moves writes: [`Direction::Reverse`] for a switch to the target,
+    /// [`Direction::Forward`] for a rollback.
+    pub want: Direction,
+    pub fence: Fence,
+    /// The last step begun.
+    pub step: SwitchStep,
+    /// The process that ran it, for messages.
+    pub pid: u32,
 }
 
 /// Where a migration stands, as its control store tells.
@@ -87,22 +157,32 @@ pub trait SwitchControl {
     fn clear_handover(&mut self) -> Result<(), ConnectorError>;
     /// Stops writes on `from`; returns how many sessions were ended.
     fn fence(&mut self, fence: &Fence) -> Result<u64, ConnectorError>;
-    /// Lets writes on `from` again (undo of [`SwitchControl::fence`]).
+    /// Lets writes on `from` again (undo of [`SwitchControl::fence`]; harmless when the fence
+    /// was not, or only partly, put up).
     fn lift_fence(&mut self, fence: &Fence) -> Result<(), ConnectorError>;
     /// `from`'s change-stream position now: what a drain must reach.
     fn primary_position(&mut self) -> Result<Position, ConnectorError>;
-    /// With [`Fence::None`]: fails if anything was written on `from` since `fence_mark` was
-    /// taken (with [`SwitchControl::write_mark`]) at the fence.
-    fn check_quiet(&mut self, fence_mark: u64) -> Result<(), ConnectorError>;
-    /// A number that moves whenever `from` writes (for [`SwitchControl::check_quiet`]).
-    fn write_mark(&mut self) -> Result<u64, ConnectorError>;
+    /// Takes the migration's switch lock: only one switch, rollback or recovery at a time. Held
+    /// until this value is dropped or its process ends (a crash included). Fails with
+    /// [`crate::ErrorKind::Busy`] naming the holder when another process has it.
+    fn lock(&mut self) -> Result<(), ConnectorError>;
+    /// Releases [`SwitchControl::lock`].
+    fn unlock(&mut self) -> Result<(), ConnectorError>;
+    /// The journal of a switch that began and did not finish (crashed, killed, or still
+    /// running elsewhere: take [`SwitchControl::lock`] first).
+    fn journal(&mut self) -> Result<Option<Journal>, ConnectorError>;
+    /// Records, before it runs, that `journal.step` begins.
+    fn record(&mut self, journal: &Journal) -> Result<(), ConnectorError>;
+    /// The switch finished or was undone: no journal any more.
+    fn clear_journal(&mut self) -> Result<(), ConnectorError>;
     /// Change capture on `to` and a control store on `from`, so that changes can flow back.
     fn prepare_way_back(&mut self) -> Result<(), ConnectorError>;
     /// Removes what [`SwitchControl::prepare_way_back`] created.
     fn undo_way_back(&mut self) -> Result<(), ConnectorError>;
     /// Gives `to`'s sequences `from`'s values (sequences are not replicated).
     fn sync_sequences(&mut self) -> Result<(), ConnectorError>;
-    /// Records the switch: `to` is the primary, changes flow back from its position now.
+    /// Records the switch: `to` is the primary, changes flow back from its position now. The
+    /// point of no return: a compare-and-swap of the phase, so it happens once or not at all.
     fn flip(&mut self) -> Result<Direction, ConnectorError>;
     /// Lets the application write on `to` (lifts any fence there).
     fn open_new_primary(&mut self) -> Result<(), ConnectorError>;

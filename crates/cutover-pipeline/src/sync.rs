@@ -66,11 +66,19 @@ impl Default for SyncOptions {
 /// Steers a running sync from another thread.
 #[derive(Debug, Default)]
 pub struct Control {
-    stop: AtomicBool,
+    stop: Arc<AtomicBool>,
     drain_to: Mutex<Option<Position>>,
 }
 
 impl Control {
+    /// A control that also stops when `flag` turns true (a signal handler's).
+    pub fn with_stop_flag(flag: Arc<AtomicBool>) -> Control {
+        Control {
+            stop: flag,
+            drain_to: Mutex::new(None),
+        }
+    }
+
     /// Stop after the batch being applied; progress so far is kept and the next run resumes.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -101,6 +109,8 @@ pub struct SyncReport {
     pub elapsed: Duration,
     /// True when the run ended because it was asked to stop, not because it finished.
     pub interrupted: bool,
+    /// True when it stopped because a switch asked it to hand over.
+    pub handed_over: bool,
     /// Keys changed most recently (see [`SyncOptions::recent_keys`]), newest last, each once.
     pub recent_keys: Vec<(TableName, Key)>,
 }
@@ -321,7 +331,8 @@ pub fn run<S: Connect, T: Connect>(
         for h in handles {
             panicked |= h.join().is_err();
         }
-        let interrupted = result?;
+        let ended = result?;
+        let interrupted = ended != Ended::Done;
         let recent_keys = applier.recent_keys();
         if opts.recent_keys > 0 {
             // For a switch that takes over from here: the rows it should verify first.
@@ -350,6 +361,7 @@ pub fn run<S: Connect, T: Connect>(
             position: applied,
             elapsed: started.elapsed(),
             interrupted,
+            handed_over: ended == Ended::HandedOver,
             recent_keys,
         })
     })
@@ -438,10 +450,23 @@ struct Touch {
     partial: bool,
 }
 
+/// Why the applier stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Its stop condition held (caught up, or drained).
+    Done,
+    /// [`Control::stop`].
+    Interrupted,
+    /// A switch asked it to hand over.
+    HandedOver,
+}
+
 /// Counters of a batch, credited to progress once the batch commits.
 #[derive(Default)]
 struct BatchTally {
     changes: u64,
+    /// The last transaction of the batch that changed rows, and a table it changed.
+    last_change: Option<(Position, TableName)>,
     superseded: u64,
     committed_at: Option<std::time::SystemTime>,
     chunks: Vec<(usize, u64, u64)>,
@@ -464,7 +489,7 @@ impl Watched {
 }
 
 impl Applier<'_> {
-    /// Returns whether the run was interrupted by [`Control::stop`].
+    /// Runs until a stop condition holds, [`Control::stop`], or a hand-over request.
     #[allow(clippy::too_many_arguments)]
     fn run<Src: Source, Snk: Sink>(
         &mut self,
@@ -475,7 +500,7 @@ impl Applier<'_> {
         res_rx: &mpsc::Receiver<Result<ReadChunk, ConnectorError>>,
         control: &Control,
         workers: usize,
-    ) -> Result<bool, SyncError> {
+    ) -> Result<Ended, SyncError> {
         let mut last_release = Instant::now();
         let mut last_note = Instant::now();
         let mut last_recorded = Instant::now();
@@ -545,6 +570,13 @@ impl Applier<'_> {
                     }
                     self.track(&change, txn.position, txn.xid);
                     self.remember(&change);
+                    if let Some(t) = change.table() {
+                        tally.last_change = Some((txn.position, t.clone()));
+                    } else if let Change::Truncate { tables } = &change {
+                        if let Some(t) = tables.first() {
+                            tally.last_change = Some((txn.position, t.clone()));
+                        }
+                    }
                     bytes += change_bytes(&change);
                     tally.changes += 1;
                     if let Some(ti) = change.table().and_then(|n| self.index(n)) {
@@ -608,7 +640,7 @@ impl Applier<'_> {
                 }
                 if sink.handover_requested().unwrap_or(false) {
                     tracing::info!(position = %self.applied, "handing over to a switch: stopping");
-                    return Ok(true);
+                    return Ok(Ended::HandedOver);
                 }
                 // Status for other processes; a failure here must not stop replication.
                 if let Err(e) = sink.note(self.progress) {
@@ -618,7 +650,7 @@ impl Applier<'_> {
             }
 
             if control.stopped() {
-                return Ok(true);
+                return Ok(Ended::Interrupted);
             }
             let copy_done =
                 queue.is_empty() && self.in_flight.is_empty() && self.pending.is_empty();
@@ -654,7 +686,7 @@ impl Applier<'_> {
                             })?;
                             self.commit(reached, BatchTally::default(), sink)?;
                         }
-                        return Ok(false);
+                        return Ok(Ended::Done);
                     }
                 }
                 if !self.in_flight.is_empty() {
@@ -1023,6 +1055,9 @@ impl Applier<'_> {
         p.set_applied(position);
         if let Some(t) = tally.committed_at {
             p.set_committed_at(t);
+        }
+        if let Some((at, table)) = tally.last_change {
+            p.set_last_change(at, table);
         }
         p.changes_applied
             .fetch_add(tally.changes, Ordering::Relaxed);

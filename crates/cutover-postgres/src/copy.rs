@@ -140,6 +140,20 @@ CREATE TABLE IF NOT EXISTS _cutover.recent (
     table_schema text NOT NULL,
     table_name text NOT NULL,
     key bytea NOT NULL);
+CREATE TABLE IF NOT EXISTS _cutover.switch_journal (
+    id int PRIMARY KEY CHECK (id = 1),
+    want text NOT NULL,
+    fence text NOT NULL,
+    step text NOT NULL,
+    pid int NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS _cutover.fence_grants (
+    side text NOT NULL,
+    table_name text NOT NULL,
+    role text NOT NULL,
+    privilege text NOT NULL,
+    PRIMARY KEY (side, table_name, role, privilege));
 CREATE TABLE IF NOT EXISTS _cutover.steps (
     id int PRIMARY KEY,
     phase text NOT NULL,

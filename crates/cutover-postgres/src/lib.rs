@@ -22,4 +22,4 @@ pub use connect::PgConnect;
 pub use endpoint::{redact, PgEndpoint, TlsMode};
 pub use sink::PgSink;
 pub use source::{retained_wal, CaptureNames, PgRows, PgSource, COMMITTED_POSITION_SQL};
-pub use switch::{cleanup, direction, reverse_names, Orientation, PgSwitch};
+pub use switch::{cleanup, direction, refuses_writes, reverse_names, Orientation, PgSwitch};

@@ -8,7 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use cutover_connector::{ConnectorError, Direction, ErrorKind, Fence, Observation, SwitchControl};
+use cutover_connector::{
+    ConnectorError, Direction, ErrorKind, Fence, Journal, Observation, SwitchControl, SwitchStep,
+};
 use cutover_model::{Key, Position, TableName};
 use postgres::Client;
 
@@ -95,6 +97,21 @@ pub fn cleanup(
     ))
 }
 
+/// Whether `endpoint`'s database makes new sessions read-only (a fence, or sync keeping the
+/// target for itself until the switch).
+pub fn refuses_writes(endpoint: &PgEndpoint) -> Result<bool, ConnectorError> {
+    endpoint
+        .connect()?
+        .query_one(
+            "SELECT coalesce(bool_or(s LIKE 'default_transaction_read_only=on'), false)
+               FROM pg_db_role_setting, unnest(setconfig) s
+              WHERE setrole = 0 AND setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| map(format!("reading whether {} takes writes", endpoint.redacted()), e))
+}
+
 /// A session that may write even where writes are fenced (cutover's own bookkeeping).
 fn session(endpoint: &PgEndpoint) -> Result<Client, ConnectorError> {
     let mut c = endpoint.connect()?;
@@ -117,6 +134,22 @@ pub struct PgSwitch {
     schema: Option<schema::SourceSchema>,
 }
 
+/// One of the migration's two databases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Source => "source",
+            Side::Target => "target",
+        }
+    }
+}
+
 impl PgSwitch {
     pub fn open(
         orientation: Orientation,
@@ -133,9 +166,146 @@ impl PgSwitch {
             forward: names.clone(),
             reverse: reverse_names(names),
             src: session(source)?,
-            tgt: session(target)?,
+            tgt: {
+                // A control store made by an older cutover gets the switch's tables.
+                let mut tgt = session(target)?;
+                let ctx = "preparing the switch journal on the target";
+                let exists: bool = tgt
+                    .query_one("SELECT to_regnamespace('_cutover') IS NOT NULL", &[])
+                    .and_then(|r| r.try_get(0))
+                    .map_err(|e| map(ctx, e))?;
+                if exists {
+                    tgt.batch_execute(CONTROL_DDL).map_err(|e| map(ctx, e))?;
+                }
+                tgt
+            },
             schema: None,
         })
+    }
+
+    /// The side writes move away from.
+    fn old_side(&self) -> Side {
+        match self.orientation {
+            Orientation::Switch => Side::Source,
+            Orientation::Rollback => Side::Target,
+        }
+    }
+
+    fn client(&mut self, side: Side) -> &mut Client {
+        match side {
+            Side::Source => &mut self.src,
+            Side::Target => &mut self.tgt,
+        }
+    }
+
+    /// `--fence revoke` on `side`: every role but cutover's (and superusers, which no privilege
+    /// stops) loses INSERT, UPDATE, DELETE and TRUNCATE on the migrated tables; the grants are
+    /// noted in the target's control store first, so that an undo, a rollback or a recovery
+    /// after a crash gives back exactly these. The sessions of those roles are ended (their
+    /// open transactions roll back). Returns how many sessions were ended.
+    fn revoke(&mut self, side: Side) -> Result<i64, ConnectorError> {
+        let tables = self.tables_sql()?;
+        let ctx = |what: &str| format!("fencing writes on the {}: {what}", side.name());
+        let grants: Vec<(String, String, String)> = self
+            .client(side)
+            .query(
+                "SELECT c.oid::regclass::text, coalesce(r.rolname, 'PUBLIC'), a.privilege_type
+                   FROM pg_class c
+                  CROSS JOIN LATERAL aclexplode(coalesce(c.relacl, acldefault('r', c.relowner))) a
+                   LEFT JOIN pg_roles r ON r.oid = a.grantee
+                  WHERE c.oid = ANY($1::text[]::regclass[])
+                    AND a.privilege_type IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')
+                    AND (a.grantee = 0 OR (r.rolname <> current_user AND NOT r.rolsuper))",
+                &[&tables],
+            )
+            .map_err(|e| {
+                map(
+                    ctx("reading the write privileges on the migrated tables"),
+                    e,
+                )
+            })?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<_, postgres::Error>>()
+            .map_err(|e| map(ctx("reading the write privileges"), e))?;
+        let mut tx = self
+            .tgt
+            .transaction()
+            .map_err(|e| map(ctx("noting the privileges"), e))?;
+        for (table, role, privilege) in &grants {
+            tx.execute(
+                "INSERT INTO _cutover.fence_grants VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&side.name(), table, role, privilege],
+            )
+            .map_err(|e| map(ctx("noting the privileges"), e))?;
+        }
+        tx.commit()
+            .map_err(|e| map(ctx("noting the privileges"), e))?;
+        let roles: Vec<String> = grants.iter().map(|g| g.1.clone()).collect();
+        let client = self.client(side);
+        let mut tx = client.transaction().map_err(|e| map(ctx("revoking"), e))?;
+        for (table, role, privilege) in &grants {
+            tx.batch_execute(&format!(
+                "REVOKE {privilege} ON {table} FROM {}",
+                grantee(role)
+            ))
+            .map_err(|e| {
+                map(
+                    ctx(&format!("revoking {privilege} on {table} from {role}")),
+                    e,
+                )
+            })?;
+        }
+        tx.commit().map_err(|e| map(ctx("revoking"), e))?;
+        end_sessions(
+            client,
+            "datname = current_database() AND usename = ANY($1) AND application_name NOT LIKE 'cutover%'",
+            &[&roles],
+        )
+        .map_err(|e| map(ctx("ending the sessions of the fenced roles"), e))
+    }
+
+    /// Gives back on `side` the privileges [`PgSwitch::revoke`] took there.
+    fn regrant(&mut self, side: Side) -> Result<(), ConnectorError> {
+        let ctx = |what: &str| format!("lifting the fence on the {}: {what}", side.name());
+        let grants: Vec<(String, String, String)> = self
+            .tgt
+            .query(
+                "SELECT table_name, role, privilege FROM _cutover.fence_grants WHERE side = $1",
+                &[&side.name()],
+            )
+            .map_err(|e| map(ctx("reading the privileges to give back"), e))?
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect::<Result<_, postgres::Error>>()
+            .map_err(|e| map(ctx("reading the privileges to give back"), e))?;
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self
+            .client(side)
+            .transaction()
+            .map_err(|e| map(ctx("granting"), e))?;
+        for (table, role, privilege) in &grants {
+            tx.batch_execute(&format!(
+                "GRANT {privilege} ON {table} TO {}",
+                grantee(role)
+            ))
+            .map_err(|e| {
+                map(
+                    ctx(&format!("granting {privilege} on {table} to {role}")),
+                    e,
+                )
+            })?;
+        }
+        tx.commit().map_err(|e| map(ctx("granting"), e))?;
+        self.tgt
+            .execute(
+                "DELETE FROM _cutover.fence_grants WHERE side = $1",
+                &[&side.name()],
+            )
+            .map_err(|e| map(ctx("forgetting the given-back privileges"), e))
+            .map(drop)
     }
 
     /// The database writes move away from, and the one they move to.
@@ -370,12 +540,20 @@ impl SwitchControl for PgSwitch {
                 )
                 .map_err(|e| map(ctx(&format!("ending role {role}'s sessions")), e))?
             }
+            Fence::Revoke => {
+                let side = self.old_side();
+                self.revoke(side)?
+            }
             Fence::None => 0,
         };
         Ok(ended.max(0) as u64)
     }
 
     fn lift_fence(&mut self, fence: &Fence) -> Result<(), ConnectorError> {
+        if *fence == Fence::Revoke {
+            let side = self.old_side();
+            return self.regrant(side);
+        }
         let (from, _) = self.old_new();
         lift(from, fence)
     }
@@ -386,27 +564,100 @@ impl SwitchControl for PgSwitch {
         Ok(Position::Lsn(committed_position(from)?))
     }
 
-    fn write_mark(&mut self) -> Result<u64, ConnectorError> {
-        let (from, _) = self.old_new();
-        let x: String = from
-            .query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])
-            .map_err(|e| map("reading the primary's transaction counter", e))?
-            .get(0);
-        Ok(x.parse().unwrap_or(0))
+    fn lock(&mut self) -> Result<(), ConnectorError> {
+        let got: bool = self
+            .tgt
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended('cutover-switch:' || $1, 0))",
+                &[&self.forward.slot],
+            )
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| map("taking the migration's switch lock", e))?;
+        if got {
+            return Ok(());
+        }
+        let holder = self.journal().ok().flatten();
+        Err(ConnectorError::new(
+            ErrorKind::Busy,
+            match holder {
+                Some(j) => format!(
+                    "another cutover process (pid {}) is running a switch of this migration now (at step {}): wait for it to finish, or stop it (Ctrl-C undoes it)",
+                    j.pid, j.step
+                ),
+                None => "another cutover process is running a switch or rollback of this migration now: wait for it to finish".to_owned(),
+            },
+        ))
     }
 
-    fn check_quiet(&mut self, fence_mark: u64) -> Result<(), ConnectorError> {
-        let now = self.write_mark()?;
-        if now != fence_mark {
-            return Err(ConnectorError::new(
-                ErrorKind::Conflict,
-                format!(
-                    "{} transaction(s) wrote on the primary's server during the switch; with --fence none the application must have stopped writing first (or use --fence read-only)",
-                    now.saturating_sub(fence_mark)
-                ),
-            ));
-        }
-        Ok(())
+    fn unlock(&mut self) -> Result<(), ConnectorError> {
+        self.tgt
+            .query_one(
+                "SELECT pg_advisory_unlock(hashtextextended('cutover-switch:' || $1, 0))",
+                &[&self.forward.slot],
+            )
+            .map_err(|e| map("releasing the migration's switch lock", e))
+            .map(drop)
+    }
+
+    fn journal(&mut self) -> Result<Option<Journal>, ConnectorError> {
+        let ctx = "reading the switch journal";
+        let row = match self.tgt.query_opt(
+            "SELECT want, fence, step, pid FROM _cutover.switch_journal",
+            &[],
+        ) {
+            Ok(row) => row,
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(map(ctx, e)),
+        };
+        let Some(r) = row else { return Ok(None) };
+        let text = |i: usize| r.try_get::<_, String>(i).map_err(|e| map(ctx, e));
+        let bad = |what: &str, v: &str| {
+            ConnectorError::new(
+                ErrorKind::InvalidInput,
+                format!("{ctx}: unreadable {what} {v:?}; run `cutover switch --abort` after checking both databases by hand"),
+            )
+        };
+        let want = match text(0)?.as_str() {
+            "reverse" => Direction::Reverse,
+            "forward" => Direction::Forward,
+            other => return Err(bad("direction", other)),
+        };
+        let fence_text = text(1)?;
+        let fence = fence_text.parse().map_err(|_| bad("fence", &fence_text))?;
+        let step_text = text(2)?;
+        let step = SwitchStep::parse(&step_text).ok_or_else(|| bad("step", &step_text))?;
+        let pid: i32 = r.try_get(3).map_err(|e| map(ctx, e))?;
+        Ok(Some(Journal {
+            want,
+            fence,
+            step,
+            pid: pid.max(0) as u32,
+        }))
+    }
+
+    fn record(&mut self, journal: &Journal) -> Result<(), ConnectorError> {
+        self.tgt
+            .execute(
+                "INSERT INTO _cutover.switch_journal (id, want, fence, step, pid) VALUES (1, $1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET want = EXCLUDED.want, fence = EXCLUDED.fence,
+                        step = EXCLUDED.step, pid = EXCLUDED.pid, updated_at = now()",
+                &[
+                    &journal.want.to_string(),
+                    &journal.fence.to_string(),
+                    &journal.step.name(),
+                    &(journal.pid as i32),
+                ],
+            )
+            .map_err(|e| map(format!("journaling the switch step {}", journal.step), e))
+            .map(drop)
+    }
+
+    fn clear_journal(&mut self) -> Result<(), ConnectorError> {
+        self.tgt
+            .batch_execute("DELETE FROM _cutover.switch_journal")
+            .map_err(|e| map("clearing the switch journal", e))
     }
 
     fn prepare_way_back(&mut self) -> Result<(), ConnectorError> {
@@ -517,6 +768,12 @@ impl SwitchControl for PgSwitch {
 
     fn open_new_primary(&mut self) -> Result<(), ConnectorError> {
         let fence = self.recorded_fence()?;
+        let to_side = match self.old_side() {
+            Side::Source => Side::Target,
+            Side::Target => Side::Source,
+        };
+        // Whatever fenced it before (a rollback's fence, or sync's read-only default).
+        self.regrant(to_side)?;
         let (_, to) = self.old_new();
         lift(to, &Fence::ReadOnly)?;
         if let Some(f @ Fence::Role(_)) = fence {
@@ -638,6 +895,15 @@ fn end_sessions(
     Ok(ended.len() as i64)
 }
 
+/// A role in GRANT/REVOKE: quoted, except the keyword PUBLIC.
+fn grantee(role: &str) -> String {
+    if role == "PUBLIC" {
+        role.to_owned()
+    } else {
+        ident(role)
+    }
+}
+
 fn lift(client: &mut Client, fence: &Fence) -> Result<(), ConnectorError> {
     let ctx = "lifting the fence";
     match fence {
@@ -649,6 +915,7 @@ fn lift(client: &mut Client, fence: &Fence) -> Result<(), ConnectorError> {
         Fence::Role(role) => client
             .batch_execute(&format!("ALTER ROLE {} LOGIN", ident(role)))
             .map_err(|e| map(ctx, e)),
-        Fence::None => Ok(()),
+        // Given back by `PgSwitch::regrant`, which knows what was taken.
+        Fence::Revoke | Fence::None => Ok(()),
     }
 }

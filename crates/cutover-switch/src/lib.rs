@@ -2,17 +2,22 @@
 //! measured pause, and keep a way back.
 //!
 //! ```text
-//!  check (phase, lag)  →  hand-over from a running sync  →  follow in-process until caught up
+//!  recover an interrupted switch (journal)  →  check (phase, lag)  →  hand-over from a running
+//!  sync  →  follow in-process until caught up  →  verify the rows changed during the copy
 //!  →  prepare the way back (capture on the new primary)
 //!  ┌ pause ───────────────────────────────────────────────────────────────────────────────┐
-//!  │ fence the old primary → drain to its last position → verify recently changed rows      │
-//!  │ → sequences → --on-switch command → FLIP (point of no return) → open the new primary   │
+//!  │ fence the old primary → sequences → --on-switch command → drain to where it stands now │
+//!  │ → fence check (no change after the fence) → verify recently changed rows               │
+//!  │ → FLIP (point of no return) → open the new primary                                     │
 //!  └────────────────────────────────────────────────────────────────────────────────────────┘
 //!  →  retire the old direction's capture
 //! ```
-//! Any failure before the flip undoes what was done (the fence is lifted, the way back
-//! removed, the hand-over withdrawn) and leaves the old primary writable. `--max-pause-ms`
-//! turns an over-long pause into such a failure.
+//! Every step that changes something is journaled before it runs, under the migration's switch
+//! lock. Any failure before the flip (and Ctrl-C/SIGTERM) undoes what the journal says was
+//! begun (the fence is lifted, the way back removed, the hand-over withdrawn) and leaves the
+//! old primary writable; a crash leaves the journal to [`recover`], which the next switch,
+//! rollback, sync or `switch --abort` runs. `--max-pause-ms` turns an over-long pause into such
+//! a failure.
 
 mod decide;
 
@@ -21,7 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cutover_connector::{
-    Connect, ConnectorError, Direction, ErrorKind, Fence, Progress, Source, SwitchControl,
+    Connect, ConnectorError, Direction, ErrorKind, Fence, Journal, Progress, Source, SwitchControl,
+    SwitchStep,
 };
 use cutover_model::{Key, Position, TableName, TableSchema};
 use cutover_pipeline::{Control, SyncOptions, SyncReport};
@@ -98,6 +104,9 @@ pub enum SwitchError {
     /// Nothing was changed.
     #[error("{0}")]
     Refused(String),
+    /// Another process is running a switch of this migration now; nothing was changed.
+    #[error("{0}")]
+    Running(String),
     /// A step failed; everything before the flip was undone (see `undo`).
     #[error("{step} failed: {error}; {undo}")]
     Failed {
@@ -113,28 +122,52 @@ impl SwitchError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             SwitchError::Refused(_) => ErrorKind::Conflict,
+            SwitchError::Running(_) => ErrorKind::Busy,
             SwitchError::Failed { kind, .. } => *kind,
         }
     }
 }
 
-/// How far a switch got, for undo.
-#[derive(Default)]
-struct Done {
-    handover: bool,
-    way_back: bool,
-    fenced: bool,
-}
-
 /// Runs a switch (or rollback) of the migration whose changes flow from `primary` to
 /// `follower` now, driving `control` (the engine's steps) and following changes in-process.
-/// `on_step` hears of each step as it ends.
+/// `on_step` hears of each step as it ends. Setting `cancel` (Ctrl-C, SIGTERM) before the flip
+/// undoes the switch; after the flip it is finished.
+///
+/// Each step that changes something is journaled in the control store before it runs, under
+/// the migration's switch lock, so a switch interrupted anywhere, even by `kill -9`, is
+/// completed (past the flip) or undone (before it) by the next switch, rollback, sync or
+/// `switch --abort` ([`recover`]).
 pub fn run<P: Connect, F: Connect, C: SwitchControl>(
     primary: &P,
     follower: &F,
     control: &mut C,
     opts: &SwitchOptions,
     sync: &SyncOptions,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(&Step),
+) -> Result<SwitchReport, SwitchError> {
+    lock(control)?;
+    let result = run_locked(primary, follower, control, opts, sync, cancel, on_step);
+    if let Err(e) = control.unlock() {
+        tracing::debug!(error = %e, "the switch lock is released when the session ends");
+    }
+    result
+}
+
+fn lock<C: SwitchControl>(control: &mut C) -> Result<(), SwitchError> {
+    control.lock().map_err(|e| match e.kind() {
+        ErrorKind::Busy => SwitchError::Running(e.to_string()),
+        _ => SwitchError::Refused(e.to_string()),
+    })
+}
+
+fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
+    primary: &P,
+    follower: &F,
+    control: &mut C,
+    opts: &SwitchOptions,
+    sync: &SyncOptions,
+    cancel: &AtomicBool,
     on_step: &mut dyn FnMut(&Step),
 ) -> Result<SwitchReport, SwitchError> {
     let mut steps: Vec<Step> = Vec::new();
@@ -155,6 +188,10 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
         steps.push(s);
     };
 
+    let t = Instant::now();
+    if let Some(note) = recover_locked(control)? {
+        record(&mut steps, "recover", t, false, note);
+    }
     let t = Instant::now();
     let obs = control
         .observe()
@@ -183,30 +220,64 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
         ),
     );
 
-    let mut done = Done::default();
-    let fail = |control: &mut C, done: &Done, step: &'static str, e: String, kind: ErrorKind| {
+    let mut journal = Journal {
+        want: opts.want,
+        fence: opts.fence.clone(),
+        step: SwitchStep::Handover,
+        pid: std::process::id(),
+    };
+    let fail = |control: &mut C,
+                journal: Option<&Journal>,
+                step: &'static str,
+                e: String,
+                kind: ErrorKind| {
         SwitchError::Failed {
             step,
             error: e,
             kind,
-            undo: undo(control, done, &opts.fence),
+            undo: match journal {
+                Some(j) => undo(control, j),
+                None => "nothing had been changed".to_owned(),
+            },
         }
+    };
+    let interrupted = |step: &'static str| {
+        (
+            step,
+            format!("interrupted (Ctrl-C or SIGTERM) before {step}"),
+            ErrorKind::Timeout,
+        )
+    };
+    // Journals `step` before it runs; the journal then says what to undo.
+    let begin = |control: &mut C, journal: &mut Journal, step: SwitchStep| {
+        journal.step = step;
+        control.record(journal)
     };
 
     if obs.follower_running {
         let t = Instant::now();
-        done.handover = true;
-        if let Err(e) = control.request_handover(opts.handover_wait) {
-            return Err(fail(control, &done, "hand-over", e.to_string(), e.kind()));
+        if let Err(e) = begin(control, &mut journal, SwitchStep::Handover)
+            .and_then(|()| control.request_handover(opts.handover_wait))
+        {
+            return Err(fail(
+                control,
+                Some(&journal),
+                "hand-over",
+                e.to_string(),
+                e.kind(),
+            ));
         }
+        fail_point("switch::after-handover");
         record(
             &mut steps,
             "hand-over",
             t,
             false,
-            "the running sync stopped".into(),
+            "the running sync stopped; it continues once this switch is done".into(),
         );
     }
+    // From here on, a failure undoes what the journal says was begun.
+    let journaled = obs.follower_running;
 
     // The tables, read now so that the pause does not pay for it.
     let (mut primary_rows, mut follower_rows, tables) = match open_readers(primary, follower) {
@@ -214,7 +285,7 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
         Err(e) => {
             return Err(fail(
                 control,
-                &done,
+                journaled.then_some(&journal),
                 "reading the tables",
                 e.to_string(),
                 e.kind(),
@@ -240,6 +311,7 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
             stop_follower.stop();
             let _ = follow.join();
         };
+        let cancelled = || cancel.load(Ordering::SeqCst);
 
         // Catch up.
         let t = Instant::now();
@@ -248,6 +320,12 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
                 break Err(ConnectorError::new(
                     ErrorKind::Database,
                     "the follower stopped",
+                ));
+            }
+            if cancelled() {
+                break Err(ConnectorError::new(
+                    ErrorKind::Timeout,
+                    interrupted("the fence").1,
                 ));
             }
             let lag = match (control.primary_position(), progress.applied_position()) {
@@ -279,7 +357,13 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
                     Ok(Err(fe)) => fe.to_string(),
                     _ => e.to_string(),
                 };
-                return Err(fail(control, &done, "catching up", detail, e.kind()));
+                return Err(fail(
+                    control,
+                    journaled.then_some(&journal),
+                    "catching up",
+                    detail,
+                    e.kind(),
+                ));
             }
         };
         record(
@@ -322,7 +406,7 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
                 let now = control.primary_position().map_err(err)?;
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while progress.applied_position().is_none_or(|a| a < now) {
-                    if finished.load(Ordering::SeqCst) || Instant::now() > deadline {
+                    if finished.load(Ordering::SeqCst) || Instant::now() > deadline || cancelled() {
                         break;
                     }
                     std::thread::sleep(Duration::from_millis(10));
@@ -335,7 +419,13 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
             Ok(n) => n,
             Err((e, kind)) => {
                 stop(follow);
-                return Err(fail(control, &done, "verify the copy", e, kind));
+                return Err(fail(
+                    control,
+                    journaled.then_some(&journal),
+                    "verify the copy",
+                    e,
+                    kind,
+                ));
             }
         };
         record(
@@ -350,18 +440,25 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
             Vec::new()
         });
 
+        if cancelled() {
+            stop(follow);
+            let (step, e, kind) = interrupted("preparing the way back");
+            return Err(fail(control, journaled.then_some(&journal), step, e, kind));
+        }
         let t = Instant::now();
-        done.way_back = true;
-        if let Err(e) = control.prepare_way_back() {
+        if let Err(e) = begin(control, &mut journal, SwitchStep::WayBack)
+            .and_then(|()| control.prepare_way_back())
+        {
             stop(follow);
             return Err(fail(
                 control,
-                &done,
+                Some(&journal),
                 "preparing the way back",
                 e.to_string(),
                 e.kind(),
             ));
         }
+        fail_point("switch::after-way-back");
         record(
             &mut steps,
             "prepare the way back",
@@ -370,11 +467,22 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
             "capture on the new primary".into(),
         );
 
+        if cancelled() {
+            stop(follow);
+            let (step, e, kind) = interrupted("the fence");
+            return Err(fail(control, Some(&journal), step, e, kind));
+        }
+        if let Err(e) = begin(control, &mut journal, SwitchStep::Fence) {
+            stop(follow);
+            return Err(fail(
+                control,
+                Some(&journal),
+                "fence",
+                e.to_string(),
+                e.kind(),
+            ));
+        }
         // The write pause starts at the fence.
-        let mark = match opts.fence {
-            Fence::None => control.write_mark().ok(),
-            _ => None,
-        };
         let paused = Instant::now();
         let over_budget = |step: &'static str| -> Option<(String, ErrorKind)> {
             let max = opts.max_pause?;
@@ -389,14 +497,20 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
                 )
             })
         };
-        done.fenced = true;
         let sessions_ended = match control.fence(&opts.fence) {
             Ok(n) => n,
             Err(e) => {
                 stop(follow);
-                return Err(fail(control, &done, "fence", e.to_string(), e.kind()));
+                return Err(fail(
+                    control,
+                    Some(&journal),
+                    "fence",
+                    e.to_string(),
+                    e.kind(),
+                ));
             }
         };
+        fail_point("switch::after-fence");
         record(
             &mut steps,
             "fence",
@@ -405,30 +519,100 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
             format!("{}: {sessions_ended} sessions ended", opts.fence),
         );
 
-        // Drain: everything the old primary wrote reaches the new one.
-        let t = Instant::now();
+        // Where the old primary stands behind its fence: everything it committed before is
+        // drained to the new one.
         let fenced_at = match control.primary_position() {
             Ok(p) => p,
             Err(e) => {
                 stop(follow);
-                return Err(fail(control, &done, "drain", e.to_string(), e.kind()));
+                return Err(fail(
+                    control,
+                    Some(&journal),
+                    "drain",
+                    e.to_string(),
+                    e.kind(),
+                ));
             }
         };
-        stop_follower.drain_to(fenced_at);
-        while !finished.load(Ordering::SeqCst) {
-            if let Some((e, kind)) = over_budget("drain") {
+
+        let t = Instant::now();
+        if let Err(e) = control.sync_sequences() {
+            stop(follow);
+            return Err(fail(
+                control,
+                Some(&journal),
+                "sequences",
+                e.to_string(),
+                e.kind(),
+            ));
+        }
+        record(
+            &mut steps,
+            "sequences",
+            t,
+            true,
+            "set from the old primary".into(),
+        );
+
+        if let Some(cmd) = &opts.on_switch {
+            let t = Instant::now();
+            let give_up = || {
+                if cancelled() {
+                    return Some("interrupted (Ctrl-C or SIGTERM)".to_owned());
+                }
+                over_budget("--on-switch").map(|(e, _)| e)
+            };
+            if let Err(e) = run_hook(cmd, &opts.on_switch_env, &give_up) {
                 stop(follow);
-                return Err(fail(control, &done, "drain", e, kind));
+                return Err(fail(
+                    control,
+                    Some(&journal),
+                    "--on-switch",
+                    e,
+                    ErrorKind::InvalidInput,
+                ));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            record(&mut steps, "on-switch", t, true, cmd.clone());
+        }
+        // Drain, and check that the fence held: the follower applies everything the old
+        // primary wrote up to now; a change it finds after the fence position means a session
+        // got past the fence (writes it made after the flip would be lost).
+        let t = Instant::now();
+        let drained = (|| -> Result<(), (&'static str, String, ErrorKind)> {
+            let now = control
+                .primary_position()
+                .map_err(|e| ("drain", e.to_string(), e.kind()))?;
+            stop_follower.drain_to(now.max(fenced_at));
+            while !finished.load(Ordering::SeqCst) {
+                if let Some((e, kind)) = over_budget("drain") {
+                    return Err(("drain", e, kind));
+                }
+                if cancelled() {
+                    return Err(interrupted("the flip"));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(())
+        })();
+        if let Err((step, e, kind)) = drained {
+            stop(follow);
+            return Err(fail(control, Some(&journal), step, e, kind));
         }
         let report: SyncReport = match follow.join() {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => return Err(fail(control, &done, "drain", e.to_string(), e.kind())),
+            Ok(Err(e)) => {
+                return Err(fail(
+                    control,
+                    Some(&journal),
+                    "drain",
+                    e.to_string(),
+                    e.kind(),
+                ))
+            }
             Err(_) => {
                 return Err(fail(
                     control,
-                    &done,
+                    Some(&journal),
                     "drain",
                     "the follower panicked".into(),
                     ErrorKind::Database,
@@ -441,23 +625,45 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
             "drain",
             t,
             true,
-            format!("applied up to {fenced_at}"),
+            format!("applied up to {}", report.position),
         );
-
-        if let Some(m) = mark {
-            let t = Instant::now();
-            if let Err(e) = control.check_quiet(m) {
-                return Err(fail(control, &done, "quiet check", e.to_string(), e.kind()));
-            }
-            record(&mut steps, "quiet check", t, true, "nothing written".into());
+        let t = Instant::now();
+        if let Some((at, table)) = progress.last_change().filter(|(at, _)| *at > fenced_at) {
+            return Err(fail(
+                control,
+                Some(&journal),
+                "fence check",
+                format!(
+                    "a write reached {table} on the old primary at {at}, after the fence at {fenced_at}: a session got past the --fence {} \
+                     (one that set default_transaction_read_only = off, a superuser, or an application still writing with --fence none); \
+                     writes after the flip would have been lost. Stop those writers, or use --fence revoke",
+                    opts.fence
+                ),
+                ErrorKind::Conflict,
+            ));
         }
+        record(
+            &mut steps,
+            "fence check",
+            t,
+            true,
+            format!("nothing written to the migrated tables after {fenced_at}"),
+        );
 
         let t = Instant::now();
         let recent = recent_keys(recorded_recent, &report.recent_keys, opts.verify_recent);
         let verified = match verify_recent(&mut primary_rows, &mut follower_rows, &tables, &recent)
         {
             Ok(n) => n,
-            Err(e) => return Err(fail(control, &done, "verify", e.to_string(), e.kind())),
+            Err(e) => {
+                return Err(fail(
+                    control,
+                    Some(&journal),
+                    "verify",
+                    e.to_string(),
+                    e.kind(),
+                ))
+            }
         };
         record(
             &mut steps,
@@ -467,44 +673,43 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
             format!("{verified} recently changed rows equal on both sides"),
         );
 
-        let t = Instant::now();
-        if let Err(e) = control.sync_sequences() {
-            return Err(fail(control, &done, "sequences", e.to_string(), e.kind()));
-        }
-        record(
-            &mut steps,
-            "sequences",
-            t,
-            true,
-            "set from the old primary".into(),
-        );
-
         if let Some((e, kind)) = over_budget("the flip") {
-            return Err(fail(control, &done, "pause budget", e, kind));
+            return Err(fail(control, Some(&journal), "pause budget", e, kind));
         }
-        if let Some(cmd) = &opts.on_switch {
-            let t = Instant::now();
-            if let Err(e) = run_hook(cmd, &opts.on_switch_env) {
-                return Err(fail(
-                    control,
-                    &done,
-                    "--on-switch",
-                    e,
-                    ErrorKind::InvalidInput,
-                ));
-            }
-            record(&mut steps, "on-switch", t, true, cmd.clone());
-            if let Some((e, kind)) = over_budget("the flip") {
-                return Err(fail(control, &done, "pause budget", e, kind));
-            }
+        if cancelled() {
+            let (step, e, kind) = interrupted("the flip");
+            return Err(fail(control, Some(&journal), step, e, kind));
         }
 
-        // The point of no return.
+        // The point of no return. From here on the switch is finished, whatever happens: a
+        // crash is completed by the next `recover`.
         let t = Instant::now();
-        let direction = match control.flip() {
+        let direction = match begin(control, &mut journal, SwitchStep::Flip).and_then(|()| {
+            fail_point("switch::before-flip");
+            control.flip()
+        }) {
             Ok(d) => d,
-            Err(e) => return Err(fail(control, &done, "flip", e.to_string(), e.kind())),
+            Err(e) => {
+                // The flip is a compare-and-swap: if it did not happen, undo; if its outcome
+                // is unknown (the connection broke), the journal leaves it to `recover`.
+                return Err(match control.observe() {
+                    Ok(o) if o.phase == phase_after(opts.want) => SwitchError::Failed {
+                        step: "flip",
+                        error: e.to_string(),
+                        kind: e.kind(),
+                        undo: "the switch was recorded before the error: run `cutover switch --abort`, which finishes it".into(),
+                    },
+                    Ok(_) => fail(control, Some(&journal), "flip", e.to_string(), e.kind()),
+                    Err(_) => SwitchError::Failed {
+                        step: "flip",
+                        error: e.to_string(),
+                        kind: e.kind(),
+                        undo: "whether the switch was recorded is unknown (the target is unreachable): once it is reachable, `cutover switch --abort` finishes or undoes it".into(),
+                    },
+                });
+            }
         };
+        fail_point("switch::after-flip");
         record(
             &mut steps,
             "flip",
@@ -513,16 +718,19 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
             format!("changes now flow {direction}"),
         );
         let t = Instant::now();
-        if let Err(e) = control.open_new_primary() {
-            // Switched, but the new primary is still fenced: say so, do not undo.
+        if let Err(e) =
+            begin(control, &mut journal, SwitchStep::Open).and_then(|()| control.open_new_primary())
+        {
+            // Switched, but the new primary is still fenced: the journal says so.
             return Err(SwitchError::Failed {
                 step: "opening the new primary",
                 error: e.to_string(),
                 kind: e.kind(),
-                undo: "the switch itself is recorded (past the point of no return); lift the fence on the new primary by hand (ALTER DATABASE … RESET default_transaction_read_only)".into(),
+                undo: "the switch itself is recorded (past the point of no return); `cutover switch --abort` (or `cutover sync`) opens the new primary".into(),
             });
         }
         let write_pause = paused.elapsed();
+        fail_point("switch::after-open");
         record(
             &mut steps,
             "open the new primary",
@@ -532,7 +740,9 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
         );
 
         let t = Instant::now();
-        match control.retire_old_direction() {
+        let retired = begin(control, &mut journal, SwitchStep::Retire)
+            .and_then(|()| control.retire_old_direction());
+        match retired {
             Ok(()) => record(&mut steps, "retire", t, false, "old direction's capture removed".into()),
             Err(e) => record(
                 &mut steps,
@@ -541,6 +751,9 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
                 false,
                 format!("could not remove the old direction's capture ({e}); run `cutover cleanup` later"),
             ),
+        }
+        if let Err(e) = control.clear_journal() {
+            tracing::warn!(error = %e, "the switch is done, but its journal could not be cleared; the next command clears it");
         }
         Ok(SwitchReport {
             direction,
@@ -553,6 +766,93 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
             steps,
         })
     })
+}
+
+/// The phase of the migration once a switch that wants `want` has flipped.
+fn phase_after(want: Direction) -> &'static str {
+    match want {
+        Direction::Reverse => "switched",
+        Direction::Forward => "replicating",
+    }
+}
+
+/// Finishes or undoes a switch that was interrupted (crashed, killed, or stopped while its
+/// undo failed), from its journal: past the flip it is completed (the new primary opened, the
+/// old direction retired), before it everything it began is undone (the fence lifted, the way
+/// back removed, the hand-over withdrawn). Takes the switch lock first: a switch still running
+/// elsewhere is refused. Returns what it did, or `None` when nothing was interrupted.
+pub fn recover<C: SwitchControl>(control: &mut C) -> Result<Option<String>, SwitchError> {
+    lock(control)?;
+    let result = recover_locked(control);
+    if let Err(e) = control.unlock() {
+        tracing::debug!(error = %e, "the switch lock is released when the session ends");
+    }
+    result
+}
+
+fn recover_locked<C: SwitchControl>(control: &mut C) -> Result<Option<String>, SwitchError> {
+    let journal = control
+        .journal()
+        .map_err(|e| SwitchError::Refused(e.to_string()))?;
+    let Some(journal) = journal else {
+        return Ok(None);
+    };
+    let obs = control
+        .observe()
+        .map_err(|e| SwitchError::Refused(e.to_string()))?;
+    let verb = match journal.want {
+        Direction::Reverse => "switch",
+        Direction::Forward => "rollback",
+    };
+    if obs.phase == phase_after(journal.want) {
+        let failed = |step: &'static str, e: ConnectorError| SwitchError::Failed {
+            step,
+            error: e.to_string(),
+            kind: e.kind(),
+            undo: "the switch is recorded; run `cutover switch --abort` again once this is fixed"
+                .into(),
+        };
+        control
+            .open_new_primary()
+            .map_err(|e| failed("opening the new primary", e))?;
+        let retired = control.retire_old_direction();
+        control
+            .clear_journal()
+            .map_err(|e| failed("clearing the switch journal", e))?;
+        return Ok(Some(format!(
+            "finished the {verb} that process {} left after its point of no return (at step {}): the new primary takes writes{}",
+            journal.pid,
+            journal.step,
+            match retired {
+                Ok(()) => String::new(),
+                Err(e) => format!("; the old direction's capture could not be removed ({e}): `cutover cleanup` removes it"),
+            }
+        )));
+    }
+    let undone = undo(control, &journal);
+    if undone.contains("FAILED") || undone.contains("could not") {
+        return Err(SwitchError::Failed {
+            step: "recovering an interrupted switch",
+            error: format!(
+                "the {verb} that process {} left at step {}",
+                journal.pid, journal.step
+            ),
+            kind: ErrorKind::Database,
+            undo: undone,
+        });
+    }
+    Ok(Some(format!(
+        "undid the {verb} that process {} left before its point of no return (at step {}): {undone}",
+        journal.pid, journal.step
+    )))
+}
+
+/// A named failpoint (tests): `FAILPOINTS=switch::after-fence=panic` with the `failpoints`
+/// feature makes the process die there, as `kill -9` would.
+fn fail_point(name: &str) {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!(name);
+    let _ = name;
 }
 
 type Readers<P, F> = (
@@ -683,53 +983,93 @@ fn recent_keys(
     out
 }
 
-fn run_hook(cmd: &str, env: &[(String, String)]) -> Result<(), String> {
-    let out = std::process::Command::new("sh")
+/// Runs the `--on-switch` command; it is ended (and the switch fails) when `give_up` says so
+/// (cancelled, or the pause budget spent).
+fn run_hook(
+    cmd: &str,
+    env: &[(String, String)],
+    give_up: &dyn Fn() -> Option<String>,
+) -> Result<(), String> {
+    use std::io::Read;
+    let mut child = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .map_err(|e| format!("could not run {cmd:?}: {e}"))?;
-    if out.status.success() {
+    // Its error output is read as it comes, so a chatty command cannot block on a full pipe.
+    let mut stderr = child.stderr.take();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => return Err(format!("waiting for {cmd:?}: {e}")),
+        }
+        if let Some(why) = give_up() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{cmd:?} was ended: {why}"));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let stderr = reader.join().unwrap_or_default();
+    if status.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
     Err(format!(
-        "{cmd:?} exited with {}: {}",
-        out.status,
+        "{cmd:?} exited with {status}: {}",
         stderr.trim().chars().take(500).collect::<String>()
     ))
 }
 
-/// Undoes what a switch did before its flip; returns what happened, for the error message.
-fn undo<C: SwitchControl>(control: &mut C, done: &Done, fence: &Fence) -> String {
+/// Undoes what a switch began before its flip, as its journal says (each undo is harmless when
+/// its step had not, or only partly, run); clears the journal when everything was undone.
+/// Returns what happened, for messages.
+fn undo<C: SwitchControl>(control: &mut C, journal: &Journal) -> String {
     let mut notes = Vec::new();
-    if done.fenced {
-        match control.lift_fence(fence) {
+    let mut failed = false;
+    if journal.step >= SwitchStep::Fence {
+        match control.lift_fence(&journal.fence) {
             Ok(()) => {
                 notes.push("the fence was lifted: the old primary takes writes again".to_owned())
             }
-            Err(e) => notes.push(format!("LIFTING THE FENCE FAILED ({e}): lift it by hand")),
+            Err(e) => {
+                failed = true;
+                notes.push(format!("LIFTING THE FENCE FAILED ({e})"))
+            }
         }
     }
-    if done.way_back {
+    if journal.step >= SwitchStep::WayBack {
         if let Err(e) = control.undo_way_back() {
             notes.push(format!(
                 "the way back could not be removed ({e}); `cutover cleanup` removes it"
             ));
         }
     }
-    if done.handover {
-        match control.clear_handover() {
-            Ok(()) => notes.push("the sync that handed over stopped: start it again".to_owned()),
-            Err(e) => notes.push(format!(
-                "the hand-over request could not be withdrawn ({e})"
-            )),
-        }
+    match control.clear_handover() {
+        Ok(()) if journal.step >= SwitchStep::Handover => notes.push(
+            "the sync that handed over continues (if it still runs; otherwise start it again)"
+                .to_owned(),
+        ),
+        Ok(()) => {}
+        Err(e) => notes.push(format!(
+            "the hand-over request could not be withdrawn ({e})"
+        )),
     }
-    if notes.is_empty() {
-        "nothing had been changed".to_owned()
-    } else {
-        format!("switch undone: {}", notes.join("; "))
+    if failed {
+        notes.push("the journal keeps the switch: run `cutover switch --abort` once the old primary is reachable".into());
+    } else if let Err(e) = control.clear_journal() {
+        notes.push(format!("the switch journal could not be cleared ({e})"));
     }
+    format!("switch undone: {}", notes.join("; "))
 }

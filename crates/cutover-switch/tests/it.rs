@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cutover_connector::{
-    ConnectorError, Direction, ErrorKind, Fence, Observation, Progress, SwitchControl,
+    ConnectorError, Direction, ErrorKind, Fence, Journal, Observation, Progress, SwitchControl,
 };
 use cutover_model::{Key, Position, TableName};
 use cutover_pipeline::{Control, SyncOptions};
@@ -123,7 +123,15 @@ fn run_switch<C: SwitchControl>(
         Direction::Reverse => Direction::Forward,
         Direction::Forward => Direction::Reverse,
     });
-    cutover_switch::run(&p, &f, control, opts, &SyncOptions::default(), &mut |_| {})
+    cutover_switch::run(
+        &p,
+        &f,
+        control,
+        opts,
+        &SyncOptions::default(),
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
 }
 
 /// Writes like an application: to the current primary; when it refuses (fenced), to the
@@ -314,11 +322,20 @@ impl SwitchControl for Failing {
     fn primary_position(&mut self) -> Result<Position, ConnectorError> {
         self.inner.primary_position()
     }
-    fn check_quiet(&mut self, mark: u64) -> Result<(), ConnectorError> {
-        self.inner.check_quiet(mark)
+    fn lock(&mut self) -> Result<(), ConnectorError> {
+        self.inner.lock()
     }
-    fn write_mark(&mut self) -> Result<u64, ConnectorError> {
-        self.inner.write_mark()
+    fn unlock(&mut self) -> Result<(), ConnectorError> {
+        self.inner.unlock()
+    }
+    fn journal(&mut self) -> Result<Option<Journal>, ConnectorError> {
+        self.inner.journal()
+    }
+    fn record(&mut self, journal: &Journal) -> Result<(), ConnectorError> {
+        self.inner.record(journal)
+    }
+    fn clear_journal(&mut self) -> Result<(), ConnectorError> {
+        self.inner.clear_journal()
     }
     fn prepare_way_back(&mut self) -> Result<(), ConnectorError> {
         self.inner.prepare_way_back()?;
@@ -367,15 +384,15 @@ fn a_failure_at_any_step_before_the_flip_leaves_the_source_primary_and_writable(
     cases.push(("pause budget", budget));
     let mut quiet = options(Direction::Reverse);
     quiet.fence = Fence::None;
-    cases.push(("quiet check", quiet));
+    cases.push(("fence check", quiet));
 
     for (at, opts) in cases {
         let mut control = Failing {
             inner: m.control(Orientation::Switch),
             at,
         };
-        // A write lands during the quiet check's pause: --fence none must notice it.
-        let writer = (at == "quiet check").then(|| {
+        // A write lands during the pause: the fence check must notice it.
+        let writer = (at == "fence check").then(|| {
             let db = m.src.clone();
             std::thread::spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(3);
@@ -594,4 +611,181 @@ fn rows_changed_during_the_copy_are_verified_before_the_fence_and_a_divergence_r
     let report = run_switch(&m, &mut control, &options(Direction::Reverse)).unwrap();
     assert_eq!(report.verified_copy_rows as i64, watched, "{report:?}");
     assert!(!writable(pg, &m.src));
+}
+
+/// Issue 9, finding 4: a session that turns `default_transaction_read_only` off gets past the
+/// read-only fence; the switch sees its write after the fence position and is undone, and
+/// every write it committed is still on the source (and follows to the target).
+#[test]
+fn a_write_past_the_read_only_fence_is_caught_and_the_switch_undone() {
+    let pg = Postgres::shared().unwrap();
+    let m = Migration::new(pg, "bypass");
+    m.catch_up(Direction::Forward);
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(Mutex::new(Vec::new()));
+    let sneaky = {
+        let (url, stop, committed) = (pg.url(&m.src), Arc::clone(&stop), Arc::clone(&committed));
+        std::thread::spawn(move || {
+            let mut n = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                // Every session opts out of the fence, as a misbehaving pool might.
+                let Ok(mut c) = postgres::Client::connect(&url, postgres::NoTls) else {
+                    continue;
+                };
+                let _ = c.batch_execute("SET default_transaction_read_only = off");
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let sql = format!(
+                        "INSERT INTO ledger (account, amount) VALUES (3, {})",
+                        2_000_000 + n
+                    );
+                    if c.batch_execute(&sql).is_err() {
+                        break;
+                    }
+                    committed.lock().unwrap().push(n);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut opts = options(Direction::Reverse);
+    // A slow hand-off widens the pause, so the writer certainly writes in it.
+    opts.on_switch = Some("sleep 0.5".into());
+    let mut control = m.control(Orientation::Switch);
+    let err = run_switch(&m, &mut control, &opts).unwrap_err();
+    stop.store(true, Ordering::Relaxed);
+    sneaky.join().unwrap();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("fence check")
+            && msg.contains("after the fence")
+            && msg.contains("--fence revoke"),
+        "{msg}"
+    );
+    assert!(msg.contains("undone"), "{msg}");
+    assert!(writable(pg, &m.src), "the source is still the primary");
+    assert_eq!(
+        pg.psql(&m.dst, "SELECT phase FROM _cutover.migration")
+            .unwrap(),
+        "replicating"
+    );
+    let writes = committed.lock().unwrap().clone();
+    assert!(writes.len() > 10, "the writer wrote ({})", writes.len());
+    m.catch_up(Direction::Forward);
+    m.assert_equal(pg);
+    let on_source: i64 = pg
+        .psql(&m.src, "SELECT count(*) FROM ledger WHERE amount > 2000000")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        on_source,
+        writes.len() as i64,
+        "every committed write, once"
+    );
+}
+
+/// `--fence revoke`: the application's role loses its write privileges on the migrated tables
+/// of the old primary (a session cannot opt out of that), and gets them back there on rollback.
+#[test]
+fn the_revoke_fence_takes_write_privileges_and_a_rollback_gives_them_back() {
+    let pg = Postgres::shared().unwrap();
+    let m = Migration::new(pg, "revoke");
+    let role = format!("app_{}", fastrand::u32(..));
+    pg.psql("", &format!("CREATE ROLE {role} LOGIN")).unwrap();
+    let grant = |db: &str| {
+        pg.psql(
+            db,
+            &format!(
+                "SET default_transaction_read_only = off;
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON accounts, ledger TO {role};
+                 GRANT USAGE ON SEQUENCE ledger_id_seq TO {role}"
+            ),
+        )
+        .unwrap()
+    };
+    grant(&m.src);
+    m.catch_up(Direction::Forward);
+    // Privileges are not carried by sync (yet): the target's are given as a user would.
+    grant(&m.dst);
+    let app_writes = |db: &str| {
+        let url = pg.url(db).replace("postgres@", &format!("{role}@"));
+        postgres::Client::connect(&url, postgres::NoTls)
+            .and_then(|mut c| {
+                c.batch_execute(
+                    "SET default_transaction_read_only = off; INSERT INTO ledger (account, amount) VALUES (4, 4)",
+                )
+            })
+            .map_err(|e| {
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+            })
+    };
+    app_writes(&m.src).unwrap();
+    let mut opts = options(Direction::Reverse);
+    opts.fence = Fence::Revoke;
+    let mut control = m.control(Orientation::Switch);
+    let report = run_switch(&m, &mut control, &opts).unwrap();
+    assert_eq!(report.direction, Direction::Reverse);
+    let refused = app_writes(&m.src).unwrap_err();
+    assert!(refused.contains("permission denied"), "{refused}");
+    app_writes(&m.dst).unwrap();
+    m.catch_up(Direction::Reverse);
+    // Back: the source gives the privileges back, the target's are taken.
+    let mut control = m.control(Orientation::Rollback);
+    run_switch(&m, &mut control, &options(Direction::Forward)).unwrap();
+    app_writes(&m.src).unwrap();
+    m.catch_up(Direction::Forward);
+    m.assert_equal(pg);
+}
+
+/// Ctrl-C or SIGTERM during the pause (here during a slow --on-switch command, which is ended)
+/// undoes the switch: the source takes writes again, nothing is left behind.
+#[test]
+fn an_interrupted_switch_is_undone_and_its_hand_off_command_ended() {
+    let pg = Postgres::shared().unwrap();
+    let m = Migration::new(pg, "cancel");
+    m.catch_up(Direction::Forward);
+    let mut opts = options(Direction::Reverse);
+    let marker = std::env::temp_dir().join(format!("cutover-hook-{}", fastrand::u64(..)));
+    opts.on_switch = Some(format!("sleep 5; touch {}", marker.display()));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (p, f) = m.pair(Direction::Forward);
+    let mut control = m.control(Orientation::Switch);
+    let started = Instant::now();
+    let err = std::thread::scope(|s| {
+        let cancel2 = Arc::clone(&cancel);
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            cancel2.store(true, Ordering::SeqCst);
+        });
+        cutover_switch::run(
+            &p,
+            &f,
+            &mut control,
+            &opts,
+            &SyncOptions::default(),
+            &cancel,
+            &mut |_| {},
+        )
+        .unwrap_err()
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stopped within moments of the signal"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("interrupted") && msg.contains("undone"),
+        "{msg}"
+    );
+    assert!(!marker.exists(), "the hand-off command was ended");
+    assert!(writable(pg, &m.src));
+    assert_eq!(
+        pg.psql(&m.dst, "SELECT count(*) FROM _cutover.switch_journal")
+            .unwrap(),
+        "0",
+        "nothing left to recover"
+    );
 }

@@ -1,0 +1,42 @@
+//! Ctrl-C and SIGTERM. The first asks the running command to stop cleanly (it stops at its next
+//! safe point and says what was kept); if it has not stopped within its grace period (say,
+//! stuck connecting to a server that does not answer), or at a second signal, the process ends
+//! with exit code 130. Ending there is safe: everything cutover writes is committed with its
+//! checkpoint (and a switch is journaled), so the same command resumes, finishes or undoes it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Exit code of a process ended by a signal it could not honour in time.
+pub const EXIT_SIGNAL: i32 = 130;
+
+/// Installs the handler (once per process); the returned flag turns true at the first signal.
+/// `kept` tells the user what is kept if the process must end before stopping cleanly.
+pub fn install(grace: Duration, kept: &'static str) -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&flag);
+    let installed = ctrlc::set_handler(move || {
+        if seen.swap(true, Ordering::SeqCst) {
+            eprintln!("\nstopping at once. {kept}");
+            std::process::exit(EXIT_SIGNAL);
+        }
+        eprintln!(
+            "\nstopping… (at most {} s; press Ctrl-C again to stop at once)",
+            grace.as_secs()
+        );
+        // The process's last resort: not a task of the command's, it only ends the process.
+        std::thread::spawn(move || {
+            std::thread::sleep(grace);
+            eprintln!(
+                "did not stop cleanly within {} s; stopping now. {kept}",
+                grace.as_secs()
+            );
+            std::process::exit(EXIT_SIGNAL);
+        });
+    });
+    if let Err(e) = installed {
+        tracing::warn!(error = %e, "cannot handle Ctrl-C and SIGTERM; they end the process at once");
+    }
+    flag
+}
