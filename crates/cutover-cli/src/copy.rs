@@ -115,10 +115,17 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
     } else {
         print_report(&report);
     }
-    if let (Some(names), false) = (&opts.capture, args.json) {
+    if let (Some(names), false, false) = (&opts.capture, args.json, report.interrupted) {
+        let again = match report.outside_snapshot {
+            Some((0, _)) | None => "nothing is copied again".to_owned(),
+            Some((chunks, rows)) => format!(
+                "it copies again the {chunks} chunks ({rows} rows) read outside change capture's snapshot \
+                 (before an interruption, or resumed), since changes made meanwhile could be missing; the rest is not copied again"
+            ),
+        };
         eprintln!(
             "change capture runs since the copy's snapshot: slot {} keeps WAL on the source from now on. \
-             Run `cutover sync` with the same --source/--target to follow the changes (nothing is copied again), \
+             Run `cutover sync` with the same --source/--target to follow the changes ({again}), \
              or `cutover cleanup` to drop the slot",
             names.slot
         );
@@ -157,6 +164,8 @@ fn json(r: &CopyReport) -> String {
         "seconds": (secs * 1000.0).round() / 1000.0,
         "mb_per_s": (mb_per_s(r.bytes, secs) * 10.0).round() / 10.0,
         "resumed": r.resumed,
+        "chunks_copied_again_by_sync": r.outside_snapshot.map(|(c, _)| c),
+        "rows_copied_again_by_sync": r.outside_snapshot.map(|(_, n)| n),
         "interrupted": r.interrupted,
         "post_data_steps": r.post_data_steps,
         "not_copied": r.not_copied,

@@ -60,27 +60,69 @@ fn follow_lines(progress: &Progress, done: &AtomicBool) {
 }
 
 pub fn status_line(progress: &Progress) -> String {
+    let phase = progress.phase();
+    if phase == Phase::Preparing {
+        return "preparing: reading the schema, starting change capture, planning chunks"
+            .to_owned();
+    }
     let tables = progress.table_snapshot();
-    let (copied, estimate) = tables.iter().fold((0, 0), |(c, e), t| {
-        (
-            c + t.rows_copied.load(Ordering::Relaxed),
-            e + t.rows_estimate.load(Ordering::Relaxed),
-        )
-    });
-    let pct = if estimate > 0 {
-        (copied as f64 / estimate as f64 * 100.0).min(100.0)
+    let (mut copied, mut estimate, mut chunks, mut chunks_done) = (0, 0, 0, 0);
+    // Row estimates come from the source's statistics; before ANALYZE they can be 0 or far
+    // off, and then the share of chunks copied is the honest figure.
+    let mut estimates_hold = true;
+    for t in &tables {
+        let rows = t.rows_copied.load(Ordering::Relaxed);
+        let est = t.rows_estimate.load(Ordering::Relaxed);
+        let (c, d) = (
+            t.chunks_total.load(Ordering::Relaxed),
+            t.chunks_done.load(Ordering::Relaxed),
+        );
+        estimates_hold &= est > 0 && rows <= est || (c > 0 && c == d);
+        copied += rows;
+        estimate += est.max(rows);
+        chunks += c;
+        chunks_done += d;
+    }
+    let share = if estimates_hold && estimate > 0 {
+        Some(copied as f64 / estimate as f64)
+    } else if chunks > 0 {
+        Some(chunks_done as f64 / chunks as f64)
     } else {
-        100.0
+        None
     };
+    let pct = share.map_or_else(String::new, |s| {
+        format!(" ({:.0}%)", (s * 100.0).min(100.0))
+    });
     format!(
-        "{}: {copied}/{estimate} rows copied ({pct:.0}%), {}, {} changes applied, lag {}",
-        phase_name(progress.phase()),
+        "{}: {copied} rows copied{}, {chunks_done}/{chunks} chunks{pct}, {}, {} changes applied, lag {}",
+        phase_name(phase),
+        if estimates_hold {
+            format!(" of about {estimate}")
+        } else {
+            String::new()
+        },
         bytes(progress.bytes_copied.load(Ordering::Relaxed)),
         progress.changes_applied.load(Ordering::Relaxed),
-        progress
-            .lag()
-            .map_or_else(|| "-".to_owned(), |l| format!("{l} changes")),
+        lag_text(progress),
     )
+}
+
+/// The lag in the source's own unit: WAL bytes for PostgreSQL, change-log entries for SQLite,
+/// and in seconds where the source says when it committed.
+pub fn lag_text(progress: &Progress) -> String {
+    let amount = match (progress.source_position(), progress.lag()) {
+        (Some(cutover_model::Position::Lsn(_)), Some(l)) => bytes(l),
+        (Some(cutover_model::Position::Sequence(_)), Some(l)) => format!("{l} changes"),
+        _ => return "-".to_owned(),
+    };
+    match (progress.lag(), progress.committed_at()) {
+        (Some(0), _) => format!("{amount}, 0 s"),
+        (_, Some(at)) => match std::time::SystemTime::now().duration_since(at) {
+            Ok(d) => format!("{amount}, {:.1} s", d.as_secs_f64()),
+            Err(_) => amount,
+        },
+        _ => amount,
+    }
 }
 
 fn follow_bars(progress: &Progress, done: &AtomicBool) {
@@ -264,5 +306,52 @@ pub fn print_verify(report: &VerifyReport) {
         for t in &r.skipped_tables {
             println!("repair: skipped {t}: no primary key to address rows by");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cutover_pipeline::TableProgress;
+    use std::sync::Arc;
+
+    fn table(estimate: u64, copied: u64, chunks: u64, done: u64) -> Arc<TableProgress> {
+        Arc::new(TableProgress {
+            name: cutover_model::TableName::bare("t"),
+            rows_estimate: estimate.into(),
+            rows_copied: copied.into(),
+            bytes_copied: 0.into(),
+            chunks_total: chunks.into(),
+            chunks_done: done.into(),
+        })
+    }
+
+    fn line(tables: Vec<Arc<TableProgress>>) -> String {
+        let p = Progress::default();
+        p.set_phase(Phase::Copying);
+        *p.tables.lock().unwrap() = tables;
+        status_line(&p)
+    }
+
+    #[test]
+    fn progress_never_claims_impossible_figures_before_analyze() {
+        // No statistics yet (estimate 0): the share of chunks, not 33046/0 (100%).
+        let l = line(vec![table(0, 33_046, 40, 10)]);
+        assert!(l.contains("33046 rows copied, 10/40 chunks (25%)"), "{l}");
+        // An estimate that copied rows already passed: not 321479/100000.
+        let l = line(vec![table(100_000, 321_479, 10, 9)]);
+        assert!(l.contains("321479 rows copied, 9/10 chunks (90%)"), "{l}");
+        // Sound estimates: rows of about the estimate.
+        let l = line(vec![table(1_000, 250, 4, 1)]);
+        assert!(
+            l.contains("250 rows copied of about 1000, 1/4 chunks (25%)"),
+            "{l}"
+        );
+        let p = Progress::default();
+        assert!(
+            status_line(&p).starts_with("preparing"),
+            "{}",
+            status_line(&p)
+        );
     }
 }

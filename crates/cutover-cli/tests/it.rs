@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+#[path = "it/refusals.rs"]
+mod refusals;
 #[cfg(feature = "failpoints")]
 #[path = "it/switch_crash.rs"]
 mod switch_crash;

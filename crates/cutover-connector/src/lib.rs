@@ -117,7 +117,18 @@ pub trait Source {
         table: &TableSchema,
         range: &KeyRange,
     ) -> Result<ChunkRows, ConnectorError>;
+    /// Refuses, before anything is created, what change capture of `tables` cannot do (naming
+    /// the table and the fix). By default everything is accepted.
+    fn check_capture(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        let _ = tables;
+        Ok(())
+    }
     fn start_capture(&mut self, tables: &[TableSchema]) -> Result<Position, ConnectorError>;
+    /// Removes change capture if this value's `start_capture` created it (not if it found it
+    /// there): when the migration is refused right after starting it. A no-op by default.
+    fn abandon_capture(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
     /// The position of the newest committed change (what a drain must reach).
     fn current_position(&mut self) -> Result<Position, ConnectorError>;
     fn read_changes(
@@ -214,6 +225,12 @@ pub enum ApplyOp {
 ///   the columns of the schema given to `prepare`, until an [`ApplyOp::Columns`] says
 ///   otherwise.
 pub trait Sink {
+    /// Refuses, before anything is created on either side, what `prepare` would refuse (a
+    /// target that already holds the tables and no migration to resume). Accepts by default.
+    fn check(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        let _ = tables;
+        Ok(())
+    }
     fn prepare(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError>;
     /// Records the chunk plan once; later calls return the stored plan unchanged, so a resumed
     /// run copies the same ranges.

@@ -193,8 +193,18 @@ pub fn run<S: Connect, T: Connect>(
         )
         .into());
     }
+    // Everything either side would refuse is refused before anything is created on either.
+    retry("checking that the source can capture changes", || {
+        src.check_capture(&tables)
+    })?;
+    retry("checking the target", || sink.check(&tables))?;
     let start = retry("installing change capture", || src.start_capture(&tables))?;
-    retry("preparing the target", || sink.prepare(&tables))?;
+    if let Err(e) = retry("preparing the target", || sink.prepare(&tables)) {
+        if let Err(undo) = src.abandon_capture() {
+            tracing::warn!(error = %undo, "could not remove the change capture just started; `cutover cleanup` removes it");
+        }
+        return Err(e.into());
+    }
     let mut applied = retry("reading the checkpoint", || sink.checkpoint())?.unwrap_or(start);
     progress.set_applied(applied);
 

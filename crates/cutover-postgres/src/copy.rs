@@ -83,6 +83,9 @@ pub struct CopyReport {
     /// Objects of the source that copy does not carry (views, functions, triggers).
     pub not_copied: Vec<String>,
     pub post_data_steps: usize,
+    /// With change capture: the chunks (and their rows) read outside the slot's snapshot (those
+    /// copied before an interruption, or resumed), which `cutover sync` copies again.
+    pub outside_snapshot: Option<(u64, u64)>,
 }
 
 struct Chunk {
@@ -214,6 +217,11 @@ pub fn copy(
     }
     let resumed = phase.is_some();
     if phase.is_none() {
+        if let Some(names) = &opts.capture {
+            // Everything change capture will refuse is refused before the target is touched,
+            // so that the fix (e.g. --exclude-tables) is a fresh start, not a resumed copy.
+            crate::source::PgSource::open(source, &opts.selection, names)?.check_capture(true)?;
+        }
         prepare(&mut src, &mut tgt, source, &schema, opts)?;
         phase = Some("copying".to_owned());
     }
@@ -384,6 +392,23 @@ pub fn copy(
         r.bytes = tp.bytes_copied.load(Ordering::Relaxed);
     }
     progress.set_phase(Phase::Stopped);
+    let outside_snapshot = match &opts.capture {
+        None => None,
+        Some(_) => {
+            let r = tgt
+                .query_one(
+                    "SELECT count(*), coalesce(sum(rows), 0)::bigint FROM _cutover.chunks WHERE NOT in_snapshot",
+                    &[],
+                )
+                .map_err(|e| map("reading the chunk plan", e))?;
+            let n = |i: usize| -> Result<u64, ConnectorError> {
+                Ok(r.try_get::<_, i64>(i)
+                    .map_err(|e| map("reading the chunk plan", e))?
+                    .max(0) as u64)
+            };
+            Some((n(0)?, n(1)?))
+        }
+    };
     Ok(CopyReport {
         rows: reports.iter().map(|r| r.rows).sum(),
         bytes: reports.iter().map(|r| r.bytes).sum(),
@@ -393,6 +418,7 @@ pub fn copy(
         interrupted: interrupted || stop.load(Ordering::SeqCst),
         not_copied: schema.not_copied.clone(),
         post_data_steps,
+        outside_snapshot,
     })
 }
 

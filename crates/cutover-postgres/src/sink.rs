@@ -914,6 +914,15 @@ fn range_texts(k: &Option<Key>) -> Option<Vec<String>> {
 }
 
 impl Sink for PgSink {
+    fn check(&mut self, _tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        if self.mode()?.is_some() {
+            // A migration of cutover's to resume.
+            return Ok(());
+        }
+        let schema = schema::read(&mut self.source.connect()?, &self.selection)?;
+        copy::existing_tables(&mut self.client, &schema, self.truncate, "sync").map(drop)
+    }
+
     fn prepare(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
         let mut src = self.source.connect()?;
         let schema = schema::read(&mut src, &self.selection)?;

@@ -69,6 +69,8 @@ pub struct PgSource {
     captured: Arc<Vec<Captured>>,
     by_name: HashMap<TableName, usize>,
     stream: Option<ChangeStream>,
+    /// `start_capture` created the slot (rather than finding it).
+    created_slot: bool,
 }
 
 impl PgSource {
@@ -85,6 +87,7 @@ impl PgSource {
             captured: Arc::new(Vec::new()),
             by_name: HashMap::new(),
             stream: None,
+            created_slot: false,
         })
     }
 
@@ -219,16 +222,16 @@ impl PgSource {
         Ok(())
     }
 
-    /// Checks that every table can be captured (a key, a replica identity; wal_level) and
-    /// creates or updates the publication. Refuses before changing anything on the source.
-    fn publish(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+    /// Refuses, without changing anything, what change capture cannot do: a table without a
+    /// key or with REPLICA IDENTITY NOTHING, `wal_level` other than logical, a user without the
+    /// REPLICATION attribute, no free replication slot; with `fresh`, a slot of this migration
+    /// that already exists (a copy with capture must start one).
+    pub fn check_capture(&mut self, fresh: bool) -> Result<(), ConnectorError> {
         if self.captured.is_empty() {
             self.load()?;
         }
         let mut refuse = Vec::new();
-        let mut leaves = Vec::new();
-        for t in tables {
-            let c = self.captured(t)?;
+        for c in self.captured.iter() {
             match (c.table.primary_key.is_some(), c.table.replica_identity) {
                 (false, _) => refuse.push(format!(
                     "{} has no primary key (add one, or leave it out with --exclude-tables {})",
@@ -240,34 +243,79 @@ impl PgSource {
                     c.table.name,
                     qualified(&c.table.name)
                 )),
-                _ => leaves.push(qualified(&c.table.name)),
+                _ => {}
             }
         }
         if !refuse.is_empty() {
             return Err(ConnectorError::new(
                 ErrorKind::SchemaMismatch,
                 format!(
-                    "change capture needs a primary key on every table; nothing was changed on the source: {}",
+                    "change capture needs a primary key on every table; nothing was changed on either side: {}",
                     refuse.join("; ")
                 ),
             ));
         }
-        let publication = self.names.publication.clone();
-        let ctx = |what: &str| format!("{what} on the source");
-        let wal_level: String = self
+        let ctx = "checking that the source can capture changes";
+        let r = self
             .client
-            .query_one("SHOW wal_level", &[])
-            .map_err(|e| map(ctx("reading wal_level"), e))?
-            .get(0);
+            .query_one(
+                "SELECT current_setting('wal_level'),
+                        (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user),
+                        current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots)::int,
+                        EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                &[&self.names.slot],
+            )
+            .map_err(|e| map(ctx, e))?;
+        let get = |e| map(ctx, e);
+        let wal_level: String = r.try_get(0).map_err(get)?;
+        let replication: bool = r.try_get(1).map_err(get)?;
+        let free_slots: i32 = r.try_get(2).map_err(get)?;
+        let slot_exists: bool = r.try_get(3).map_err(get)?;
         if wal_level != "logical" {
             return Err(ConnectorError::new(
                 ErrorKind::Permission,
                 format!(
                     "the source runs with wal_level = {wal_level}; change capture needs wal_level = logical \
-                     (ALTER SYSTEM SET wal_level = logical, then restart the source server)"
+                     (ALTER SYSTEM SET wal_level = logical, then restart the source server); nothing was changed on either side"
                 ),
             ));
         }
+        if !replication {
+            return Err(ConnectorError::new(
+                ErrorKind::Permission,
+                "the source's user has neither the REPLICATION attribute nor superuser, which change capture needs \
+                 (ALTER ROLE … REPLICATION); nothing was changed on either side",
+            ));
+        }
+        if fresh && slot_exists {
+            return Err(ConnectorError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "replication slot {} already exists on the source: a sync of this migration ran before. \
+                     Follow it with `cutover sync`, or remove it with `cutover cleanup` to copy again; nothing was changed",
+                    self.names.slot
+                ),
+            ));
+        }
+        if !slot_exists && free_slots <= 0 {
+            return Err(ConnectorError::new(
+                ErrorKind::Permission,
+                "the source has no free replication slot (max_replication_slots is reached): raise it (a restart) or drop an unused slot; nothing was changed on either side",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that every table can be captured (see [`PgSource::check_capture`]) and creates or
+    /// updates the publication. Refuses before changing anything on the source.
+    fn publish(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        self.check_capture(false)?;
+        let leaves: Vec<String> = tables
+            .iter()
+            .map(|t| self.captured(t).map(|c| qualified(&c.table.name)))
+            .collect::<Result<_, _>>()?;
+        let publication = self.names.publication.clone();
+        let ctx = |what: &str| format!("{what} on the source");
         let exists: bool = self
             .client
             .query_one(
@@ -312,10 +360,12 @@ impl PgSource {
             ));
         }
         let mut conn = ReplicationConnection::connect(&self.endpoint)?;
-        let rows = conn.command(&format!(
-            "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
-            ident(&self.names.slot)
-        ))?;
+        let rows = creating_slot(&self.endpoint, &self.names.slot, || {
+            conn.command(&format!(
+                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+                ident(&self.names.slot)
+            ))
+        })?;
         let row = rows.first().ok_or_else(|| {
             ConnectorError::new(
                 ErrorKind::Database,
@@ -479,6 +529,18 @@ fn keys_predicate(t: &PgTable, keys: &[Key]) -> String {
 }
 
 impl Source for PgSource {
+    fn check_capture(&mut self, _tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        PgSource::check_capture(self, false)
+    }
+
+    fn abandon_capture(&mut self) -> Result<(), ConnectorError> {
+        if !self.created_slot {
+            return Ok(());
+        }
+        self.created_slot = false;
+        self.stop_capture(&[])
+    }
+
     fn tables(&mut self) -> Result<Vec<TableSchema>, ConnectorError> {
         self.load()?;
         Ok(self.captured.iter().map(|c| c.schema.clone()).collect())
@@ -611,21 +673,25 @@ impl Source for PgSource {
         if let Some((confirmed, _, _)) = self.slot_state()? {
             return Ok(Position::Lsn(confirmed.unwrap_or(0)));
         }
-        let r = self
-            .client
-            .query_one(
-                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[&slot],
-            )
-            .map_err(|e| {
-                map(
-                    ctx(&format!(
-                        "creating replication slot {slot} (needs the REPLICATION attribute and a free slot: max_replication_slots)"
-                    )),
-                    e,
+        let endpoint = self.endpoint.clone();
+        let client = &mut self.client;
+        let r = creating_slot(&endpoint, &slot, || {
+            client
+                .query_one(
+                    "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                    &[&slot],
                 )
-            })?;
+                .map_err(|e| {
+                    map(
+                        ctx(&format!(
+                            "creating replication slot {slot} (needs the REPLICATION attribute and a free slot: max_replication_slots)"
+                        )),
+                        e,
+                    )
+                })
+        })?;
         let at = parse_lsn(&r.get::<_, String>(0)).unwrap_or(0);
+        self.created_slot = true;
         tracing::info!(slot, position = %Position::Lsn(at), "change capture started");
         Ok(Position::Lsn(at))
     }
@@ -773,6 +839,71 @@ impl Source for PgSource {
             .map_err(|e| map("dropping the publication", e))?;
         Ok(())
     }
+}
+
+/// Runs `create` (which creates replication slot `slot` on `endpoint`'s server) and meanwhile
+/// says, every ten seconds after the first two, which transactions it waits for: a logical slot
+/// can only start once every transaction running when it was asked for has ended, anywhere on
+/// the server, and without a word the command would just sit there.
+pub(crate) fn creating_slot<T>(
+    endpoint: &PgEndpoint,
+    slot: &str,
+    create: impl FnOnce() -> Result<T, ConnectorError>,
+) -> Result<T, ConnectorError> {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut next = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            let mut client = None;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if std::time::Instant::now() < next {
+                    continue;
+                }
+                next = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                if client.is_none() {
+                    client = endpoint.connect().ok();
+                }
+                let Some(c) = client.as_mut() else { continue };
+                let Ok(rows) = c.query(
+                    "SELECT pid, coalesce(datname, ''), extract(epoch FROM now() - xact_start)::bigint,
+                            coalesce(state, ''), coalesce(application_name, '')
+                       FROM pg_stat_activity
+                      WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+                        AND coalesce(application_name, '') NOT LIKE 'cutover%'
+                      ORDER BY xact_start LIMIT 5",
+                    &[],
+                ) else {
+                    continue;
+                };
+                let blockers: Vec<String> = rows
+                    .iter()
+                    .filter_map(|r| {
+                        let pid: i32 = r.try_get(0).ok()?;
+                        let db: String = r.try_get(1).ok()?;
+                        let age: i64 = r.try_get(2).ok()?;
+                        let state: String = r.try_get(3).ok()?;
+                        let app: String = r.try_get(4).ok()?;
+                        Some(format!(
+                            "pid {pid} (database {db}, open {age} s, {state}{})",
+                            if app.is_empty() { String::new() } else { format!(", application {app}") }
+                        ))
+                    })
+                    .collect();
+                if !blockers.is_empty() {
+                    tracing::warn!(
+                        slot,
+                        "creating replication slot {slot} waits for transactions open on the source server to end: {}. \
+                         Change capture can start only once they end (commit or roll back, or SELECT pg_terminate_backend(pid))",
+                        blockers.join("; ")
+                    );
+                }
+            }
+        });
+        let result = create();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        result
+    })
 }
 
 /// SQL for the position every committed transaction's commit record lies before: the WAL

@@ -1,0 +1,205 @@
+//! Issue 9, finding 6: a refused command leaves nothing behind, and what the commands say is
+//! true.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cutover_testkit::Postgres;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cutover"));
+    c.env_remove("CUTOVER_SOURCE").env_remove("CUTOVER_TARGET");
+    c
+}
+
+fn count(pg: &Postgres, db: &str, sql: &str) -> i64 {
+    pg.psql(db, sql).unwrap().parse().unwrap()
+}
+
+fn capture_objects(pg: &Postgres, db: &str) -> (i64, i64) {
+    (
+        count(
+            pg,
+            db,
+            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()",
+        ),
+        count(pg, db, "SELECT count(*) FROM pg_publication"),
+    )
+}
+
+#[test]
+fn a_refused_sync_creates_nothing_on_the_source() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("refuse_s").unwrap();
+    let dst = pg.fresh_database("refuse_t").unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)",
+    )
+    .unwrap();
+    // The target already holds the table, and no migration to resume.
+    pg.psql(&dst, "CREATE TABLE t (id int PRIMARY KEY)")
+        .unwrap();
+    let out = bin()
+        .args([
+            "sync",
+            "--stop-when-caught-up",
+            "--source",
+            &pg.url(&src),
+            "--target",
+            &pg.url(&dst),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("already has") && err.contains("--truncate"),
+        "{err}"
+    );
+    assert_eq!(
+        capture_objects(pg, &src),
+        (0, 0),
+        "no slot or publication left: {err}"
+    );
+    assert_eq!(
+        pg.psql(&dst, "SELECT to_regnamespace('_cutover') IS NULL")
+            .unwrap(),
+        "t"
+    );
+}
+
+#[test]
+fn a_refused_copy_with_capture_leaves_nothing_so_the_fix_starts_fresh() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("refuse_cc_s").unwrap();
+    let dst = pg.fresh_database("refuse_cc_t").unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE ok (id int PRIMARY KEY, v text); CREATE TABLE loose (x int);
+         INSERT INTO ok SELECT g, 'v' || g FROM generate_series(1, 5000) g; ANALYZE;",
+    )
+    .unwrap();
+    let (s, t) = (pg.url(&src), pg.url(&dst));
+    let out = bin()
+        .args(["copy", "--capture", "--source", &s, "--target", &t])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("public.loose") && err.contains("--exclude-tables"),
+        "{err}"
+    );
+    assert_eq!(capture_objects(pg, &src), (0, 0), "{err}");
+    assert_eq!(
+        pg.psql(&dst, "SELECT to_regnamespace('_cutover') IS NULL")
+            .unwrap(),
+        "t",
+        "no plan or control store left on the target"
+    );
+    // The suggested fix is a fresh copy, whose message is true: sync copies nothing again.
+    let out = bin()
+        .args([
+            "copy",
+            "--capture",
+            "--exclude-tables",
+            "loose",
+            "--json",
+            "--source",
+            &s,
+            "--target",
+            &t,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["resumed"], false, "{v}");
+    assert_eq!(v["chunks_copied_again_by_sync"], 0, "{v}");
+    let out = bin()
+        .args([
+            "sync",
+            "--stop-when-caught-up",
+            "--exclude-tables",
+            "loose",
+            "--source",
+            &s,
+            "--target",
+            &t,
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("caught up: 0 rows copied"), "{said}");
+    bin()
+        .args(["cleanup", "--source", &s, "--target", &t])
+        .output()
+        .unwrap();
+}
+
+#[test]
+fn a_transaction_open_on_the_source_is_named_while_change_capture_waits_for_it() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("blocked_s").unwrap();
+    let dst = pg.fresh_database("blocked_t").unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)",
+    )
+    .unwrap();
+    // An open transaction with a transaction id: slot creation waits for it.
+    let mut open = postgres::Client::connect(&pg.url(&src), postgres::NoTls).unwrap();
+    open.batch_execute("SET application_name = 'long-report'; BEGIN; INSERT INTO t VALUES (2)")
+        .unwrap();
+    let pid: i32 = open
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let child = bin()
+        .args([
+            "sync",
+            "--stop-when-caught-up",
+            "--source",
+            &pg.url(&src),
+            "--target",
+            &pg.url(&dst),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    open.batch_execute("COMMIT").unwrap();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(
+        err.contains("waits for transactions open on the source server")
+            && err.contains(&format!("pid {pid}"))
+            && err.contains("long-report"),
+        "{err}"
+    );
+    assert_eq!(pg.psql(&dst, "SELECT count(*) FROM t").unwrap(), "2");
+    bin()
+        .args([
+            "cleanup",
+            "--source",
+            &pg.url(&src),
+            "--target",
+            &pg.url(&dst),
+        ])
+        .output()
+        .unwrap();
+}
