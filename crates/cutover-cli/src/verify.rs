@@ -80,6 +80,11 @@ fn select(all: Vec<TableSchema>, args: &VerifyArgs) -> anyhow::Result<Vec<TableS
 
 pub fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
     let (source, target, file) = args.endpoints.resolve()?;
+    // Verify reads; with --repair each batch of repaired rows commits on its own.
+    crate::signals::install(
+        Duration::from_secs(1),
+        "Verify changed nothing (with --repair: the batches of rows repaired so far are kept; verify again to see what still differs).",
+    );
     let mut opts = Options {
         max_rows_per_sec: args
             .max_rows_per_sec

@@ -7,11 +7,15 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
+#[path = "it/campaign.rs"]
+mod campaign;
 #[path = "it/refusals.rs"]
 mod refusals;
 #[cfg(feature = "failpoints")]
 #[path = "it/switch_crash.rs"]
 mod switch_crash;
+#[path = "it/writes.rs"]
+mod writes;
 
 fn cutover(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cutover"))

@@ -10,8 +10,8 @@
 //!
 //! [`Change::Schema`]: cutover_model::Change::Schema
 
-use cutover_connector::{ColumnChange, ConnectorError, ErrorKind};
-use cutover_model::{Column, ColumnType, Position, TableName};
+use cutover_connector::{ApplyOp, ColumnChange, ConnectorError, ErrorKind};
+use cutover_model::{Column, ColumnType, Position, TableName, TableSchema};
 
 /// What sync does when the source's columns change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +85,47 @@ pub(crate) fn decide(
         return Err(Refusal::Needed(changes));
     }
     Ok(changes)
+}
+
+/// Brings `target` (a table's columns on the target) to where it can take rows with the
+/// columns `incoming`, per `policy`: the changes are pushed to `ops` (applied in the batch's
+/// transaction) and made to `target`; a change sync will not carry is the error that stops it
+/// (`at`: where in the stream).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn carry(
+    policy: DdlPolicy,
+    table: &TableName,
+    target: &mut Vec<Column>,
+    incoming: &[Column],
+    key: &[String],
+    gone: impl Fn(&str) -> bool,
+    at: Option<Position>,
+    ops: &mut Vec<ApplyOp>,
+) -> Result<(), ConnectorError> {
+    let changes = decide(policy, table, target, incoming, key, gone)
+        .map_err(|r| refusal_error(table, r, at))?;
+    for change in changes {
+        tracing::warn!(table = %table, "{}: carried to the target", describe(table, &change).0);
+        apply(target, &change);
+        ops.push(ApplyOp::Alter {
+            table: table.clone(),
+            change,
+        });
+    }
+    Ok(())
+}
+
+/// A table of these columns, with the primary key (named by `key`) among them.
+pub(crate) fn shape(table: &TableName, columns: Vec<Column>, key: &[String]) -> TableSchema {
+    TableSchema {
+        name: table.clone(),
+        primary_key: key
+            .iter()
+            .filter_map(|k| columns.iter().position(|c| &c.name == k))
+            .collect(),
+        columns,
+        indexes: Vec::new(),
+    }
 }
 
 /// The error that stops sync at a change it will not carry, with what to do.

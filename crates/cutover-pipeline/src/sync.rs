@@ -222,16 +222,16 @@ pub fn run<S: Connect, T: Connect>(
             continue;
         }
         let key: Vec<String> = t.key_columns().map(|c| c.name.clone()).collect();
-        let changes = ddl::decide(opts.ddl, &t.name, &columns, &t.columns, &key, |_| false)
-            .map_err(|r| ddl::refusal_error(&t.name, r, None))?;
-        for change in changes {
-            ddl::apply(&mut columns, &change);
-            tracing::warn!(table = %t.name, "{}: carried to the target", ddl::describe(&t.name, &change).0);
-            altered.push(ApplyOp::Alter {
-                table: t.name.clone(),
-                change,
-            });
-        }
+        ddl::carry(
+            opts.ddl,
+            &t.name,
+            &mut columns,
+            &t.columns,
+            &key,
+            |_| false,
+            None,
+            &mut altered,
+        )?;
         target_columns.push(columns);
     }
     if !altered.is_empty() {
@@ -772,33 +772,17 @@ impl Applier<'_> {
             return Ok(());
         };
         let key = self.key_names(ti);
-        let changes = ddl::decide(
+        ddl::carry(
             self.opts.ddl,
             table,
-            &self.target_columns[ti],
+            &mut self.target_columns[ti],
             &columns,
             &key,
             |n| gone(current, n),
-        )
-        .map_err(|r| ddl::refusal_error(table, r, Some(at)))?;
-        for change in changes {
-            tracing::warn!(table = %table, position = %at, "{}: carried to the target", ddl::describe(table, &change).0);
-            ddl::apply(&mut self.target_columns[ti], &change);
-            ops.push(ApplyOp::Alter {
-                table: table.clone(),
-                change,
-            });
-        }
-        let primary_key = key
-            .iter()
-            .filter_map(|k| columns.iter().position(|c| &c.name == k))
-            .collect();
-        self.stream_shapes[ti] = TableSchema {
-            name: table.clone(),
-            columns,
-            primary_key,
-            indexes: Vec::new(),
-        };
+            Some(at),
+            ops,
+        )?;
+        self.stream_shapes[ti] = ddl::shape(table, columns, &key);
         Ok(())
     }
 
@@ -970,32 +954,17 @@ impl Applier<'_> {
                     .take()
                     .unwrap_or_else(|| self.tables[ti].columns.clone());
                 let key = self.key_names(ti);
-                let changes = ddl::decide(
+                ddl::carry(
                     self.opts.ddl,
                     &name,
-                    &self.target_columns[ti],
+                    &mut self.target_columns[ti],
                     &columns,
                     &key,
                     |_| false,
-                )
-                .map_err(|r| ddl::refusal_error(&name, r, Some(chunk.rows.high)))?;
-                for change in changes {
-                    tracing::warn!(table = %name, "{}: carried to the target", ddl::describe(&name, &change).0);
-                    ddl::apply(&mut self.target_columns[ti], &change);
-                    ops.push(ApplyOp::Alter {
-                        table: name.clone(),
-                        change,
-                    });
-                }
-                TableSchema {
-                    primary_key: key
-                        .iter()
-                        .filter_map(|k| columns.iter().position(|c| &c.name == k))
-                        .collect(),
-                    name,
-                    columns,
-                    indexes: Vec::new(),
-                }
+                    Some(chunk.rows.high),
+                    ops,
+                )?;
+                ddl::shape(&name, columns, &key)
             };
             self.write_as(ti, &schema.columns, ops);
             let schema = &schema;

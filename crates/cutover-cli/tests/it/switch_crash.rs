@@ -76,13 +76,7 @@ fn application(
             match c.batch_execute(&sql) {
                 Ok(()) => committed.lock().unwrap().push(1_000_000 + n),
                 Err(e) => {
-                    // Refused (read-only, no privilege): surely not committed. Cut off (ended
-                    // by the fence, server going away): perhaps committed, the client cannot know.
-                    let cut_off = e.code().is_none_or(|c| {
-                        let c = c.code();
-                        c.starts_with("57P") || c.starts_with("08")
-                    });
-                    if cut_off {
+                    if crate::writes::outcome_unknown(&e) {
                         uncertain.lock().unwrap().push(1_000_000 + n);
                     }
                     // Refused (fenced) or cut off: try the other database.
@@ -114,36 +108,6 @@ fn interrupt(mut child: Child) {
         assert!(Instant::now() < deadline, "sync did not stop on SIGINT");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// Writes committed but not on the database, and writes on it that were not committed (or
-/// are there more than once). A write whose outcome the application could not know may be
-/// there once, or not at all.
-fn compare(committed: &[i64], uncertain: &[i64], on_db: &[i64]) -> (Vec<i64>, Vec<i64>) {
-    use std::collections::HashMap;
-    let mut count: HashMap<i64, i64> = HashMap::new();
-    for n in on_db {
-        *count.entry(*n).or_default() += 1;
-    }
-    for n in uncertain {
-        if let Some(c) = count.get_mut(n) {
-            *c -= 1;
-        }
-    }
-    let mut missing = Vec::new();
-    for n in committed {
-        match count.get_mut(n) {
-            Some(c) if *c > 0 => *c -= 1,
-            _ => missing.push(*n),
-        }
-    }
-    let mut extra: Vec<i64> = count
-        .into_iter()
-        .filter(|(_, c)| *c > 0)
-        .map(|(n, _)| n)
-        .collect();
-    extra.sort_unstable();
-    (missing, extra)
 }
 
 #[test]
@@ -258,7 +222,7 @@ fn a_switch_killed_at_any_step_is_finished_or_undone_by_the_running_sync_and_los
                 .lines()
                 .map(|l| l.parse().unwrap())
                 .collect();
-            let (missing, doubled) = compare(&writes, &uncertain, &on_db);
+            let (missing, doubled) = crate::writes::compare(&writes, &uncertain, &on_db);
             assert!(
                 missing.is_empty() && doubled.is_empty(),
                 "{point}: on {db}, of {} committed writes, missing {:?}, not committed or doubled {:?} (first 10 of each)",
