@@ -317,6 +317,17 @@ fn campaign() {
     eprintln!("sync's log: {}", log.display());
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../bench/results")
-        .join(format!("faults-{}.md", std::process::id()));
+        .join(format!(
+            "faults-{}.md",
+            String::from_utf8_lossy(
+                &Command::new("date")
+                    .arg("-u")
+                    .arg("+%Y%m%dT%H%M%S")
+                    .output()
+                    .map(|o| o.stdout)
+                    .unwrap_or_default()
+            )
+            .trim()
+        ));
     let _ = std::fs::write(out, table);
 }
