@@ -673,6 +673,25 @@ fn a_chunk_read_before_a_logged_commit_is_visible_does_not_overwrite_it() {
     wait_for("the copy to start", &r, |p| {
         p.phase() == Phase::Copying && p.rows_copied.load(Ordering::Relaxed) > 0
     });
+    // The reader waits at `big` (its chunk reads lock it first) until the stream passed txX:
+    // `t` is certainly copied after that, however slow the machine. More of `big` is left
+    // than the pipeline reads ahead (2 × jobs chunks).
+    let mut hold = PgEndpoint::from_url(&pg.url(&src))
+        .unwrap()
+        .connect()
+        .unwrap();
+    hold.batch_execute("BEGIN; LOCK TABLE big IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let big_left = r
+        .progress
+        .table_snapshot()
+        .iter()
+        .find(|tp| tp.name.name == "big")
+        .map(|tp| tp.chunks_total.load(Ordering::Relaxed) - tp.chunks_done.load(Ordering::Relaxed));
+    assert!(
+        big_left.is_some_and(|n| n > 3),
+        "the premise: big still being copied when locked ({big_left:?} chunks left)"
+    );
 
     // txX: its COMMIT waits for the standby that never comes; it is in the WAL, not visible.
     let url = pg.url(&src);
@@ -716,6 +735,8 @@ fn a_chunk_read_before_a_logged_commit_is_visible_does_not_overwrite_it() {
         Some(0),
         "the premise: t is copied after the stream applied txX"
     );
+    // Let the reader go on (a rollback: the lock's transaction would wait for the standby too).
+    hold.batch_execute("ROLLBACK").unwrap();
     // t is copied while txX is still invisible.
     wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
     assert_eq!(
