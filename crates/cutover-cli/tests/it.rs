@@ -576,10 +576,10 @@ fn pg_phase(pg: &cutover_testkit::Postgres, db: &str) -> String {
 
 /// Kills `child` (SIGKILL) in its copy, at a random moment: up to `max_ms` after its chunk
 /// plan is stored and `working()` (the run itself is at work: a look at the source) holds,
-/// and before fewer than `left` chunks are to do, so that the copy cannot end between the
-/// last look and the kill (choose `left` above the chunks the run can have read ahead).
+/// and at once when only `left` chunks are still to do, so that the copy cannot end between
+/// the last look and the kill (choose `left` above the chunks the run can have read ahead).
 /// Returns the phase and the chunks `(done, total)` seen after the kill; panics if the
-/// child ended or the copy did not start within 2 minutes.
+/// child ended or was not at work in its copy within 2 minutes.
 #[allow(clippy::too_many_arguments)]
 fn kill_in_copy(
     pg: &cutover_testkit::Postgres,
