@@ -62,9 +62,10 @@
 //!   `CUTOVER_TEST_RUN_TIMEOUT_SECS`), which ends every process of the run, e.g. a hang
 //!   in a test binary that never uses this crate.
 //!
-//! The limit is generous (the full suite takes 5–6 min on a 2-core machine, a few minutes
-//! more under load); a test that waits for something (a phase, a row count) waits with a
-//! deadline of its own and panics with a message saying what it waited for.
+//! The limits are generous: on a 2-core machine the whole suite took 3–4 min, and 4–7 min
+//! beside a CPU hog (`stress-ng --cpu 2`), its slowest binary (`cutover-cli`'s) up to 4 min of
+//! that. A test that waits for something (a phase, a row count) waits with a deadline of
+//! its own and panics with a message saying what it waited for.
 //!
 //! # Guards: what a test starts ends with it
 //!

@@ -12,8 +12,8 @@ use crate::HarnessError;
 /// (`0` = no limit).
 pub const TIMEOUT_ENV: &str = "CUTOVER_TEST_TIMEOUT_SECS";
 
-/// The time limit when [`TIMEOUT_ENV`] is not set: 15 minutes, about three times what the
-/// slowest test binary takes on a loaded 2-core machine.
+/// The time limit when [`TIMEOUT_ENV`] is not set: 15 minutes, about four times what the
+/// slowest test binary took on a loaded 2-core machine.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(900);
 
 static STARTED: OnceLock<Result<(), HarnessError>> = OnceLock::new();
