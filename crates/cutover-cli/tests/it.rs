@@ -5,6 +5,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use cutover_testkit::KillOnDrop;
 use rusqlite::Connection;
 
 #[path = "it/campaign.rs"]
@@ -17,13 +18,73 @@ mod switch_crash;
 #[path = "it/writes.rs"]
 mod writes;
 
-fn cutover(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cutover"))
-        .args(args)
+fn command(args: &[&str]) -> Command {
+    // Tests that start no server still get the test binary's time limit.
+    cutover_testkit::time_limit();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
+    cmd.args(args)
         .env_remove("CUTOVER_SOURCE")
-        .env_remove("CUTOVER_TARGET")
-        .output()
-        .expect("run cutover")
+        .env_remove("CUTOVER_TARGET");
+    cutover_testkit::end_with_test(&mut cmd);
+    cmd
+}
+
+fn cutover(args: &[&str]) -> Output {
+    command(args).output().expect("run cutover")
+}
+
+/// `cutover ARGS` in the background, stdout discarded and stderr written to `log`; killed
+/// when dropped (also when the test panics).
+fn spawn_cutover(args: &[&str], log: &Path) -> KillOnDrop {
+    KillOnDrop::spawn(
+        command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("create the log file")),
+    )
+    .expect("start cutover")
+}
+
+/// Polls `probe` every 10 ms until it returns `Some`, for at most `limit`; panics naming
+/// `what` and the last thing `seen` said. `running` is asked first each time, so that a
+/// process that ended early fails the wait at once instead of at the deadline.
+#[track_caller]
+fn wait_for<T>(
+    what: &str,
+    limit: Duration,
+    mut running: impl FnMut() -> Result<(), String>,
+    mut probe: impl FnMut(&mut String) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    let mut seen = String::new();
+    loop {
+        if let Err(e) = running() {
+            panic!("{e} while waiting for {what} (last seen: {seen})");
+        }
+        if let Some(v) = probe(&mut seen) {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within {limit:?} (last seen: {seen})"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `Err` (with the end of its `log`) once `child` has exited.
+fn still_running(child: &mut KillOnDrop, what: &str, log: &Path) -> Result<(), String> {
+    let status = match child.try_wait() {
+        Ok(None) => return Ok(()),
+        Ok(Some(status)) => status.to_string(),
+        Err(e) => e.to_string(),
+    };
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+    Err(format!(
+        "{what} exited early ({status}); its stderr ends with:\n{}\n",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    ))
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -307,35 +368,66 @@ fn sync_killed_with_sigkill_at_random_moments_resumes_to_equal() {
     let stop = AtomicBool::new(false);
     let writes = AtomicU64::new(0);
     let mut rng = fastrand::Rng::with_seed(5);
-    let mut killed_during_copy = false;
+    let log = dir.path().join("sync.log");
+    let args = ["sync", "--source", s, "--target", t, "--jobs", "2"];
+    let mut killed_during_copy = 0;
     std::thread::scope(|scope| {
+        // Before the writer: a panic below stops it, and the scope can join it.
+        let _stop_writer = cutover_testkit::stop_on_drop(&stop);
         let writer = scope.spawn(|| write_load(&src, &stop, &writes));
         for round in 0..5 {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
-                .args(["sync", "--source", s, "--target", t, "--jobs", "2"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let started = Instant::now();
-            let wait = Duration::from_millis(rng.u64(150..900));
-            while started.elapsed() < wait {
-                if let Some(status) = child.try_wait().unwrap() {
-                    panic!("sync exited early in round {round}: {status}");
+            let mut child = spawn_cutover(&args, &log);
+            let what = format!("sync (round {round})");
+            if round < 2 {
+                // In the copy, at a random chunk: once this run has finished 1 to 3 chunks of
+                // its own, while at least half of them are still to do (several seconds of
+                // copying, so the copy cannot end between the look and the kill).
+                let (start, total) = wait_for(
+                    "the chunk plan",
+                    Duration::from_secs(120),
+                    || still_running(&mut child, &what, &log),
+                    |seen| {
+                        let (done, total) = chunks_done(&dst);
+                        *seen = format!("{done} of {total} chunks done");
+                        (total > 0).then_some((done, total))
+                    },
+                );
+                let aim = start + rng.i64(1..=3);
+                assert!(
+                    aim <= total / 2,
+                    "round {round}: {start} of {total} chunks were done already; the source is too small to kill sync during its copy"
+                );
+                wait_for(
+                    &format!("{aim} chunks done"),
+                    Duration::from_secs(120),
+                    || still_running(&mut child, &what, &log),
+                    |seen| {
+                        let (done, total) = chunks_done(&dst);
+                        *seen = format!("{done} of {total} chunks done");
+                        (done >= aim).then_some(())
+                    },
+                );
+            } else {
+                // Anywhere: in the copy, in the steps after it, or while changes are applied.
+                std::thread::sleep(Duration::from_millis(rng.u64(150..900)));
+                if let Err(e) = still_running(&mut child, &what, &log) {
+                    panic!("{e}");
                 }
-                std::thread::sleep(Duration::from_millis(5));
             }
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
             let (done, total) = chunks_done(&dst);
-            killed_during_copy |= total > 0 && done < total;
+            if total > 0 && done < total {
+                killed_during_copy += 1;
+            }
         }
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
     });
+    eprintln!("{killed_during_copy} of 5 kills landed in the copy");
     assert!(
-        killed_during_copy,
-        "at least one kill landed in the middle of the copy"
+        killed_during_copy >= 2,
+        "the kills of rounds 0 and 1 landed in the middle of the copy ({killed_during_copy} did)"
     );
     assert!(
         writes.load(Ordering::Relaxed) > 500,
@@ -465,18 +557,117 @@ fn pg_copy_from_a_config_file_prints_json_and_arrives_identical() {
     assert_eq!(pg_dump_all(pg, &src), pg_dump_all(pg, &dst));
 }
 
+/// `(done, total)` of the target's chunk plan; `(0, 0)` while there is none.
+fn pg_chunks(pg: &cutover_testkit::Postgres, db: &str) -> (i64, i64) {
+    pg.psql(
+        db,
+        "SELECT count(*) FILTER (WHERE done), count(*) FROM _cutover.chunks",
+    )
+    .ok()
+    .and_then(|row| {
+        let (done, total) = row.split_once('|')?;
+        Some((done.parse().ok()?, total.parse().ok()?))
+    })
+    .unwrap_or((0, 0))
+}
+
+/// The target's `_cutover.migration.phase`; `none` while there is no control store or no row.
+fn pg_phase(pg: &cutover_testkit::Postgres, db: &str) -> String {
+    pg.psql(
+        db,
+        "SELECT coalesce((SELECT phase FROM _cutover.migration), 'none')",
+    )
+    .unwrap_or_else(|_| "none".into())
+}
+
+/// Kills `child` (SIGKILL) in its copy, at a random moment: up to `max_ms` after its chunk
+/// plan is stored and `working()` (the run itself is at work: a look at the source) holds,
+/// and at once when only `left` chunks are still to do, so that the copy cannot end between
+/// the last look and the kill (choose `left` above the chunks the run can have read ahead).
+/// Returns the phase and the chunks `(done, total)` seen after the kill; panics if the
+/// child ended or was not at work in its copy within 2 minutes.
+#[allow(clippy::too_many_arguments)]
+fn kill_in_copy(
+    pg: &cutover_testkit::Postgres,
+    db: &str,
+    child: &mut KillOnDrop,
+    what: &str,
+    log: &Path,
+    mut working: impl FnMut() -> bool,
+    max_ms: u64,
+    left: i64,
+    rng: &mut fastrand::Rng,
+) -> (String, i64, i64) {
+    wait_for(
+        "the run at work in its copy",
+        Duration::from_secs(120),
+        || still_running(child, what, log),
+        |seen| {
+            let ((done, total), phase) = (pg_chunks(pg, db), pg_phase(pg, db));
+            *seen = format!("phase {phase}, {done} of {total} chunks done");
+            (phase == "copying" && total > 0 && working()).then_some(())
+        },
+    );
+    let until = Instant::now() + Duration::from_millis(rng.u64(0..max_ms));
+    loop {
+        if let Err(e) = still_running(child, what, log) {
+            panic!("{e}");
+        }
+        let (done, total) = pg_chunks(pg, db);
+        if Instant::now() >= until || total - done <= left {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (done, total) = pg_chunks(pg, db);
+    (pg_phase(pg, db), done, total)
+}
+
+/// Whether a `COPY` streams out of `db` (a copy worker reads a chunk).
+fn copy_streaming(pg: &cutover_testkit::Postgres, db: &str) -> bool {
+    pg.psql(
+        db,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'COPY%TO STDOUT%'",
+    )
+    .is_ok_and(|n| n != "0")
+}
+
+/// Whether a WAL sender streams from a slot of `db` (a sync follows its changes).
+fn slot_active(pg: &cutover_testkit::Postgres, db: &str) -> bool {
+    pg.psql(
+        db,
+        "SELECT count(*) FROM pg_replication_slots WHERE database = current_database() AND active",
+    )
+    .is_ok_and(|n| n != "0")
+}
+
+/// Waits (2 minutes at most) until `busy` no longer holds: what a killed run left on the
+/// server is gone before the next run's activity is looked for.
+fn wait_gone(what: &str, mut busy: impl FnMut() -> bool) {
+    wait_for(
+        &format!("the end of {what}"),
+        Duration::from_secs(120),
+        || Ok(()),
+        |_| (!busy()).then_some(()),
+    );
+}
+
 #[test]
 fn pg_copy_killed_with_sigkill_at_random_moments_resumes_without_loss_or_duplicates() {
     let pg = cutover_testkit::Postgres::shared().unwrap();
     let src = pg_source(pg);
     let dst = pg.fresh_database("e2e_kill").unwrap();
     let (s, t) = (pg.url(&src), pg.url(&dst));
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut rng = fastrand::Rng::with_seed(3);
-    let mut kills_mid_copy = 0;
-    for _ in 0..4 {
-        // Throttled so the copy lasts a few seconds and the kill lands inside it.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
-            .args([
+    let mut killed_in = Vec::new();
+    for round in 0..4 {
+        // Throttled so that the copy lasts several seconds, and killed in it.
+        wait_gone("the killed copy's COPY", || copy_streaming(pg, &src));
+        let mut child = spawn_cutover(
+            &[
                 "copy",
                 "--source",
                 &s,
@@ -488,30 +679,34 @@ fn pg_copy_killed_with_sigkill_at_random_moments_resumes_without_loss_or_duplica
                 "1",
                 "--max-rows-per-sec",
                 "40000",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.u64(300..1_500)));
-        let finished = child.try_wait().unwrap().is_some();
-        child.kill().ok();
-        child.wait().unwrap();
-        if !finished {
-            let phase = pg
-                .psql(
-                    &dst,
-                    "SELECT coalesce((SELECT phase FROM _cutover.migration), 'none')",
-                )
-                .unwrap();
-            if phase == "copying" || phase == "none" {
-                kills_mid_copy += 1;
-            }
-        }
+            ],
+            log.path(),
+        );
+        let what = format!("copy (round {round})");
+        // Odd rounds once this run finished a chunk, even ones once it streams its first: in
+        // the middle of chunks, and after some are done. At most 2 are read at a time.
+        let start = pg_chunks(pg, &dst).0;
+        killed_in.push(kill_in_copy(
+            pg,
+            &dst,
+            &mut child,
+            &what,
+            log.path(),
+            || match round % 2 {
+                0 => copy_streaming(pg, &src),
+                _ => pg_chunks(pg, &dst).0 > start,
+            },
+            1_000,
+            3,
+            &mut rng,
+        ));
     }
+    eprintln!("kills landed in (phase, chunks done, chunks): {killed_in:?}");
     assert!(
-        kills_mid_copy >= 2,
-        "kills landed during the copy: {kills_mid_copy}"
+        killed_in
+            .iter()
+            .all(|(phase, done, total)| phase == "copying" && done < total),
+        "every kill landed in the copy (phase, chunks done, chunks): {killed_in:?}"
     );
     let o = cutover(&["copy", "--source", &s, "--target", &t, "--json"]);
     let (out, err) = text(&o);
@@ -556,49 +751,76 @@ fn pg_sync_killed_with_sigkill_in_copy_and_apply_resumes_to_equal() {
     let src = pg_source(pg);
     let dst = pg.fresh_database("e2e_sync_kill").unwrap();
     let (s, t) = (pg.url(&src), pg.url(&dst));
+    let log = tempfile::NamedTempFile::new().unwrap();
     let stop = AtomicBool::new(false);
     let writes = AtomicU64::new(0);
     let mut rng = fastrand::Rng::with_seed(5);
-    let phase = || {
-        pg.psql(
-            &dst,
-            "SELECT coalesce((SELECT phase FROM _cutover.migration), 'none')",
-        )
-        .unwrap()
-    };
     let mut killed_in = Vec::new();
     std::thread::scope(|sc| {
-        sc.spawn(|| pg_writer(s.clone(), &stop, &writes));
+        // Before the writer: a panic below stops it, and the scope can join it.
+        let _stop_writer = cutover_testkit::stop_on_drop(&stop);
+        let writer = sc.spawn(|| pg_writer(s.clone(), &stop, &writes));
         for round in 0..6 {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_cutover"))
-                .args(["sync", "--source", &s, "--target", &t, "--jobs", "2"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            // Early kills land in the copy, later ones while changes are applied.
-            let wait = if round < 3 {
-                rng.u64(400..1_500)
+            wait_gone("the killed sync's WAL sender", || slot_active(pg, &src));
+            let mut child = spawn_cutover(
+                &["sync", "--source", &s, "--target", &t, "--jobs", "2"],
+                log.path(),
+            );
+            let what = format!("sync (round {round})");
+            let (phase, done, total) = if round < 3 {
+                // In the copy, once this run follows the source's changes. It holds at most
+                // 2 × jobs chunks read ahead.
+                kill_in_copy(
+                    pg,
+                    &dst,
+                    &mut child,
+                    &what,
+                    log.path(),
+                    || slot_active(pg, &src),
+                    1_500,
+                    5,
+                    &mut rng,
+                )
             } else {
-                rng.u64(3_000..5_000)
+                // While changes are applied: once the copy is done, at a random moment.
+                wait_for(
+                    "the end of the copy",
+                    Duration::from_secs(180),
+                    || still_running(&mut child, &what, log.path()),
+                    |seen| {
+                        *seen = pg_phase(pg, &dst);
+                        (seen == "replicating").then_some(())
+                    },
+                );
+                std::thread::sleep(Duration::from_millis(rng.u64(0..1_500)));
+                if let Err(e) = still_running(&mut child, &what, log.path()) {
+                    panic!("{e}");
+                }
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                let (done, total) = pg_chunks(pg, &dst);
+                (pg_phase(pg, &dst), done, total)
             };
-            std::thread::sleep(Duration::from_millis(wait));
-            let running = child.try_wait().unwrap().is_none();
-            child.kill().ok();
-            child.wait().unwrap();
-            if !running {
-                // Stop the writer before failing, or the scope would wait for it forever.
-                stop.store(true, Ordering::Relaxed);
-                panic!("sync exited early in round {round}");
-            }
-            killed_in.push(phase());
+            killed_in.push(match (phase.as_str(), done < total) {
+                ("copying", true) | ("replicating", false) => phase,
+                _ => format!("{phase} ({done} of {total} chunks done)"),
+            });
         }
         stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
     });
-    assert!(
-        killed_in.iter().any(|p| p == "copying" || p == "none")
-            && killed_in.iter().any(|p| p == "replicating"),
-        "kills landed in the copy and in replication: {killed_in:?}"
+    eprintln!("kills landed in: {killed_in:?}");
+    assert_eq!(
+        killed_in,
+        [
+            "copying",
+            "copying",
+            "copying",
+            "replicating",
+            "replicating",
+            "replicating"
+        ],
+        "where the kills landed"
     );
     assert!(writes.load(Ordering::Relaxed) > 500);
     let written_upto: cutover_model::Position = format!(

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use cutover_connector::{ChunkRows, Connect, ConnectorError, KeyRange, Source, TableEstimate};
 use cutover_model::{Position, TableSchema, Transaction};
@@ -13,50 +14,117 @@ use rusqlite::Connection;
 
 const ROWS: i64 = 20_000;
 
-/// The real SQLite connector, with chunk reads that return 20 ms after taking their snapshot:
-/// while a chunk is "on the wire" the applier moves past the chunk's position, which is the
-/// race the watermark rule exists for. Makes that race happen on every run instead of by luck.
-struct SlowChunks(SqliteEndpoint);
-struct SlowSource(cutover_sqlite::SqliteSource);
+/// The real SQLite connector, with chunk reads that
+///
+/// * return `delay` after taking their snapshot: while a chunk is "on the wire" the applier
+///   moves past the chunk's position, which is the race the watermark rule exists for. Makes
+///   that race happen on every run instead of by luck;
+/// * wait at a [`Gate`], if there is one.
+struct SlowChunks {
+    endpoint: SqliteEndpoint,
+    delay: Duration,
+    gate: Option<Arc<Gate>>,
+}
+
+impl SlowChunks {
+    fn new(endpoint: SqliteEndpoint) -> SlowChunks {
+        SlowChunks {
+            endpoint,
+            delay: Duration::from_millis(20),
+            gate: None,
+        }
+    }
+}
+
+struct SlowSource {
+    inner: cutover_sqlite::SqliteSource,
+    delay: Duration,
+    gate: Option<Arc<Gate>>,
+}
+
+/// Lets chunk reads through until `rows` rows were read, then holds every further read until
+/// opened: a run stopped while it holds them is certainly stopped in the middle of its copy.
+struct Gate {
+    rows: u64,
+    read: AtomicU64,
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn after_rows(rows: u64) -> Gate {
+        Gate {
+            rows,
+            read: AtomicU64::new(0),
+            open: Mutex::new(false),
+            opened: Condvar::new(),
+        }
+    }
+
+    fn pass(&self) {
+        if self.read.load(Ordering::SeqCst) >= self.rows {
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+        }
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.opened.notify_all();
+    }
+}
 
 impl Connect for SlowChunks {
     type Source = SlowSource;
     type Sink = cutover_sqlite::SqliteSink;
     type Reader = cutover_sqlite::SqliteReader;
     fn source(&self) -> Result<SlowSource, ConnectorError> {
-        self.0.source().map(SlowSource)
+        Ok(SlowSource {
+            inner: self.endpoint.source()?,
+            delay: self.delay,
+            gate: self.gate.clone(),
+        })
     }
     fn sink(&self) -> Result<Self::Sink, ConnectorError> {
-        self.0.sink()
+        self.endpoint.sink()
     }
     fn reader(&self) -> Result<Self::Reader, ConnectorError> {
-        self.0.reader()
+        self.endpoint.reader()
     }
     fn describe(&self) -> String {
-        self.0.describe()
+        self.endpoint.describe()
     }
 }
 
 impl Source for SlowSource {
     fn tables(&mut self) -> Result<Vec<TableSchema>, ConnectorError> {
-        self.0.tables()
+        self.inner.tables()
     }
     fn estimate(&mut self, t: &TableSchema) -> Result<TableEstimate, ConnectorError> {
-        self.0.estimate(t)
+        self.inner.estimate(t)
     }
     fn plan_chunks(&mut self, t: &TableSchema, n: u64) -> Result<Vec<KeyRange>, ConnectorError> {
-        self.0.plan_chunks(t, n)
+        self.inner.plan_chunks(t, n)
     }
     fn read_chunk(&mut self, t: &TableSchema, r: &KeyRange) -> Result<ChunkRows, ConnectorError> {
-        let rows = self.0.read_chunk(t, r)?;
-        std::thread::sleep(Duration::from_millis(20));
+        if let Some(gate) = &self.gate {
+            gate.pass();
+        }
+        let rows = self.inner.read_chunk(t, r)?;
+        if let Some(gate) = &self.gate {
+            gate.read
+                .fetch_add(rows.rows.len() as u64, Ordering::SeqCst);
+        }
+        std::thread::sleep(self.delay);
         Ok(rows)
     }
     fn start_capture(&mut self, t: &[TableSchema]) -> Result<Position, ConnectorError> {
-        self.0.start_capture(t)
+        self.inner.start_capture(t)
     }
     fn current_position(&mut self) -> Result<Position, ConnectorError> {
-        self.0.current_position()
+        self.inner.current_position()
     }
     fn read_changes(
         &mut self,
@@ -64,17 +132,19 @@ impl Source for SlowSource {
         after: Position,
         max: usize,
     ) -> Result<Vec<Transaction>, ConnectorError> {
-        self.0.read_changes(t, after, max)
+        self.inner.read_changes(t, after, max)
     }
     fn release(&mut self, upto: Position) -> Result<(), ConnectorError> {
-        self.0.release(upto)
+        self.inner.release(upto)
     }
     fn stop_capture(&mut self, t: &[TableSchema]) -> Result<(), ConnectorError> {
-        self.0.stop_capture(t)
+        self.inner.stop_capture(t)
     }
 }
 
 fn create_source(path: &Path, rows: i64) {
+    // These tests start no server; they get the test binary's time limit here.
+    cutover_testkit::time_limit();
     let c = Connection::open(path).unwrap();
     c.execute_batch(
         "PRAGMA journal_mode = WAL;
@@ -226,6 +296,16 @@ fn assert_same(src: &Path, dst: &Path) {
     }
 }
 
+/// Polls `ready` every 2 ms for at most 2 minutes; panics naming `what`.
+#[track_caller]
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !ready() {
+        assert!(Instant::now() < deadline, "no {what} within 2 minutes");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn small_chunks() -> SyncOptions {
     SyncOptions {
         jobs: 2,
@@ -244,7 +324,7 @@ fn sync_under_concurrent_writes_ends_equal_row_by_row() {
     let (src, dst) = (dir.path().join("src.db"), dir.path().join("dst.db"));
     create_source(&src, ROWS);
     let (source, target) = (
-        SlowChunks(SqliteEndpoint::new(&src)),
+        SlowChunks::new(SqliteEndpoint::new(&src)),
         SqliteEndpoint::new(&dst),
     );
 
@@ -258,14 +338,18 @@ fn sync_under_concurrent_writes_ends_equal_row_by_row() {
         ..small_chunks()
     };
     std::thread::scope(|s| {
+        // Before the threads: a panic below stops both, and the scope can join them.
+        let _stop_writer = cutover_testkit::stop_on_drop(&stop);
+        let _stop_sync = cutover_testkit::on_drop(|| control.stop());
         let writer = s.spawn(|| write_load(&src, &stop, ROWS, &writes));
-        while writes.load(Ordering::Relaxed) < 200 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until("200 writes", || {
+            assert!(!writer.is_finished(), "the writer ended early");
+            writes.load(Ordering::Relaxed) >= 200
+        });
         let sync = s.spawn(|| run(&source, &target, &opts, &control, &progress));
-        while progress.phase() != cutover_pipeline::Phase::Replicating && !sync.is_finished() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until("end of the copy", || {
+            progress.phase() == cutover_pipeline::Phase::Replicating || sync.is_finished()
+        });
         std::thread::sleep(Duration::from_millis(300));
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
@@ -297,7 +381,7 @@ fn sync_under_concurrent_writes_ends_equal_row_by_row() {
     );
 
     // verify agrees, and the secondary index was built after the copy.
-    let mut a = source.0.reader().unwrap();
+    let mut a = source.endpoint.reader().unwrap();
     let mut b = target.reader().unwrap();
     let tables = source.source().unwrap().tables().unwrap();
     for t in &tables {
@@ -321,6 +405,15 @@ fn interrupted_sync_resumes_without_copying_finished_chunks_again() {
     let dir = tempfile::tempdir().unwrap();
     let (src, dst) = (dir.path().join("src.db"), dir.path().join("dst.db"));
     create_source(&src, 4_000);
+    // The first run's chunk reads stop at the gate once 1,500 rows are read (some may be
+    // superseded by the writer's changes), so that its stop lands in the copy whatever the
+    // machine's speed; the second run reads without it.
+    let gate = Arc::new(Gate::after_rows(1_500));
+    let gated = SlowChunks {
+        endpoint: SqliteEndpoint::new(&src),
+        delay: Duration::ZERO,
+        gate: Some(Arc::clone(&gate)),
+    };
     let (source, target) = (SqliteEndpoint::new(&src), SqliteEndpoint::new(&dst));
     let stop = AtomicBool::new(false);
     let writes = AtomicU64::new(0);
@@ -331,17 +424,37 @@ fn interrupted_sync_resumes_without_copying_finished_chunks_again() {
     let initial_rows = 4_000 + 4_000 + 1_334;
 
     std::thread::scope(|s| {
+        // Before the threads: a panic below stops them, and the scope can join them.
+        let _stop_writer = cutover_testkit::stop_on_drop(&stop);
+        let _stop_sync = cutover_testkit::on_drop(|| {
+            control.stop();
+            gate.open();
+        });
         let writer = s.spawn(|| write_load(&src, &stop, 4_000, &writes));
-        // First run: stopped as soon as a few chunks are in.
-        let first = s.spawn(|| run(&source, &target, &opts, &control, &progress));
-        while progress.rows_copied.load(Ordering::Relaxed) < 1_000 && !first.is_finished() {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        // First run: stopped once 1,000 rows are in, while the gate holds the other chunks.
+        let first = s.spawn(|| run(&gated, &target, &opts, &control, &progress));
+        wait_until("1,000 rows copied", || {
+            assert!(!first.is_finished(), "the first run ended early");
+            progress.rows_copied.load(Ordering::Relaxed) >= 1_000
+        });
         control.stop();
+        gate.open();
         let report = first.join().unwrap().unwrap();
         assert!(
             report.interrupted,
             "the first run was stopped before the copy finished"
+        );
+        let (done, total): (i64, i64) = Connection::open(&dst)
+            .unwrap()
+            .query_row(
+                "SELECT coalesce(sum(done), 0), count(*) FROM _cutover_chunks",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert!(
+            done < total,
+            "the first run stopped in the copy: {done} of {total} chunks done"
         );
         let copied_first = report.rows_copied;
 
@@ -451,12 +564,15 @@ fn a_column_added_while_sync_follows_stops_it_before_applying_past_it() {
         stop_when_caught_up: false,
         ..small_chunks()
     };
+    let control = Control::default();
     let err = std::thread::scope(|s| {
-        let sync = s.spawn(|| run(&source, &target, &opts, &Control::default(), &progress));
-        while progress.phase() != cutover_pipeline::Phase::Replicating {
+        // Before the sync: a panic below stops it, and the scope can join it.
+        let _stop_sync = cutover_testkit::on_drop(|| control.stop());
+        let sync = s.spawn(|| run(&source, &target, &opts, &control, &progress));
+        wait_until("end of the copy", || {
             assert!(!sync.is_finished(), "sync ended early");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+            progress.phase() == cutover_pipeline::Phase::Replicating
+        });
         Connection::open(&src)
             .unwrap()
             .execute_batch("ALTER TABLE items ADD COLUMN flag INTEGER; UPDATE items SET flag = 1, name = 'z' WHERE id = 3;")

@@ -239,6 +239,8 @@ fn an_interrupted_copy_resumes_without_copying_chunks_twice() {
         ..small_chunks()
     };
     let first = std::thread::scope(|sc| {
+        // Before the copy: a panic below stops it, and the scope can join it.
+        let _stop_copy = cutover_testkit::stop_on_drop(&stop);
         let h = sc.spawn(|| copy(&s, &t, &opts, &progress, &stop));
         while progress.rows_copied.load(Ordering::Relaxed) < 2_000 {
             assert!(

@@ -103,6 +103,30 @@ impl Migration {
     }
 }
 
+/// Polls `ready` every 10 ms for at most a minute; panics naming `what`.
+#[track_caller]
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready() {
+        assert!(Instant::now() < deadline, "no {what} within a minute");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// An `--on-switch` command that returns once a row more is in `db`'s ledger than when it
+/// started (at most a minute): as it runs after the fence, a write that got past the fence
+/// is then certainly in the pause, whatever the machine's speed.
+fn hook_awaiting_a_write(pg: &Postgres, db: &str) -> String {
+    let count = format!(
+        "{} -X -At -h 127.0.0.1 -p {} -U postgres -d {db} -c 'SELECT count(*) FROM ledger'",
+        pg.bin_dir().join("psql").display(),
+        pg.port()
+    );
+    format!(
+        "n=$({count}); i=0; while [ \"$({count})\" = \"$n\" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done"
+    )
+}
+
 fn writable(pg: &Postgres, db: &str) -> bool {
     pg.psql(db, "INSERT INTO ledger (account, amount) VALUES (1, 0.01)")
         .is_ok()
@@ -174,16 +198,16 @@ fn a_switch_under_a_writer_moves_writes_and_loses_nothing_then_rollback_brings_t
 
     // A sync runs, as it would in production, while the application writes.
     let (p, f) = m.pair(Direction::Forward);
-    let follow = std::thread::spawn(move || {
-        cutover_pipeline::run(
-            &p,
-            &f,
-            &SyncOptions::default(),
-            &Control::default(),
-            &Progress::default(),
-        )
-    });
+    let sync_control = Arc::new(Control::default());
+    let sync_progress = Arc::new(Progress::default());
+    let follow = {
+        let (c, pr) = (Arc::clone(&sync_control), Arc::clone(&sync_progress));
+        std::thread::spawn(move || cutover_pipeline::run(&p, &f, &SyncOptions::default(), &c, &pr))
+    };
+    // If the test fails, neither goes on in the background.
+    let _stop_sync = cutover_testkit::on_drop(|| sync_control.stop());
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_app = cutover_testkit::stop_on_drop(&stop);
     let committed = Arc::new(Mutex::new(Vec::new()));
     let app = application(
         pg,
@@ -191,7 +215,12 @@ fn a_switch_under_a_writer_moves_writes_and_loses_nothing_then_rollback_brings_t
         Arc::clone(&stop),
         Arc::clone(&committed),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // The premise: the switch starts while the sync applies the application's writes.
+    wait_until("writes applied by the running sync", || {
+        assert!(!follow.is_finished(), "the sync ended early");
+        sync_progress.changes_applied.load(Ordering::Relaxed) > 0
+            && committed.lock().unwrap().len() >= 20
+    });
 
     let mut control = m.control(Orientation::Switch);
     let report = run_switch(&m, &mut control, &options(Direction::Reverse)).unwrap();
@@ -210,6 +239,7 @@ fn a_switch_under_a_writer_moves_writes_and_loses_nothing_then_rollback_brings_t
         assert!(names.contains(&step), "{step} in {names:?}");
     }
     // The running sync handed over (it stopped by itself).
+    wait_until("end of the running sync", || follow.is_finished());
     let handed = follow.join().unwrap().unwrap();
     assert!(handed.interrupted);
 
@@ -384,6 +414,7 @@ fn a_failure_at_any_step_before_the_flip_leaves_the_source_primary_and_writable(
     cases.push(("pause budget", budget));
     let mut quiet = options(Direction::Reverse);
     quiet.fence = Fence::None;
+    quiet.on_switch = Some(hook_awaiting_a_write(pg, &m.src));
     cases.push(("fence check", quiet));
 
     for (at, opts) in cases {
@@ -391,12 +422,14 @@ fn a_failure_at_any_step_before_the_flip_leaves_the_source_primary_and_writable(
             inner: m.control(Orientation::Switch),
             at,
         };
-        // A write lands during the pause: the fence check must notice it.
+        // Writes land during the pause (the hand-off waits for one): the fence check must
+        // notice them.
+        let stop = Arc::new(AtomicBool::new(false));
+        let _stop_writer = cutover_testkit::stop_on_drop(&stop);
         let writer = (at == "fence check").then(|| {
-            let db = m.src.clone();
+            let (db, stop) = (m.src.clone(), Arc::clone(&stop));
             std::thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(3);
-                while Instant::now() < deadline {
+                while !stop.load(Ordering::Relaxed) {
                     let _ = Postgres::shared()
                         .unwrap()
                         .psql(&db, "INSERT INTO ledger (account, amount) VALUES (2, 2)");
@@ -404,6 +437,7 @@ fn a_failure_at_any_step_before_the_flip_leaves_the_source_primary_and_writable(
             })
         });
         let err = run_switch(&m, &mut control, &opts).unwrap_err();
+        stop.store(true, Ordering::Relaxed);
         if let Some(w) = writer {
             w.join().unwrap();
         }
@@ -521,8 +555,10 @@ fn rows_changed_during_the_copy_are_verified_before_the_fence_and_a_divergence_r
     let pg = Postgres::shared().unwrap();
     let m = Migration::new(pg, "watch");
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_writer = cutover_testkit::stop_on_drop(&stop);
+    let updates = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let writer = {
-        let (url, stop) = (pg.url(&m.src), Arc::clone(&stop));
+        let (url, stop, updates) = (pg.url(&m.src), Arc::clone(&stop), Arc::clone(&updates));
         std::thread::spawn(move || {
             let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
             while !stop.load(Ordering::Relaxed) {
@@ -531,9 +567,15 @@ fn rows_changed_during_the_copy_are_verified_before_the_fence_and_a_divergence_r
                     "UPDATE accounts SET balance = balance + 1 WHERE id = {id}"
                 ))
                 .unwrap();
+                updates.fetch_add(1, Ordering::Relaxed);
             }
         })
     };
+    // Writing already when the copy starts.
+    wait_until("updates by the writer", || {
+        assert!(!writer.is_finished(), "the writer ended early");
+        updates.load(Ordering::Relaxed) >= 50
+    });
     let (p, f) = m.pair(Direction::Forward);
     let opts = SyncOptions {
         jobs: 1,
@@ -544,12 +586,12 @@ fn rows_changed_during_the_copy_are_verified_before_the_fence_and_a_divergence_r
         ..SyncOptions::default()
     };
     let progress = Arc::new(Progress::default());
+    let sync_control = Arc::new(Control::default());
     let sync = {
-        let progress = Arc::clone(&progress);
-        std::thread::spawn(move || {
-            cutover_pipeline::run(&p, &f, &opts, &Control::default(), &progress)
-        })
+        let (progress, c) = (Arc::clone(&progress), Arc::clone(&sync_control));
+        std::thread::spawn(move || cutover_pipeline::run(&p, &f, &opts, &c, &progress))
     };
+    let _stop_sync = cutover_testkit::on_drop(|| sync_control.stop());
     // Written to all through the copy; stopped once it is done, so that sync can catch up.
     let deadline = Instant::now() + Duration::from_secs(120);
     while progress.phase() != cutover_connector::Phase::Replicating && !sync.is_finished() {
@@ -622,9 +664,17 @@ fn a_write_past_the_read_only_fence_is_caught_and_the_switch_undone() {
     let m = Migration::new(pg, "bypass");
     m.catch_up(Direction::Forward);
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_writer = cutover_testkit::stop_on_drop(&stop);
     let committed = Arc::new(Mutex::new(Vec::new()));
+    // Writes cut off by the fence as they committed: the writer cannot know whether they did.
+    let uncertain = Arc::new(Mutex::new(Vec::new()));
     let sneaky = {
-        let (url, stop, committed) = (pg.url(&m.src), Arc::clone(&stop), Arc::clone(&committed));
+        let (url, stop, committed, uncertain) = (
+            pg.url(&m.src),
+            Arc::clone(&stop),
+            Arc::clone(&committed),
+            Arc::clone(&uncertain),
+        );
         std::thread::spawn(move || {
             let mut n = 0i64;
             while !stop.load(Ordering::Relaxed) {
@@ -639,7 +689,15 @@ fn a_write_past_the_read_only_fence_is_caught_and_the_switch_undone() {
                         "INSERT INTO ledger (account, amount) VALUES (3, {})",
                         2_000_000 + n
                     );
-                    if c.batch_execute(&sql).is_err() {
+                    if let Err(e) = c.batch_execute(&sql) {
+                        // Session ended (57P..) or connection lost (08..., no code): perhaps
+                        // committed. Refused otherwise.
+                        let cut_off = e.code().is_none_or(|c| {
+                            c.code().starts_with("57P") || c.code().starts_with("08")
+                        });
+                        if cut_off {
+                            uncertain.lock().unwrap().push(n);
+                        }
                         break;
                     }
                     committed.lock().unwrap().push(n);
@@ -648,10 +706,14 @@ fn a_write_past_the_read_only_fence_is_caught_and_the_switch_undone() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until("writes by the writer", || {
+        assert!(!sneaky.is_finished(), "the writer ended early");
+        committed.lock().unwrap().len() >= 10
+    });
     let mut opts = options(Direction::Reverse);
-    // A slow hand-off widens the pause, so the writer certainly writes in it.
-    opts.on_switch = Some("sleep 0.5".into());
+    // The hand-off waits for a write after the fence, so the writer certainly writes in the
+    // pause.
+    opts.on_switch = Some(hook_awaiting_a_write(pg, &m.src));
     let mut control = m.control(Orientation::Switch);
     let err = run_switch(&m, &mut control, &opts).unwrap_err();
     stop.store(true, Ordering::Relaxed);
@@ -674,15 +736,32 @@ fn a_write_past_the_read_only_fence_is_caught_and_the_switch_undone() {
     assert!(writes.len() > 10, "the writer wrote ({})", writes.len());
     m.catch_up(Direction::Forward);
     m.assert_equal(pg);
-    let on_source: i64 = pg
-        .psql(&m.src, "SELECT count(*) FROM ledger WHERE amount > 2000000")
+    // Every committed write once; besides them at most the uncertain ones, once.
+    let mut on_source: Vec<i64> = pg
+        .psql(
+            &m.src,
+            "SELECT (amount - 2000000)::bigint FROM ledger WHERE amount > 2000000 ORDER BY 1",
+        )
         .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(
-        on_source,
-        writes.len() as i64,
-        "every committed write, once"
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let uncertain = uncertain.lock().unwrap().clone();
+    let before = on_source.len();
+    on_source.dedup();
+    assert_eq!(on_source.len(), before, "no write twice");
+    let extra: Vec<i64> = on_source
+        .iter()
+        .filter(|n| !writes.contains(n))
+        .copied()
+        .collect();
+    assert!(
+        writes.iter().all(|n| on_source.contains(n)),
+        "every committed write is on the source"
+    );
+    assert!(
+        extra.iter().all(|n| uncertain.contains(n)),
+        "only committed writes and ones whose outcome the writer could not know: extra {extra:?}, uncertain {uncertain:?}"
     );
 }
 
@@ -748,17 +827,36 @@ fn an_interrupted_switch_is_undone_and_its_hand_off_command_ended() {
     let m = Migration::new(pg, "cancel");
     m.catch_up(Direction::Forward);
     let mut opts = options(Direction::Reverse);
-    let marker = std::env::temp_dir().join(format!("cutover-hook-{}", fastrand::u64(..)));
-    opts.on_switch = Some(format!("sleep 5; touch {}", marker.display()));
+    let dir = std::env::temp_dir().join(format!("cutover-hook-{}", fastrand::u64(..)));
+    std::fs::create_dir(&dir).unwrap();
+    let _remove_dir = cutover_testkit::on_drop(|| {
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+    let (started, marker) = (dir.join("started"), dir.join("finished"));
+    // A hand-off far longer than the switch takes without it.
+    opts.on_switch = Some(format!(
+        "touch {}; sleep 30; touch {}",
+        started.display(),
+        marker.display()
+    ));
     let cancel = Arc::new(AtomicBool::new(false));
     let (p, f) = m.pair(Direction::Forward);
     let mut control = m.control(Orientation::Switch);
-    let started = Instant::now();
+    let cancelled_at = Mutex::new(None);
+    let returned = AtomicBool::new(false);
     let err = std::thread::scope(|s| {
-        let cancel2 = Arc::clone(&cancel);
-        s.spawn(move || {
-            std::thread::sleep(Duration::from_millis(1500));
-            cancel2.store(true, Ordering::SeqCst);
+        // Before the canceller: it gives up when the switch returned (or the test panics).
+        let _returned = cutover_testkit::stop_on_drop(&returned);
+        // The signal comes while the hand-off command runs.
+        s.spawn(|| {
+            while !started.exists() {
+                if returned.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            *cancelled_at.lock().unwrap() = Some(Instant::now());
+            cancel.store(true, Ordering::SeqCst);
         });
         cutover_switch::run(
             &p,
@@ -771,11 +869,16 @@ fn an_interrupted_switch_is_undone_and_its_hand_off_command_ended() {
         )
         .unwrap_err()
     });
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "stopped within moments of the signal"
-    );
     let msg = err.to_string();
+    let cancelled_at = cancelled_at
+        .lock()
+        .unwrap()
+        .unwrap_or_else(|| panic!("the hand-off command never started: {msg}"));
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(10),
+        "stopped within moments of the signal, not after the 30 s hand-off ({:?})",
+        cancelled_at.elapsed()
+    );
     assert!(
         msg.contains("interrupted") && msg.contains("undone"),
         "{msg}"

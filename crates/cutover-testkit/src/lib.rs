@@ -46,6 +46,38 @@
 //! If they are missing, errors say how to install them (`scripts/ensure-servers.sh`
 //! does it on Debian/Ubuntu).
 //!
+//! # Time limit: no test binary waits forever
+//!
+//! A hung test must fail the run, not stall CI until CI's own limit. Two layers:
+//!
+//! * **Per test binary** ([`time_limit`]): the first use of this crate
+//!   ([`Postgres::shared`], [`Postgres::dedicated`], [`MariaDb::shared`], or a direct
+//!   [`time_limit()`] call, which tests that start no server make) starts a thread that,
+//!   after `CUTOVER_TEST_TIMEOUT_SECS` seconds (default 900 = 15 min; `0` = off), writes to
+//!   stderr which limit was exceeded and which threads still run (libtest names them after
+//!   the tests), and aborts the process. Servers are then stopped and removed by the
+//!   watchdogs described above; child processes started with [`end_with_test`] or
+//!   [`KillOnDrop`] are killed by the kernel (`PR_SET_PDEATHSIG`).
+//! * **Whole run**: `scripts/test` runs the tests under `timeout` (default 25 min,
+//!   `CUTOVER_TEST_RUN_TIMEOUT_SECS`), which ends every process of the run, e.g. a hang
+//!   in a test binary that never uses this crate.
+//!
+//! The limits are generous: on a 2-core machine the whole suite took 3–4 min, and 4–7 min
+//! beside a CPU hog (`stress-ng --cpu 2`), its slowest binary (`cutover-cli`'s) up to 4 min of
+//! that. A test that waits for something (a phase, a row count) waits with a deadline of
+//! its own and panics with a message saying what it waited for.
+//!
+//! # Guards: what a test starts ends with it
+//!
+//! A panicking test must not leave a thread or a process running, least of all inside
+//! `std::thread::scope`, which joins its threads before the panic goes on: a writer thread
+//! that nobody stops makes the scope, and the test binary, wait forever.
+//!
+//! * [`stop_on_drop`] / [`on_drop`]: a guard that sets a stop flag (or runs a closure) when
+//!   dropped, also while a panic unwinds. In a scope, create it first thing in the closure,
+//!   before spawning the threads it stops.
+//! * [`KillOnDrop`]: a child process that is killed and reaped when dropped.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -62,10 +94,14 @@
 #![warn(missing_docs)]
 
 mod error;
+mod guard;
+mod limit;
 mod mariadb;
 mod postgres;
 mod sys;
 
 pub use error::HarnessError;
+pub use guard::{end_with_test, on_drop, stop_on_drop, KillOnDrop, OnDrop};
+pub use limit::{time_limit, DEFAULT_TIMEOUT, TIMEOUT_ENV};
 pub use mariadb::MariaDb;
 pub use postgres::Postgres;

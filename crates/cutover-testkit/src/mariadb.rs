@@ -51,7 +51,9 @@ impl MariaDb {
     ///
     /// Concurrent first callers block until the one start finishes. If the start
     /// fails, this and every later call return the same error (no retry per test).
+    /// Starts the process's [time limit](crate::time_limit).
     pub fn shared() -> Result<&'static MariaDb, HarnessError> {
+        crate::limit::start()?;
         SHARED
             .get_or_init(MariaDb::start)
             .as_ref()

@@ -48,7 +48,9 @@ impl Postgres {
     ///
     /// Concurrent first callers block until the one start finishes. If the start
     /// fails, this and every later call return the same error (no retry per test).
+    /// Starts the process's [time limit](crate::time_limit).
     pub fn shared() -> Result<&'static Postgres, HarnessError> {
+        crate::limit::start()?;
         SHARED
             .get_or_init(Postgres::start)
             .as_ref()
@@ -57,8 +59,9 @@ impl Postgres {
 
     /// A server of the caller's own, for tests that restart, stop or reconfigure it (the shared
     /// one must keep running for everyone). Same settings as [`Postgres::shared`]; stopped and
-    /// deleted when dropped, or at exit.
+    /// deleted when dropped, or at exit. Starts the process's [time limit](crate::time_limit).
     pub fn dedicated() -> Result<Postgres, HarnessError> {
+        crate::limit::start()?;
         let mut pg = Postgres::start()?;
         if let Some(o) = pg.owner.as_mut() {
             o.dedicated = true;

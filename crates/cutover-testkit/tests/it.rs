@@ -101,6 +101,83 @@ fn mariadb_harness_starts_a_row_binlog_server() {
 }
 
 // ---------------------------------------------------------------------------
+// The time limit of a test binary
+// ---------------------------------------------------------------------------
+
+const HANG_ENV: &str = "CUTOVER_TESTKIT_HANG";
+
+/// Does nothing in a normal run. Re-executed by the test below with `CUTOVER_TESTKIT_HANG=1`,
+/// it starts the time limit and hangs.
+#[test]
+fn child_hangs() {
+    if std::env::var_os(HANG_ENV).is_none() {
+        return;
+    }
+    cutover_testkit::time_limit();
+    thread::sleep(Duration::from_secs(120));
+}
+
+/// Runs `child_hangs` in a child with `CUTOVER_TEST_TIMEOUT_SECS=limit`; returns how it
+/// ended, its stderr and how long it took.
+fn run_hung_child(limit: &str) -> (std::process::ExitStatus, String, Duration) {
+    let started = Instant::now();
+    let mut child = cutover_testkit::KillOnDrop::spawn(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_hangs", "--nocapture", "--test-threads=1"])
+            .env(HANG_ENV, "1")
+            .env(cutover_testkit::TIMEOUT_ENV, limit)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the child still runs after 60 s with a time limit of {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap(), started.elapsed())
+}
+
+#[test]
+fn a_hung_test_binary_is_aborted_at_its_time_limit_naming_it() {
+    let (status, stderr, took) = run_hung_child("1");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGABRT),
+        "{status}; stderr:\n{stderr}"
+    );
+    assert!(took >= Duration::from_secs(1), "{took:?}");
+    assert!(
+        stderr.contains("over its time limit (CUTOVER_TEST_TIMEOUT_SECS=1;"),
+        "{stderr}"
+    );
+    // libtest names each test's thread after the test.
+    assert!(stderr.contains("child_hangs"), "{stderr}");
+}
+
+#[test]
+fn a_time_limit_that_is_no_number_is_refused_with_the_variable_named() {
+    let (status, stderr, _) = run_hung_child("ten");
+    assert_eq!(status.code(), Some(101), "{status}; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("CUTOVER_TEST_TIMEOUT_SECS=\"ten\" is not a whole number of seconds"),
+        "{stderr}"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Clean-up when the process ends
 // ---------------------------------------------------------------------------
 
@@ -314,6 +391,11 @@ impl Drop for ChildRun {
     }
 }
 
+/// How long a server may outlive the process that started it. The watchdog alone may take
+/// 10 s by design (the polite signal, 5 s, SIGKILL, 5 s) before it deletes the directory; on
+/// a loaded machine a little more. Normally it is a second or two (printed by the tests).
+const SERVERS_GONE_WITHIN: Duration = Duration::from_secs(30);
+
 fn accepts(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
@@ -335,7 +417,7 @@ fn servers_stop_when_the_process_exits() {
         "atexit left something behind: {report}"
     );
     assert_eq!(report.matches("listening=false").count(), 2, "{report}");
-    let took = run.expect_servers_gone(Duration::from_secs(10));
+    let took = run.expect_servers_gone(SERVERS_GONE_WITHIN);
     eprintln!("servers gone {took:?} after normal exit");
     for s in &run.servers {
         assert!(
@@ -357,7 +439,7 @@ fn servers_stop_when_the_process_is_killed() {
         Some(libc::SIGKILL)
     );
     run.expect_eof();
-    run.expect_servers_gone(Duration::from_secs(10));
+    run.expect_servers_gone(SERVERS_GONE_WITHIN);
     eprintln!(
         "servers gone {:?} after SIGKILL of the test process",
         killed_at.elapsed()

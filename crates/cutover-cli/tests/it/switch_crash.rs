@@ -4,12 +4,12 @@
 //! without anyone rerunning the switch, exactly one side takes writes and every write the
 //! application committed is on both sides exactly once.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cutover_testkit::Postgres;
+use cutover_testkit::{KillOnDrop, Postgres};
 
 /// The crash points, and whether the switch is past its point of no return there.
 const POINTS: &[(&str, bool)] = &[
@@ -26,6 +26,7 @@ fn bin() -> Command {
     c.env_remove("CUTOVER_SOURCE")
         .env_remove("CUTOVER_TARGET")
         .env_remove("FAILPOINTS");
+    cutover_testkit::end_with_test(&mut c);
     c
 }
 
@@ -89,16 +90,41 @@ fn application(
     })
 }
 
-fn background_sync(s: &str, t: &str, log: &std::path::Path) -> Child {
-    bin()
-        .args(["sync", "--source", s, "--target", t])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
+/// `cutover sync` in the background; killed when dropped (also when the test panics).
+fn background_sync(s: &str, t: &str, log: &std::path::Path) -> KillOnDrop {
+    KillOnDrop::spawn(
+        bin()
+            .args(["sync", "--source", s, "--target", t])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap()),
+    )
+    .unwrap()
 }
 
-fn interrupt(mut child: Child) {
+/// Whether a WAL sender streams from the migration's slot on `src` (a sync is following).
+fn slot_active(pg: &Postgres, src: &str) -> bool {
+    pg.psql(
+        src,
+        "SELECT count(*) FROM pg_replication_slots WHERE database = current_database() AND active",
+    )
+    .unwrap()
+        != "0"
+}
+
+/// Polls `ready` every 20 ms for at most `limit`; panics naming `what` (and `log`'s text).
+fn wait_until(what: &str, limit: Duration, log: &std::path::Path, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within {limit:?}; sync said:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn interrupt(mut child: KillOnDrop) {
     // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
@@ -141,9 +167,16 @@ fn a_switch_killed_at_any_step_is_finished_or_undone_by_the_running_sync_and_los
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let log = std::env::temp_dir().join(format!("cutover-crash-{}.log", fastrand::u64(..)));
-        let sync = background_sync(&s, &t, &log);
+        let log_file = tempfile::NamedTempFile::new().unwrap();
+        let log = log_file.path();
+        // The sync above has ended; so has its WAL sender once the slot is inactive.
+        wait_until("inactive slot", Duration::from_secs(30), log, || {
+            !slot_active(pg, &src)
+        });
+        let mut sync = background_sync(&s, &t, log);
         let stop = Arc::new(AtomicBool::new(false));
+        // Before the application: a panic below stops it.
+        let _stop_app = cutover_testkit::stop_on_drop(&stop);
         let committed = Arc::new(Mutex::new(Vec::new()));
         let uncertain = Arc::new(Mutex::new(Vec::new()));
         let app = application(
@@ -152,7 +185,26 @@ fn a_switch_killed_at_any_step_is_finished_or_undone_by_the_running_sync_and_los
             Arc::clone(&committed),
             Arc::clone(&uncertain),
         );
-        std::thread::sleep(Duration::from_millis(1500));
+        // The premise: the switch starts while a sync follows and the application writes.
+        wait_until(
+            "sync following the source",
+            Duration::from_secs(60),
+            log,
+            || {
+                assert!(
+                    sync.try_wait().unwrap().is_none(),
+                    "{point}: sync exited early:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+                slot_active(pg, &src)
+            },
+        );
+        wait_until(
+            "writes by the application",
+            Duration::from_secs(60),
+            log,
+            || committed.lock().unwrap().len() >= 50,
+        );
 
         let crashed = bin()
             .args(["switch", "--source", &s, "--target", &t])
@@ -181,7 +233,7 @@ fn a_switch_killed_at_any_step_is_finished_or_undone_by_the_running_sync_and_los
             assert!(
                 died.elapsed() < Duration::from_secs(30),
                 "{point}: no single primary 30 s after the crash (source {a}, target {b}); sync said:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
+                std::fs::read_to_string(log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
         };
@@ -246,7 +298,6 @@ fn a_switch_killed_at_any_step_is_finished_or_undone_by_the_running_sync_and_los
             if *past_flip { "target" } else { "source" },
             writes.len()
         ));
-        let _ = std::fs::remove_file(&log);
     }
     eprintln!("{}", table.join("\n"));
 }

@@ -60,6 +60,9 @@ struct Running {
     progress: Arc<Progress>,
     /// How the sync ended, if it did with an error (for failure messages).
     error: Arc<std::sync::Mutex<Option<String>>>,
+    /// Stops the sync when the test ends without joining it (a panic), so that it does not
+    /// go on in the background.
+    _stop: cutover_testkit::OnDrop<Box<dyn FnOnce()>>,
 }
 
 fn start(s: &PgConnect, t: &PgConnect, opts: SyncOptions) -> Running {
@@ -69,6 +72,7 @@ fn start(s: &PgConnect, t: &PgConnect, opts: SyncOptions) -> Running {
     let (c, p) = (Arc::clone(&control), Arc::clone(&progress));
     let error = Arc::new(std::sync::Mutex::new(None));
     let e = Arc::clone(&error);
+    let stop = Arc::clone(&control);
     let handle = std::thread::spawn(move || {
         let r = cutover_pipeline::run(&s, &t, &opts, &c, &p);
         if let Err(err) = &r {
@@ -81,6 +85,7 @@ fn start(s: &PgConnect, t: &PgConnect, opts: SyncOptions) -> Running {
         control,
         progress,
         error,
+        _stop: cutover_testkit::on_drop(Box::new(move || stop.stop())),
     }
 }
 
@@ -252,9 +257,13 @@ fn rows_written_while_their_chunks_are_copied_end_equal_row_by_row() {
     let pg = Postgres::shared().unwrap();
     let (src, dst, s, t) = migration(pg, "busy", BUSY);
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_writer = cutover_testkit::stop_on_drop(&stop);
     let writes = Arc::new(AtomicU64::new(0));
     let w = writer(pg.url(&src), Arc::clone(&stop), Arc::clone(&writes));
+    let deadline = Instant::now() + Duration::from_secs(60);
     while writes.load(Ordering::Relaxed) < 100 {
+        assert!(!w.is_finished(), "the writer ended early");
+        assert!(Instant::now() < deadline, "no 100 writes within a minute");
         std::thread::sleep(Duration::from_millis(5));
     }
     let r = start(&s, &t, small_chunks());
@@ -498,6 +507,7 @@ fn a_copy_with_capture_is_followed_by_sync_without_copying_it_again() {
     let pg = Postgres::shared().unwrap();
     let (src, dst, s, t) = migration(pg, "capcopy", BUSY);
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_writer = cutover_testkit::stop_on_drop(&stop);
     let writes = Arc::new(AtomicU64::new(0));
     let w = writer(pg.url(&src), Arc::clone(&stop), Arc::clone(&writes));
     // The application writes all along: before, during and after the copy.
@@ -552,6 +562,8 @@ fn chunks_of_a_resumed_capture_copy_are_copied_again_by_sync_and_the_rest_are_no
     let stop = AtomicBool::new(false);
     let progress = Progress::default();
     std::thread::scope(|sc| {
+        // Before the copy: a panic below stops it, and the scope can join it.
+        let _stop_copy = cutover_testkit::stop_on_drop(&stop);
         let h = sc.spawn(|| copy(&s.endpoint, &t.endpoint, &opts, &progress, &stop));
         while progress.rows_copied.load(Ordering::Relaxed) < 4_000 {
             assert!(
@@ -661,6 +673,25 @@ fn a_chunk_read_before_a_logged_commit_is_visible_does_not_overwrite_it() {
     wait_for("the copy to start", &r, |p| {
         p.phase() == Phase::Copying && p.rows_copied.load(Ordering::Relaxed) > 0
     });
+    // The reader waits at `big` (its chunk reads lock it first) until the stream passed txX:
+    // `t` is certainly copied after that, however slow the machine. More of `big` is left
+    // than the pipeline reads ahead (2 × jobs chunks).
+    let mut hold = PgEndpoint::from_url(&pg.url(&src))
+        .unwrap()
+        .connect()
+        .unwrap();
+    hold.batch_execute("BEGIN; LOCK TABLE big IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let big_left = r
+        .progress
+        .table_snapshot()
+        .iter()
+        .find(|tp| tp.name.name == "big")
+        .map(|tp| tp.chunks_total.load(Ordering::Relaxed) - tp.chunks_done.load(Ordering::Relaxed));
+    assert!(
+        big_left.is_some_and(|n| n > 3),
+        "the premise: big still being copied when locked ({big_left:?} chunks left)"
+    );
 
     // txX: its COMMIT waits for the standby that never comes; it is in the WAL, not visible.
     let url = pg.url(&src);
@@ -704,6 +735,8 @@ fn a_chunk_read_before_a_logged_commit_is_visible_does_not_overwrite_it() {
         Some(0),
         "the premise: t is copied after the stream applied txX"
     );
+    // Let the reader go on (a rollback: the lock's transaction would wait for the standby too).
+    hold.batch_execute("ROLLBACK").unwrap();
     // t is copied while txX is still invisible.
     wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
     assert_eq!(
@@ -765,6 +798,7 @@ fn columns_changed_on_two_tables_during_sync_are_carried_and_sync_goes_on() {
     let pg = Postgres::shared().unwrap();
     let (src, dst, s, t) = migration(pg, "ddl2", SCHOOL);
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_writer = cutover_testkit::stop_on_drop(&stop);
     let w = school_writer(pg.url(&src), Arc::clone(&stop));
     let r = start(&s, &t, small_chunks());
     wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
@@ -936,16 +970,30 @@ fn a_column_added_while_its_table_is_copied_arrives_with_its_values() {
     wait_for("some chunks", &r, |p| {
         p.rows_copied.load(Ordering::Relaxed) > 200
     });
-    assert_eq!(
-        r.progress.phase(),
-        Phase::Copying,
-        "the premise: still copying"
+    // Both tables locked: their chunk reads (the only ones left) wait for this transaction, so
+    // the copy cannot end before the columns are added. More chunks left than the pipeline
+    // holds read (2 × jobs): some are certainly read after the change.
+    let mut ddl = PgEndpoint::from_url(&pg.url(&src))
+        .unwrap()
+        .connect()
+        .unwrap();
+    ddl.batch_execute("BEGIN; LOCK TABLE students, ledger IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let left: u64 = r
+        .progress
+        .table_snapshot()
+        .iter()
+        .map(|t| t.chunks_total.load(Ordering::Relaxed) - t.chunks_done.load(Ordering::Relaxed))
+        .sum();
+    assert!(
+        r.progress.phase() == Phase::Copying && left > 3,
+        "the premise: still copying when the tables were locked ({left} chunks left)"
     );
-    pg.psql(
-        &src,
+    ddl.batch_execute(
         "ALTER TABLE students ADD COLUMN house text DEFAULT 'blue';
          UPDATE students SET house = 'red' WHERE id % 3 = 0;
-         ALTER TABLE ledger ADD COLUMN memo text DEFAULT 'none';",
+         ALTER TABLE ledger ADD COLUMN memo text DEFAULT 'none';
+         COMMIT",
     )
     .unwrap();
     wait_for("the copy", &r, |p| p.phase() == Phase::Replicating);
