@@ -165,25 +165,45 @@ fn a_transaction_open_on_the_source_is_named_while_change_capture_waits_for_it()
         .query_one("SELECT pg_backend_pid()", &[])
         .unwrap()
         .get(0);
-    let child = bin()
-        .args([
-            "sync",
-            "--stop-when-caught-up",
-            "--source",
-            &pg.url(&src),
-            "--target",
-            &pg.url(&dst),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(4));
+    let mut child = cutover_testkit::KillOnDrop::spawn(
+        bin()
+            .args([
+                "sync",
+                "--stop-when-caught-up",
+                "--source",
+                &pg.url(&src),
+                "--target",
+                &pg.url(&dst),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let said = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).map(|_| text)
+    });
+    // Once sync waits in the slot's creation, it names the transaction within seconds.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pg
+        .psql(
+            "",
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_create_logical_replication_slot%' \
+             AND state = 'active' AND pid <> pg_backend_pid()",
+        )
+        .unwrap()
+        == "0"
+    {
+        assert!(Instant::now() < deadline, "sync never began to create its slot");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(3));
     open.batch_execute("COMMIT").unwrap();
     let started = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let status = child.wait().unwrap();
+    let err = said.join().unwrap().unwrap();
+    assert!(status.success(), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(
         err.contains("waits for transactions open on the source server")
