@@ -281,7 +281,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<u8> {
 }
 
 fn read_status(endpoint: &PgEndpoint, warn_wal_mb: u64) -> anyhow::Result<Status> {
-    let mut c = endpoint.connect()?;
+    let mut c = endpoint.connect_control()?;
     let exists: bool = c
         .query_one("SELECT to_regclass('_cutover.migration') IS NOT NULL", &[])?
         .get(0);

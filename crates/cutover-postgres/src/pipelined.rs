@@ -54,7 +54,8 @@ pub(crate) struct Pipelined {
 }
 
 impl Pipelined {
-    /// Connects and runs `setup` (session settings).
+    /// Connects and runs `setup` (session settings), within the endpoint's connect timeout.
+    /// Statements have no timeout (apply batches may rightly take long).
     pub(crate) fn connect(endpoint: &PgEndpoint, setup: &str) -> Result<Pipelined, ConnectorError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -65,10 +66,7 @@ impl Pipelined {
                     format!("starting an I/O runtime: {e}"),
                 )
             })?;
-        let client = rt.block_on(endpoint.connect_async())?;
-        let ctx = || format!("preparing a session on {}", endpoint.redacted());
-        rt.block_on(client.batch_execute(setup))
-            .map_err(|e| map(ctx(), e))?;
+        let client = rt.block_on(endpoint.connect_async(setup))?;
         Ok(Pipelined {
             rt,
             client,
