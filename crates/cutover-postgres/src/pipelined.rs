@@ -74,6 +74,12 @@ impl Pipelined {
         })
     }
 
+    /// Whether the connection is known to be gone (the server closed it, or it failed): then
+    /// every statement on it fails, and it must be replaced.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     /// Runs `sql` alone (outside a batch).
     pub(crate) fn execute_simple(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
         self.rt.block_on(self.client.batch_execute(sql))
