@@ -42,6 +42,11 @@ pub struct SyncArgs {
     /// one source different names.
     #[arg(long)]
     name: Option<String>,
+    /// When a connection breaks, a server restarts or refuses connections, or a lock or
+    /// statement times out: reconnect and try again with backoff for up to this long before
+    /// stopping with an error.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    retry_for: u64,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -125,6 +130,7 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
             DdlArg::Auto => cutover_pipeline::DdlPolicy::Auto,
             DdlArg::Stop => cutover_pipeline::DdlPolicy::Stop,
         },
+        retry_budget: Duration::from_secs(args.retry_for),
         ..Default::default()
     };
     if let Some(j) = args.jobs.or(file.jobs) {
@@ -364,7 +370,7 @@ fn read_status(
     source: Option<&PgEndpoint>,
     warn_wal_mb: u64,
 ) -> anyhow::Result<Status> {
-    let mut c = endpoint.connect()?;
+    let mut c = endpoint.connect_control()?;
     let exists: bool = c
         .query_one("SELECT to_regclass('_cutover.migration') IS NOT NULL", &[])?
         .get(0);

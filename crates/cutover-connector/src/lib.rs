@@ -9,11 +9,13 @@ pub mod canonical;
 mod checksum;
 mod error;
 mod progress;
+mod retry;
 mod switch;
 
 pub use checksum::{CanonicalRow, Mismatch, RangeChecksum, RangeDigest, Slice};
 pub use error::{ConnectorError, ErrorKind};
 pub use progress::{Phase, Progress, TableProgress};
+pub use retry::{RetryPolicy, Side};
 pub use switch::{Direction, Fence, Journal, Observation, SwitchControl, SwitchStep};
 
 use cutover_model::{Change, Column, Key, Position, Row, TableName, TableSchema, Transaction};

@@ -1,57 +1,36 @@
-//! The one place that decides whether to try an operation again, from the error's kind.
+//! Retries of the applier and its readers: the connector's [`RetryPolicy`] with the sync's
+//! budget, stopped early by [`crate::Control::stop`].
+//!
+//! Connectors replace a broken connection at the start of their next call, so each retry is a
+//! fresh attempt; the operations retried here are reads, and sink writes whose replay is
+//! harmless (the `Sink` contract).
 
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
-use cutover_connector::ConnectorError;
+use cutover_connector::{ConnectorError, RetryPolicy, Side};
 
-const ATTEMPTS: u32 = 8;
-
-/// Runs `op` until it succeeds, fails with a kind that is not retryable, or has failed
-/// [`ATTEMPTS`] times; waits 50 ms, 100 ms, 200 ms … (capped at 2 s) in between.
-pub(crate) fn retry<T>(
-    what: &str,
-    mut op: impl FnMut() -> Result<T, ConnectorError>,
-) -> Result<T, ConnectorError> {
-    let mut wait = Duration::from_millis(50);
-    let mut attempt = 1;
-    loop {
-        match op() {
-            Ok(v) => return Ok(v),
-            Err(e) if e.kind().is_retryable() && attempt < ATTEMPTS => {
-                tracing::warn!(attempt, error = %e, "{what} failed; retrying");
-                std::thread::sleep(wait);
-                wait = (wait * 2).min(Duration::from_secs(2));
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+#[derive(Clone, Copy)]
+pub(crate) struct Retry<'a> {
+    pub(crate) policy: RetryPolicy,
+    pub(crate) stop: &'a AtomicBool,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use cutover_connector::ErrorKind;
+impl Retry<'_> {
+    /// Runs `op`, which talks to the source, under the policy.
+    pub(crate) fn source<T>(
+        &self,
+        what: &str,
+        op: impl FnMut() -> Result<T, ConnectorError>,
+    ) -> Result<T, ConnectorError> {
+        self.policy.run(Side::Source, what, Some(self.stop), op)
+    }
 
-    #[test]
-    fn retries_only_retryable_kinds() {
-        let mut calls = 0;
-        let r: Result<(), _> = retry("x", || {
-            calls += 1;
-            Err(ConnectorError::new(ErrorKind::Conflict, "no"))
-        });
-        assert!(r.is_err());
-        assert_eq!(calls, 1);
-
-        let mut calls = 0;
-        let r = retry("x", || {
-            calls += 1;
-            if calls < 3 {
-                Err(ConnectorError::new(ErrorKind::Busy, "locked"))
-            } else {
-                Ok(calls)
-            }
-        });
-        assert_eq!(r.unwrap(), 3);
+    /// Runs `op`, which talks to the target, under the policy.
+    pub(crate) fn target<T>(
+        &self,
+        what: &str,
+        op: impl FnMut() -> Result<T, ConnectorError>,
+    ) -> Result<T, ConnectorError> {
+        self.policy.run(Side::Target, what, Some(self.stop), op)
     }
 }

@@ -13,7 +13,7 @@ use cutover_model::{Change, Column, Key, Position, TableName, TableSchema, Trans
 
 use crate::ddl::{self, DdlPolicy};
 
-use crate::retry::retry;
+use crate::retry::Retry;
 use cutover_connector::{Phase, Progress, TableProgress};
 
 #[derive(Debug, Clone)]
@@ -41,6 +41,10 @@ pub struct SyncOptions {
     pub recent_window: Duration,
     /// What to do when the source's columns change (added, dropped, widened).
     pub ddl: DdlPolicy,
+    /// How long one operation keeps being retried after a retryable error (a connection
+    /// broken or refused, a server restarting, a lock or statement timeout) before sync gives
+    /// up: connections are replaced and the operation tried again with backoff meanwhile.
+    pub retry_budget: Duration,
 }
 
 impl Default for SyncOptions {
@@ -59,6 +63,7 @@ impl Default for SyncOptions {
             tables: Vec::new(),
             exclude: Vec::new(),
             ddl: DdlPolicy::default(),
+            retry_budget: Duration::from_secs(300),
         }
     }
 }
@@ -172,9 +177,14 @@ pub fn run<S: Connect, T: Connect>(
 ) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
     progress.set_phase(Phase::Preparing);
-    let mut src = retry("connecting to the source", || source.source())?;
-    let mut sink = retry("connecting to the target", || target.sink())?;
-    let tables: Vec<TableSchema> = retry("reading the source schema", || src.tables())?
+    let retry = Retry {
+        policy: cutover_connector::RetryPolicy::with_budget(opts.retry_budget),
+        stop: &control.stop,
+    };
+    let mut src = retry.source("connecting to the source", || source.source())?;
+    let mut sink = retry.target("connecting to the target", || target.sink())?;
+    let tables: Vec<TableSchema> = retry
+        .source("reading the source schema", || src.tables())?
         .into_iter()
         .filter(|t| opts.tables.is_empty() || opts.tables.contains(&t.name.name))
         .filter(|t| !opts.exclude.contains(&t.name.name))
@@ -194,18 +204,20 @@ pub fn run<S: Connect, T: Connect>(
         .into());
     }
     // Everything either side would refuse is refused before anything is created on either.
-    retry("checking that the source can capture changes", || {
+    retry.source("checking that the source can capture changes", || {
         src.check_capture(&tables)
     })?;
-    retry("checking the target", || sink.check(&tables))?;
-    let start = retry("installing change capture", || src.start_capture(&tables))?;
-    if let Err(e) = retry("preparing the target", || sink.prepare(&tables)) {
+    retry.target("checking the target", || sink.check(&tables))?;
+    let start = retry.source("installing change capture", || src.start_capture(&tables))?;
+    if let Err(e) = retry.target("preparing the target", || sink.prepare(&tables)) {
         if let Err(undo) = src.abandon_capture() {
             tracing::warn!(error = %undo, "could not remove the change capture just started; `cutover cleanup` removes it");
         }
         return Err(e.into());
     }
-    let mut applied = retry("reading the checkpoint", || sink.checkpoint())?.unwrap_or(start);
+    let mut applied = retry
+        .target("reading the checkpoint", || sink.checkpoint())?
+        .unwrap_or(start);
     progress.set_applied(applied);
 
     // The source's columns now against the target's: with --ddl auto, columns added (or
@@ -216,7 +228,7 @@ pub fn run<S: Connect, T: Connect>(
     let mut target_columns = Vec::with_capacity(tables.len());
     let mut altered = Vec::new();
     for t in &tables {
-        let mut columns = retry("reading the target's columns", || sink.columns(t))?;
+        let mut columns = retry.target("reading the target's columns", || sink.columns(t))?;
         if opts.ddl == DdlPolicy::Stop {
             target_columns.push(columns);
             continue;
@@ -235,7 +247,7 @@ pub fn run<S: Connect, T: Connect>(
         target_columns.push(columns);
     }
     if !altered.is_empty() {
-        retry("changing the target's columns as the source's", || {
+        retry.target("changing the target's columns as the source's", || {
             sink.apply(&altered, applied)
         })?;
     }
@@ -246,10 +258,14 @@ pub fn run<S: Connect, T: Connect>(
     let mut table_progress = Vec::with_capacity(tables.len());
     let mut next_id = 0u64;
     for (ti, t) in tables.iter().enumerate() {
-        let est = retry("estimating table sizes", || src.estimate(t))?;
+        let est = retry.source("estimating table sizes", || src.estimate(t))?;
         let rows_per_chunk = (opts.chunk_bytes / est.avg_row_bytes.max(1))
             .clamp(opts.min_chunk_rows, opts.max_chunk_rows);
-        let plan = sink.chunk_plan(t, &mut || src.plan_chunks(t, rows_per_chunk))?;
+        let plan = retry.target("recording the chunk plan", || {
+            sink.chunk_plan(t, &mut || {
+                retry.source("planning chunks", || src.plan_chunks(t, rows_per_chunk))
+            })
+        })?;
         let tp = Arc::new(TableProgress {
             name: t.name.clone(),
             rows_estimate: est.rows.into(),
@@ -282,7 +298,7 @@ pub fn run<S: Connect, T: Connect>(
         .filter(|(i, _)| remaining[*i] == 0)
         .map(|(_, t)| t.clone())
         .collect();
-    retry("building indexes", || sink.finish_tables(&done_at_start))?;
+    retry.target("building indexes", || sink.finish_tables(&done_at_start))?;
     progress.set_phase(if queue.is_empty() {
         Phase::Replicating
     } else {
@@ -303,11 +319,12 @@ pub fn run<S: Connect, T: Connect>(
             let job_rx = Arc::clone(&job_rx);
             let res_tx = res_tx.clone();
             let tables = Arc::clone(&tables);
-            handles.push(scope.spawn(move || reader(source, &tables, &job_rx, &res_tx)));
+            handles.push(scope.spawn(move || reader(source, &tables, &job_rx, &res_tx, retry)));
         }
         drop(res_tx);
 
         let mut applier = Applier {
+            retry,
             tables: &tables,
             opts,
             progress,
@@ -382,8 +399,9 @@ fn reader<S: Connect>(
     tables: &[TableSchema],
     jobs: &Mutex<mpsc::Receiver<Job>>,
     results: &mpsc::SyncSender<Result<ReadChunk, ConnectorError>>,
+    retry: Retry<'_>,
 ) {
-    let mut src = match retry("connecting a chunk reader to the source", || {
+    let mut src = match retry.source("connecting a chunk reader to the source", || {
         source.source()
     }) {
         Ok(s) => s,
@@ -399,8 +417,9 @@ fn reader<S: Connect>(
         };
         let Ok(job) = job else { return };
         let table = &tables[job.table];
-        let read =
-            retry("reading a chunk", || src.read_chunk(table, &job.range)).map(|rows| ReadChunk {
+        let read = retry
+            .source("reading a chunk", || src.read_chunk(table, &job.range))
+            .map(|rows| ReadChunk {
                 job: job.id,
                 table: job.table,
                 chunk: job.chunk,
@@ -414,6 +433,7 @@ fn reader<S: Connect>(
 }
 
 struct Applier<'a> {
+    retry: Retry<'a>,
     tables: &'a [TableSchema],
     opts: &'a SyncOptions,
     progress: &'a Progress,
@@ -511,6 +531,7 @@ impl Applier<'_> {
         control: &Control,
         workers: usize,
     ) -> Result<Ended, SyncError> {
+        let retry = self.retry;
         let mut last_release = Instant::now();
         let mut last_note = Instant::now();
         let mut last_recorded = Instant::now();
@@ -544,7 +565,7 @@ impl Applier<'_> {
             let mut waited = Duration::ZERO;
             if self.backlog.is_empty() {
                 let asked = Instant::now();
-                let txns = retry("reading changes", || {
+                let txns = retry.source("reading changes", || {
                     src.read_changes(self.tables, self.read_upto, self.opts.batch_changes)
                 })?;
                 if let Some(last) = txns.last() {
@@ -617,7 +638,7 @@ impl Applier<'_> {
                     idle = true;
                 } else {
                     std::mem::take(&mut self.watched).into_ops(self.tables, &mut ops);
-                    retry("applying a batch to the target", || {
+                    retry.target("applying a batch to the target", || {
                         sink.apply(&ops, position)
                     })?;
                     self.commit(position, tally, sink)?;
@@ -632,11 +653,11 @@ impl Applier<'_> {
 
             if self.applied > released && last_release.elapsed() > Duration::from_secs(1) {
                 // Only what the target has durably applied is released.
-                let durable = retry("asking the target what is durable", || {
+                let durable = retry.target("asking the target what is durable", || {
                     sink.durable(self.applied)
                 })?;
                 if durable > released {
-                    retry("releasing applied changes on the source", || {
+                    retry.source("releasing applied changes on the source", || {
                         src.release(durable)
                     })?;
                     released = durable;
@@ -674,7 +695,8 @@ impl Applier<'_> {
                 // change arriving meanwhile would wait for.
                 let waiting_on_it = self.opts.stop_when_caught_up;
                 if waiting_on_it || last_polled.elapsed() >= Duration::from_millis(100) {
-                    let p = retry("reading the source position", || src.current_position())?;
+                    let p =
+                        retry.source("reading the source position", || src.current_position())?;
                     self.progress.set_source(p);
                     current = Some(p);
                     last_polled = Instant::now();
@@ -691,7 +713,7 @@ impl Applier<'_> {
                     };
                     if goal.is_some_and(|g| reached >= g) {
                         if reached > self.applied {
-                            retry("recording the final position on the target", || {
+                            retry.target("recording the final position on the target", || {
                                 sink.apply(&[], reached)
                             })?;
                             self.commit(reached, BatchTally::default(), sink)?;
@@ -936,6 +958,7 @@ impl Applier<'_> {
         bytes: &mut usize,
         tally: &mut BatchTally,
     ) -> Result<(), SyncError> {
+        let retry = self.retry;
         let mut i = 0;
         while i < self.pending.len() {
             if self.pending[i].rows.high > position {
@@ -1007,7 +1030,7 @@ impl Applier<'_> {
             }
             if !refetch.is_empty() {
                 // In the chunk's columns, which the sink now expects.
-                let rows = retry("re-reading rows from the source", || {
+                let rows = retry.source("re-reading rows from the source", || {
                     src.fetch_rows(schema, &refetch)
                 })?;
                 tally.superseded -= rows.len() as u64;
@@ -1029,6 +1052,7 @@ impl Applier<'_> {
         tally: BatchTally,
         sink: &mut Snk,
     ) -> Result<(), SyncError> {
+        let retry = self.retry;
         self.applied = position;
         let p = self.progress;
         p.set_applied(position);
@@ -1057,7 +1081,7 @@ impl Applier<'_> {
             }
         }
         if !finished.is_empty() {
-            retry("building indexes", || sink.finish_tables(&finished))?;
+            retry.target("building indexes", || sink.finish_tables(&finished))?;
             for t in &finished {
                 tracing::info!(table = %t.name, "table copied; indexes built");
             }

@@ -33,6 +33,22 @@ const BUFFER_BYTES: usize = 64 << 20;
 /// idle stream's position on: drains and chunk emissions wait for that).
 const IDLE_WAIT: Duration = Duration::from_millis(10);
 
+/// How long the server may send nothing at all, although it was asked for its position, before
+/// the connection counts as broken (a network cut leaves a socket that neither answers nor
+/// fails). PostgreSQL's own subscribers give up after `wal_receiver_timeout`, 60 s by default;
+/// a live server answers within milliseconds, and sends keepalives at least every
+/// `wal_sender_timeout / 2`.
+const SILENCE: Duration = Duration::from_secs(120);
+
+/// A server that asks this many times within a second for what the target has applied is
+/// waiting for it before it can go on: a server shutting down keeps its WAL senders until their
+/// clients confirm everything sent, asking again as soon as they answer (otherwise it asks only
+/// when it has not heard from the client for half of `wal_sender_timeout`). What it waits for
+/// may not be on the target's disk yet, so the stream is closed instead (and opened again
+/// later, from the caller's position): a fast shutdown or restart of the source then takes
+/// seconds, not as long as it takes sync to give up.
+const INSISTENT_PINGS: u32 = 10;
+
 /// A captured table: the catalog's description and the change-capture view of it.
 #[derive(Debug, Clone)]
 pub(crate) struct Captured {
@@ -419,10 +435,17 @@ pub(crate) struct ChangeStream {
 }
 
 impl ChangeStream {
-    /// Starts reading `conn`, which is streaming from `from`.
-    pub(crate) fn start(conn: ReplicationConnection, from: u64, decoder: Decoder) -> ChangeStream {
+    /// Starts reading `conn`, which is streaming from `from`; `flushed` is what the target is
+    /// known to have durably applied (reported to the server until [`ChangeStream::release`]
+    /// says more).
+    pub(crate) fn start(
+        conn: ReplicationConnection,
+        from: u64,
+        flushed: u64,
+        decoder: Decoder,
+    ) -> ChangeStream {
         let (tx, rx) = mpsc::sync_channel(1024);
-        let flushed = Arc::new(AtomicU64::new(from));
+        let flushed = Arc::new(AtomicU64::new(flushed));
         let stop = Arc::new(AtomicBool::new(false));
         let buffered = Arc::new(AtomicUsize::new(0));
         let mut pump = Pump {
@@ -437,6 +460,8 @@ impl ChangeStream {
             buffered: Arc::clone(&buffered),
             reply_requested: false,
             last_status: Instant::now(),
+            silent_since: None,
+            pings: (Instant::now(), 0),
         };
         let handle = std::thread::Builder::new()
             .name("cutover-pg-stream".into())
@@ -536,6 +561,10 @@ struct Pump {
     buffered: Arc<AtomicUsize>,
     reply_requested: bool,
     last_status: Instant,
+    /// Since when reads of the stream returned nothing at all.
+    silent_since: Option<Instant>,
+    /// Keepalives that asked for a reply: since when, how many.
+    pings: (Instant, u32),
 }
 
 impl Pump {
@@ -550,6 +579,7 @@ impl Pump {
             self.report(false)?;
             if self.buffered.load(Ordering::Relaxed) > BUFFER_BYTES {
                 // The applier is behind: let the server wait (status updates still go out).
+                self.silent_since = None;
                 std::thread::sleep(Duration::from_millis(2));
                 continue;
             }
@@ -559,6 +589,17 @@ impl Pump {
                 IDLE_WAIT
             };
             let Some(msg) = self.conn.recv(wait)? else {
+                let since = *self.silent_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > SILENCE {
+                    return Err(ConnectorError::new(
+                        ErrorKind::Connect,
+                        format!(
+                            "reading the change stream: the source sent nothing for {} s although asked \
+                             (the network or the server is gone); the stream is opened again",
+                            SILENCE.as_secs()
+                        ),
+                    ));
+                }
                 if !self.decoder.in_transaction() && !self.reply_requested {
                     // Nothing new: ask where the server is, so the position advances even when
                     // the WAL holds nothing for the captured tables.
@@ -567,10 +608,12 @@ impl Pump {
                 }
                 continue;
             };
+            self.silent_since = None;
             match msg {
                 ReplicationMessage::Keepalive { end, reply } => {
                     self.received = self.received.max(end);
                     if reply {
+                        self.insisted(end)?;
                         self.report(true)?;
                     }
                     self.reply_requested = false;
@@ -591,6 +634,29 @@ impl Pump {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Counts a keepalive that asked for a reply; fails when the server insists (see
+    /// [`INSISTENT_PINGS`]) on a position beyond what the target has made durable.
+    fn insisted(&mut self, end: u64) -> Result<(), ConnectorError> {
+        let (since, n) = &mut self.pings;
+        if since.elapsed() > Duration::from_secs(1) {
+            *since = Instant::now();
+            *n = 0;
+        }
+        *n += 1;
+        if *n >= INSISTENT_PINGS && self.flushed.load(Ordering::Relaxed) < end {
+            return Err(ConnectorError::new(
+                ErrorKind::Connect,
+                format!(
+                    "reading the change stream: the source waits for the target to confirm position {}, \
+                     which it has not made durable yet (the source is shutting down?); the stream is \
+                     closed to let it go, and opened again",
+                    Position::Lsn(end)
+                ),
+            ));
         }
         Ok(())
     }

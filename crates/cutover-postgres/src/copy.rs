@@ -21,7 +21,7 @@ use cutover_connector::{ConnectorError, ErrorKind, Phase, Progress, TableProgres
 use cutover_model::TableName;
 use postgres::Client;
 
-use crate::endpoint::PgEndpoint;
+use crate::endpoint::{without_statement_timeout, PgEndpoint};
 use crate::error::{io, map};
 use crate::schema::{self, ident, literal, qualified, PgTable, Selection, SourceSchema};
 use crate::stream::{Counting, Throttle};
@@ -189,8 +189,8 @@ pub fn copy(
 ) -> Result<CopyReport, ConnectorError> {
     let started = Instant::now();
     progress.set_phase(Phase::Preparing);
-    let mut src = source.connect()?;
-    let mut tgt = target.connect()?;
+    let mut src = source.connect_control()?;
+    let mut tgt = target.connect_control()?;
     let schema = schema::read(&mut src, &opts.selection)?;
     if schema.tables.is_empty() {
         return Err(ConnectorError::new(
@@ -521,7 +521,9 @@ pub(crate) fn create_schema(
     existing: &[&PgTable],
     truncate: bool,
 ) -> Result<(), ConnectorError> {
-    tx.batch_execute("SET LOCAL search_path = pg_catalog")
+    // Emptying tables waits for their locks, and creating extensions can take a while: the
+    // schema transaction has no statement timeout.
+    tx.batch_execute("SET LOCAL search_path = pg_catalog; SET LOCAL statement_timeout = 0")
         .map_err(|e| map("preparing the target", e))?;
     for t in existing {
         tx.batch_execute(&format!("TRUNCATE {}", qualified(&t.name)))
@@ -635,13 +637,14 @@ pub(crate) fn row_count(src: &mut Client, t: &PgTable) -> Result<u64, ConnectorE
     if t.rows_estimate > 0 || t.bytes == 0 {
         return Ok(t.rows_estimate);
     }
-    let n: i64 = src
-        .query_one(
+    let n: i64 = without_statement_timeout(src, |c| {
+        c.query_one(
             &format!("SELECT count(*) FROM ONLY {}", qualified(&t.name)),
             &[],
         )
-        .map_err(|e| map(format!("counting the rows of {}", t.name), e))?
-        .get(0);
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| map(format!("counting the rows of {}", t.name), e))
+    })?;
     Ok(n.max(0) as u64)
 }
 
@@ -682,7 +685,8 @@ pub(crate) fn chunk_bounds(
             "SELECT {texts} FROM (SELECT {cols}, row_number() OVER (ORDER BY {cols}) AS cutover_rn FROM ONLY {table}) s \
               WHERE cutover_rn % $1 = 1 AND cutover_rn > 1 ORDER BY {cols}"
         );
-        let bounds = src.query(&sql, &[&step]).map_err(|e| map(ctx(), e))?;
+        let bounds =
+            without_statement_timeout(src, |c| c.query(&sql, &[&step]).map_err(|e| map(ctx(), e)))?;
         return Ok(to_keys(bounds));
     }
     // Large tables: sample pages, falling back to sampling rows if too few keys came back.
@@ -693,7 +697,9 @@ pub(crate) fn chunk_bounds(
         let sql = format!(
             "SELECT {texts} FROM ONLY {table} TABLESAMPLE {method} ({pct}) ORDER BY {cols}"
         );
-        keys = to_keys(src.query(&sql, &[]).map_err(|e| map(ctx(), e))?);
+        keys = to_keys(without_statement_timeout(src, |c| {
+            c.query(&sql, &[]).map_err(|e| map(ctx(), e))
+        })?);
         if keys.len() as u64 >= chunks * 8 {
             break;
         }
@@ -778,8 +784,9 @@ fn worker(
     stop: &AtomicBool,
     abort: &AtomicBool,
 ) -> Result<(), ConnectorError> {
-    let mut src = source.connect()?;
-    let mut tgt = target.connect()?;
+    // COPY streams of whole chunks: no statement timeout.
+    let mut src = source.connect_bulk()?;
+    let mut tgt = target.connect_bulk()?;
     loop {
         if stop.load(Ordering::SeqCst) || abort.load(Ordering::SeqCst) {
             return Ok(());
@@ -869,7 +876,7 @@ pub(crate) fn post_data(
     opts: &CopyOptions,
     stop: &AtomicBool,
 ) -> Result<usize, ConnectorError> {
-    let mut tgt = target.connect()?;
+    let mut tgt = target.connect_control()?;
     let mut ran = 0;
     for phase in ["index", "fk"] {
         let steps: Vec<(i32, String)> = tgt
@@ -888,7 +895,8 @@ pub(crate) fn post_data(
             for _ in 0..opts.jobs.max(1) {
                 s.spawn(|| {
                     let run = || -> Result<(), ConnectorError> {
-                        let mut c = target.connect()?;
+                        // Index builds may rightly take hours: no statement timeout.
+                        let mut c = target.connect_bulk()?;
                         c.batch_execute(
                             "SET search_path = pg_catalog; SET maintenance_work_mem = '256MB'",
                         )

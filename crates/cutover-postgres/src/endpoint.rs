@@ -2,6 +2,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use cutover_connector::{ConnectorError, ErrorKind};
 use postgres::Client;
@@ -122,7 +123,18 @@ impl PgEndpoint {
         }
         config.application_name("cutover");
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(std::time::Duration::from_secs(10));
+            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        // A peer that vanished without closing (network cut, host down) is noticed after
+        // about 90 s instead of the system's 2 hours, unless the URL says otherwise.
+        if config.get_keepalives_idle() == DRIVER_KEEPALIVES_IDLE {
+            config.keepalives_idle(KEEPALIVES_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVES_INTERVAL);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(KEEPALIVES_RETRIES);
         }
         // The same settings for the asynchronous driver (pipelined apply batches).
         let mut async_config = tokio_postgres::Config::from_str(&rebuilt).map_err(|e| {
@@ -133,7 +145,16 @@ impl PgEndpoint {
         })?;
         async_config.application_name("cutover");
         if async_config.get_connect_timeout().is_none() {
-            async_config.connect_timeout(std::time::Duration::from_secs(10));
+            async_config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+        }
+        if async_config.get_keepalives_idle() == DRIVER_KEEPALIVES_IDLE {
+            async_config.keepalives_idle(KEEPALIVES_IDLE);
+        }
+        if async_config.get_keepalives_interval().is_none() {
+            async_config.keepalives_interval(KEEPALIVES_INTERVAL);
+        }
+        if async_config.get_keepalives_retries().is_none() {
+            async_config.keepalives_retries(KEEPALIVES_RETRIES);
         }
         Ok(PgEndpoint {
             config,
@@ -160,10 +181,109 @@ impl PgEndpoint {
         self.config.get_dbname().unwrap_or("")
     }
 
+    /// How long opening a connection may take in all, handshake and session setup included:
+    /// the URL's `connect_timeout` (10 s by default) for each of its hosts.
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        let per_host = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        per_host.saturating_mul(self.config.get_hosts().len().max(1) as u32)
+    }
+
+    /// `host:port` as the URL names it, for messages.
+    fn host_port(&self) -> String {
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        match self.config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(h)) => format!("{h}:{port}"),
+            #[cfg(unix)]
+            Some(postgres::config::Host::Unix(dir)) => {
+                format!("{}/.s.PGSQL.{port}", dir.display())
+            }
+            None => format!("port {port}"),
+        }
+    }
+
+    /// The error for a connection that did not complete within `waited`.
+    pub(crate) fn handshake_timed_out(&self, waited: Duration) -> ConnectorError {
+        ConnectorError::new(
+            ErrorKind::Timeout,
+            format!(
+                "connecting to {}: the server at {} did not complete the connection within {:.1} s \
+                 (no answer: is it overloaded or hung, or is something other than PostgreSQL listening there?). \
+                 Check the host and port, or allow longer with connect_timeout=SECONDS in the URL",
+                self.redacted,
+                self.host_port(),
+                waited.as_secs_f64()
+            ),
+        )
+    }
+
     /// Opens a connection with `standard_conforming_strings` on and UTC times. Cutover's own
     /// sessions may write where the application is fenced off (`default_transaction_read_only`
-    /// set on the database by sync or switch).
+    /// set on the database by sync or switch). Statements run under the server's own
+    /// `statement_timeout`; see [`PgEndpoint::connect_control`] and
+    /// [`PgEndpoint::connect_bulk`] for sessions that set their own.
+    ///
+    /// The whole of it (TCP, TLS, authentication, session settings) takes at most
+    /// [`PgEndpoint::handshake_timeout`], or fails with [`ErrorKind::Timeout`].
     pub fn connect(&self) -> Result<Client, ConnectorError> {
+        self.open(Statements::Inherit)
+    }
+
+    /// A session for control and catalog work (the control store, positions, slot state,
+    /// catalog reads): every statement is cancelled by the server after
+    /// [`CONTROL_STATEMENT_TIMEOUT`], so a lock that is never granted cannot hang cutover (it
+    /// fails as [`ErrorKind::Timeout`], which is retried). Long statements on such a session
+    /// (creating a slot, sampling a table) lift it for themselves.
+    pub fn connect_control(&self) -> Result<Client, ConnectorError> {
+        self.open(Statements::Control)
+    }
+
+    /// A session for bulk work that may rightly run for a long time (COPY streams, index
+    /// builds, checksums of whole tables): no statement timeout, whatever the server's default
+    /// (as `pg_dump` does).
+    pub fn connect_bulk(&self) -> Result<Client, ConnectorError> {
+        self.open(Statements::Unbounded)
+    }
+
+    /// The blocking driver cannot bound its own handshake (its `connect_timeout` covers the TCP
+    /// connect only), so it runs on a thread of its own that is waited for at most
+    /// [`PgEndpoint::handshake_timeout`]. After a timeout the thread is left to end by itself
+    /// when the server answers or closes; it then drops the connection it made.
+    fn open(&self, statements: Statements) -> Result<Client, ConnectorError> {
+        let wait = self.handshake_timeout();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let endpoint = self.clone();
+        std::thread::Builder::new()
+            .name("cutover-pg-connect".into())
+            .spawn(move || {
+                let _ = tx.send(endpoint.open_now(statements));
+            })
+            .map_err(|e| {
+                ConnectorError::new(
+                    ErrorKind::Database,
+                    format!(
+                        "connecting to {}: cannot start a thread: {e}",
+                        self.redacted
+                    ),
+                )
+            })?;
+        match rx.recv_timeout(wait) {
+            Ok(result) => result,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(self.handshake_timed_out(wait)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(ConnectorError::new(
+                ErrorKind::Database,
+                format!(
+                    "connecting to {}: the connecting thread failed",
+                    self.redacted
+                ),
+            )),
+        }
+    }
+
+    fn open_now(&self, statements: Statements) -> Result<Client, ConnectorError> {
         let ctx = || format!("connecting to {}", self.redacted);
         let mut client = match self.tls {
             TlsMode::Disable => self.config.connect(postgres::NoTls),
@@ -179,20 +299,32 @@ impl PgEndpoint {
         }
         .map_err(|e| map(ctx(), e))?;
         client
-            .batch_execute(
-                "SET standard_conforming_strings = on; SET TIME ZONE 'UTC'; SET DateStyle = 'ISO'; \
-                 SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 3; \
-                 SET default_transaction_read_only = off",
-            )
+            .batch_execute(&statements.session_sql())
             .map_err(|e| map(ctx(), e))?;
         Ok(client)
     }
 }
 
 impl PgEndpoint {
-    /// Connects with the asynchronous driver; the connection runs as a task on the caller's
-    /// runtime.
-    pub(crate) async fn connect_async(&self) -> Result<tokio_postgres::Client, ConnectorError> {
+    /// Connects with the asynchronous driver and runs the session settings and then `setup`,
+    /// all within [`PgEndpoint::handshake_timeout`]; the connection runs as a task on the
+    /// caller's runtime (which needs its time driver). Statements have no timeout: this
+    /// connection carries apply batches.
+    pub(crate) async fn connect_async(
+        &self,
+        setup: &str,
+    ) -> Result<tokio_postgres::Client, ConnectorError> {
+        let wait = self.handshake_timeout();
+        match tokio::time::timeout(wait, self.connect_async_now(setup)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.handshake_timed_out(wait)),
+        }
+    }
+
+    async fn connect_async_now(
+        &self,
+        setup: &str,
+    ) -> Result<tokio_postgres::Client, ConnectorError> {
         let ctx = || format!("connecting to {}", self.redacted);
         let client = match self.tls {
             TlsMode::Disable => {
@@ -220,15 +352,80 @@ impl PgEndpoint {
             }
         };
         client
-            .batch_execute(
-                "SET standard_conforming_strings = on; SET TIME ZONE 'UTC'; SET DateStyle = 'ISO'; \
-                 SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 3; \
-                 SET default_transaction_read_only = off",
-            )
+            .batch_execute(&Statements::Unbounded.session_sql())
             .await
             .map_err(|e| map(ctx(), e))?;
+        client
+            .batch_execute(setup)
+            .await
+            .map_err(|e| map(format!("preparing a session on {}", self.redacted), e))?;
         Ok(client)
     }
+}
+
+/// The server-side limit on each statement of a control session ([`PgEndpoint::connect_control`]).
+pub const CONTROL_STATEMENT_TIMEOUT: &str = "60s";
+
+/// The URL's `connect_timeout` when it has none.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The driver's default idle time before TCP keepalives (the system's: 2 hours) …
+const DRIVER_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+/// … and cutover's, with the interval and count of probes before a silent peer counts as gone.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVES_RETRIES: u32 = 3;
+
+/// Which statement timeout a session runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Statements {
+    /// The server's (or the database's, or the role's) default.
+    Inherit,
+    Control,
+    Unbounded,
+}
+
+impl Statements {
+    fn session_sql(self) -> String {
+        let base =
+            "SET standard_conforming_strings = on; SET TIME ZONE 'UTC'; SET DateStyle = 'ISO'; \
+                    SET IntervalStyle = 'iso_8601'; SET extra_float_digits = 3; \
+                    SET default_transaction_read_only = off";
+        match self {
+            Statements::Inherit => base.to_owned(),
+            Statements::Control => {
+                format!("{base}; SET statement_timeout = '{CONTROL_STATEMENT_TIMEOUT}'")
+            }
+            Statements::Unbounded => format!("{base}; SET statement_timeout = 0"),
+        }
+    }
+}
+
+/// Runs `f` on `client` with no statement timeout, then puts the session's timeout back: for
+/// the long statements of a control session (creating a replication slot waits for every
+/// running transaction; counting or sampling a large table).
+pub(crate) fn without_statement_timeout<T>(
+    client: &mut Client,
+    f: impl FnOnce(&mut Client) -> Result<T, ConnectorError>,
+) -> Result<T, ConnectorError> {
+    let before: String = client
+        .query_one("SELECT current_setting('statement_timeout')", &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| map("reading the session's statement timeout", e))?;
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .map_err(|e| map("lifting the session's statement timeout", e))?;
+    let result = f(client);
+    if !client.is_closed() {
+        let restore = format!(
+            "SET statement_timeout = {}",
+            crate::schema::literal(&before)
+        );
+        if let Err(e) = client.batch_execute(&restore) {
+            // Then the session goes on without one: never shorter than intended.
+            tracing::debug!(error = %e, "could not restore the session's statement timeout");
+        }
+    }
+    result
 }
 
 fn tls_connector(mode: TlsMode) -> tokio_postgres_rustls::MakeRustlsConnect {

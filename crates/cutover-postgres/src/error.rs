@@ -44,6 +44,11 @@ pub(crate) fn server_error(
     ConnectorError::new(kind, format!("{context}: {message}{detail}{fix}"))
 }
 
+/// Whether an error without SQLSTATE means the connection failed or broke, decided from the
+/// error's structure (never its text): the driver reports a closed connection as such, and
+/// every socket failure (refused, reset, timed out, TLS over a broken socket) carries an
+/// `io::Error` among its sources. What remains (a malformed message, a value cutover could not
+/// convert, a TLS or authentication setting the server refuses) is not cured by trying again.
 fn is_connection_error(e: &postgres::Error) -> bool {
     if e.is_closed() {
         return true;
@@ -55,9 +60,7 @@ fn is_connection_error(e: &postgres::Error) -> bool {
         }
         source = s.source();
     }
-    // Connection-phase failures (refused, timeout, TLS) come without an io source on some paths.
-    let text = e.to_string();
-    text.contains("connect") || text.contains("timed out") || text.contains("tls")
+    false
 }
 
 fn classify(code: &SqlState) -> (ErrorKind, &'static str) {
@@ -78,7 +81,9 @@ fn classify(code: &SqlState) -> (ErrorKind, &'static str) {
         // A replication slot still held by a connection that is going away.
         "55006" => (ErrorKind::Busy, " (another session holds it; if no other sync runs, try again in a moment)"),
         "57014" => (ErrorKind::Timeout, ""),
-        "57P01" | "57P02" | "57P03" | "53300" => (ErrorKind::Connect, " (the server is shutting down or out of connections: retry)"),
+        // Terminated by an administrator, crash of another backend, starting up, too many
+        // connections; a session ended by an idle timeout.
+        "57P01" | "57P02" | "57P03" | "53300" | "25P03" | "57P05" => (ErrorKind::Connect, " (the server is shutting down, restarting or out of connections: retry)"),
         _ if c.starts_with("22") => (
             ErrorKind::LossyConversion,
             " (the target refuses this value: compare the column's type and constraints on both sides)",
@@ -104,4 +109,52 @@ pub(crate) fn io(context: impl std::fmt::Display, e: std::io::Error) -> Connecto
         ),
     };
     ConnectorError::new(kind, format!("{context}: {e}{fix}")).with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_map_to_kinds_that_decide_retries() {
+        let cases = [
+            ("57P01", ErrorKind::Connect), // terminated by an administrator
+            ("57P02", ErrorKind::Connect), // crash shutdown
+            ("57P03", ErrorKind::Connect), // the database system is starting up
+            ("08006", ErrorKind::Connect), // connection failure
+            ("08001", ErrorKind::Connect),
+            ("53300", ErrorKind::Connect), // too many connections
+            ("40001", ErrorKind::Busy),    // serialization failure
+            ("40P01", ErrorKind::Busy),    // deadlock
+            ("55P03", ErrorKind::Busy),    // lock not available
+            ("57014", ErrorKind::Timeout), // statement timeout
+            ("28P01", ErrorKind::Auth),
+            ("42501", ErrorKind::Permission),
+            ("23505", ErrorKind::Conflict),
+            ("42P01", ErrorKind::NotFound),
+            ("53100", ErrorKind::DiskFull),
+            ("XX000", ErrorKind::Database),
+        ];
+        for (code, kind) in cases {
+            assert_eq!(classify(&SqlState::from_code(code)).0, kind, "{code}");
+            assert_eq!(server_error("x", code, "m", None).kind(), kind, "{code}");
+        }
+        for code in [
+            "57P01", "57P03", "08006", "53300", "40001", "55P03", "57014",
+        ] {
+            assert!(
+                classify(&SqlState::from_code(code)).0.is_retryable(),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_broken_stream_is_a_connection_error() {
+        let e = io(
+            "copying",
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        );
+        assert_eq!(e.kind(), ErrorKind::Connect);
+    }
 }

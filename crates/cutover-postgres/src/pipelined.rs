@@ -54,7 +54,8 @@ pub(crate) struct Pipelined {
 }
 
 impl Pipelined {
-    /// Connects and runs `setup` (session settings).
+    /// Connects and runs `setup` (session settings), within the endpoint's connect timeout.
+    /// Statements have no timeout (apply batches may rightly take long).
     pub(crate) fn connect(endpoint: &PgEndpoint, setup: &str) -> Result<Pipelined, ConnectorError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -65,15 +66,18 @@ impl Pipelined {
                     format!("starting an I/O runtime: {e}"),
                 )
             })?;
-        let client = rt.block_on(endpoint.connect_async())?;
-        let ctx = || format!("preparing a session on {}", endpoint.redacted());
-        rt.block_on(client.batch_execute(setup))
-            .map_err(|e| map(ctx(), e))?;
+        let client = rt.block_on(endpoint.connect_async(setup))?;
         Ok(Pipelined {
             rt,
             client,
             prepared: HashMap::new(),
         })
+    }
+
+    /// Whether the connection is known to be gone (the server closed it, or it failed): then
+    /// every statement on it fails, and it must be replaced.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.client.is_closed()
     }
 
     /// Runs `sql` alone (outside a batch).

@@ -13,7 +13,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
 use cutover_connector::{ConnectorError, ErrorKind};
@@ -38,6 +38,15 @@ impl Transport {
             #[cfg(unix)]
             Transport::Unix(s) => s.set_read_timeout(t),
             Transport::Tls(s) => s.sock.set_read_timeout(t),
+        }
+    }
+
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.set_write_timeout(t),
+            #[cfg(unix)]
+            Transport::Unix(s) => s.set_write_timeout(t),
+            Transport::Tls(s) => s.sock.set_write_timeout(t),
         }
     }
 }
@@ -193,7 +202,19 @@ pub(crate) struct ReplicationConnection {
     describe: String,
     /// Whether the connection is in CopyBoth mode (streaming).
     streaming: bool,
+    /// While set, waiting for the server's next message ends at this instant (after this
+    /// long) with [`ErrorKind::Timeout`] and this advice: during the handshake and
+    /// `START_REPLICATION`.
+    answer_by: Option<(Instant, Duration, &'static str)>,
 }
+
+/// How long `START_REPLICATION` may take to answer (as a control statement).
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to do about a handshake that timed out.
+const HANDSHAKE_ADVICE: &str =
+    "overloaded, hung, or not PostgreSQL on that port? Check the host and port, \
+     or allow longer with connect_timeout=SECONDS in the URL";
 
 /// Server settings every cutover session uses, so values print the same way on the stream as
 /// in chunk reads (see [`PgEndpoint::connect`]).
@@ -208,19 +229,28 @@ const SESSION_SETTINGS: &[(&str, &str)] = &[
 ];
 
 impl ReplicationConnection {
-    /// Connects and authenticates in logical replication mode.
+    /// Connects and authenticates in logical replication mode, all within the endpoint's
+    /// [`PgEndpoint::handshake_timeout`] (a server that accepts and never answers is a
+    /// [`ErrorKind::Timeout`], not a hang).
     pub(crate) fn connect(endpoint: &PgEndpoint) -> Result<ReplicationConnection, ConnectorError> {
         let describe = endpoint.redacted().to_owned();
         let ctx = || format!("opening a replication connection to {describe}");
         let config = endpoint.config();
-        let io = open_transport(endpoint).map_err(|e| {
-            ConnectorError::new(
-                ErrorKind::Connect,
-                format!(
-                    "{}: {e} (is the server running and reachable at that host and port? check the URL, the network and sslmode)",
-                    ctx()
-                ),
-            )
+        let patience = endpoint.handshake_timeout();
+        let answer_by = Some((Instant::now() + patience, patience, HANDSHAKE_ADVICE));
+        let io = open_transport(endpoint, patience).map_err(|e| {
+            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+                endpoint.handshake_timed_out(patience).with_source(e)
+            } else {
+                ConnectorError::new(
+                    ErrorKind::Connect,
+                    format!(
+                        "{}: {e} (is the server running and reachable at that host and port? check the URL, the network and sslmode)",
+                        ctx()
+                    ),
+                )
+                .with_source(e)
+            }
         })?;
         let mut conn = ReplicationConnection {
             io,
@@ -228,6 +258,7 @@ impl ReplicationConnection {
             wbuf: BytesMut::with_capacity(1024),
             describe: describe.clone(),
             streaming: false,
+            answer_by,
         };
         let user = config.get_user().unwrap_or("postgres").to_owned();
         let mut params: Vec<(&str, &str)> = vec![
@@ -242,13 +273,17 @@ impl ReplicationConnection {
         conn.authenticate(config.get_password(), &user)?;
         // Parameter statuses and the backend key, then ReadyForQuery.
         loop {
-            let f = conn.next_frame(None)?.ok_or_else(|| conn.closed(&ctx()))?;
+            let f = conn.expect_frame(&ctx())?;
             match f.tag {
                 b'Z' => break,
                 b'E' => return Err(conn.server_error(&ctx(), &f.body)),
                 _ => {}
             }
         }
+        conn.answer_by = None;
+        conn.io
+            .set_write_timeout(None)
+            .map_err(|e| conn.io_error(&ctx(), e))?;
         Ok(conn)
     }
 
@@ -264,7 +299,7 @@ impl ReplicationConnection {
         };
         let mut scram: Option<ScramSha256> = None;
         loop {
-            let f = self.next_frame(None)?.ok_or_else(|| self.closed(&ctx))?;
+            let f = self.expect_frame(&ctx)?;
             match f.tag {
                 b'E' => return Err(self.server_error(&ctx, &f.body)),
                 b'R' => {}
@@ -362,7 +397,8 @@ impl ReplicationConnection {
         let mut rows = Vec::new();
         let mut error = None;
         loop {
-            let f = self.next_frame(None)?.ok_or_else(|| self.closed(&ctx))?;
+            // No limit: creating a slot waits for every running transaction to end.
+            let f = self.expect_frame(&ctx)?;
             match f.tag {
                 b'D' => rows.push(parse_data_row(&f.body).map_err(|e| self.io_error(&ctx, e))?),
                 b'E' => error = Some(self.server_error(&ctx, &f.body)),
@@ -393,15 +429,48 @@ impl ReplicationConnection {
         let ctx = format!("starting replication from slot {slot} on {}", self.describe);
         frontend::query(&sql, &mut self.wbuf).map_err(|e| self.io_error(&ctx, e))?;
         self.flush().map_err(|e| self.io_error(&ctx, e))?;
-        loop {
-            let f = self.next_frame(None)?.ok_or_else(|| self.closed(&ctx))?;
+        self.answer_by = Some((
+            Instant::now() + START_TIMEOUT,
+            START_TIMEOUT,
+            "overloaded or hung? sync tries again",
+        ));
+        let answer = loop {
+            let f = match self.expect_frame(&ctx) {
+                Ok(f) => f,
+                Err(e) => break Err(e),
+            };
             match f.tag {
                 b'W' => {
                     self.streaming = true;
-                    return Ok(());
+                    break Ok(());
                 }
-                b'E' => return Err(self.server_error(&ctx, &f.body)),
+                b'E' => break Err(self.server_error(&ctx, &f.body)),
                 _ => {}
+            }
+        };
+        self.answer_by = None;
+        answer
+    }
+
+    /// The server's next message, waiting at most until [`ReplicationConnection::answer_by`]
+    /// when it is set (forever otherwise).
+    fn expect_frame(&mut self, ctx: &str) -> Result<Frame, ConnectorError> {
+        let Some((by, patience, advice)) = self.answer_by else {
+            return self.next_frame(None)?.ok_or_else(|| self.closed(ctx));
+        };
+        loop {
+            let left = by.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ConnectorError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "{ctx}: no answer from the server within {:.1} s ({advice})",
+                        patience.as_secs_f64()
+                    ),
+                ));
+            }
+            if let Some(f) = self.next_frame(Some(left))? {
+                return Ok(f);
             }
         }
     }
@@ -568,7 +637,10 @@ fn parse_data_row(body: &[u8]) -> io::Result<Vec<Option<String>>> {
     Ok(out)
 }
 
-fn open_transport(endpoint: &PgEndpoint) -> io::Result<Transport> {
+/// Connects (TCP or unix socket) and negotiates TLS. Reads and writes on the socket time out
+/// after `patience` until the caller lifts it, so a server that never answers cannot hang the
+/// handshake.
+fn open_transport(endpoint: &PgEndpoint, patience: Duration) -> io::Result<Transport> {
     let config = endpoint.config();
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let timeout = config
@@ -599,12 +671,15 @@ fn open_transport(endpoint: &PgEndpoint) -> io::Result<Transport> {
         #[cfg(unix)]
         postgres::config::Host::Unix(dir) => {
             let path = dir.join(format!(".s.PGSQL.{port}"));
-            return Ok(Transport::Unix(std::os::unix::net::UnixStream::connect(
-                path,
-            )?));
+            let socket = std::os::unix::net::UnixStream::connect(path)?;
+            socket.set_read_timeout(Some(patience))?;
+            socket.set_write_timeout(Some(patience))?;
+            return Ok(Transport::Unix(socket));
         }
     };
     tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(patience))?;
+    tcp.set_write_timeout(Some(patience))?;
     if endpoint.tls() == TlsMode::Disable {
         return Ok(Transport::Plain(tcp));
     }
@@ -702,6 +777,39 @@ mod tests {
         for n in 0..body.len() - 4 {
             assert!(parse_data_row(&body[..n]).is_err(), "{n} bytes");
         }
+    }
+
+    /// A server that accepts and never says a word: the handshake gives up after the URL's
+    /// `connect_timeout`, with and without TLS negotiation.
+    #[test]
+    fn a_handshake_without_answer_times_out() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepting = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                held.push(listener.accept().unwrap().0);
+            }
+            held
+        });
+        for tls in ["disable", "prefer"] {
+            let e = PgEndpoint::from_url(&format!(
+                "postgres://u@127.0.0.1:{port}/db?connect_timeout=1&sslmode={tls}"
+            ))
+            .unwrap();
+            let began = std::time::Instant::now();
+            let Err(err) = ReplicationConnection::connect(&e) else {
+                panic!("connected to a server that never answers");
+            };
+            let took = began.elapsed();
+            assert_eq!(err.kind(), ErrorKind::Timeout, "{tls}: {err}");
+            assert!(
+                took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+                "{tls}: {took:?}"
+            );
+            assert!(err.to_string().contains("connect_timeout"), "{err}");
+        }
+        drop(accepting.join().unwrap());
     }
 
     #[test]

@@ -271,9 +271,24 @@ enum Write<'a> {
     Watch(&'a TableName, &'a [Key]),
 }
 
+/// Settings of both of the sink's sessions.
+const SESSION: &str = "SET search_path = pg_catalog; SET synchronous_commit = off; \
+                       SET default_transaction_read_only = off";
+
 /// Writes a PostgreSQL target.
+///
+/// Its two connections (control and catalog work; apply batches) are replaced at the start of
+/// the next call once either is known broken, with their session set up again. A batch whose
+/// commit was cut off is simply applied again by the caller's retry: its writes are
+/// idempotent and its checkpoint moves to the same position.
 pub struct PgSink {
+    /// A control session ([`PgEndpoint::connect_control`]).
     client: Client,
+    /// The last call failed with a connection error: the next one reconnects first.
+    broken: bool,
+    /// The newest checkpoint this sink knows committed (applied, or read back): after a
+    /// reconnect, a target whose checkpoint is older lost commits.
+    committed: Option<Position>,
     target: PgEndpoint,
     /// The source whose schema the target gets (PostgreSQL → PostgreSQL).
     source: PgEndpoint,
@@ -309,15 +324,12 @@ impl PgSink {
         truncate: bool,
         jobs: usize,
     ) -> Result<PgSink, ConnectorError> {
-        const SESSION: &str = "SET search_path = pg_catalog; SET synchronous_commit = off; \
-                               SET default_transaction_read_only = off";
-        let mut client = target.connect()?;
-        client
-            .batch_execute(SESSION)
-            .map_err(|e| map("preparing the target session", e))?;
+        let client = control_session(target)?;
         let pipe = Pipelined::connect(target, SESSION)?;
         Ok(PgSink {
             client,
+            broken: false,
+            committed: None,
             target: target.clone(),
             source: source.clone(),
             selection: selection.clone(),
@@ -334,6 +346,80 @@ impl PgSink {
             unflushed: std::collections::VecDeque::new(),
             flushed: None,
         })
+    }
+
+    /// Runs one [`Sink`] call: first replaces whichever connection is known broken (closed, or
+    /// the last call failed with a connection error) and sets its session up again, then notes
+    /// whether this call broke one.
+    fn session<T>(
+        &mut self,
+        call: impl FnOnce(&mut PgSink) -> Result<T, ConnectorError>,
+    ) -> Result<T, ConnectorError> {
+        self.reconnect()?;
+        let result = call(self);
+        if result
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::Connect)
+        {
+            self.broken = true;
+        }
+        result
+    }
+
+    fn reconnect(&mut self) -> Result<(), ConnectorError> {
+        let client = self.broken || self.client.is_closed();
+        let pipe = self.broken || self.pipe.is_closed();
+        if !client && !pipe {
+            return Ok(());
+        }
+        // Until both are back (and checked), the next call starts over.
+        self.broken = true;
+        if client {
+            self.client = control_session(&self.target)?;
+            tracing::info!(target = %self.target.redacted(), "reconnected to the target");
+            self.check_nothing_lost()?;
+        }
+        if pipe {
+            let mut fresh = Pipelined::connect(&self.target, SESSION)?;
+            if self.replica_role {
+                fresh
+                    .execute_simple("SET session_replication_role = replica")
+                    .map_err(|e| map("preparing the target's apply session again", e))?;
+            }
+            self.pipe = fresh;
+        }
+        self.broken = false;
+        Ok(())
+    }
+
+    /// After a reconnect: the target's checkpoint must not be older than the last one this sink
+    /// saw committed. It is when the target crashed before flushing commits (cutover commits
+    /// without waiting for the disk, and only releases the source's history up to what is
+    /// flushed): the changes in between must be applied again, which this run cannot do.
+    fn check_nothing_lost(&mut self) -> Result<(), ConnectorError> {
+        let Some(committed) = self.committed else {
+            return Ok(());
+        };
+        let stored: Option<String> = self
+            .client
+            .query_opt("SELECT position FROM _cutover.replication", &[])
+            .and_then(|r| r.map(|r| r.try_get(0)).transpose())
+            .map_err(|e| map("reading the checkpoint after reconnecting", e))?
+            .flatten();
+        let stored = stored.and_then(|t| t.parse::<Position>().ok());
+        if stored.is_some_and(|s| s >= committed) {
+            return Ok(());
+        }
+        Err(ConnectorError::new(
+            ErrorKind::Database,
+            format!(
+                "the target lost commits: its checkpoint is back at {} after the connection broke, \
+                 but {committed} had been committed (it crashed before writing them to disk). \
+                 Run the same command again: sync resumes from the target's checkpoint, and the \
+                 source kept every change after it",
+                stored.map_or_else(|| "nothing".to_owned(), |s| s.to_string())
+            ),
+        ))
     }
 
     fn mode(&mut self) -> Result<Option<String>, ConnectorError> {
@@ -915,16 +1001,71 @@ fn range_texts(k: &Option<Key>) -> Option<Vec<String>> {
 
 impl Sink for PgSink {
     fn check(&mut self, _tables: &[TableSchema]) -> Result<(), ConnectorError> {
-        if self.mode()?.is_some() {
-            // A migration of cutover's to resume.
-            return Ok(());
-        }
-        let schema = schema::read(&mut self.source.connect()?, &self.selection)?;
-        copy::existing_tables(&mut self.client, &schema, self.truncate, "sync").map(drop)
+        self.session(|s| {
+            if s.mode()?.is_some() {
+                // A migration of cutover's to resume.
+                return Ok(());
+            }
+            let schema = schema::read(&mut s.source.connect_control()?, &s.selection)?;
+            copy::existing_tables(&mut s.client, &schema, s.truncate, "sync").map(drop)
+        })
     }
 
     fn prepare(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
-        let mut src = self.source.connect()?;
+        self.session(|s| s.prepare_now(tables))
+    }
+
+    fn chunk_plan(
+        &mut self,
+        table: &TableSchema,
+        plan: &mut dyn FnMut() -> Result<Vec<KeyRange>, ConnectorError>,
+    ) -> Result<Vec<PlannedChunk>, ConnectorError> {
+        self.session(|s| s.chunk_plan_now(table, plan))
+    }
+
+    fn apply(&mut self, ops: &[ApplyOp], checkpoint: Position) -> Result<(), ConnectorError> {
+        self.session(|s| s.apply_now(ops, checkpoint))
+    }
+
+    fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError> {
+        self.session(|s| s.checkpoint_now())
+    }
+
+    fn durable(&mut self, applied: Position) -> Result<Position, ConnectorError> {
+        self.session(|s| s.durable_now(applied))
+    }
+
+    fn finish_tables(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        self.session(|s| s.finish_tables_now(tables))
+    }
+
+    fn record_recent(&mut self, keys: &[(TableName, Key)]) -> Result<(), ConnectorError> {
+        self.session(|s| s.record_recent_now(keys))
+    }
+
+    fn columns(
+        &mut self,
+        table: &TableSchema,
+    ) -> Result<Vec<cutover_model::Column>, ConnectorError> {
+        self.session(|s| s.columns_now(table))
+    }
+
+    fn handover_requested(&mut self) -> Result<bool, ConnectorError> {
+        self.session(|s| s.handover_requested_now())
+    }
+
+    fn note(&mut self, progress: &Progress) -> Result<(), ConnectorError> {
+        self.session(|s| s.note_now(progress))
+    }
+
+    fn cleanup(&mut self) -> Result<(), ConnectorError> {
+        self.session(|s| s.cleanup_now())
+    }
+}
+
+impl PgSink {
+    fn prepare_now(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        let mut src = self.source.connect_control()?;
         let schema = schema::read(&mut src, &self.selection)?;
         drop(src);
         self.source_tables = schema
@@ -976,6 +1117,9 @@ impl Sink for PgSink {
                 let mut tx = self
                     .client
                     .transaction()
+                    .map_err(|e| map("converting the copy into a sync", e))?;
+                // Primary keys may be built below on tables holding the copy's rows.
+                tx.batch_execute("SET LOCAL statement_timeout = 0")
                     .map_err(|e| map("converting the copy into a sync", e))?;
                 tx.batch_execute(copy::CONTROL_DDL)
                     .map_err(|e| map("upgrading cutover's control store", e))?;
@@ -1093,7 +1237,7 @@ impl Sink for PgSink {
         Ok(())
     }
 
-    fn chunk_plan(
+    fn chunk_plan_now(
         &mut self,
         table: &TableSchema,
         plan: &mut dyn FnMut() -> Result<Vec<KeyRange>, ConnectorError>,
@@ -1133,21 +1277,29 @@ impl Sink for PgSink {
         read(&mut self.client)
     }
 
-    fn apply(&mut self, ops: &[ApplyOp], checkpoint: Position) -> Result<(), ConnectorError> {
+    fn apply_now(&mut self, ops: &[ApplyOp], checkpoint: Position) -> Result<(), ConnectorError> {
         let ctx = format!("applying changes up to {checkpoint} on the target");
+        let mut applied = None;
         if self.replica_role {
             match self.commit_batch(ops, checkpoint, &ctx, true) {
                 Err(e) if e.kind() == ErrorKind::Conflict => {
                     // A unique value moved between rows of this batch: apply it in source order.
                     tracing::debug!(error = %e, "compacted batch conflicted; applying it in source order");
                 }
-                other => return other,
+                other => applied = Some(other),
             }
         }
-        self.commit_batch(ops, checkpoint, &ctx, false)
+        let result = match applied {
+            Some(r) => r,
+            None => self.commit_batch(ops, checkpoint, &ctx, false),
+        };
+        if result.is_ok() {
+            self.committed = self.committed.max(Some(checkpoint));
+        }
+        result
     }
 
-    fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError> {
+    fn checkpoint_now(&mut self) -> Result<Option<Position>, ConnectorError> {
         let exists: bool = self
             .client
             .query_one(
@@ -1177,11 +1329,12 @@ impl Sink for PgSink {
         if let Some(c) = checkpoint {
             // Committed by an earlier run, perhaps not yet on disk.
             self.note_unflushed(c)?;
+            self.committed = self.committed.max(Some(c));
         }
         Ok(checkpoint)
     }
 
-    fn durable(&mut self, applied: Position) -> Result<Position, ConnectorError> {
+    fn durable_now(&mut self, applied: Position) -> Result<Position, ConnectorError> {
         // Every batch committed so far (up to `applied`) has its commit record before the insert
         // position now; it is on disk once the flush position has passed that.
         let r = self
@@ -1210,7 +1363,7 @@ impl Sink for PgSink {
         Ok(self.flushed.unwrap_or(Position::Lsn(0)))
     }
 
-    fn finish_tables(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+    fn finish_tables_now(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
         self.finished.extend(tables.iter().map(|t| t.name.clone()));
         if self.finished.len() < self.tables.len() {
             return Ok(());
@@ -1229,7 +1382,7 @@ impl Sink for PgSink {
             ..CopyOptions::default()
         };
         copy::post_data(&self.target, &opts, &AtomicBool::new(false))?;
-        let mut src = self.source.connect()?;
+        let mut src = self.source.connect_control()?;
         copy::set_sequences(&mut src, &mut self.client, schema)?;
         self.client
             .execute(
@@ -1240,7 +1393,7 @@ impl Sink for PgSink {
         Ok(())
     }
 
-    fn record_recent(&mut self, keys: &[(TableName, Key)]) -> Result<(), ConnectorError> {
+    fn record_recent_now(&mut self, keys: &[(TableName, Key)]) -> Result<(), ConnectorError> {
         let ctx = "recording the keys changed last";
         let mut tx = self.client.transaction().map_err(|e| map(ctx, e))?;
         tx.batch_execute("DELETE FROM _cutover.recent")
@@ -1260,7 +1413,7 @@ impl Sink for PgSink {
         tx.commit().map_err(|e| map(ctx, e))
     }
 
-    fn columns(
+    fn columns_now(
         &mut self,
         table: &TableSchema,
     ) -> Result<Vec<cutover_model::Column>, ConnectorError> {
@@ -1271,7 +1424,7 @@ impl Sink for PgSink {
         Ok(target.iter().map(PgColumn::model).collect())
     }
 
-    fn handover_requested(&mut self) -> Result<bool, ConnectorError> {
+    fn handover_requested_now(&mut self) -> Result<bool, ConnectorError> {
         Ok(self
             .client
             .query_opt("SELECT handover_requested FROM _cutover.replication", &[])
@@ -1279,7 +1432,7 @@ impl Sink for PgSink {
             .is_some_and(|r| r.get(0)))
     }
 
-    fn note(&mut self, progress: &Progress) -> Result<(), ConnectorError> {
+    fn note_now(&mut self, progress: &Progress) -> Result<(), ConnectorError> {
         let applied = progress.changes_applied.load(Ordering::Relaxed);
         let now = Instant::now();
         let rate = self.last_note.map(|(at, n)| {
@@ -1302,11 +1455,20 @@ impl Sink for PgSink {
         Ok(())
     }
 
-    fn cleanup(&mut self) -> Result<(), ConnectorError> {
+    fn cleanup_now(&mut self) -> Result<(), ConnectorError> {
         self.client
             .batch_execute("DROP SCHEMA IF EXISTS _cutover CASCADE")
             .map_err(|e| map("removing cutover's control store from the target", e))
     }
+}
+
+/// The sink's control session on `target`.
+fn control_session(target: &PgEndpoint) -> Result<Client, ConnectorError> {
+    let mut client = target.connect_control()?;
+    client
+        .batch_execute(SESSION)
+        .map_err(|e| map("preparing the target session", e))?;
+    Ok(client)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use postgres::{Client, SimpleQueryMessage};
 
 use crate::changes::{Captured, ChangeStream, Decoder};
 use crate::copy::{chunk_bounds, range_predicate, row_count};
-use crate::endpoint::PgEndpoint;
+use crate::endpoint::{without_statement_timeout, PgEndpoint};
 use crate::error::map;
 use crate::pgtext;
 use crate::replication::ReplicationConnection;
@@ -63,7 +63,10 @@ pub struct CaptureSnapshot {
 /// of its own ([`ChangeStream`]); large transactions come in pieces (see [`crate::changes`]).
 pub struct PgSource {
     endpoint: PgEndpoint,
+    /// A control session ([`PgEndpoint::connect_control`]), replaced when it breaks.
     client: Client,
+    /// The last call failed with a connection error: the next one reconnects first.
+    broken: bool,
     selection: Selection,
     names: CaptureNames,
     captured: Arc<Vec<Captured>>,
@@ -81,7 +84,8 @@ impl PgSource {
     ) -> Result<PgSource, ConnectorError> {
         Ok(PgSource {
             endpoint: endpoint.clone(),
-            client: endpoint.connect()?,
+            client: endpoint.connect_control()?,
+            broken: false,
             selection: selection.clone(),
             names: names.clone(),
             captured: Arc::new(Vec::new()),
@@ -89,6 +93,29 @@ impl PgSource {
             stream: None,
             created_slot: false,
         })
+    }
+
+    /// Runs one [`Source`] call: first replaces the connection if it is known to be broken
+    /// (closed, or the last call failed with a connection error), then notes whether this
+    /// call broke it. Nothing else needs setting up again: the change stream restarts from
+    /// the caller's position on its own connection.
+    fn session<T>(
+        &mut self,
+        call: impl FnOnce(&mut PgSource) -> Result<T, ConnectorError>,
+    ) -> Result<T, ConnectorError> {
+        if self.broken || self.client.is_closed() {
+            self.client = self.endpoint.connect_control()?;
+            self.broken = false;
+            tracing::info!(source = %self.endpoint.redacted(), "reconnected to the source");
+        }
+        let result = call(self);
+        if result
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::Connect)
+        {
+            self.broken = true;
+        }
+        result
     }
 
     fn load(&mut self) -> Result<(), ConnectorError> {
@@ -174,7 +201,14 @@ impl PgSource {
                 ),
             )
         };
-        match self.slot_state()? {
+        let state = self.slot_state()?;
+        // What the stream reports as applied until the caller releases more: what the slot
+        // already has, not `after` (applied, but perhaps not yet durable on the target).
+        let confirmed = state
+            .as_ref()
+            .and_then(|(c, _, _)| *c)
+            .map_or(after, |c| c.min(after));
+        match state {
             None => {
                 return Err(lost(format!(
                     "the replication slot {slot} no longer exists on the source (dropped?)"
@@ -208,7 +242,7 @@ impl PgSource {
                 }
             })?;
         // The decoder's own connection, to describe tables whose columns change.
-        let mut describe = self.endpoint.connect()?;
+        let mut describe = self.endpoint.connect_control()?;
         describe
             .batch_execute("SET search_path = pg_catalog")
             .map_err(|e| map("preparing the change stream's catalog session", e))?;
@@ -218,7 +252,7 @@ impl PgSource {
             reference.parse().unwrap_or(0),
             &slot,
         );
-        self.stream = Some(ChangeStream::start(conn, after, decoder));
+        self.stream = Some(ChangeStream::start(conn, after, confirmed, decoder));
         Ok(())
     }
 
@@ -530,7 +564,7 @@ fn keys_predicate(t: &PgTable, keys: &[Key]) -> String {
 
 impl Source for PgSource {
     fn check_capture(&mut self, _tables: &[TableSchema]) -> Result<(), ConnectorError> {
-        PgSource::check_capture(self, false)
+        self.session(|s| PgSource::check_capture(s, false))
     }
 
     fn abandon_capture(&mut self) -> Result<(), ConnectorError> {
@@ -542,11 +576,74 @@ impl Source for PgSource {
     }
 
     fn tables(&mut self) -> Result<Vec<TableSchema>, ConnectorError> {
+        self.session(|s| s.tables_now())
+    }
+
+    fn estimate(&mut self, table: &TableSchema) -> Result<TableEstimate, ConnectorError> {
+        self.session(|s| s.estimate_now(table))
+    }
+
+    fn plan_chunks(
+        &mut self,
+        table: &TableSchema,
+        rows_per_chunk: u64,
+    ) -> Result<Vec<KeyRange>, ConnectorError> {
+        self.session(|s| s.plan_chunks_now(table, rows_per_chunk))
+    }
+
+    fn read_chunk(
+        &mut self,
+        table: &TableSchema,
+        range: &KeyRange,
+    ) -> Result<ChunkRows, ConnectorError> {
+        self.session(|s| s.read_chunk_now(table, range))
+    }
+
+    fn start_capture(&mut self, tables: &[TableSchema]) -> Result<Position, ConnectorError> {
+        self.session(|s| s.start_capture_now(tables))
+    }
+
+    fn current_position(&mut self) -> Result<Position, ConnectorError> {
+        self.session(|s| s.current_position_now())
+    }
+
+    fn read_changes(
+        &mut self,
+        tables: &[TableSchema],
+        after: Position,
+        max_changes: usize,
+    ) -> Result<Vec<Transaction>, ConnectorError> {
+        self.session(|s| s.read_changes_now(tables, after, max_changes))
+    }
+
+    fn release(&mut self, upto: Position) -> Result<(), ConnectorError> {
+        self.session(|s| s.release_now(upto))
+    }
+
+    fn fetch_rows(
+        &mut self,
+        table: &TableSchema,
+        keys: &[Key],
+    ) -> Result<Vec<Row>, ConnectorError> {
+        self.session(|s| s.fetch_rows_now(table, keys))
+    }
+
+    fn history_bytes(&mut self) -> Result<Option<u64>, ConnectorError> {
+        self.session(|s| s.history_bytes_now())
+    }
+
+    fn stop_capture(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        self.session(|s| s.stop_capture_now(tables))
+    }
+}
+
+impl PgSource {
+    fn tables_now(&mut self) -> Result<Vec<TableSchema>, ConnectorError> {
         self.load()?;
         Ok(self.captured.iter().map(|c| c.schema.clone()).collect())
     }
 
-    fn estimate(&mut self, table: &TableSchema) -> Result<TableEstimate, ConnectorError> {
+    fn estimate_now(&mut self, table: &TableSchema) -> Result<TableEstimate, ConnectorError> {
         let i = self.index(table)?;
         let t = self.captured[i].table.clone();
         let rows = row_count(&mut self.client, &t)?;
@@ -556,7 +653,7 @@ impl Source for PgSource {
         })
     }
 
-    fn plan_chunks(
+    fn plan_chunks_now(
         &mut self,
         table: &TableSchema,
         rows_per_chunk: u64,
@@ -580,7 +677,7 @@ impl Source for PgSource {
         Ok(ranges)
     }
 
-    fn read_chunk(
+    fn read_chunk_now(
         &mut self,
         table: &TableSchema,
         range: &KeyRange,
@@ -596,7 +693,7 @@ impl Source for PgSource {
         let mut tx = self.client.transaction().map_err(|e| map(ctx(), e))?;
         tx.batch_execute(&format!(
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
-             LOCK TABLE ONLY {} IN ACCESS SHARE MODE",
+             SET LOCAL statement_timeout = 0; LOCK TABLE ONLY {} IN ACCESS SHARE MODE",
             qualified(&name)
         ))
         .map_err(|e| map(ctx(), e))?;
@@ -666,18 +763,19 @@ impl Source for PgSource {
         })
     }
 
-    fn start_capture(&mut self, tables: &[TableSchema]) -> Result<Position, ConnectorError> {
+    fn start_capture_now(&mut self, tables: &[TableSchema]) -> Result<Position, ConnectorError> {
         self.publish(tables)?;
         let slot = self.names.slot.clone();
         let ctx = |what: &str| format!("{what} on the source");
         if let Some((confirmed, _, _)) = self.slot_state()? {
             return Ok(Position::Lsn(confirmed.unwrap_or(0)));
         }
+        // Creating a slot waits for every transaction running on the server to end; meanwhile
+        // the user hears which.
         let endpoint = self.endpoint.clone();
-        let client = &mut self.client;
-        let r = creating_slot(&endpoint, &slot, || {
-            client
-                .query_one(
+        let r = without_statement_timeout(&mut self.client, |c| {
+            creating_slot(&endpoint, &slot, || {
+                c.query_one(
                     "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
                     &[&slot],
                 )
@@ -689,18 +787,23 @@ impl Source for PgSource {
                         e,
                     )
                 })
+            })
         })?;
-        let at = parse_lsn(&r.get::<_, String>(0)).unwrap_or(0);
+        let at = parse_lsn(
+            &r.try_get::<_, String>(0)
+                .map_err(|e| map("reading the new slot's position", e))?,
+        )
+        .unwrap_or(0);
         self.created_slot = true;
         tracing::info!(slot, position = %Position::Lsn(at), "change capture started");
         Ok(Position::Lsn(at))
     }
 
-    fn current_position(&mut self) -> Result<Position, ConnectorError> {
+    fn current_position_now(&mut self) -> Result<Position, ConnectorError> {
         Ok(Position::Lsn(committed_position(&mut self.client)?))
     }
 
-    fn read_changes(
+    fn read_changes_now(
         &mut self,
         _tables: &[TableSchema],
         after: Position,
@@ -725,27 +828,27 @@ impl Source for PgSource {
         result
     }
 
-    fn release(&mut self, upto: Position) -> Result<(), ConnectorError> {
+    fn release_now(&mut self, upto: Position) -> Result<(), ConnectorError> {
         let upto = lsn(upto)?;
         match &self.stream {
             Some(s) => s.release(upto),
             None => {
-                // Not streaming: move the slot on with SQL (only ever forward).
-                self.client
-                    .query_one(
+                // Not streaming: move the slot on with SQL (only ever forward); a logical slot
+                // decodes the WAL it skips, which can take a while.
+                let slot = self.names.slot.clone();
+                without_statement_timeout(&mut self.client, |c| {
+                    c.query_one(
                         "SELECT 1 FROM pg_replication_slot_advance($1, $2::text::pg_lsn)",
-                        &[
-                            &self.names.slot,
-                            &format!("{:X}/{:X}", upto >> 32, upto & 0xFFFF_FFFF),
-                        ],
+                        &[&slot, &format!("{:X}/{:X}", upto >> 32, upto & 0xFFFF_FFFF)],
                     )
-                    .map_err(|e| map("releasing applied changes on the source", e))?;
+                    .map_err(|e| map("releasing applied changes on the source", e))
+                })?;
             }
         }
         Ok(())
     }
 
-    fn fetch_rows(
+    fn fetch_rows_now(
         &mut self,
         table: &TableSchema,
         keys: &[Key],
@@ -807,11 +910,11 @@ impl Source for PgSource {
         Ok(rows)
     }
 
-    fn history_bytes(&mut self) -> Result<Option<u64>, ConnectorError> {
+    fn history_bytes_now(&mut self) -> Result<Option<u64>, ConnectorError> {
         retained_wal(&mut self.client, &self.names.slot)
     }
 
-    fn stop_capture(&mut self, _tables: &[TableSchema]) -> Result<(), ConnectorError> {
+    fn stop_capture_now(&mut self, _tables: &[TableSchema]) -> Result<(), ConnectorError> {
         self.stream = None;
         let slot = self.names.slot.clone();
         if let Some((_, _, mut active)) = self.slot_state()? {
@@ -950,7 +1053,8 @@ pub struct PgRows {
 impl PgRows {
     pub fn open(endpoint: &PgEndpoint, selection: &Selection) -> Result<PgRows, ConnectorError> {
         Ok(PgRows {
-            client: endpoint.connect()?,
+            // Pages of whole tables, for verify: no statement timeout.
+            client: endpoint.connect_bulk()?,
             selection: selection.clone(),
             tables: HashMap::new(),
         })

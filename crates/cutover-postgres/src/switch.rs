@@ -114,7 +114,7 @@ pub fn refuses_writes(endpoint: &PgEndpoint) -> Result<bool, ConnectorError> {
 
 /// A session that may write even where writes are fenced (cutover's own bookkeeping).
 fn session(endpoint: &PgEndpoint) -> Result<Client, ConnectorError> {
-    let mut c = endpoint.connect()?;
+    let mut c = endpoint.connect_control()?;
     c.batch_execute("SET default_transaction_read_only = off; SET search_path = pg_catalog")
         .map_err(|e| map(format!("preparing a session on {}", endpoint.redacted()), e))?;
     Ok(c)

@@ -55,7 +55,7 @@ pub struct PgVerifySide {
 impl PgVerifySide {
     /// Connects once and reads the database's tables.
     pub fn read(endpoint: &PgEndpoint, hash: RowHash) -> Result<PgVerifySide, ConnectorError> {
-        let mut client = endpoint.connect()?;
+        let mut client = endpoint.connect_control()?;
         let schema = schema::read(&mut client, &Selection::default())?;
         let version: i32 = client
             .query_one("SELECT current_setting('server_version_num')::int", &[])
@@ -90,7 +90,8 @@ impl PgVerifySide {
 
     /// Opens a connection for one worker.
     pub fn open(&self) -> Result<PgVerifier, ConnectorError> {
-        let mut client = self.endpoint.connect()?;
+        // Checksums of whole tables and row reads: no statement timeout.
+        let mut client = self.endpoint.connect_bulk()?;
         client
             .batch_execute(
                 "SET search_path = pg_catalog; SET bytea_output = 'hex'; SET jit = off; \
@@ -115,7 +116,7 @@ impl PgVerifySide {
     /// on both.
     pub fn hash_probe(&self) -> Option<i64> {
         self.endpoint
-            .connect()
+            .connect_control()
             .ok()?
             .query_one(
                 "SELECT hash_record_extended(ROW(1::int, 'a b'::text COLLATE \"C\", 1.50::numeric, \

@@ -36,7 +36,11 @@ fn pair(pg: &Postgres, src: &str, dst: &str, exclude: &[&str]) -> (PgConnect, Pg
 }
 
 /// A fresh source (with `ddl` run) and target, and both sides of their migration.
-fn migration(pg: &Postgres, name: &str, ddl: &str) -> (String, String, PgConnect, PgConnect) {
+pub(crate) fn migration(
+    pg: &Postgres,
+    name: &str,
+    ddl: &str,
+) -> (String, String, PgConnect, PgConnect) {
     let src = pg.fresh_database(&format!("{name}_s")).unwrap();
     pg.psql(&src, ddl).unwrap();
     let dst = pg.fresh_database(&format!("{name}_t")).unwrap();
@@ -44,7 +48,7 @@ fn migration(pg: &Postgres, name: &str, ddl: &str) -> (String, String, PgConnect
     (src, dst, s, t)
 }
 
-fn small_chunks() -> SyncOptions {
+pub(crate) fn small_chunks() -> SyncOptions {
     SyncOptions {
         jobs: 2,
         chunk_bytes: 32 << 10,
@@ -54,18 +58,18 @@ fn small_chunks() -> SyncOptions {
     }
 }
 
-struct Running {
-    handle: JoinHandle<Result<SyncReport, SyncError>>,
-    control: Arc<Control>,
-    progress: Arc<Progress>,
+pub(crate) struct Running {
+    pub(crate) handle: JoinHandle<Result<SyncReport, SyncError>>,
+    pub(crate) control: Arc<Control>,
+    pub(crate) progress: Arc<Progress>,
     /// How the sync ended, if it did with an error (for failure messages).
-    error: Arc<std::sync::Mutex<Option<String>>>,
+    pub(crate) error: Arc<std::sync::Mutex<Option<String>>>,
     /// Stops the sync when the test ends without joining it (a panic), so that it does not
     /// go on in the background.
     _stop: cutover_testkit::OnDrop<Box<dyn FnOnce()>>,
 }
 
-fn start(s: &PgConnect, t: &PgConnect, opts: SyncOptions) -> Running {
+pub(crate) fn start(s: &PgConnect, t: &PgConnect, opts: SyncOptions) -> Running {
     let control = Arc::new(Control::default());
     let progress = Arc::new(Progress::default());
     let (s, t) = (s.clone(), t.clone());
@@ -89,7 +93,7 @@ fn start(s: &PgConnect, t: &PgConnect, opts: SyncOptions) -> Running {
     }
 }
 
-fn wal_position(pg: &Postgres, db: &str) -> Position {
+pub(crate) fn wal_position(pg: &Postgres, db: &str) -> Position {
     let text = pg
         .psql(db, cutover_postgres::COMMITTED_POSITION_SQL)
         .unwrap();
@@ -97,7 +101,7 @@ fn wal_position(pg: &Postgres, db: &str) -> Position {
 }
 
 /// Asks a running sync to finish once it has applied everything the source has now.
-fn drain(pg: &Postgres, src: &str, r: Running) -> SyncReport {
+pub(crate) fn drain(pg: &Postgres, src: &str, r: Running) -> SyncReport {
     r.control.drain_to(wal_position(pg, src));
     let deadline = Instant::now() + Duration::from_secs(120);
     while !r.handle.is_finished() {
@@ -107,7 +111,7 @@ fn drain(pg: &Postgres, src: &str, r: Running) -> SyncReport {
     r.handle.join().unwrap().unwrap()
 }
 
-fn wait_for(what: &str, r: &Running, cond: impl Fn(&Progress) -> bool) {
+pub(crate) fn wait_for(what: &str, r: &Running, cond: impl Fn(&Progress) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !cond(&r.progress) {
         assert!(
@@ -133,11 +137,11 @@ fn wait_for(what: &str, r: &Running, cond: impl Fn(&Progress) -> bool) {
     }
 }
 
-fn cleanup(s: &PgConnect) {
+pub(crate) fn cleanup(s: &PgConnect) {
     s.source().unwrap().stop_capture(&[]).unwrap();
 }
 
-fn assert_same(pg: &Postgres, a: &str, b: &str, table: &str, order: &str) {
+pub(crate) fn assert_same(pg: &Postgres, a: &str, b: &str, table: &str, order: &str) {
     let (x, y) = (dump(pg, a, table, order), dump(pg, b, table, order));
     if x != y {
         let first = x.lines().zip(y.lines()).find(|(p, q)| p != q);
