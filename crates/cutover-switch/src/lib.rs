@@ -23,7 +23,7 @@ mod decide;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use cutover_connector::{
     Connect, ConnectorError, Direction, ErrorKind, Fence, Journal, Progress, Source, SwitchControl,
@@ -76,6 +76,8 @@ impl SwitchOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub name: &'static str,
+    /// When it started, by the wall clock (to line it up with what clients saw).
+    pub started: SystemTime,
     pub elapsed: Duration,
     /// Inside the write pause.
     pub paused: bool,
@@ -172,9 +174,11 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
 ) -> Result<SwitchReport, SwitchError> {
     let mut steps: Vec<Step> = Vec::new();
     let mut record = |steps: &mut Vec<Step>, name, t: Instant, paused, detail: String| {
+        let elapsed = t.elapsed();
         let s = Step {
             name,
-            elapsed: t.elapsed(),
+            started: SystemTime::now() - elapsed,
+            elapsed,
             paused,
             detail,
         };
