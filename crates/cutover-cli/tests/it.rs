@@ -879,6 +879,11 @@ fn pg_switch_and_rollback_from_the_command_line_report_pause_and_direction() {
     assert_eq!(v["direction"], "reverse", "{out}");
     assert!(v["write_pause_ms"].as_f64().unwrap() > 0.0, "{out}");
     assert!(v["drain_ms"].as_f64().unwrap() <= v["write_pause_ms"].as_f64().unwrap());
+    assert!(
+        v["writes_refused_ms"].as_f64().unwrap() >= v["write_pause_ms"].as_f64().unwrap(),
+        "{out}"
+    );
+    assert!(v["paused_sessions_ended"].is_u64(), "{out}");
     assert!(v["verified_rows"].is_u64(), "{out}");
     // Each step carries its wall-clock start (ms since the epoch), in order, to line it up
     // with what clients saw.
