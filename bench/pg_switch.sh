@@ -8,7 +8,7 @@
 #   bench/pg_switch.sh                  # ROUNDS=3 switches (and rollbacks in between)
 #
 # Knobs: ROWS (50000), THREADS (4), WARMUP (5 s before each switch), ROUNDS (3), BENCH_DIR,
-# CUTOVER_BIN, KEEP, RETRY_MS (the client's pause after a failed write, see switch_client.py).
+# CUTOVER_BIN, KEEP, CLIENT_MODE (pool or eager), RETRY_MS, RETRY_MAX_MS (see switch_client.py).
 # Writes bench/results/pg-switch-<date>.md (the table) and pg-switch-<date>-timeline.md (per
 # round: cutover's steps and every writer's commits, failed writes, connects and re-reads of
 # the primary file on one clock, from switch_timeline.py).
@@ -94,7 +94,7 @@ with psycopg.connect(sys.argv[4]) as c:
         (client["ids"],),
     ).fetchone()[0]
 sys.argv[4] = str(missing)
-print(f"| {sys.argv[3]} | {client['rate']} | {client['commits']} | {report['write_pause_ms']} | {client['longest_gap_ms']} "
+print(f"| {sys.argv[3]} | {client['rate']} | {client['commits']} | {report['write_pause_ms']} | {report.get('writes_refused_ms', '')} | {client['longest_gap_ms']} "
       f"| {gap['before_fence_ms']} + {gap['fence_to_open_ms']} + {gap['open_to_first_commit_ms']} "
       f"| {report['drain_ms']} | {steps.get('fence', '')} | {steps.get('verify', '')} | {report['verified_rows']} | {sys.argv[4]} | {sys.argv[6]} |")
 PY
@@ -111,11 +111,11 @@ for ((i = 1; i <= ROUNDS; i++)); do
 done
 
 {
-    echo "## Switch under load, $(date -u +%F), $(nproc) cores, PostgreSQL $(pg_ctl --version | awk '{print $3}'), $THREADS writers, synchronous_commit = on"
+    echo "## Switch under load, $(date -u +%F), $(nproc) cores, PostgreSQL $(pg_ctl --version | awk '{print $3}'), $THREADS writers (client mode ${CLIENT_MODE:-pool}), synchronous_commit = on"
     echo
-    echo "Each row is one switch (or rollback) while the application writes as fast as it can. \"client gap\" is the longest time between two commits the application saw (its write pause); \"cutover pause\" is cutover's write_pause_ms (fence → new primary open). \"old → new\" splits the gap between the last commit on the old primary and the first on the new one: before the fence + fence → open + open → first commit. Timelines: \`$(basename "$TIMELINE")\`."
+    echo "Each row is one switch (or rollback) while the application writes as fast as it can. \"client gap\" is the longest time between two commits the application saw (its write pause); \"cutover pause\" is cutover's write_pause_ms (fence → new primary open); \"cutover writes refused\" is writes_refused_ms (fence → every session on the new primary takes writes: those begun during the pause ended). \"old → new\" splits the gap between the last commit on the old primary and the first on the new one: before the fence + fence → open + open → first commit. Timelines: \`$(basename "$TIMELINE")\`."
     echo
-    echo "| command | app tx/s | app commits | cutover pause ms | client gap ms | old → new ms | drain ms | fence ms | verify ms | rows verified | committed writes missing on the new primary | load average |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| command | app tx/s | app commits | cutover pause ms | cutover writes refused ms | client gap ms | old → new ms | drain ms | fence ms | verify ms | rows verified | committed writes missing on the new primary | load average |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${RESULTS[@]}"
 } | tee "$ROOT/bench/results/pg-switch-$STAMP.md"

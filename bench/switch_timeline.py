@@ -37,15 +37,16 @@ def main() -> None:
 
     out.append("Times in ms from the start of the fence (cutover's clock and the application's are the same wall clock).")
     out.append("")
-    out.append("| what | start | end |")
-    out.append("|---|---|---|")
-    out.append(f"| last commit on the old primary (writer {last_old[1]}) | {rel(last_old[0]):.1f} | |")
+    out.append("| what | start | end | detail |")
+    out.append("|---|---|---|---|")
+    out.append(f"| last commit on the old primary (writer {last_old[1]}) | {rel(last_old[0]):.1f} | | |")
     for s in steps:
         a = rel(s["start_ms"] / 1e3)
         if a + s["ms"] < rel(last_old[0]) - 1000:
             continue  # long before the pause
-        out.append(f"| cutover: {s['step']}{' (paused)' if s['paused'] else ''} | {a:.1f} | {a + s['ms']:.1f} |")
-    out.append(f"| first commit on the new primary (writer {first_new[1]}) | {rel(first_new[0]):.1f} | |")
+        detail = s.get("detail", "").replace("|", "/")[:160]
+        out.append(f"| cutover: {s['step']}{' (paused)' if s['paused'] else ''} | {a:.1f} | {a + s['ms']:.1f} | {detail} |")
+    out.append(f"| first commit on the new primary (writer {first_new[1]}) | {rel(first_new[0]):.1f} | | |")
     gap = (first_new[0] - last_old[0]) * 1e3
     out.append("")
     out.append(
