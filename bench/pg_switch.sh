@@ -95,8 +95,8 @@ with psycopg.connect(sys.argv[4]) as c:
     ).fetchone()[0]
 sys.argv[4] = str(missing)
 print(f"| {sys.argv[3]} | {client['rate']} | {client['commits']} | {report['write_pause_ms']} | {report.get('writes_refused_ms', '')} | {client['longest_gap_ms']} "
-      f"| {gap['before_fence_ms']} + {gap['fence_to_open_ms']} + {gap['open_to_first_commit_ms']} "
-      f"| {report['drain_ms']} | {steps.get('fence', '')} | {steps.get('verify', '')} | {report['verified_rows']} | {sys.argv[4]} | {sys.argv[6]} |")
+      + (f"| {gap['before_fence_ms']} + {gap['fence_to_open_ms']} + {gap['open_to_first_commit_ms']} " if gap['gap_ms'] is not None else "| no commit on the new primary ")
+      + f"| {report['drain_ms']} | {steps.get('fence', '')} | {steps.get('verify', '')} | {report['verified_rows']} | {sys.argv[4]} | {sys.argv[6]} |")
 PY
 )
     echo "#   $line"

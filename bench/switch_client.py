@@ -16,7 +16,8 @@ How a writer finds the primary (CLIENT_MODE):
 - `eager`, the first version of this client: PRIMARY_FILE is read before every transaction; a
   failed write drops the connection, and the next transaction connects again after RETRY_MS (1).
 
-Writes OUT_PREFIX.json (commits, ids committed, longest gap and when, rate) and
+Writes OUT_PREFIX.json (commits, ids committed, longest gap and when, the time from the last
+commit to the end counting as a gap, rate) and
 OUT_PREFIX.events.json: per writer, every event with its wall-clock time (seconds since the
 epoch): each commit, each failed write (SQLSTATE and message), each connect attempt (with its
 duration and outcome) and each re-read of PRIMARY_FILE, for `switch_timeline.py`.
@@ -161,8 +162,12 @@ def main() -> None:
         t.start()
     for t in ts:
         t.join()
+    ended = time.time()
     commits.sort()
     gaps = [(b[0] - a[0], a[0]) for a, b in zip(commits, commits[1:])]
+    if commits:
+        # No commit from the last one to the end is a gap too (writes refused until the end).
+        gaps.append((ended - commits[-1][0], commits[-1][0]))
     gap, at = max(gaps) if gaps else (0.0, 0.0)
     span = commits[-1][0] - commits[0][0] if len(commits) > 1 else 1.0
     with open(prefix + ".json", "w") as f:

@@ -31,8 +31,22 @@ def main() -> None:
     first_new = min((c for c in commits if c[2] == new), default=None)
     out = [f"### {title}", ""]
     if not last_old or not first_new:
-        out.append("(no commits on one of the primaries)")
+        out.append(
+            f"No commits on the {'old' if not last_old else 'new'} primary in this round "
+            f"(cutover: write_pause_ms {report.get('write_pause_ms')}). Failed writes per writer:"
+        )
+        for i, w in enumerate(writers):
+            refused = {}
+            for e in w:
+                if e["ev"] == "refused":
+                    k = f"{name.get(e['url'], '?')} {e.get('code')} {e['msg'][:70]}"
+                    refused[k] = refused.get(k, 0) + 1
+            connects = sum(1 for e in w if e["ev"] == "connect")
+            out.append(f"- writer {i}: {connects} connects; " + (", ".join(f"{n}× {k}" for k, n in refused.items()) or "none"))
+        out.append("")
         print("\n".join(out))
+        print("SUMMARY " + json.dumps({"gap_ms": None, "before_fence_ms": None, "fence_to_open_ms": None,
+                                       "open_to_first_commit_ms": None, "writers": []}))
         return
 
     out.append("Times in ms from the start of the fence (cutover's clock and the application's are the same wall clock).")
