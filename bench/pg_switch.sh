@@ -8,7 +8,10 @@
 #   bench/pg_switch.sh                  # ROUNDS=3 switches (and rollbacks in between)
 #
 # Knobs: ROWS (50000), THREADS (4), WARMUP (5 s before each switch), ROUNDS (3), BENCH_DIR,
-# CUTOVER_BIN, KEEP. Writes bench/results/pg-switch-<date>.md.
+# CUTOVER_BIN, KEEP, CLIENT_MODE (pool or eager), RETRY_MS, RETRY_MAX_MS (see switch_client.py).
+# Writes bench/results/pg-switch-<date>.md (the table) and pg-switch-<date>-timeline.md (per
+# round: cutover's steps and every writer's commits, failed writes, connects and re-reads of
+# the primary file on one clock, from switch_timeline.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -23,11 +26,14 @@ SHARED_BUFFERS=${SHARED_BUFFERS:-512MB}
 source "$ROOT/bench/lib.sh"
 
 [[ -x $CUTOVER_BIN ]] || cargo build --release --quiet
+STAMP=$(date -u +%Y%m%dT%H%M%S)
+TIMELINE=$ROOT/bench/results/pg-switch-$STAMP-timeline.md
 ensure_psycopg
 
 prepare_bench_dir
 SRC_PORT=$(free_port); DST_PORT=$(free_port)
-trap 'pkill -INT -f "cutover sync --source $S" 2>/dev/null || true; stop_all' EXIT
+SYNC_PID=
+trap '[[ -n $SYNC_PID ]] && kill -INT "$SYNC_PID" 2>/dev/null; stop_all' EXIT
 # Durable commits on both sides, as in production.
 start_cluster src "$SRC_PORT" -c synchronous_commit=on
 start_cluster dst "$DST_PORT" -c synchronous_commit=on
@@ -52,9 +58,12 @@ round() { # n command primary-before primary-after
     rm -f "$BENCH_DIR/stop"
     "$CUTOVER_BIN" sync --source "$S" --target "$T" >>"$BENCH_DIR/sync.log" 2>&1 &
     local sync_pid=$!
+    SYNC_PID=$sync_pid
     "$PY" "$ROOT/bench/switch_client.py" "$BENCH_DIR/primary" "$BENCH_DIR/stop" "$BENCH_DIR/client$n" "$THREADS" &
     local client=$!
     sleep "$WARMUP"
+    local load
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
     local out
     out=$("$CUTOVER_BIN" "$cmd" --source "$S" --target "$T" --json \
         --on-switch "echo '$after' > '$BENCH_DIR/primary'" 2>"$BENCH_DIR/$cmd$n.err") || {
@@ -62,13 +71,22 @@ round() { # n command primary-before primary-after
     echo "$out" > "$BENCH_DIR/$cmd$n.json"
     sleep 2
     touch "$BENCH_DIR/stop"; wait "$client"
+    # The sync that handed over follows the other way now; this round is done with it.
+    kill -INT "$sync_pid" 2>/dev/null || true
     wait "$sync_pid" 2>/dev/null || true
+    SYNC_PID=
+    local timeline
+    timeline=$("$PY" "$ROOT/bench/switch_timeline.py" "round $n: $cmd (load average $load)" "$BENCH_DIR/client$n" \
+        "$BENCH_DIR/$cmd$n.json" "$before" "$after")
+    grep -v '^SUMMARY ' <<<"$timeline" >>"$TIMELINE"
+    local summary
+    summary=$(grep '^SUMMARY ' <<<"$timeline" | cut -d' ' -f2-)
     # Every write the application committed is on the new primary.
     local line
-    line=$("$PY" - "$BENCH_DIR/client$n.json" "$out" "$cmd" "$after" <<'PY'
+    line=$("$PY" - "$BENCH_DIR/client$n.json" "$out" "$cmd" "$after" "$summary" "$load" <<'PY'
 import json, sys
 import psycopg
-client = json.load(open(sys.argv[1])); report = json.loads(sys.argv[2])
+client = json.load(open(sys.argv[1])); report = json.loads(sys.argv[2]); gap = json.loads(sys.argv[5])
 steps = {s["step"]: s["ms"] for s in report["steps"]}
 with psycopg.connect(sys.argv[4]) as c:
     missing = c.execute(
@@ -76,8 +94,9 @@ with psycopg.connect(sys.argv[4]) as c:
         (client["ids"],),
     ).fetchone()[0]
 sys.argv[4] = str(missing)
-print(f"| {sys.argv[3]} | {client['rate']} | {client['commits']} | {report['write_pause_ms']} | {client['longest_gap_ms']} "
-      f"| {report['drain_ms']} | {steps.get('fence', '')} | {steps.get('verify', '')} | {report['verified_rows']} | {sys.argv[4]} |")
+print(f"| {sys.argv[3]} | {client['rate']} | {client['commits']} | {report['write_pause_ms']} | {report.get('writes_refused_ms', '')} | {client['longest_gap_ms']} "
+      + (f"| {gap['before_fence_ms']} + {gap['fence_to_open_ms']} + {gap['open_to_first_commit_ms']} " if gap['gap_ms'] is not None else "| no commit on the new primary ")
+      + f"| {report['drain_ms']} | {steps.get('fence', '')} | {steps.get('verify', '')} | {report['verified_rows']} | {sys.argv[4]} | {sys.argv[6]} |")
 PY
 )
     echo "#   $line"
@@ -92,11 +111,11 @@ for ((i = 1; i <= ROUNDS; i++)); do
 done
 
 {
-    echo "## Switch under load, $(date -u +%F), $(nproc) cores, PostgreSQL $(pg_ctl --version | awk '{print $3}'), $THREADS writers, synchronous_commit = on"
+    echo "## Switch under load, $(date -u +%F), $(nproc) cores, PostgreSQL $(pg_ctl --version | awk '{print $3}'), $THREADS writers (client mode ${CLIENT_MODE:-pool}), synchronous_commit = on"
     echo
-    echo "Each row is one switch (or rollback) while the application writes as fast as it can. \"client gap\" is the longest time between two commits the application saw (its write pause); \"cutover pause\" is cutover's write_pause_ms (fence → new primary open)."
+    echo "Each row is one switch (or rollback) while the application writes as fast as it can. \"client gap\" is the longest time between two commits the application saw (its write pause); \"cutover pause\" is cutover's write_pause_ms (fence → new primary open); \"cutover writes refused\" is writes_refused_ms (fence → every session on the new primary takes writes: those begun during the pause ended). \"old → new\" splits the gap between the last commit on the old primary and the first on the new one: before the fence + fence → open + open → first commit. Timelines: \`$(basename "$TIMELINE")\`."
     echo
-    echo "| command | app tx/s | app commits | cutover pause ms | client gap ms | drain ms | fence ms | verify ms | rows verified | committed writes missing on the new primary |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "| command | app tx/s | app commits | cutover pause ms | cutover writes refused ms | client gap ms | old → new ms | drain ms | fence ms | verify ms | rows verified | committed writes missing on the new primary | load average |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     printf '%s\n' "${RESULTS[@]}"
-} | tee "$ROOT/bench/results/pg-switch-$(date -u +%Y%m%dT%H%M%S).md"
+} | tee "$ROOT/bench/results/pg-switch-$STAMP.md"

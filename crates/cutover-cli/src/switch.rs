@@ -43,7 +43,8 @@ pub struct SwitchArgs {
     /// The migration's name, as given to sync [default: the target's database name].
     #[arg(long)]
     name: Option<String>,
-    /// Print one JSON document (write_pause_ms, drain_ms, verified_rows, direction, steps).
+    /// Print one JSON document (write_pause_ms, writes_refused_ms, drain_ms, verified_rows,
+    /// direction, steps, each with its start_ms since the epoch).
     #[arg(long)]
     json: bool,
     /// Only finish or undo a switch (or rollback) that was interrupted (a crash, a kill, an
@@ -220,6 +221,12 @@ pub fn recover(
     cutover_switch::recover(&mut control)
 }
 
+/// Milliseconds since the Unix epoch (with microseconds), for lining steps up with other clocks.
+fn epoch_ms(t: std::time::SystemTime) -> f64 {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
 fn print_report(verb: &str, r: &SwitchReport, json: bool, new_primary: &PgEndpoint) {
     let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
     if json {
@@ -230,6 +237,7 @@ fn print_report(verb: &str, r: &SwitchReport, json: bool, new_primary: &PgEndpoi
                 serde_json::json!({
                     "step": s.name,
                     "ms": ms(s.elapsed),
+                    "start_ms": epoch_ms(s.started),
                     "paused": s.paused,
                     "detail": s.detail,
                 })
@@ -242,6 +250,8 @@ fn print_report(verb: &str, r: &SwitchReport, json: bool, new_primary: &PgEndpoi
                 "direction": r.direction.to_string(),
                 "new_primary": new_primary.redacted(),
                 "write_pause_ms": ms(r.write_pause),
+                "writes_refused_ms": ms(r.writes_refused),
+                "paused_sessions_ended": r.paused_sessions_ended,
                 "drain_ms": ms(r.drain),
                 "verified_rows": r.verified_rows,
                 "verified_copy_rows": r.verified_copy_rows,
@@ -253,9 +263,11 @@ fn print_report(verb: &str, r: &SwitchReport, json: bool, new_primary: &PgEndpoi
         return;
     }
     println!(
-        "{verb} done: writes now go to {} (write pause {} ms, drain {} ms, {} recently changed rows verified in the pause, {} rows changed during the copy verified before it, {} sessions ended)",
+        "{verb} done: writes now go to {} (write pause {} ms; every session takes writes after {} ms, {} begun during the pause ended; drain {} ms, {} recently changed rows verified in the pause, {} rows changed during the copy verified before it, {} sessions ended)",
         new_primary.redacted(),
         ms(r.write_pause),
+        ms(r.writes_refused),
+        r.paused_sessions_ended,
         ms(r.drain),
         r.verified_rows,
         r.verified_copy_rows,

@@ -1107,7 +1107,31 @@ fn pg_switch_and_rollback_from_the_command_line_report_pause_and_direction() {
     assert_eq!(v["direction"], "reverse", "{out}");
     assert!(v["write_pause_ms"].as_f64().unwrap() > 0.0, "{out}");
     assert!(v["drain_ms"].as_f64().unwrap() <= v["write_pause_ms"].as_f64().unwrap());
+    assert!(
+        v["writes_refused_ms"].as_f64().unwrap() >= v["write_pause_ms"].as_f64().unwrap(),
+        "{out}"
+    );
+    assert!(v["paused_sessions_ended"].is_u64(), "{out}");
     assert!(v["verified_rows"].is_u64(), "{out}");
+    // Each step carries its wall-clock start (ms since the epoch), in order, to line it up
+    // with what clients saw.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1e3;
+    let starts: Vec<f64> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["start_ms"].as_f64().expect("start_ms"))
+        .collect();
+    assert!(starts.len() >= 5, "{out}");
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{out}");
+    assert!(
+        starts[0] > now_ms - 120_000.0 && *starts.last().unwrap() <= now_ms,
+        "{out}"
+    );
     assert_eq!(status(), ("switched".into(), "reverse".into()));
     assert!(
         pg.psql(&src, "INSERT INTO school.notes VALUES (1, 'x', 'y')")

@@ -186,6 +186,15 @@ pub trait SwitchControl {
     fn flip(&mut self) -> Result<Direction, ConnectorError>;
     /// Lets the application write on `to` (lifts any fence there).
     fn open_new_primary(&mut self) -> Result<(), ConnectorError>;
+    /// After [`SwitchControl::open_new_primary`]: ends the application's sessions on `to` that
+    /// began during the write pause (since [`SwitchControl::fence`]) and before it opened.
+    /// Those sessions started while `to` refused writes, and a session keeps the defaults it
+    /// started with (a read-only one stays read-only after the open): ended, the application
+    /// reconnects and writes. Sessions older than the pause are left alone. Returns how many
+    /// were ended; none by default.
+    fn end_paused_sessions(&mut self) -> Result<u64, ConnectorError> {
+        Ok(0)
+    }
     /// After the switch: removes the old direction's change capture on `from`.
     fn retire_old_direction(&mut self) -> Result<(), ConnectorError>;
     /// Rows to verify before the fence: the keys changed while their table was being copied

@@ -132,6 +132,10 @@ pub struct PgSwitch {
     tgt: Client,
     /// The schema, read before the pause (for the sequences).
     schema: Option<schema::SourceSchema>,
+    /// The new primary's clock when the fence went up, and when the new primary opened: the
+    /// application's sessions that began between the two started read-only.
+    paused_since: Option<String>,
+    opened_at: Option<String>,
 }
 
 /// One of the migration's two databases.
@@ -180,6 +184,8 @@ impl PgSwitch {
                 tgt
             },
             schema: None,
+            paused_since: None,
+            opened_at: None,
         })
     }
 
@@ -515,8 +521,16 @@ impl SwitchControl for PgSwitch {
     }
 
     fn fence(&mut self, fence: &Fence) -> Result<u64, ConnectorError> {
-        let (from, _) = self.old_new();
         let ctx = |what: &str| format!("fencing writes on the primary: {what}");
+        // On the new primary's own clock (its sessions' backend_start is compared with it).
+        let (_, to) = self.old_new();
+        self.paused_since = Some(
+            to.query_one("SELECT clock_timestamp()::text", &[])
+                .and_then(|r| r.try_get(0))
+                .map_err(|e| map(ctx("reading the new primary's clock"), e))?,
+        );
+        self.opened_at = None;
+        let (from, _) = self.old_new();
         let ended: i64 = match fence {
             Fence::ReadOnly => {
                 from.batch_execute(
@@ -779,7 +793,33 @@ impl SwitchControl for PgSwitch {
         if let Some(f @ Fence::Role(_)) = fence {
             lift(to, &f)?;
         }
+        // Sessions that start from now on take writes.
+        let opened: String = to
+            .query_one("SELECT clock_timestamp()::text", &[])
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| map("reading the new primary's clock", e))?;
+        self.opened_at = Some(opened);
         Ok(())
+    }
+
+    fn end_paused_sessions(&mut self) -> Result<u64, ConnectorError> {
+        let (Some(since), Some(until)) = (self.paused_since.clone(), self.opened_at.clone()) else {
+            return Ok(0);
+        };
+        let (_, to) = self.old_new();
+        end_sessions(
+            to,
+            "datname = current_database() AND backend_type = 'client backend' AND application_name NOT LIKE 'cutover%'
+             AND backend_start >= $1::text::timestamptz AND backend_start < $2::text::timestamptz",
+            &[&since, &until],
+        )
+        .map(|n| n.max(0) as u64)
+        .map_err(|e| {
+            map(
+                "ending the sessions that began on the new primary while it refused writes",
+                e,
+            )
+        })
     }
 
     fn watched_keys(&mut self) -> Result<Vec<(TableName, Key)>, ConnectorError> {

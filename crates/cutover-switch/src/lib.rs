@@ -4,11 +4,12 @@
 //! ```text
 //!  recover an interrupted switch (journal)  →  check (phase, lag)  →  hand-over from a running
 //!  sync  →  follow in-process until caught up  →  verify the rows changed during the copy
-//!  →  prepare the way back (capture on the new primary)
+//!  →  prepare the way back (capture on the new primary)  →  close in (the follower applies
+//!  what the primary committed a moment ago, so the drain in the pause is short)
 //!  ┌ pause ───────────────────────────────────────────────────────────────────────────────┐
 //!  │ fence the old primary → sequences → --on-switch command → drain to where it stands now │
 //!  │ → fence check (no change after the fence) → verify recently changed rows               │
-//!  │ → FLIP (point of no return) → open the new primary                                     │
+//!  │ → FLIP (point of no return) → open the new primary → end its sessions begun in pause   │
 //!  └────────────────────────────────────────────────────────────────────────────────────────┘
 //!  →  retire the old direction's capture
 //! ```
@@ -23,7 +24,7 @@ mod decide;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use cutover_connector::{
     Connect, ConnectorError, Direction, ErrorKind, Fence, Journal, Progress, Source, SwitchControl,
@@ -76,6 +77,8 @@ impl SwitchOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub name: &'static str,
+    /// When it started, by the wall clock (to line it up with what clients saw).
+    pub started: SystemTime,
     pub elapsed: Duration,
     /// Inside the write pause.
     pub paused: bool,
@@ -86,8 +89,15 @@ pub struct Step {
 pub struct SwitchReport {
     /// Which way changes flow now.
     pub direction: Direction,
-    /// From the fence to the new primary taking writes.
+    /// From the fence to the new primary taking writes (from sessions that start then).
     pub write_pause: Duration,
+    /// From the fence until every session of the application on the new primary takes writes:
+    /// those that began during the pause (read-only, as the new primary was) are ended then.
+    /// The longest an application write can be refused; an application sees this plus its own
+    /// time to notice and reconnect.
+    pub writes_refused: Duration,
+    /// Sessions on the new primary that began during the pause, ended once it opened.
+    pub paused_sessions_ended: u64,
     pub drain: Duration,
     /// Rows verified inside the pause: the ones changed last.
     pub verified_rows: u64,
@@ -172,9 +182,11 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
 ) -> Result<SwitchReport, SwitchError> {
     let mut steps: Vec<Step> = Vec::new();
     let mut record = |steps: &mut Vec<Step>, name, t: Instant, paused, detail: String| {
+        let elapsed = t.elapsed();
         let s = Step {
             name,
-            elapsed: t.elapsed(),
+            started: SystemTime::now() - elapsed,
+            elapsed,
             paused,
             detail,
         };
@@ -467,6 +479,43 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
             "capture on the new primary".into(),
         );
 
+        // Close in: what the drain applies inside the pause is what the primary committed
+        // after the follower last caught up, and preparing the way back took a while. Wait
+        // (writes still flow) until the follower applied everything committed a moment ago,
+        // so the pause drains only the last few milliseconds of writes.
+        let t = Instant::now();
+        let closed_in = (|| -> Result<String, ConnectorError> {
+            let goal = control.primary_position()?;
+            let deadline = Instant::now() + opts.catch_up_timeout.min(Duration::from_secs(10));
+            loop {
+                let applied = progress.applied_position();
+                if applied.is_some_and(|a| a >= goal) {
+                    return Ok(format!("applied up to {goal}, where the primary stood"));
+                }
+                if finished.load(Ordering::SeqCst) || cancelled() || Instant::now() > deadline {
+                    // The fence goes on; the drain applies the rest (within --max-pause-ms).
+                    return Ok(format!(
+                        "not yet at {goal} (applied {}); the drain applies the rest",
+                        applied.map_or("nothing".into(), |a| a.to_string())
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })();
+        match closed_in {
+            Ok(note) => record(&mut steps, "close in", t, false, note),
+            Err(e) => {
+                stop(follow);
+                return Err(fail(
+                    control,
+                    Some(&journal),
+                    "catching up",
+                    e.to_string(),
+                    e.kind(),
+                ));
+            }
+        }
+
         if cancelled() {
             stop(follow);
             let (step, e, kind) = interrupted("the fence");
@@ -578,12 +627,19 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
         // primary wrote up to now; a change it finds after the fence position means a session
         // got past the fence (writes it made after the flip would be lost).
         let t = Instant::now();
+        // When the follower had applied up to the drain's position (it then records what it
+        // did and stops): where the drain's time goes.
+        let mut reached: Option<Duration> = None;
         let drained = (|| -> Result<(), (&'static str, String, ErrorKind)> {
             let now = control
                 .primary_position()
                 .map_err(|e| ("drain", e.to_string(), e.kind()))?;
-            stop_follower.drain_to(now.max(fenced_at));
+            let goal = now.max(fenced_at);
+            stop_follower.drain_to(goal);
             while !finished.load(Ordering::SeqCst) {
+                if reached.is_none() && progress.applied_position().is_some_and(|a| a >= goal) {
+                    reached = Some(t.elapsed());
+                }
                 if let Some((e, kind)) = over_budget("drain") {
                     return Err(("drain", e, kind));
                 }
@@ -625,7 +681,14 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
             "drain",
             t,
             true,
-            format!("applied up to {}", report.position),
+            format!(
+                "applied up to {}{}",
+                report.position,
+                reached.map_or(String::new(), |r| format!(
+                    " (there after {:.1} ms; the follower then recorded its state and stopped)",
+                    r.as_secs_f64() * 1e3
+                ))
+            ),
         );
         let t = Instant::now();
         if let Some((at, table)) = progress.last_change().filter(|(at, _)| *at > fenced_at) {
@@ -738,6 +801,32 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
             true,
             "writes accepted".into(),
         );
+        // Sessions the application opened during the pause started read-only and stay so:
+        // ended, it reconnects and writes.
+        let t = Instant::now();
+        let paused_sessions_ended = match control.end_paused_sessions() {
+            Ok(n) => {
+                record(
+                    &mut steps,
+                    "end read-only sessions",
+                    t,
+                    true,
+                    format!("{n} sessions that began on the new primary during the pause ended"),
+                );
+                n
+            }
+            Err(e) => {
+                record(
+                    &mut steps,
+                    "end read-only sessions",
+                    t,
+                    true,
+                    format!("could not end the sessions that began during the pause ({e}); they refuse writes until they reconnect"),
+                );
+                0
+            }
+        };
+        let writes_refused = paused.elapsed();
 
         let t = Instant::now();
         let retired = begin(control, &mut journal, SwitchStep::Retire)
@@ -758,6 +847,8 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
         Ok(SwitchReport {
             direction,
             write_pause,
+            writes_refused,
+            paused_sessions_ended,
             drain,
             verified_rows: verified,
             verified_copy_rows: verified_copy,

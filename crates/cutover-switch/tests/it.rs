@@ -892,3 +892,133 @@ fn an_interrupted_switch_is_undone_and_its_hand_off_command_ended() {
         "nothing left to recover"
     );
 }
+
+/// A [`PgSwitch`] that, inside the write pause (while the sequences are set), opens a session
+/// on the new primary the way an application that followed the hand-off early would.
+struct OpensDuringPause {
+    inner: PgSwitch,
+    url: String,
+    opened: Option<postgres::Client>,
+    read_only_then: Option<String>,
+}
+
+impl SwitchControl for OpensDuringPause {
+    fn observe(&mut self) -> Result<Observation, ConnectorError> {
+        self.inner.observe()
+    }
+    fn request_handover(&mut self, wait: Duration) -> Result<(), ConnectorError> {
+        self.inner.request_handover(wait)
+    }
+    fn clear_handover(&mut self) -> Result<(), ConnectorError> {
+        self.inner.clear_handover()
+    }
+    fn fence(&mut self, fence: &Fence) -> Result<u64, ConnectorError> {
+        self.inner.fence(fence)
+    }
+    fn lift_fence(&mut self, fence: &Fence) -> Result<(), ConnectorError> {
+        self.inner.lift_fence(fence)
+    }
+    fn primary_position(&mut self) -> Result<Position, ConnectorError> {
+        self.inner.primary_position()
+    }
+    fn lock(&mut self) -> Result<(), ConnectorError> {
+        self.inner.lock()
+    }
+    fn unlock(&mut self) -> Result<(), ConnectorError> {
+        self.inner.unlock()
+    }
+    fn journal(&mut self) -> Result<Option<Journal>, ConnectorError> {
+        self.inner.journal()
+    }
+    fn record(&mut self, journal: &Journal) -> Result<(), ConnectorError> {
+        self.inner.record(journal)
+    }
+    fn clear_journal(&mut self) -> Result<(), ConnectorError> {
+        self.inner.clear_journal()
+    }
+    fn prepare_way_back(&mut self) -> Result<(), ConnectorError> {
+        self.inner.prepare_way_back()
+    }
+    fn undo_way_back(&mut self) -> Result<(), ConnectorError> {
+        self.inner.undo_way_back()
+    }
+    fn sync_sequences(&mut self) -> Result<(), ConnectorError> {
+        let url = format!("{}?application_name=the-app", self.url);
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        self.read_only_then = Some(
+            c.query_one("SHOW default_transaction_read_only", &[])
+                .unwrap()
+                .get(0),
+        );
+        self.opened = Some(c);
+        self.inner.sync_sequences()
+    }
+    fn flip(&mut self) -> Result<Direction, ConnectorError> {
+        self.inner.flip()
+    }
+    fn open_new_primary(&mut self) -> Result<(), ConnectorError> {
+        self.inner.open_new_primary()
+    }
+    fn end_paused_sessions(&mut self) -> Result<u64, ConnectorError> {
+        self.inner.end_paused_sessions()
+    }
+    fn retire_old_direction(&mut self) -> Result<(), ConnectorError> {
+        self.inner.retire_old_direction()
+    }
+    fn watched_keys(&mut self) -> Result<Vec<(TableName, Key)>, ConnectorError> {
+        self.inner.watched_keys()
+    }
+    fn recent_keys(&mut self) -> Result<Vec<(TableName, Key)>, ConnectorError> {
+        self.inner.recent_keys()
+    }
+}
+
+/// Issue 9, finding 4: a session opened on the new primary during the pause starts read-only
+/// (the database refused writes then) and would stay read-only after the open, refusing the
+/// application's writes for as long as its pool keeps it. The switch ends such sessions once
+/// the new primary opens, and says so; sessions older than the pause are left alone.
+#[test]
+fn sessions_opened_on_the_new_primary_during_the_pause_are_ended_when_it_opens() {
+    let pg = Postgres::shared().unwrap();
+    let m = Migration::new(pg, "paused");
+    m.catch_up(Direction::Forward);
+    let before_url = format!("{}?application_name=other-app", pg.url(&m.dst));
+    let mut before = postgres::Client::connect(&before_url, postgres::NoTls).unwrap();
+    let mut control = OpensDuringPause {
+        inner: m.control(Orientation::Switch),
+        url: pg.url(&m.dst),
+        opened: None,
+        read_only_then: None,
+    };
+    let report = run_switch(&m, &mut control, &options(Direction::Reverse)).unwrap();
+    assert_eq!(
+        control.read_only_then.as_deref(),
+        Some("on"),
+        "a session opened during the pause starts read-only"
+    );
+    assert_eq!(report.paused_sessions_ended, 1, "{report:?}");
+    assert!(
+        control
+            .opened
+            .as_mut()
+            .unwrap()
+            .simple_query("SELECT 1")
+            .is_err(),
+        "the session opened during the pause was ended"
+    );
+    assert!(
+        before.simple_query("SELECT 1").is_ok(),
+        "a session older than the pause is left alone"
+    );
+    assert!(writable(pg, &m.dst), "a new session writes");
+    assert!(report.writes_refused >= report.write_pause, "{report:?}");
+    let names: Vec<&str> = report.steps.iter().map(|s| s.name).collect();
+    for step in ["close in", "open the new primary", "end read-only sessions"] {
+        assert!(names.contains(&step), "{step} in {names:?}");
+    }
+    let ends = names
+        .iter()
+        .position(|n| *n == "end read-only sessions")
+        .unwrap();
+    assert_eq!(names[ends - 1], "open the new primary", "{names:?}");
+}
