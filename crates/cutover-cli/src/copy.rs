@@ -8,9 +8,7 @@ use clap::Args;
 use cutover_connector::Progress;
 use cutover_postgres::copy::{copy, CopyOptions, CopyReport};
 use cutover_postgres::schema::Selection;
-use cutover_postgres::PgEndpoint;
 
-use crate::endpoint::{engine_of, Engine};
 use crate::{ui, Endpoints, EXIT_ERROR};
 
 #[derive(Args)]
@@ -52,23 +50,33 @@ pub struct CopyArgs {
 
 pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
     let (source, target, file) = args.endpoints.resolve()?;
-    match (engine_of(&source), engine_of(&target)) {
-        (Engine::Postgres, Engine::Postgres) => {}
-        (Engine::Sqlite, Engine::Sqlite) => bail!(
-            "for SQLite use `cutover sync --stop-when-caught-up --source {source} --target {target}`: \
-             it copies and catches up in one go"
-        ),
-        _ => bail!("cutover copy supports PostgreSQL → PostgreSQL (postgres://…) so far"),
-    }
-    let source = PgEndpoint::from_url(&source).context("--source")?;
-    let target = PgEndpoint::from_url(&target).context("--target")?;
+    let (tables, exclude) = args.tables.resolve(&file);
+    let open = cutover_connector::OpenOptions {
+        tables,
+        exclude,
+        name: args.name.clone(),
+        ..Default::default()
+    };
+    let (s, t) = crate::endpoint::engines().pair(&source, &target, &open)?;
+    // The copy on its own is the bulk path two PostgreSQL databases share (binary COPY, one
+    // exported snapshot); other pairs copy and catch up in one go with sync.
+    let Some((s, t)) = crate::endpoint::pg_pair(s.as_ref(), t.as_ref()) else {
+        bail!(
+            "`cutover copy` on its own is the PostgreSQL → PostgreSQL bulk path; for {} → {} use \
+             `cutover sync --stop-when-caught-up --source {source} --target {target}`: it copies \
+             and catches up in one go",
+            s.describe(),
+            t.describe()
+        );
+    };
+    let (source, target) = (s.endpoint.clone(), t.endpoint.clone());
     let mut opts = CopyOptions {
         truncate: args.truncate || file.truncate.unwrap_or(false),
         consistent_snapshot: !args.no_snapshot && file.snapshot.unwrap_or(true),
         chunk_bytes: args.chunk_mb << 20,
-        selection: {
-            let (tables, exclude) = args.tables.resolve(&file);
-            Selection { tables, exclude }
+        selection: Selection {
+            tables: open.tables.clone(),
+            exclude: open.exclude.clone(),
         },
         max_rows_per_sec: args
             .max_rows_per_sec

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use cutover_connector::{Connect, Source};
+use cutover_connector::{Source, SourceFactory};
 use cutover_pipeline::{Control, Phase, Progress, SyncOptions};
 use cutover_sqlite::demo::{create_dataset, Workload};
 use cutover_sqlite::SqliteEndpoint;
@@ -144,12 +144,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
             copy_time.as_secs_f64(),
             args.seconds,
             progress.changes_applied.load(Ordering::Relaxed),
-            progress.lag().map_or("-".into(), |l| format!("{l} changes"))
+            ui::lag_text(&progress)
         );
 
         // Switch.
         let mut src = source.source()?;
-        let mut snapshot = target.reader()?;
+        let mut snapshot = cutover_sqlite::SqliteReader::open(target.path())?;
         workload.reset_gap();
         let mut fence = workload.fence();
         let fenced_at = fence.fenced_at;
@@ -183,7 +183,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
         let t = Instant::now();
         let bar = spinner("verifying row by row");
         let tables = src.tables()?;
-        let mut reader = source.reader()?;
+        let mut reader = cutover_sqlite::SqliteReader::open(source.path())?;
         let verify =
             cutover_verify::verify_tables(&mut reader, &mut snapshot, &tables, 5_000, &mut |d| {
                 bar.set_message(format!("verifying row by row: {} done", d.table))

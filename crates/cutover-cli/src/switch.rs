@@ -2,14 +2,13 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use cutover_connector::{Direction, Fence};
 use cutover_postgres::schema::Selection;
 use cutover_postgres::{reverse_names, Orientation, PgConnect, PgEndpoint, PgSwitch};
 use cutover_switch::{Step, SwitchError, SwitchOptions, SwitchReport};
 
-use crate::endpoint::{engine_of, Engine};
 use crate::{Endpoints, EXIT_ERROR};
 
 #[derive(Args)]
@@ -68,15 +67,25 @@ pub fn rollback(args: &SwitchArgs) -> anyhow::Result<u8> {
 
 fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
     let (source, target, file) = args.endpoints.resolve()?;
-    if (engine_of(&source), engine_of(&target)) != (Engine::Postgres, Engine::Postgres) {
-        bail!("switch and rollback support PostgreSQL → PostgreSQL (postgres://…) so far; the demo shows the SQLite switch");
-    }
-    let s = PgEndpoint::from_url(&source).context("--source")?;
-    let t = PgEndpoint::from_url(&target).context("--target")?;
     let (tables, exclude) = args.tables.resolve(&file);
-    let selection = Selection { tables, exclude };
-    let names =
-        cutover_postgres::CaptureNames::for_migration(args.name.as_deref().unwrap_or(t.dbname()));
+    let open = cutover_connector::OpenOptions {
+        tables,
+        exclude,
+        name: args.name.clone(),
+        ..Default::default()
+    };
+    let (ps, pt) = crate::endpoint::engines().pair(&source, &target, &open)?;
+    let Some((ps, pt)) = crate::endpoint::pg_pair(ps.as_ref(), pt.as_ref()) else {
+        bail!(
+            "switch and rollback work between two PostgreSQL databases (postgres://…) so far, \
+             not {} → {}; the demo shows the SQLite switch",
+            ps.describe(),
+            pt.describe()
+        );
+    };
+    let (s, t) = (ps.endpoint.clone(), pt.endpoint.clone());
+    let selection = ps.selection.clone();
+    let names = ps.names.clone();
     let mut sync = cutover_pipeline::SyncOptions::default();
     if let Some(j) = file.jobs {
         sync.jobs = j.max(1);
@@ -85,7 +94,7 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
         |endpoint: &PgEndpoint, peer: &PgEndpoint, names: &cutover_postgres::CaptureNames| {
             PgConnect {
                 endpoint: endpoint.clone(),
-                peer: peer.clone(),
+                peer: Some(peer.clone()),
                 selection: selection.clone(),
                 names: names.clone(),
                 truncate: false,

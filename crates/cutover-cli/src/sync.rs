@@ -7,11 +7,10 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use cutover_connector::{Connect, Sink, Source};
-use cutover_postgres::schema::Selection;
-use cutover_postgres::{CaptureNames, PgConnect, PgEndpoint};
+use cutover_connector::{OpenOptions, SourceFactory, TargetFactory};
+use cutover_postgres::{PgConnect, PgEndpoint};
 
-use crate::endpoint::{self, engine_of, Engine};
+use crate::endpoint;
 use crate::{signals, ui, Endpoints};
 
 #[derive(Args)]
@@ -78,46 +77,32 @@ pub struct StatusArgs {
 pub struct CleanupArgs {
     #[command(flatten)]
     endpoints: Endpoints,
+    #[command(flatten)]
+    tables: crate::TableArgs,
     /// PostgreSQL: the migration's name, as given to sync [default: the target's database name].
     #[arg(long)]
     name: Option<String>,
 }
 
-fn names(name: Option<&str>, target: &PgEndpoint) -> CaptureNames {
-    CaptureNames::for_migration(name.unwrap_or(target.dbname()))
-}
-
-/// The two sides of a PostgreSQL migration, in the direction its changes flow now: after a
+/// The two sides of a PostgreSQL migration in the direction its changes flow now: after a
 /// switch, from the target back to the source.
-fn pg_pair(
-    source: &str,
-    target: &str,
-    selection: Selection,
-    name: Option<&str>,
-    truncate: bool,
-    jobs: usize,
-) -> anyhow::Result<(PgConnect, PgConnect)> {
-    let mut s = PgEndpoint::from_url(source).context("--source")?;
-    let mut t = PgEndpoint::from_url(target).context("--target")?;
-    let mut names = names(name, &t);
-    if cutover_postgres::direction(&t)? == cutover_connector::Direction::Reverse {
-        eprintln!(
-            "the migration is switched: following changes back from {} to {}",
-            t.redacted(),
-            s.redacted()
-        );
-        names = cutover_postgres::reverse_names(&names);
-        std::mem::swap(&mut s, &mut t);
+fn pg_direction(s: &PgConnect, t: &PgConnect) -> anyhow::Result<(PgConnect, PgConnect)> {
+    if cutover_postgres::direction(&t.endpoint)? != cutover_connector::Direction::Reverse {
+        return Ok((s.clone(), t.clone()));
     }
-    let side = |endpoint: &PgEndpoint, peer: &PgEndpoint| PgConnect {
-        endpoint: endpoint.clone(),
-        peer: peer.clone(),
-        selection: selection.clone(),
+    eprintln!(
+        "the migration is switched: following changes back from {} to {}",
+        t.endpoint.redacted(),
+        s.endpoint.redacted()
+    );
+    let names = cutover_postgres::reverse_names(&s.names);
+    let side = |from: &PgConnect, peer: &PgConnect| PgConnect {
+        endpoint: from.endpoint.clone(),
+        peer: Some(peer.endpoint.clone()),
         names: names.clone(),
-        truncate,
-        jobs,
+        ..from.clone()
     };
-    Ok((side(&s, &t), side(&t, &s)))
+    Ok((side(t, s), side(s, t)))
 }
 
 pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
@@ -142,71 +127,53 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
         "What was applied is kept: run the same command to resume.",
     );
     let control = cutover_pipeline::Control::with_stop_flag(Arc::clone(&stop));
-    match (engine_of(&source), engine_of(&target)) {
-        (Engine::Postgres, Engine::Postgres) => {
-            // PostgreSQL selects tables itself (schema-qualified names).
-            let selection = Selection { tables, exclude };
-            let truncate = args.truncate || file.truncate.unwrap_or(false);
-            loop {
+    opts.tables = tables.clone();
+    opts.exclude = exclude.clone();
+    let open = OpenOptions {
+        tables,
+        exclude,
+        name: args.name.clone(),
+        truncate: args.truncate || file.truncate.unwrap_or(false),
+        jobs: opts.jobs,
+    };
+    let engines = endpoint::engines();
+    loop {
+        let (s, t) = engines
+            .pair(&source, &target, &open)
+            .context("opening the migration's two sides")?;
+        let report = match endpoint::pg_pair(s.as_ref(), t.as_ref()) {
+            Some((ps, pt)) => {
                 // A switch that was interrupted (crash, kill) is finished or undone first,
                 // so that exactly one side takes writes; one running elsewhere is waited for.
-                settle_switch(&source, &target, &selection, args.name.as_deref(), &stop)?;
+                settle_switch(ps, pt, &stop)?;
                 if stop.load(Ordering::SeqCst) {
                     println!("stopped before following changes; nothing to resume");
                     return Ok(0);
                 }
-                let (s, t) = pg_pair(
-                    &source,
-                    &target,
-                    selection.clone(),
-                    args.name.as_deref(),
-                    truncate,
-                    opts.jobs,
-                )?;
-                let report = run(&s, &t, &opts, &control)?;
-                if report.handed_over && !stop.load(Ordering::SeqCst) {
-                    eprintln!(
-                        "handed over to a switch at {}; following changes again once it is done, in the direction it leaves",
-                        report.position
-                    );
-                    continue;
-                }
-                print_report(&report);
-                return Ok(0);
+                let (ps, pt) = pg_direction(ps, pt)?;
+                run(&ps, &pt, &opts, &control)?
             }
+            None => run(s.as_ref(), t.as_ref(), &opts, &control)?,
+        };
+        if report.handed_over && !stop.load(Ordering::SeqCst) {
+            eprintln!(
+                "handed over to a switch at {}; following changes again once it is done, in the direction it leaves",
+                report.position
+            );
+            continue;
         }
-        (Engine::Sqlite, Engine::Sqlite) => {
-            opts.tables = tables;
-            opts.exclude = exclude;
-            let s = endpoint::sqlite(&source, endpoint::Role::Source)?;
-            let t = endpoint::sqlite(&target, endpoint::Role::Target)?;
-            let report = run(&s, &t, &opts, &control)?;
-            print_report(&report);
-            Ok(0)
-        }
-        _ => bail!(
-            "cutover sync supports PostgreSQL → PostgreSQL and SQLite → SQLite so far; \
-             give both --source and --target as postgres://… or both as sqlite://…"
-        ),
+        print_report(&report);
+        return Ok(0);
     }
 }
 
 /// Finishes or undoes a switch of this migration that a crash or kill interrupted; waits while
 /// one runs in another process (a sync that handed over waits here for the switch it handed
 /// over to).
-fn settle_switch(
-    source: &str,
-    target: &str,
-    selection: &Selection,
-    name: Option<&str>,
-    stop: &AtomicBool,
-) -> anyhow::Result<()> {
-    let s = PgEndpoint::from_url(source).context("--source")?;
-    let t = PgEndpoint::from_url(target).context("--target")?;
-    let names = names(name, &t);
+fn settle_switch(s: &PgConnect, t: &PgConnect, stop: &AtomicBool) -> anyhow::Result<()> {
     let mut waiting = false;
     loop {
-        match crate::switch::recover(&s, &t, selection, &names) {
+        match crate::switch::recover(&s.endpoint, &t.endpoint, &s.selection, &s.names) {
             Ok(Some(done)) => {
                 eprintln!("{done}");
                 return Ok(());
@@ -227,9 +194,9 @@ fn settle_switch(
     }
 }
 
-fn run<S: Connect, T: Connect>(
-    source: &S,
-    target: &T,
+fn run(
+    source: &dyn SourceFactory,
+    target: &dyn TargetFactory,
     opts: &cutover_pipeline::SyncOptions,
     control: &cutover_pipeline::Control,
 ) -> anyhow::Result<cutover_pipeline::SyncReport> {
@@ -268,28 +235,30 @@ fn print_report(report: &cutover_pipeline::SyncReport) {
 }
 
 pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<u8> {
-    let (source, target, _) = args.endpoints.resolve()?;
-    match (engine_of(&source), engine_of(&target)) {
-        (Engine::Postgres, Engine::Postgres) => {
-            let s = PgEndpoint::from_url(&source).context("--source")?;
-            let t = PgEndpoint::from_url(&target).context("--target")?;
-            let done = cutover_postgres::cleanup(&s, &t, &names(args.name.as_deref(), &t))?;
-            println!("{done}");
-        }
-        _ => {
-            let source = endpoint::sqlite(&source, endpoint::Role::Existing)?;
-            let target = endpoint::sqlite(&target, endpoint::Role::Existing)?;
-            let mut src = source.source()?;
-            let tables = src.tables()?;
-            src.stop_capture(&tables)?;
-            target.sink()?.cleanup()?;
-            println!(
-                "removed change capture from {} and the control store from {}",
-                source.describe(),
-                target.describe()
-            );
-        }
+    let (source, target, file) = args.endpoints.resolve()?;
+    let (tables, exclude) = args.tables.resolve(&file);
+    let open = OpenOptions {
+        tables,
+        exclude,
+        name: args.name.clone(),
+        ..OpenOptions::default()
+    };
+    let (s, t) = endpoint::engines().pair(&source, &target, &open)?;
+    if let Some((ps, pt)) = endpoint::pg_pair(s.as_ref(), t.as_ref()) {
+        // Both directions, the fences and the switch's state too.
+        let done = cutover_postgres::cleanup(&ps.endpoint, &pt.endpoint, &ps.names)?;
+        println!("{done}");
+        return Ok(0);
     }
+    let mut src = s.source()?;
+    let tables = src.tables()?;
+    src.stop_capture(&tables)?;
+    t.sink()?.cleanup()?;
+    println!(
+        "removed change capture from {} and the control store from {}",
+        s.describe(),
+        t.describe()
+    );
     Ok(0)
 }
 
@@ -346,15 +315,22 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<u8> {
     let Some(target) = args.target.clone().or(file.target) else {
         bail!("no target database: pass --target URL, set CUTOVER_TARGET, or put target = \"URL\" in a --config file");
     };
-    if engine_of(&target) != Engine::Postgres {
-        bail!("cutover status reads a PostgreSQL target's control store (postgres://…); for SQLite, `cutover sync` prints its progress");
-    }
-    let endpoint = PgEndpoint::from_url(&target).context("--target")?;
+    let engines = endpoint::engines();
+    let open = OpenOptions::default();
+    let t = engines.target(&target, &open).context("--target")?;
+    let Some(pt) = t.as_any().downcast_ref::<PgConnect>() else {
+        bail!("cutover status reads the control store of a PostgreSQL target (postgres://…) so far; for a SQLite target, `cutover sync` prints its progress");
+    };
+    let endpoint = pt.endpoint.clone();
+    // The source only adds whether it refuses writes (PostgreSQL).
     let source = match args.source.clone().or(file.source) {
-        Some(s) if engine_of(&s) == Engine::Postgres => {
-            Some(PgEndpoint::from_url(&s).context("--source")?)
-        }
-        _ => None,
+        Some(s) => engines
+            .source(&s, &open)
+            .context("--source")?
+            .as_any()
+            .downcast_ref::<PgConnect>()
+            .map(|p| p.endpoint.clone()),
+        None => None,
     };
     let status = read_status(&endpoint, source.as_ref(), args.warn_wal_mb)?;
     if args.json {

@@ -110,13 +110,16 @@ pub fn status_line(progress: &Progress) -> String {
 /// The lag in the source's own unit: WAL bytes for PostgreSQL, change-log entries for SQLite,
 /// and in seconds where the source says when it committed.
 pub fn lag_text(progress: &Progress) -> String {
-    let amount = match (progress.source_position(), progress.lag()) {
-        (Some(cutover_model::Position::Lsn(_)), Some(l)) => bytes(l),
-        (Some(cutover_model::Position::Sequence(_)), Some(l)) => format!("{l} changes"),
-        _ => return "-".to_owned(),
+    let Some(lag) = progress.lag() else {
+        return "-".to_owned();
     };
-    match (progress.lag(), progress.committed_at()) {
-        (Some(0), _) => format!("{amount}, 0 s"),
+    let amount = match (lag.bytes, lag.changes) {
+        (Some(b), _) => bytes(b),
+        (None, Some(c)) => format!("{c} changes"),
+        (None, None) => return "-".to_owned(),
+    };
+    match (lag.is_zero(), progress.committed_at()) {
+        (true, _) => format!("{amount}, 0 s"),
         (_, Some(at)) => match std::time::SystemTime::now().duration_since(at) {
             Ok(d) => format!("{amount}, {:.1} s", d.as_secs_f64()),
             Err(_) => amount,
@@ -281,6 +284,7 @@ pub fn print_verify(report: &VerifyReport) {
             l.candidates,
             l.resolved,
             l.waited_for
+                .as_ref()
                 .map_or_else(|| "them".to_owned(), |p| p.to_string())
         );
     }

@@ -10,13 +10,9 @@ use clap::Args;
 use cutover_connector::canonical::value_text;
 use cutover_connector::ConnectorError;
 use cutover_model::{TableSchema, Value};
-use cutover_postgres::verify::{PgVerifySide, RowHash};
-use cutover_postgres::PgEndpoint;
-use cutover_sqlite::SqliteVerifier;
 use cutover_verify::bisect::{self, Options, VerifyProgress};
 use cutover_verify::{DifferenceKind, VerifyReport};
 
-use crate::endpoint::{engine_of, Engine};
 use crate::{ui, Endpoints, EXIT_DIFFERENT};
 
 #[derive(Args)]
@@ -98,52 +94,26 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
     }
     let progress = VerifyProgress::default();
     let started = Instant::now();
-    let report = match (engine_of(&source), engine_of(&target)) {
-        (Engine::Postgres, Engine::Postgres) => {
-            let s = PgEndpoint::from_url(&source).context("--source")?;
-            let t = PgEndpoint::from_url(&target).context("--target")?;
-            let a = PgVerifySide::read(&s, RowHash::Md5)?;
-            let b = PgVerifySide::read(&t, RowHash::Md5)?;
-            // Both PostgreSQL and hashing alike: the cheaper native hash is safe.
-            let hash = match (a.hash_probe(), b.hash_probe()) {
-                (Some(x), Some(y)) if x == y => RowHash::Native,
-                _ => RowHash::Md5,
-            };
-            let tables = select(a.tables(), args)?;
-            let (a, b) = (a.with_hash(hash), b.with_hash(hash));
-            let (open_s, open_t) = (|| a.open(), || b.open());
-            with_progress(&progress, args.json, || {
-                bisect::verify(&open_s, &open_t, &tables, &opts, &progress)
-            })
-            .with_context(|| format!("verifying {} against {}", s.redacted(), t.redacted()))?
-        }
-        (Engine::Sqlite, Engine::Sqlite) => {
-            if args.live {
-                bail!(
-                    "--live works with PostgreSQL (it waits on the sync applier's WAL position); \
-                     for SQLite, stop the writes or run `cutover sync --stop-when-caught-up` first"
-                );
-            }
-            let s = crate::endpoint::sqlite(&source, crate::endpoint::Role::Existing)?;
-            let t = crate::endpoint::sqlite(&target, crate::endpoint::Role::Existing)?;
-            let tables = select(SqliteVerifier::open(s.path())?.tables()?, args)?;
-            let (open_s, open_t) = (
-                || SqliteVerifier::open(s.path()),
-                || SqliteVerifier::open(t.path()),
-            );
-            with_progress(&progress, args.json, || {
-                bisect::verify(&open_s, &open_t, &tables, &opts, &progress)
-            })
-            .context("verifying")?
-        }
-        (Engine::Postgres, Engine::Sqlite) | (Engine::Sqlite, Engine::Postgres) => bail!(
-            "verify compares PostgreSQL with PostgreSQL, or SQLite with SQLite, so far (MySQL and \
-             mixed pairs are next)"
-        ),
-        _ => bail!(
-            "unknown database URL: use postgres://user:pass@host:5432/db or sqlite://PATH for both sides"
-        ),
-    };
+    let engines = crate::endpoint::engines();
+    let open = cutover_connector::OpenOptions::default();
+    let mut a = engines.verifier(&source, &open).context("--source")?;
+    let mut b = engines.verifier(&target, &open).context("--target")?;
+    if args.live && !(a.live() && b.live()) {
+        bail!(
+            "--live waits on the sync applier's change-stream position, which {} does not \
+             record; stop the writes or run `cutover sync --stop-when-caught-up` first",
+            if a.live() { b.describe() } else { a.describe() }
+        );
+    }
+    // Two sides of one engine may agree on a cheaper row hash (PostgreSQL's native one).
+    a.negotiate(b.as_ref());
+    b.negotiate(a.as_ref());
+    let tables = select(a.tables()?, args)?;
+    let (open_s, open_t) = (|| a.open(), || b.open());
+    let report = with_progress(&progress, args.json, || {
+        bisect::verify(&open_s, &open_t, &tables, &opts, &progress)
+    })
+    .with_context(|| format!("verifying {} against {}", a.describe(), b.describe()))?;
     let secs = started.elapsed().as_secs_f64();
     if args.json {
         println!("{}", json(&report, secs));
@@ -272,7 +242,7 @@ fn json(report: &VerifyReport, secs: f64) -> String {
         "live": report.live.as_ref().map(|l| json!({
             "candidates": l.candidates,
             "resolved": l.resolved,
-            "waited_for": l.waited_for.map(|p| p.to_string()),
+            "waited_for": l.waited_for.as_ref().map(|p| p.to_string()),
         })),
         "repair": report.repair.as_ref().map(|r| json!({
             "upserted": r.upserted,

@@ -125,6 +125,11 @@ pub trait RangeChecksum {
     /// time they were found.
     fn record_mismatches(&mut self, found: &[Mismatch]) -> Result<(), ConnectorError>;
 
+    /// How this engine orders the positions of the two methods below (`None`: it has none).
+    fn positions(&self) -> Option<&'static dyn crate::PositionOrder> {
+        None
+    }
+
     /// The source's change-stream position now, if the engine has one verify can wait on.
     fn current_position(&mut self) -> Result<Option<Position>, ConnectorError>;
 

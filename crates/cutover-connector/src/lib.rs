@@ -1,22 +1,32 @@
 //! The contracts between engines and the pipeline.
 //!
-//! An engine crate (SQLite, PostgreSQL, …) implements [`Source`], [`Sink`] and [`TableReader`]
-//! for its database; the pipeline and verify only ever see these traits. The traits are
-//! synchronous: each value owns one connection and is used from one thread; parallel work opens
-//! more of them through a [`Connect`] implementation.
+//! An engine crate (SQLite, PostgreSQL, …) implements [`Source`], [`Sink`], [`TableReader`] and
+//! [`RangeChecksum`] for its database, opened through the object-safe factories of
+//! [`engine`](Engine) and registered as one [`Engine`]; the pipeline, verify and the binary
+//! only ever see these traits. The traits are synchronous: each value owns one connection and
+//! is used from one thread; parallel work opens more of them through the factories.
 
 pub mod canonical;
 mod checksum;
+mod engine;
 mod error;
+mod positions;
 mod progress;
 mod retry;
 mod switch;
 
 pub use checksum::{CanonicalRow, Mismatch, RangeChecksum, RangeDigest, Slice};
+pub use engine::{
+    scheme_of, Connect, Engine, Engines, OpenOptions, Role, Sides, SourceFactory, TargetFactory,
+    VerifyFactory,
+};
 pub use error::{ConnectorError, ErrorKind};
+pub use positions::{Counter, Distance, PositionOrder, PositionOrderExt};
 pub use progress::{Phase, Progress, TableProgress};
 pub use retry::{RetryPolicy, Side};
 pub use switch::{Direction, Fence, Journal, Observation, SwitchControl, SwitchStep};
+
+use std::sync::Arc;
 
 use cutover_model::{Change, Column, Key, Position, Row, TableName, TableSchema, Transaction};
 
@@ -45,48 +55,26 @@ pub struct ChunkRows {
     pub rows: Vec<Row>,
     pub low: Position,
     pub high: Position,
-    /// The transactions the rows reflect, when the engine knows them exactly (PostgreSQL's
-    /// `pg_current_snapshot()`). Then a row is dropped only if its key was changed by a
-    /// transaction this snapshot did not see, instead of by any change after `low`.
-    pub snapshot: Option<TxSnapshot>,
+    /// What the read saw, where the engine can tell exactly (PostgreSQL: the snapshot's
+    /// visible transactions). Then a row is dropped only if its key was changed by a
+    /// transaction this view does not reflect, instead of by any change after `low`: a
+    /// transaction's commit can reach the stream before new reads see it.
+    pub view: Option<Arc<dyn ReadView>>,
     /// The columns of `rows`, in order, when they differ from the table's schema as the
     /// source described it at the start (its columns changed since); `None`: the same.
     pub columns: Option<Vec<Column>>,
 }
 
-/// A set of visible transactions, as PostgreSQL describes a snapshot: every transaction id below
-/// `xmin` is visible, none at or above `xmax`, and between them all but `in_progress`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TxSnapshot {
-    pub xmin: u64,
-    pub xmax: u64,
-    pub in_progress: Vec<u64>,
-}
-
-impl TxSnapshot {
-    /// Whether the changes of transaction `xid` are visible in this snapshot.
-    pub fn sees(&self, xid: u64) -> bool {
-        xid < self.xmin || (xid < self.xmax && !self.in_progress.contains(&xid))
-    }
-
-    /// Parses `pg_current_snapshot()`'s text form `xmin:xmax:xip,xip,…`.
-    pub fn parse(text: &str) -> Option<TxSnapshot> {
-        let mut parts = text.trim().splitn(3, ':');
-        let xmin = parts.next()?.parse().ok()?;
-        let xmax = parts.next()?.parse().ok()?;
-        let in_progress = match parts.next()? {
-            "" => Vec::new(),
-            list => list
-                .split(',')
-                .map(|x| x.parse().ok())
-                .collect::<Option<Vec<u64>>>()?,
-        };
-        Some(TxSnapshot {
-            xmin,
-            xmax,
-            in_progress,
-        })
-    }
+/// The transactions a chunk's read reflects, as its source engine knows them; the applier's
+/// watermark rule asks it instead of comparing positions. Transactions are named by the
+/// engine's tag ([`Transaction::tag`]). Contract:
+/// - `reflects(tag)`: whether the rows read include the effects of the transaction tagged
+///   `tag` (committed and visible to the read).
+/// - `horizon()`: every transaction tagged below it is reflected by this read **and by every
+///   read the engine takes later**; horizons of successive reads never decrease.
+pub trait ReadView: Send + Sync + std::fmt::Debug {
+    fn reflects(&self, tag: u64) -> bool;
+    fn horizon(&self) -> u64;
 }
 
 /// Reads tables and the changes made to them.
@@ -103,6 +91,9 @@ impl TxSnapshot {
 ///   sink has durably applied.
 /// - `release(upto)` lets the source discard change history up to and including `upto`.
 pub trait Source {
+    /// How this engine orders and measures its positions: the only way the pipeline compares
+    /// them.
+    fn positions(&self) -> &'static dyn PositionOrder;
     /// The tables capture and copy can handle, with their schemas.
     fn tables(&mut self) -> Result<Vec<TableSchema>, ConnectorError>;
     /// Boundaries that split `table` into chunks of about `rows_per_chunk` rows each, from the
@@ -251,11 +242,17 @@ pub trait Sink {
     /// Builds secondary indexes once the copy is complete.
     fn finish_tables(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError>;
     /// The newest checkpoint that survives a crash of the target, given that everything up to
-    /// `applied` is committed. Only this much of the source's change history is released. A
-    /// target that commits without waiting for its disk (PostgreSQL with `synchronous_commit =
-    /// off`) answers with what it has flushed; the default is that commits are durable.
-    fn durable(&mut self, applied: Position) -> Result<Position, ConnectorError> {
-        Ok(applied)
+    /// `applied` is committed (`None`: none known yet). Only this much of the source's change
+    /// history is released. A target that commits without waiting for its disk (PostgreSQL
+    /// with `synchronous_commit = off`) answers with what it has flushed; the default is that
+    /// commits are durable.
+    fn durable(&mut self, applied: Position) -> Result<Option<Position>, ConnectorError> {
+        Ok(Some(applied))
+    }
+    /// Told once, before `prepare`, how the source orders its positions: a sink that compares
+    /// checkpoints uses it (they are the source's positions, whatever the target's engine).
+    fn set_order(&mut self, order: &'static dyn PositionOrder) {
+        let _ = order;
     }
     /// Whether someone (a switch about to take over) asked the running sync to stop. Checked
     /// about once a second; `false` by default.
@@ -322,34 +319,4 @@ pub fn key_text(key: &[cutover_model::Value]) -> String {
         })
         .collect();
     format!("({})", parts.join(", "))
-}
-
-/// Opens connections: the configuration half of a connector, shared across worker threads.
-pub trait Connect: Send + Sync {
-    type Source: Source + Send;
-    type Sink: Sink + Send;
-    type Reader: TableReader + Send;
-    fn source(&self) -> Result<Self::Source, ConnectorError>;
-    fn sink(&self) -> Result<Self::Sink, ConnectorError>;
-    fn reader(&self) -> Result<Self::Reader, ConnectorError>;
-    /// Where this connects, for messages, with any password removed.
-    fn describe(&self) -> String;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn snapshots_parse_and_decide_visibility() {
-        let s = TxSnapshot::parse("100:105:101,103").unwrap();
-        assert!(s.sees(99) && s.sees(100) && s.sees(102) && s.sees(104));
-        assert!(!s.sees(101) && !s.sees(103) && !s.sees(105) && !s.sees(1_000));
-        assert_eq!(
-            TxSnapshot::parse("7:7:").unwrap().in_progress,
-            Vec::<u64>::new()
-        );
-        assert!(TxSnapshot::parse("7:x:").is_none());
-        assert!(TxSnapshot::parse("7").is_none());
-    }
 }

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use cutover_model::{Position, TableName};
 
+use crate::{Distance, PositionOrder};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Phase {
@@ -45,6 +47,7 @@ pub struct Progress {
     last_change: Mutex<Option<(Position, TableName)>>,
     /// Change history the source keeps for this migration, plus one; 0 while unknown.
     history_bytes: AtomicU64,
+    order: Mutex<Option<&'static dyn PositionOrder>>,
 }
 
 impl Progress {
@@ -65,7 +68,10 @@ impl Progress {
 
     /// The last source position the target has durably applied.
     pub fn applied_position(&self) -> Option<Position> {
-        *self.applied.lock().unwrap_or_else(|p| p.into_inner())
+        self.applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set_applied(&self, p: Position) {
@@ -74,7 +80,10 @@ impl Progress {
 
     /// The newest source position seen.
     pub fn source_position(&self) -> Option<Position> {
-        *self.source.lock().unwrap_or_else(|p| p.into_inner())
+        self.source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set_source(&self, p: Position) {
@@ -115,13 +124,18 @@ impl Progress {
             .store(bytes.saturating_add(1), Ordering::Relaxed);
     }
 
-    /// Lag in positions (change-log entries for SQLite, bytes of WAL for PostgreSQL).
-    pub fn lag(&self) -> Option<u64> {
-        match (self.source_position()?, self.applied_position()?) {
-            (Position::Sequence(s), Position::Sequence(a)) => Some(s.saturating_sub(a)),
-            (Position::Lsn(s), Position::Lsn(a)) => Some(s.saturating_sub(a)),
-            _ => None,
-        }
+    /// The source engine's order of positions, for [`Progress::lag`]; set once a run knows
+    /// its source.
+    pub fn set_order(&self, order: &'static dyn PositionOrder) {
+        *self.order.lock().unwrap_or_else(|p| p.into_inner()) = Some(order);
+    }
+
+    /// How far the applied position is behind the source's, in the source's units (bytes of
+    /// WAL for PostgreSQL, change-log entries for SQLite).
+    pub fn lag(&self) -> Option<Distance> {
+        let order = (*self.order.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let (source, applied) = (self.source_position()?, self.applied_position()?);
+        Some(order.distance(&applied, &source))
     }
 
     pub fn table_snapshot(&self) -> Vec<std::sync::Arc<TableProgress>> {

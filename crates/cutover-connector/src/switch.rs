@@ -162,6 +162,8 @@ pub trait SwitchControl {
     fn lift_fence(&mut self, fence: &Fence) -> Result<(), ConnectorError>;
     /// `from`'s change-stream position now: what a drain must reach.
     fn primary_position(&mut self) -> Result<Position, ConnectorError>;
+    /// How the primary's engine orders and measures those positions.
+    fn positions(&self) -> &'static dyn crate::PositionOrder;
     /// Takes the migration's switch lock: only one switch, rollback or recovery at a time. Held
     /// until this value is dropped or its process ends (a crash included). Fails with
     /// [`crate::ErrorKind::Busy`] naming the holder when another process has it.

@@ -59,9 +59,9 @@ impl Change {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transaction {
     pub position: Position,
-    /// The source's transaction id, where it has one (PostgreSQL's xid); lets a chunk read in a
-    /// snapshot tell exactly which transactions it already reflects.
-    pub xid: Option<u64>,
+    /// The source engine's tag for the transaction, where it has one (PostgreSQL: its xid):
+    /// what a chunk's read view (`ReadView` in `cutover-connector`) decides visibility by.
+    pub tag: Option<u64>,
     /// When the source committed it, where the source says (PostgreSQL): for lag in seconds.
     pub committed_at: Option<std::time::SystemTime>,
     pub changes: Vec<Change>,

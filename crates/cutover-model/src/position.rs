@@ -2,47 +2,64 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
-/// A point in a source's change stream. Positions of one source are totally ordered; positions
-/// of different kinds are never compared in a meaningful way (a migration has one source).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Position {
-    /// A sequence number in a change table (SQLite triggers).
-    Sequence(u64),
-    /// A PostgreSQL WAL location (LSN).
-    Lsn(u64),
+/// A point in a source's change stream, as its engine writes it: opaque text whose meaning,
+/// order and distances only that engine knows (`lsn:0/16B3748` for a PostgreSQL WAL location,
+/// `seq:42` for SQLite's change table; a MySQL GTID set or per-partition offsets would be
+/// text too). The neutral crates store, show and pass positions around; they compare them only
+/// through the source engine's `PositionOrder` (in `cutover-connector`), which may leave two
+/// positions unordered.
+///
+/// Equality is textual: an engine writes each point in exactly one way.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Position(Arc<str>);
+
+impl Position {
+    /// A position in the engine's own text form. Refused: empty text, or text with
+    /// whitespace or control characters (positions travel in logs, status lines and TOML).
+    pub fn new(text: &str) -> Result<Position, ParsePositionError> {
+        let ok = !text.is_empty()
+            && text.len() <= 4096
+            && !text.chars().any(|c| c.is_whitespace() || c.is_control());
+        if ok {
+            Ok(Position(Arc::from(text)))
+        } else {
+            Err(ParsePositionError(text.chars().take(64).collect()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part after `prefix:` (`"16B3748"` of `lsn:0/16B3748` with prefix `lsn`), for the
+    /// engine that wrote it.
+    pub fn strip_kind(&self, kind: &str) -> Option<&str> {
+        self.0.strip_prefix(kind)?.strip_prefix(':')
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a source position: {0:?} (expected seq:N or lsn:X/Y)")]
-pub struct ParsePositionError(String);
+#[error("not a source position: {0:?}")]
+pub struct ParsePositionError(pub String);
 
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Position::Sequence(n) => write!(f, "seq:{n}"),
-            Position::Lsn(lsn) => write!(f, "lsn:{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF),
-        }
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Position({})", self.0)
     }
 }
 
 impl FromStr for Position {
     type Err = ParsePositionError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParsePositionError(s.chars().take(64).collect());
-        if let Some(n) = s.strip_prefix("seq:") {
-            return n.parse().map(Position::Sequence).map_err(|_| err());
-        }
-        if let Some(lsn) = s.strip_prefix("lsn:") {
-            let (hi, lo) = lsn.split_once('/').ok_or_else(err)?;
-            let hi = u64::from_str_radix(hi, 16).map_err(|_| err())?;
-            let lo = u64::from_str_radix(lo, 16).map_err(|_| err())?;
-            if hi > u64::from(u32::MAX) || lo > u64::from(u32::MAX) {
-                return Err(err());
-            }
-            return Ok(Position::Lsn((hi << 32) | lo));
-        }
-        Err(err())
+        Position::new(s)
     }
 }
 
@@ -51,17 +68,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn positions_round_trip_as_text() {
-        for p in [
-            Position::Sequence(0),
-            Position::Sequence(u64::MAX),
-            Position::Lsn(0x016B_3748),
-            Position::Lsn(u64::MAX),
-        ] {
-            assert_eq!(p.to_string().parse::<Position>().unwrap(), p);
-        }
-        assert_eq!(Position::Lsn(0x16B3748).to_string(), "lsn:0/16B3748");
-        assert!("lsn:1".parse::<Position>().is_err());
-        assert!("wal:1".parse::<Position>().is_err());
+    fn positions_are_the_engines_text() {
+        let p: Position = "lsn:0/16B3748".parse().unwrap();
+        assert_eq!(p.to_string(), "lsn:0/16B3748");
+        assert_eq!(p.strip_kind("lsn"), Some("0/16B3748"));
+        assert_eq!(p.strip_kind("seq"), None);
+        assert!("".parse::<Position>().is_err());
+        assert!("lsn: 1".parse::<Position>().is_err());
+        assert!("a\nb".parse::<Position>().is_err());
     }
 }

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cutover_connector::{
-    ApplyOp, ChunkRows, Connect, ConnectorError, ErrorKind, KeyRange, Sink, Source,
+    ApplyOp, ChunkRows, ConnectorError, ErrorKind, KeyRange, PositionOrder, PositionOrderExt, Sink,
+    Source, SourceFactory, TargetFactory,
 };
 use cutover_model::{Change, Column, Key, Position, TableName, TableSchema, Transaction};
 
@@ -99,7 +100,10 @@ impl Control {
     }
 
     fn drain_target(&self) -> Option<Position> {
-        *self.drain_to.lock().unwrap_or_else(|p| p.into_inner())
+        self.drain_to
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -162,15 +166,25 @@ struct Outstanding {
     /// The applied position when the job was dispatched: the chunk's `low` is at least this.
     floor: Position,
     /// The visibility horizon when the job was dispatched (see [`Applier::horizon`]): the
-    /// chunk's snapshot sees every transaction below it.
+    /// chunk's read reflects every transaction tagged below it.
     horizon: u64,
+}
+
+/// Whether `list` (`name` or `schema.name`, as users write them) names `table`.
+fn names_table(list: &[String], table: &TableName) -> bool {
+    list.iter()
+        .any(|n| match (n.split_once('.'), &table.schema) {
+            (Some((schema, name)), Some(s)) => schema == s && name == table.name,
+            (Some(_), None) => n == &table.name,
+            (None, _) => n == &table.name,
+        })
 }
 
 /// Runs backfill and replication from `source` to `target` until the copy is done and a stop
 /// condition holds (see [`SyncOptions::stop_when_caught_up`], [`Control`]).
-pub fn run<S: Connect, T: Connect>(
-    source: &S,
-    target: &T,
+pub fn run(
+    source: &dyn SourceFactory,
+    target: &dyn TargetFactory,
     opts: &SyncOptions,
     control: &Control,
     progress: &Progress,
@@ -183,20 +197,23 @@ pub fn run<S: Connect, T: Connect>(
     };
     let mut src = retry.source("connecting to the source", || source.source())?;
     let mut sink = retry.target("connecting to the target", || target.sink())?;
+    let order = src.positions();
+    progress.set_order(order);
+    sink.set_order(order);
     let tables: Vec<TableSchema> = retry
         .source("reading the source schema", || src.tables())?
         .into_iter()
-        .filter(|t| opts.tables.is_empty() || opts.tables.contains(&t.name.name))
-        .filter(|t| !opts.exclude.contains(&t.name.name))
+        .filter(|t| opts.tables.is_empty() || names_table(&opts.tables, &t.name))
+        .filter(|t| !names_table(&opts.exclude, &t.name))
         .collect();
     if tables.is_empty() {
         return Err(SyncError::NoTables);
     }
-    if let Some(missing) = opts
-        .tables
-        .iter()
-        .find(|n| !tables.iter().any(|t| &t.name.name == *n))
-    {
+    if let Some(missing) = opts.tables.iter().find(|n| {
+        !tables
+            .iter()
+            .any(|t| names_table(std::slice::from_ref(*n), &t.name))
+    }) {
         return Err(ConnectorError::new(
             ErrorKind::NotFound,
             format!("table {missing} (from --tables) does not exist on the source"),
@@ -218,7 +235,7 @@ pub fn run<S: Connect, T: Connect>(
     let mut applied = retry
         .target("reading the checkpoint", || sink.checkpoint())?
         .unwrap_or(start);
-    progress.set_applied(applied);
+    progress.set_applied(applied.clone());
 
     // The source's columns now against the target's: with --ddl auto, columns added (or
     // widened) while sync was stopped are carried first, so that a table that sees no change
@@ -248,7 +265,7 @@ pub fn run<S: Connect, T: Connect>(
     }
     if !altered.is_empty() {
         retry.target("changing the target's columns as the source's", || {
-            sink.apply(&altered, applied)
+            sink.apply(&altered, applied.clone())
         })?;
     }
 
@@ -342,8 +359,9 @@ pub fn run<S: Connect, T: Connect>(
                 .map(|t| t.columns.iter().map(|c| c.name.clone()).collect())
                 .collect(),
             target_columns,
+            read_upto: applied.clone(),
             applied,
-            read_upto: applied,
+            order,
             backlog: VecDeque::new(),
             recent: VecDeque::new(),
         };
@@ -394,8 +412,8 @@ pub fn run<S: Connect, T: Connect>(
     })
 }
 
-fn reader<S: Connect>(
-    source: &S,
+fn reader(
+    source: &dyn SourceFactory,
     tables: &[TableSchema],
     jobs: &Mutex<mpsc::Receiver<Job>>,
     results: &mpsc::SyncSender<Result<ReadChunk, ConnectorError>>,
@@ -459,11 +477,12 @@ struct Applier<'a> {
     write_columns: Vec<Vec<String>>,
     /// Each table's columns on the target now.
     target_columns: Vec<Vec<Column>>,
-    /// The newest `xmin` of the chunk snapshots seen so far: every transaction below it was
-    /// visible when that snapshot was taken, so every snapshot taken later sees it too
-    /// (snapshots' `xmin` never moves backwards). Only transactions at or above it can be
-    /// missing from a chunk read from now on.
+    /// The newest horizon of the chunk read views seen so far ([`ReadView::horizon`]): every
+    /// transaction tagged below it is reflected in every read taken from now on. Only
+    /// transactions at or above it can be missing from a chunk read later.
     horizon: u64,
+    /// The source engine's order of positions.
+    order: &'static dyn PositionOrder,
     applied: Position,
     /// The position of the last transaction read from the source (ahead of `applied` while
     /// `backlog` holds transactions read but not yet applied).
@@ -473,10 +492,11 @@ struct Applier<'a> {
     recent: VecDeque<(Instant, TableName, Key)>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Touch {
     at: Position,
-    xid: Option<u64>,
+    /// The transaction's tag, which a chunk's [`ReadView`] decides on.
+    tag: Option<u64>,
     partial: bool,
 }
 
@@ -540,7 +560,7 @@ impl Applier<'_> {
             .unwrap_or_else(Instant::now);
         let mut current: Option<Position> = None;
         let mut unrecorded: Option<Position> = None;
-        let mut released = self.applied;
+        let mut released = self.applied.clone();
         loop {
             // Keep the readers busy, with a bounded number of chunks in memory.
             while self.in_flight.len() + self.pending.len() < workers * 2 {
@@ -549,7 +569,7 @@ impl Applier<'_> {
                     job.id,
                     Outstanding {
                         table: job.table,
-                        floor: self.applied,
+                        floor: self.applied.clone(),
                         horizon: self.horizon,
                     },
                 );
@@ -566,10 +586,10 @@ impl Applier<'_> {
             if self.backlog.is_empty() {
                 let asked = Instant::now();
                 let txns = retry.source("reading changes", || {
-                    src.read_changes(self.tables, self.read_upto, self.opts.batch_changes)
+                    src.read_changes(self.tables, self.read_upto.clone(), self.opts.batch_changes)
                 })?;
                 if let Some(last) = txns.last() {
-                    self.read_upto = last.position;
+                    self.read_upto = last.position.clone();
                 }
                 self.backlog.extend(txns);
                 waited = asked.elapsed();
@@ -578,8 +598,8 @@ impl Applier<'_> {
             let mut ops = Vec::new();
             let mut bytes = 0usize;
             let mut tally = BatchTally::default();
-            let mut position = self.applied;
-            self.emit_ready(src, position, &mut ops, &mut bytes, &mut tally)?;
+            let mut position = self.applied.clone();
+            self.emit_ready(src, &position, &mut ops, &mut bytes, &mut tally)?;
             // A change of columns that sync will not carry: everything before its transaction
             // is applied, then sync stops there.
             let mut refused = None;
@@ -596,16 +616,16 @@ impl Applier<'_> {
                         current,
                     } = change
                     {
-                        self.reshape(&table, columns, current.as_deref(), txn.position, &mut ops)?;
+                        self.reshape(&table, columns, current.as_deref(), &txn.position, &mut ops)?;
                         continue;
                     }
-                    self.track(&change, txn.position, txn.xid);
+                    self.track(&change, &txn.position, txn.tag);
                     self.remember(&change);
                     if let Some(t) = change.table() {
-                        tally.last_change = Some((txn.position, t.clone()));
+                        tally.last_change = Some((txn.position.clone(), t.clone()));
                     } else if let Change::Truncate { tables } = &change {
                         if let Some(t) = tables.first() {
-                            tally.last_change = Some((txn.position, t.clone()));
+                            tally.last_change = Some((txn.position.clone(), t.clone()));
                         }
                     }
                     bytes += change_bytes(&change);
@@ -620,7 +640,7 @@ impl Applier<'_> {
                 if txn.committed_at.is_some() {
                     tally.committed_at = txn.committed_at;
                 }
-                self.emit_ready(src, position, &mut ops, &mut bytes, &mut tally)?;
+                self.emit_ready(src, &position, &mut ops, &mut bytes, &mut tally)?;
                 if bytes >= self.opts.batch_bytes || tally.changes >= self.opts.batch_changes as u64
                 {
                     // The rest stays in the backlog for the next batch.
@@ -639,7 +659,7 @@ impl Applier<'_> {
                 } else {
                     std::mem::take(&mut self.watched).into_ops(self.tables, &mut ops);
                     retry.target("applying a batch to the target", || {
-                        sink.apply(&ops, position)
+                        sink.apply(&ops, position.clone())
                     })?;
                     self.commit(position, tally, sink)?;
                     unrecorded = None;
@@ -651,14 +671,17 @@ impl Applier<'_> {
                 return Err(e.into());
             }
 
-            if self.applied > released && last_release.elapsed() > Duration::from_secs(1) {
+            let order = self.order;
+            if order.after(&self.applied, &released)
+                && last_release.elapsed() > Duration::from_secs(1)
+            {
                 // Only what the target has durably applied is released.
                 let durable = retry.target("asking the target what is durable", || {
-                    sink.durable(self.applied)
+                    sink.durable(self.applied.clone())
                 })?;
-                if durable > released {
+                if let Some(durable) = durable.filter(|d| order.after(d, &released)) {
                     retry.source("releasing applied changes on the source", || {
-                        src.release(durable)
+                        src.release(durable.clone())
                     })?;
                     released = durable;
                 }
@@ -697,24 +720,27 @@ impl Applier<'_> {
                 if waiting_on_it || last_polled.elapsed() >= Duration::from_millis(100) {
                     let p =
                         retry.source("reading the source position", || src.current_position())?;
-                    self.progress.set_source(p);
+                    self.progress.set_source(p.clone());
                     current = Some(p);
                     last_polled = Instant::now();
                 }
                 if copy_done {
-                    let reached = unrecorded.unwrap_or(self.applied).max(self.applied);
+                    let reached = order.later(
+                        unrecorded.clone().unwrap_or_else(|| self.applied.clone()),
+                        self.applied.clone(),
+                    );
                     let goal = match control.drain_target() {
                         Some(target) => {
                             self.progress.set_phase(Phase::Draining);
                             Some(target)
                         }
-                        None if self.opts.stop_when_caught_up => current,
+                        None if self.opts.stop_when_caught_up => current.clone(),
                         None => None,
                     };
-                    if goal.is_some_and(|g| reached >= g) {
-                        if reached > self.applied {
+                    if goal.is_some_and(|g| order.reached(&reached, &g)) {
+                        if order.after(&reached, &self.applied) {
                             retry.target("recording the final position on the target", || {
-                                sink.apply(&[], reached)
+                                sink.apply(&[], reached.clone())
                             })?;
                             self.commit(reached, BatchTally::default(), sink)?;
                         }
@@ -765,7 +791,7 @@ impl Applier<'_> {
             let changes = ddl::decide(self.opts.ddl, table, cols, columns, &key, |n| {
                 gone(current.as_deref(), n)
             })
-            .map_err(|r| ddl::refusal_error(table, r, Some(txn.position)))?;
+            .map_err(|r| ddl::refusal_error(table, r, Some(txn.position.clone())))?;
             for c in &changes {
                 ddl::apply(cols, c);
             }
@@ -787,7 +813,7 @@ impl Applier<'_> {
         table: &TableName,
         columns: Vec<Column>,
         current: Option<&[String]>,
-        at: Position,
+        at: &Position,
         ops: &mut Vec<ApplyOp>,
     ) -> Result<(), SyncError> {
         let Some(ti) = self.index(table) else {
@@ -801,7 +827,7 @@ impl Applier<'_> {
             &columns,
             &key,
             |n| gone(current, n),
-            Some(at),
+            Some(at.clone()),
             ops,
         )?;
         self.stream_shapes[ti] = ddl::shape(table, columns, &key);
@@ -884,8 +910,8 @@ impl Applier<'_> {
 
     fn accept(&mut self, r: ReadChunk) {
         self.in_flight.remove(&r.job);
-        if let Some(s) = &r.rows.snapshot {
-            self.horizon = self.horizon.max(s.xmin);
+        if let Some(v) = &r.rows.view {
+            self.horizon = self.horizon.max(v.horizon());
         }
         self.pending.push(r);
     }
@@ -896,8 +922,12 @@ impl Applier<'_> {
     /// before the transaction is visible to new snapshots (PostgreSQL writes the commit record,
     /// waits for synchronous standbys, and only then makes it visible), so a chunk read later
     /// may still miss a change the applier has already passed.
-    fn track(&mut self, change: &Change, at: Position, xid: Option<u64>) {
-        let touch = |partial: bool| Touch { at, xid, partial };
+    fn track(&mut self, change: &Change, at: &Position, tag: Option<u64>) {
+        let touch = |partial: bool| Touch {
+            at: at.clone(),
+            tag,
+            partial,
+        };
         let table = match change {
             Change::Truncate { tables } => {
                 for name in tables {
@@ -953,7 +983,7 @@ impl Applier<'_> {
     fn emit_ready<Src: Source>(
         &mut self,
         src: &mut Src,
-        position: Position,
+        position: &Position,
         ops: &mut Vec<ApplyOp>,
         bytes: &mut usize,
         tally: &mut BatchTally,
@@ -961,7 +991,7 @@ impl Applier<'_> {
         let retry = self.retry;
         let mut i = 0;
         while i < self.pending.len() {
-            if self.pending[i].rows.high > position {
+            if self.order.after(&self.pending[i].rows.high, position) {
                 i += 1;
                 continue;
             }
@@ -984,24 +1014,23 @@ impl Applier<'_> {
                     &columns,
                     &key,
                     |_| false,
-                    Some(chunk.rows.high),
+                    Some(chunk.rows.high.clone()),
                     ops,
                 )?;
                 ddl::shape(&name, columns, &key)
             };
             self.write_as(ti, &schema.columns, ops);
             let schema = &schema;
-            let low = chunk.rows.low;
-            let snapshot = chunk.rows.snapshot.as_ref();
-            // Whether the chunk's rows already reflect a change made at `p` by `xid`.
-            let reflected = |p: Position, xid: Option<u64>| match (snapshot, xid) {
-                (Some(s), Some(x)) => s.sees(x),
-                _ => p <= low,
+            let low = chunk.rows.low.clone();
+            let view = chunk.rows.view.clone();
+            let order = self.order;
+            // Whether the chunk's rows already reflect a change: the source engine's read view
+            // decides where it can, else the change's position against the read's.
+            let reflected = |t: &Touch| match (&view, t.tag) {
+                (Some(v), Some(tag)) => v.reflects(tag),
+                _ => order.reached(&low, &t.at),
             };
-            let truncated_after_low = self
-                .truncated
-                .get(&ti)
-                .is_some_and(|t| !reflected(t.at, t.xid));
+            let truncated_after_low = self.truncated.get(&ti).is_some_and(|t| !reflected(t));
             let (mut rows_out, mut bytes_out) = (0u64, 0u64);
             let mut refetch = Vec::new();
             let mut emit = |row: cutover_model::Row| {
@@ -1017,8 +1046,7 @@ impl Applier<'_> {
             for row in chunk.rows.rows {
                 let key = schema.key_of(&row);
                 let touch = self.touched.get(&(ti, key));
-                let superseded =
-                    truncated_after_low || touch.is_some_and(|t| !reflected(t.at, t.xid));
+                let superseded = truncated_after_low || touch.is_some_and(|t| !reflected(t));
                 if superseded {
                     if !truncated_after_low && touch.is_some_and(|t| t.partial) {
                         refetch.push(schema.key_of(&row));
@@ -1053,9 +1081,9 @@ impl Applier<'_> {
         sink: &mut Snk,
     ) -> Result<(), SyncError> {
         let retry = self.retry;
-        self.applied = position;
         let p = self.progress;
-        p.set_applied(position);
+        p.set_applied(position.clone());
+        self.applied = position;
         if let Some(t) = tally.committed_at {
             p.set_committed_at(t);
         }
@@ -1092,56 +1120,59 @@ impl Applier<'_> {
     /// Forgets touched keys that no chunk can need any more: neither a chunk already read and
     /// waiting for the stream, nor one being read, nor one still queued.
     ///
-    /// A change with a transaction id is needed while some chunk of its table may not see that
-    /// transaction: a waiting chunk whose snapshot does not, a chunk being read whose dispatch
-    /// horizon is not above it, or a queued chunk while the current horizon is not. A change
-    /// without one (engines that read chunks at an exact stream position) is needed while it
-    /// lies after some outstanding chunk's `low` (or dispatch floor).
+    /// A change with a transaction tag is needed while some chunk of its table may not reflect
+    /// that transaction: a waiting chunk whose read view does not, a chunk being read whose
+    /// dispatch horizon is not above it, or a queued chunk while the current horizon is not. A
+    /// change without one (engines that read chunks at an exact stream position) is needed
+    /// while it lies after some outstanding chunk's `low` (or dispatch floor).
     fn prune(&mut self) {
-        #[derive(Clone, Copy)]
+        #[derive(Clone)]
         struct Need {
             /// Changes after this position may be missing from an outstanding chunk.
             after: Option<Position>,
-            /// Transactions at or above this id may be invisible to some chunk.
-            from_xid: Option<u64>,
+            /// Transactions with tags at or above this may be invisible to some chunk.
+            from_tag: Option<u64>,
         }
         let mut need = vec![
             Need {
                 after: None,
-                from_xid: None,
+                from_tag: None,
             };
             self.tables.len()
         ];
         let mut outstanding = vec![0u64; self.tables.len()];
         let lower = |a: Option<u64>, b: u64| Some(a.map_or(b, |a| a.min(b)));
-        let lower_pos = |a: Option<Position>, b: Position| Some(a.map_or(b, |a| a.min(b)));
+        let order = self.order;
+        let lower_pos = |a: Option<Position>, b: &Position| {
+            Some(a.map_or_else(|| b.clone(), |a| order.earlier(a, b.clone())))
+        };
         for o in self.in_flight.values() {
             let n = &mut need[o.table];
-            n.after = lower_pos(n.after, o.floor);
-            n.from_xid = lower(n.from_xid, o.horizon);
+            n.after = lower_pos(n.after.take(), &o.floor);
+            n.from_tag = lower(n.from_tag, o.horizon);
             outstanding[o.table] += 1;
         }
         for p in &self.pending {
             let n = &mut need[p.table];
-            n.after = lower_pos(n.after, p.rows.low);
-            n.from_xid = match &p.rows.snapshot {
-                Some(s) => lower(n.from_xid, s.xmin),
-                // Decided by position only: a transaction is then never kept for its id.
-                None => n.from_xid,
+            n.after = lower_pos(n.after.take(), &p.rows.low);
+            n.from_tag = match &p.rows.view {
+                Some(v) => lower(n.from_tag, v.horizon()),
+                // Decided by position only: a transaction is then never kept for its tag.
+                None => n.from_tag,
             };
             outstanding[p.table] += 1;
         }
         for (ti, n) in need.iter_mut().enumerate() {
             if self.remaining[ti] > outstanding[ti] {
-                // Chunks still queued are read later, in snapshots above the current horizon.
-                n.from_xid = lower(n.from_xid, self.horizon);
+                // Chunks still queued are read later, in views above the current horizon.
+                n.from_tag = lower(n.from_tag, self.horizon);
             }
         }
         let needed = |ti: usize, t: &Touch| {
-            let n = need[ti];
-            let by_xid = t.xid.is_some_and(|x| n.from_xid.is_some_and(|h| x >= h));
-            let by_position = n.after.is_some_and(|f| t.at > f);
-            by_xid || by_position
+            let n = &need[ti];
+            let by_tag = t.tag.is_some_and(|x| n.from_tag.is_some_and(|h| x >= h));
+            let by_position = n.after.as_ref().is_some_and(|f| order.after(&t.at, f));
+            by_tag || by_position
         };
         self.touched.retain(|(ti, _), t| needed(*ti, t));
         self.truncated.retain(|ti, t| needed(*ti, t));

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use cutover_connector::{ChunkRows, Connect, ConnectorError, KeyRange, Source, TableEstimate};
+use cutover_connector::{
+    ChunkRows, ConnectorError, KeyRange, Source, SourceFactory, TableEstimate, TableReader,
+    TargetFactory,
+};
 use cutover_model::{Position, TableSchema, Transaction};
 use cutover_pipeline::{run, Control, Progress, SyncOptions};
 use cutover_sqlite::SqliteEndpoint;
@@ -37,7 +40,7 @@ impl SlowChunks {
 }
 
 struct SlowSource {
-    inner: cutover_sqlite::SqliteSource,
+    inner: Box<dyn Source + Send>,
     delay: Duration,
     gate: Option<Arc<Gate>>,
 }
@@ -76,29 +79,29 @@ impl Gate {
     }
 }
 
-impl Connect for SlowChunks {
-    type Source = SlowSource;
-    type Sink = cutover_sqlite::SqliteSink;
-    type Reader = cutover_sqlite::SqliteReader;
-    fn source(&self) -> Result<SlowSource, ConnectorError> {
-        Ok(SlowSource {
+impl SourceFactory for SlowChunks {
+    fn source(&self) -> Result<Box<dyn Source + Send>, ConnectorError> {
+        Ok(Box::new(SlowSource {
             inner: self.endpoint.source()?,
             delay: self.delay,
             gate: self.gate.clone(),
-        })
+        }))
     }
-    fn sink(&self) -> Result<Self::Sink, ConnectorError> {
-        self.endpoint.sink()
-    }
-    fn reader(&self) -> Result<Self::Reader, ConnectorError> {
-        self.endpoint.reader()
+    fn reader(&self) -> Result<Box<dyn TableReader + Send>, ConnectorError> {
+        SourceFactory::reader(&self.endpoint)
     }
     fn describe(&self) -> String {
-        self.endpoint.describe()
+        SourceFactory::describe(&self.endpoint)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
 impl Source for SlowSource {
+    fn positions(&self) -> &'static dyn cutover_connector::PositionOrder {
+        self.inner.positions()
+    }
     fn tables(&mut self) -> Result<Vec<TableSchema>, ConnectorError> {
         self.inner.tables()
     }
@@ -381,8 +384,8 @@ fn sync_under_concurrent_writes_ends_equal_row_by_row() {
     );
 
     // verify agrees, and the secondary index was built after the copy.
-    let mut a = source.endpoint.reader().unwrap();
-    let mut b = target.reader().unwrap();
+    let mut a = SourceFactory::reader(&source.endpoint).unwrap();
+    let mut b = TargetFactory::reader(&target).unwrap();
     let tables = source.source().unwrap().tables().unwrap();
     for t in &tables {
         let diff = cutover_verify::compare_table(&mut a, &mut b, t, 500).unwrap();

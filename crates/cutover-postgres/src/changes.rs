@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use cutover_connector::{ConnectorError, ErrorKind};
 use cutover_model::{Change, Column, Position, Row, TableName, TableSchema, Transaction, Value};
 
+use crate::lsn;
 use crate::pgoutput::{self, Datum, Message, OldImage};
 use crate::pgtext;
 use crate::replication::{ReplicationConnection, ReplicationMessage};
@@ -192,8 +193,8 @@ impl Decoder {
                     return Ok(None);
                 };
                 Ok(Some(Transaction {
-                    position: Position::Lsn(end_lsn),
-                    xid: Some(open.xid),
+                    position: lsn::position(end_lsn),
+                    tag: Some(open.xid),
                     committed_at: pg_time(commit_time).or(open.committed_at),
                     changes: open.changes,
                 }))
@@ -203,7 +204,7 @@ impl Decoder {
                 let Some(&ti) = self.by_name.get(&name) else {
                     return Ok(None);
                 };
-                let (shape, current) = self.shape(ti, &r, Position::Lsn(at))?;
+                let (shape, current) = self.shape(ti, &r, lsn::position(at))?;
                 let change = Change::Schema {
                     table: name,
                     columns: shape.schema.columns.clone(),
@@ -392,8 +393,8 @@ impl Decoder {
             return Ok(None);
         }
         Ok(Some(Transaction {
-            position: Position::Lsn(open.commit_lsn),
-            xid: Some(open.xid),
+            position: lsn::position(open.commit_lsn),
+            tag: Some(open.xid),
             committed_at: open.committed_at,
             changes: std::mem::take(&mut open.changes),
         }))
@@ -499,10 +500,7 @@ impl ChangeStream {
             match item {
                 Ok(t) => {
                     self.buffered.fetch_sub(txn_bytes(&t), Ordering::Relaxed);
-                    self.delivered = match t.position {
-                        Position::Lsn(l) => l,
-                        Position::Sequence(s) => s,
-                    };
+                    self.delivered = lsn::parse(&t.position).unwrap_or(self.delivered);
                     n += t.changes.len();
                     out.push(t);
                 }
@@ -620,8 +618,8 @@ impl Pump {
                     // Every transaction that committed before `end` has been sent.
                     if !self.decoder.in_transaction() && end > self.sent_upto {
                         self.send(Transaction {
-                            position: Position::Lsn(end),
-                            xid: None,
+                            position: lsn::position(end),
+                            tag: None,
                             committed_at: None,
                             changes: Vec::new(),
                         })?;
@@ -654,7 +652,7 @@ impl Pump {
                     "reading the change stream: the source waits for the target to confirm position {}, \
                      which it has not made durable yet (the source is shutting down?); the stream is \
                      closed to let it go, and opened again",
-                    Position::Lsn(end)
+                    lsn::position(end)
                 ),
             ));
         }
@@ -662,7 +660,7 @@ impl Pump {
     }
 
     fn send(&mut self, t: Transaction) -> Result<(), ConnectorError> {
-        if let Position::Lsn(l) = t.position {
+        if let Some(l) = lsn::parse(&t.position) {
             self.sent_upto = self.sent_upto.max(l);
         }
         self.buffered.fetch_add(txn_bytes(&t), Ordering::Relaxed);
@@ -814,9 +812,9 @@ mod tests {
             )
             .unwrap()
             .unwrap();
-        assert_eq!(t.position, Position::Lsn(120));
+        assert_eq!(t.position, lsn::position(120));
         // 12 widened next to the reference: same epoch (5_000_000_000 >> 32 == 1).
-        assert_eq!(t.xid, Some((1 << 32) | 12));
+        assert_eq!(t.tag, Some((1 << 32) | 12));
         assert_eq!(t.changes.len(), 3);
         match &t.changes[0] {
             Change::Schema { columns, .. } => assert_eq!(columns.len(), 2),
@@ -939,10 +937,10 @@ mod tests {
             )
             .unwrap(),
         );
-        let positions: Vec<Position> = pieces.iter().map(|p| p.position).collect();
+        let positions: Vec<Position> = pieces.iter().map(|p| p.position.clone()).collect();
         assert_eq!(
             positions,
-            [Position::Lsn(500), Position::Lsn(500), Position::Lsn(530)]
+            [lsn::position(500), lsn::position(500), lsn::position(530)]
         );
         assert_eq!(
             pieces.iter().map(|p| p.changes.len()).sum::<usize>(),

@@ -1,19 +1,27 @@
 //! The configuration half of the PostgreSQL connector: where to connect, which tables, and the
-//! names of what change capture creates. Opens sources, sinks and readers, one connection each.
+//! names of what change capture creates. Opens sources, sinks and readers, one connection each;
+//! [`engine`] registers it with the binary.
 
-use cutover_connector::{Connect, ConnectorError};
+use std::any::Any;
+
+use cutover_connector::{
+    ConnectorError, Engine, ErrorKind, OpenOptions, RangeChecksum, Sink, Source, SourceFactory,
+    TableReader, TargetFactory, VerifyFactory,
+};
 
 use crate::endpoint::PgEndpoint;
 use crate::schema::Selection;
 use crate::sink::PgSink;
 use crate::source::{CaptureNames, PgRows, PgSource};
+use crate::verify::{PgVerifySide, RowHash};
 
-/// One side of a PostgreSQL → PostgreSQL migration. `peer` is the other side: as a target,
-/// this side takes its schema from the peer.
+/// One side of a migration on PostgreSQL. `peer` is the other side when it is PostgreSQL too:
+/// then, as a target, this side copies the peer's schema natively (enums, domains, partitions,
+/// extension types) instead of building it from the neutral schema.
 #[derive(Debug, Clone)]
 pub struct PgConnect {
     pub endpoint: PgEndpoint,
-    pub peer: PgEndpoint,
+    pub peer: Option<PgEndpoint>,
     pub selection: Selection,
     pub names: CaptureNames,
     /// As a target: empty tables that already exist instead of refusing.
@@ -22,31 +30,158 @@ pub struct PgConnect {
     pub jobs: usize,
 }
 
-impl Connect for PgConnect {
-    type Source = PgSource;
-    type Sink = PgSink;
-    type Reader = PgRows;
-
-    fn source(&self) -> Result<PgSource, ConnectorError> {
-        PgSource::open(&self.endpoint, &self.selection, &self.names)
+impl PgConnect {
+    /// A side opened with the migration's options; the capture names come from `opts.name`,
+    /// else from `default_name` (the target's database name).
+    pub fn with_options(endpoint: PgEndpoint, opts: &OpenOptions, default_name: &str) -> PgConnect {
+        PgConnect {
+            selection: Selection {
+                tables: opts.tables.clone(),
+                exclude: opts.exclude.clone(),
+            },
+            names: CaptureNames::for_migration(opts.name.as_deref().unwrap_or(default_name)),
+            truncate: opts.truncate,
+            jobs: opts.jobs.max(1),
+            peer: None,
+            endpoint,
+        }
     }
 
-    fn sink(&self) -> Result<PgSink, ConnectorError> {
+    fn sink_now(&self) -> Result<PgSink, ConnectorError> {
+        let Some(peer) = &self.peer else {
+            return Err(ConnectorError::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} can only take a PostgreSQL source so far: its tables are created from \
+                     the source's catalog",
+                    self.endpoint.redacted()
+                ),
+            ));
+        };
         PgSink::open(
             &self.endpoint,
-            &self.peer,
+            peer,
             &self.selection,
             &self.names,
             self.truncate,
             self.jobs,
         )
     }
+}
 
-    fn reader(&self) -> Result<PgRows, ConnectorError> {
-        PgRows::open(&self.endpoint, &self.selection)
+impl SourceFactory for PgConnect {
+    fn source(&self) -> Result<Box<dyn Source + Send>, ConnectorError> {
+        Ok(Box::new(PgSource::open(
+            &self.endpoint,
+            &self.selection,
+            &self.names,
+        )?))
+    }
+
+    fn reader(&self) -> Result<Box<dyn TableReader + Send>, ConnectorError> {
+        Ok(Box::new(PgRows::open(&self.endpoint, &self.selection)?))
     }
 
     fn describe(&self) -> String {
         self.endpoint.redacted().to_owned()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl TargetFactory for PgConnect {
+    fn sink(&self) -> Result<Box<dyn Sink + Send>, ConnectorError> {
+        Ok(Box::new(self.sink_now()?))
+    }
+
+    fn reader(&self) -> Result<Box<dyn TableReader + Send>, ConnectorError> {
+        Ok(Box::new(PgRows::open(&self.endpoint, &self.selection)?))
+    }
+
+    fn describe(&self) -> String {
+        self.endpoint.redacted().to_owned()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    /// The database's name: it names the source's slot and publication (`cutover_<name>`).
+    fn migration_name(&self) -> Option<String> {
+        Some(default_name(&self.endpoint))
+    }
+
+    /// A PostgreSQL source becomes the peer whose catalog the target's tables are created
+    /// from.
+    fn pair(&mut self, source: &dyn SourceFactory) -> Result<(), ConnectorError> {
+        if let Some(pg) = source.as_any().downcast_ref::<PgConnect>() {
+            self.peer = Some(pg.endpoint.clone());
+        }
+        Ok(())
+    }
+}
+
+impl VerifyFactory for PgVerifySide {
+    fn tables(&self) -> Result<Vec<cutover_model::TableSchema>, ConnectorError> {
+        Ok(PgVerifySide::tables(self))
+    }
+
+    fn open(&self) -> Result<Box<dyn RangeChecksum + Send>, ConnectorError> {
+        Ok(Box::new(PgVerifySide::open(self)?))
+    }
+
+    fn describe(&self) -> String {
+        self.endpoint().redacted().to_owned()
+    }
+
+    fn live(&self) -> bool {
+        true
+    }
+
+    /// Two PostgreSQL servers that hash a probe row alike use the native row hash.
+    fn negotiate(&mut self, peer: &dyn VerifyFactory) {
+        let Some(peer) = peer.as_any().downcast_ref::<PgVerifySide>() else {
+            return;
+        };
+        if let (Some(a), Some(b)) = (self.hash_probe(), peer.hash_probe()) {
+            if a == b {
+                self.set_hash(RowHash::Native);
+            }
+        }
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The migration's name when none is given: the database's name in `url`.
+fn default_name(endpoint: &PgEndpoint) -> String {
+    endpoint.dbname().to_owned()
+}
+
+/// PostgreSQL as the binary registers it (`postgres://`, `postgresql://`): both sides and
+/// verify. A PostgreSQL target paired with a PostgreSQL source copies its schema natively.
+pub fn engine() -> Engine {
+    Engine {
+        name: "PostgreSQL",
+        schemes: &["postgres", "postgresql"],
+        plain_paths: false,
+        example: "postgres://user@host:5432/db",
+        source: Some(|url, opts| {
+            let e = PgEndpoint::from_url(url)?;
+            let name = default_name(&e);
+            Ok(Box::new(PgConnect::with_options(e, opts, &name)))
+        }),
+        target: Some(|url, opts| {
+            let e = PgEndpoint::from_url(url)?;
+            let name = default_name(&e);
+            Ok(Box::new(PgConnect::with_options(e, opts, &name)))
+        }),
+        verify: Some(|url, _| {
+            let e = PgEndpoint::from_url(url)?;
+            Ok(Box::new(PgVerifySide::read(&e, RowHash::Md5)?))
+        }),
     }
 }

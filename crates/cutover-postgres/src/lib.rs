@@ -7,6 +7,7 @@ mod connect;
 pub mod copy;
 mod endpoint;
 mod error;
+pub mod lsn;
 pub mod pgoutput;
 pub mod pgtext;
 mod pipelined;
@@ -18,7 +19,7 @@ mod stream;
 mod switch;
 pub mod verify;
 
-pub use connect::PgConnect;
+pub use connect::{engine, PgConnect};
 pub use endpoint::{redact, PgEndpoint, TlsMode};
 pub use sink::PgSink;
 pub use source::{retained_wal, CaptureNames, PgRows, PgSource, COMMITTED_POSITION_SQL};

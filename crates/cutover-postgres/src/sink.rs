@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use cutover_connector::{
-    ApplyOp, ColumnChange, ConnectorError, ErrorKind, KeyRange, PlannedChunk, Progress, Sink,
+    ApplyOp, ColumnChange, ConnectorError, ErrorKind, KeyRange, PlannedChunk, PositionOrder,
+    PositionOrderExt, Progress, Sink,
 };
 use cutover_model::{Change, Key, Position, Row, TableName, TableSchema, Value};
 use postgres::Client;
@@ -313,6 +314,8 @@ pub struct PgSink {
     unflushed: std::collections::VecDeque<(Position, u64)>,
     /// The newest checkpoint known flushed.
     flushed: Option<Position>,
+    /// How the source orders the checkpoints ([`Sink::set_order`]).
+    order: &'static dyn PositionOrder,
 }
 
 impl PgSink {
@@ -345,6 +348,7 @@ impl PgSink {
             replica_role: false,
             unflushed: std::collections::VecDeque::new(),
             flushed: None,
+            order: &crate::lsn::LSNS,
         })
     }
 
@@ -397,7 +401,7 @@ impl PgSink {
     /// without waiting for the disk, and only releases the source's history up to what is
     /// flushed): the changes in between must be applied again, which this run cannot do.
     fn check_nothing_lost(&mut self) -> Result<(), ConnectorError> {
-        let Some(committed) = self.committed else {
+        let Some(committed) = self.committed.clone() else {
             return Ok(());
         };
         let stored: Option<String> = self
@@ -407,7 +411,10 @@ impl PgSink {
             .map_err(|e| map("reading the checkpoint after reconnecting", e))?
             .flatten();
         let stored = stored.and_then(|t| t.parse::<Position>().ok());
-        if stored.is_some_and(|s| s >= committed) {
+        if stored
+            .as_ref()
+            .is_some_and(|s| self.order.reached(s, &committed))
+        {
             return Ok(());
         }
         Err(ConnectorError::new(
@@ -571,7 +578,7 @@ impl PgSink {
             .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .map_err(|e| map("reading the target's WAL position", e))?
             .get(0);
-        if let Ok(Position::Lsn(l)) = format!("lsn:{lsn}").parse::<Position>() {
+        if let Some(l) = crate::source::parse_lsn(&lsn) {
             self.unflushed.push_back((checkpoint, l));
         }
         Ok(())
@@ -1031,8 +1038,12 @@ impl Sink for PgSink {
         self.session(|s| s.checkpoint_now())
     }
 
-    fn durable(&mut self, applied: Position) -> Result<Position, ConnectorError> {
-        self.session(|s| s.durable_now(applied))
+    fn durable(&mut self, applied: Position) -> Result<Option<Position>, ConnectorError> {
+        self.session(|s| s.durable_now(applied.clone()))
+    }
+
+    fn set_order(&mut self, order: &'static dyn PositionOrder) {
+        self.order = order;
     }
 
     fn finish_tables(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
@@ -1064,6 +1075,14 @@ impl Sink for PgSink {
 }
 
 impl PgSink {
+    /// The later of a known checkpoint and `c`, in the source's order.
+    fn later(&self, known: Option<Position>, c: Position) -> Position {
+        match known {
+            Some(k) => self.order.later(k, c),
+            None => c,
+        }
+    }
+
     fn prepare_now(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
         let mut src = self.source.connect_control()?;
         let schema = schema::read(&mut src, &self.selection)?;
@@ -1281,7 +1300,7 @@ impl PgSink {
         let ctx = format!("applying changes up to {checkpoint} on the target");
         let mut applied = None;
         if self.replica_role {
-            match self.commit_batch(ops, checkpoint, &ctx, true) {
+            match self.commit_batch(ops, checkpoint.clone(), &ctx, true) {
                 Err(e) if e.kind() == ErrorKind::Conflict => {
                     // A unique value moved between rows of this batch: apply it in source order.
                     tracing::debug!(error = %e, "compacted batch conflicted; applying it in source order");
@@ -1291,10 +1310,11 @@ impl PgSink {
         }
         let result = match applied {
             Some(r) => r,
-            None => self.commit_batch(ops, checkpoint, &ctx, false),
+            None => self.commit_batch(ops, checkpoint.clone(), &ctx, false),
         };
         if result.is_ok() {
-            self.committed = self.committed.max(Some(checkpoint));
+            let known = self.committed.take();
+            self.committed = Some(self.later(known, checkpoint));
         }
         result
     }
@@ -1326,15 +1346,16 @@ impl PgSink {
                 })
             })
             .transpose()?;
-        if let Some(c) = checkpoint {
+        if let Some(c) = &checkpoint {
             // Committed by an earlier run, perhaps not yet on disk.
-            self.note_unflushed(c)?;
-            self.committed = self.committed.max(Some(c));
+            self.note_unflushed(c.clone())?;
+            let known = self.committed.take();
+            self.committed = Some(self.later(known, c.clone()));
         }
         Ok(checkpoint)
     }
 
-    fn durable_now(&mut self, applied: Position) -> Result<Position, ConnectorError> {
+    fn durable_now(&mut self, applied: Position) -> Result<Option<Position>, ConnectorError> {
         // Every batch committed so far (up to `applied`) has its commit record before the insert
         // position now; it is on disk once the flush position has passed that.
         let r = self
@@ -1344,23 +1365,31 @@ impl PgSink {
                 &[],
             )
             .map_err(|e| map("reading the target's flushed WAL position", e))?;
-        let lsn = |i: usize| match format!("lsn:{}", r.get::<_, String>(i)).parse::<Position>() {
-            Ok(Position::Lsn(l)) => l,
-            _ => 0,
+        let lsn = |i: usize| {
+            r.try_get::<_, String>(i)
+                .ok()
+                .and_then(|t| crate::source::parse_lsn(&t))
+                .unwrap_or(0)
         };
         let (insert, flush) = (lsn(0), lsn(1));
-        if self.unflushed.back().is_none_or(|&(c, _)| c < applied) {
+        let order = self.order;
+        if self
+            .unflushed
+            .back()
+            .is_none_or(|(c, _)| order.after(&applied, c))
+        {
             self.unflushed.push_back((applied, insert));
         }
-        while let Some(&(checkpoint, lsn)) = self.unflushed.front() {
-            if lsn > flush {
+        while let Some((_, lsn)) = self.unflushed.front() {
+            if *lsn > flush {
                 break;
             }
-            self.flushed = Some(checkpoint);
-            self.unflushed.pop_front();
+            if let Some((checkpoint, _)) = self.unflushed.pop_front() {
+                self.flushed = Some(checkpoint);
+            }
         }
         // Nothing known on disk yet: release nothing new.
-        Ok(self.flushed.unwrap_or(Position::Lsn(0)))
+        Ok(self.flushed.clone())
     }
 
     fn finish_tables_now(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
@@ -1442,7 +1471,10 @@ impl PgSink {
         self.last_note = Some((now, applied));
         let committed_at: Option<SystemTime> = progress.committed_at();
         let source = progress.source_position().map(|p| p.to_string());
-        let lag = progress.lag().map(|l| l as i64);
+        let lag = progress
+            .lag()
+            .and_then(|l| l.amount())
+            .map(|l| i64::try_from(l).unwrap_or(i64::MAX));
         let history = progress.history_bytes().map(|b| b as i64);
         self.client
             .execute(

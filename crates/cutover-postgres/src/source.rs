@@ -1,7 +1,7 @@
 //! PostgreSQL as a change-capture source: chunk reads that know their snapshot, and the
 //! `pgoutput` change stream of a logical replication slot that cutover creates and names.
 //!
-//! Positions are WAL locations ([`Position::Lsn`]): a transaction's position is the end of its
+//! Positions are WAL locations ([`crate::lsn`]): a transaction's position is the end of its
 //! commit record, which is also where streaming resumes after it. The slot's confirmed position
 //! only moves when [`Source::release`] is called, and the pipeline calls it only with positions
 //! the target has durably applied, so the source keeps every change the target may still need.
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cutover_connector::{
-    ChunkRows, ConnectorError, ErrorKind, KeyRange, Source, TableEstimate, TxSnapshot,
+    ChunkRows, ConnectorError, ErrorKind, KeyRange, PositionOrder, ReadView, Source, TableEstimate,
 };
 use cutover_model::{Key, Position, Row, TableName, TableSchema, Transaction, Value};
 use postgres::{Client, SimpleQueryMessage};
@@ -19,6 +19,7 @@ use crate::changes::{Captured, ChangeStream, Decoder};
 use crate::copy::{chunk_bounds, range_predicate, row_count};
 use crate::endpoint::{without_statement_timeout, PgEndpoint};
 use crate::error::map;
+use crate::lsn;
 use crate::pgtext;
 use crate::replication::ReplicationConnection;
 use crate::schema::{self, ident, literal, qualified, PgColumn, PgTable, Selection};
@@ -191,7 +192,7 @@ impl PgSource {
     fn start_stream(&mut self, after: u64) -> Result<(), ConnectorError> {
         self.stream = None;
         let slot = self.names.slot.clone();
-        let at = Position::Lsn(after);
+        let at = lsn::position(after);
         let lost = |why: String| {
             ConnectorError::new(
                 ErrorKind::HistoryLost,
@@ -222,7 +223,7 @@ impl PgSource {
             Some((Some(confirmed), _, _)) if confirmed > after => {
                 return Err(lost(format!(
                     "the replication slot {slot} has already moved past the target, to {} (recreated, or advanced by someone else)",
-                    Position::Lsn(confirmed)
+                    lsn::position(confirmed)
                 )))
             }
             Some(_) => {}
@@ -422,8 +423,8 @@ impl PgSource {
                 "CREATE_REPLICATION_SLOT exported no snapshot",
             )
         })?;
-        tracing::info!(slot = %self.names.slot, position = %Position::Lsn(at), "change capture started with an exported snapshot");
-        Ok((CaptureSnapshot { _conn: conn }, Position::Lsn(at), snapshot))
+        tracing::info!(slot = %self.names.slot, position = %lsn::position(at), "change capture started with an exported snapshot");
+        Ok((CaptureSnapshot { _conn: conn }, lsn::position(at), snapshot))
     }
 
     /// Rows of `c` read with a simple query (every value in its text form).
@@ -481,24 +482,9 @@ fn captured_schema(t: &PgTable) -> TableSchema {
     s
 }
 
-fn parse_lsn(s: &str) -> Option<u64> {
-    format!("lsn:{s}")
-        .parse::<Position>()
-        .ok()
-        .map(|p| match p {
-            Position::Lsn(l) => l,
-            Position::Sequence(s) => s,
-        })
-}
-
-fn lsn(p: Position) -> Result<u64, ConnectorError> {
-    match p {
-        Position::Lsn(l) => Ok(l),
-        other => Err(ConnectorError::new(
-            ErrorKind::InvalidInput,
-            format!("position {other} is not a PostgreSQL WAL position: the target's control store belongs to another kind of source"),
-        )),
-    }
+/// A WAL location as PostgreSQL writes it (`0/16B3748`).
+pub(crate) fn parse_lsn(s: &str) -> Option<u64> {
+    lsn::parse(&Position::new(&format!("lsn:{s}")).ok()?)
 }
 
 /// `ORDER BY "a", "b"` for a table's key.
@@ -563,6 +549,10 @@ fn keys_predicate(t: &PgTable, keys: &[Key]) -> String {
 }
 
 impl Source for PgSource {
+    fn positions(&self) -> &'static dyn PositionOrder {
+        &lsn::LSNS
+    }
+
     fn check_capture(&mut self, _tables: &[TableSchema]) -> Result<(), ConnectorError> {
         self.session(|s| PgSource::check_capture(s, false))
     }
@@ -706,7 +696,7 @@ impl PgSource {
                 &[&qualified(&name)],
             )
             .map_err(|e| map(ctx(), e))?;
-        let snapshot = TxSnapshot::parse(&r.get::<_, String>(0));
+        let snapshot = lsn::TxSnapshot::parse(&r.get::<_, String>(0));
         let low = parse_lsn(&r.get::<_, String>(1)).unwrap_or(0);
         let relid: u32 = r.get(2);
         let live = schema::live_columns(&mut tx, relid)?;
@@ -756,9 +746,9 @@ impl PgSource {
         };
         Ok(ChunkRows {
             rows,
-            low: Position::Lsn(low),
-            high: Position::Lsn(high.max(low)),
-            snapshot,
+            low: lsn::position(low),
+            high: lsn::position(high.max(low)),
+            view: snapshot.map(|s| Arc::new(s) as Arc<dyn ReadView>),
             columns,
         })
     }
@@ -768,7 +758,7 @@ impl PgSource {
         let slot = self.names.slot.clone();
         let ctx = |what: &str| format!("{what} on the source");
         if let Some((confirmed, _, _)) = self.slot_state()? {
-            return Ok(Position::Lsn(confirmed.unwrap_or(0)));
+            return Ok(lsn::position(confirmed.unwrap_or(0)));
         }
         // Creating a slot waits for every transaction running on the server to end; meanwhile
         // the user hears which.
@@ -795,12 +785,12 @@ impl PgSource {
         )
         .unwrap_or(0);
         self.created_slot = true;
-        tracing::info!(slot, position = %Position::Lsn(at), "change capture started");
-        Ok(Position::Lsn(at))
+        tracing::info!(slot, position = %lsn::position(at), "change capture started");
+        Ok(lsn::position(at))
     }
 
     fn current_position_now(&mut self) -> Result<Position, ConnectorError> {
-        Ok(Position::Lsn(committed_position(&mut self.client)?))
+        Ok(lsn::position(committed_position(&mut self.client)?))
     }
 
     fn read_changes_now(
@@ -809,7 +799,7 @@ impl PgSource {
         after: Position,
         max_changes: usize,
     ) -> Result<Vec<Transaction>, ConnectorError> {
-        let after = lsn(after)?;
+        let after = lsn::of(&after)?;
         if self.captured.is_empty() {
             self.load()?;
         }
@@ -829,7 +819,7 @@ impl PgSource {
     }
 
     fn release_now(&mut self, upto: Position) -> Result<(), ConnectorError> {
-        let upto = lsn(upto)?;
+        let upto = lsn::of(&upto)?;
         match &self.stream {
             Some(s) => s.release(upto),
             None => {

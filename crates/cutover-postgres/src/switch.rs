@@ -17,6 +17,7 @@ use postgres::Client;
 use crate::copy::{self, CONTROL_DDL};
 use crate::endpoint::PgEndpoint;
 use crate::error::map;
+use crate::lsn;
 use crate::schema::{self, ident, qualified, Selection};
 use crate::source::{committed_position, CaptureNames};
 
@@ -424,6 +425,10 @@ impl PgSwitch {
 }
 
 impl SwitchControl for PgSwitch {
+    fn positions(&self) -> &'static dyn cutover_connector::PositionOrder {
+        &lsn::LSNS
+    }
+
     fn observe(&mut self) -> Result<Observation, ConnectorError> {
         let phase: Option<String> = self
             .tgt
@@ -471,10 +476,8 @@ impl SwitchControl for PgSwitch {
             .and_then(|r| r.get(0));
         let lag_bytes = applied
             .and_then(|a| a.parse::<Position>().ok())
-            .map(|p| match p {
-                Position::Lsn(l) => current.saturating_sub(l),
-                Position::Sequence(_) => 0,
-            });
+            .and_then(|p| lsn::parse(&p))
+            .map(|l| current.saturating_sub(l));
         Ok(Observation {
             phase,
             direction,
@@ -575,7 +578,7 @@ impl SwitchControl for PgSwitch {
     fn primary_position(&mut self) -> Result<Position, ConnectorError> {
         let (from, _) = self.old_new();
         // Every commit made before the fence, also those not yet written out (asynchronous).
-        Ok(Position::Lsn(committed_position(from)?))
+        Ok(lsn::position(committed_position(from)?))
     }
 
     fn lock(&mut self) -> Result<(), ConnectorError> {
@@ -741,7 +744,7 @@ impl SwitchControl for PgSwitch {
     fn flip(&mut self) -> Result<Direction, ConnectorError> {
         let (_, to) = self.old_new();
         // After the drain's own commits (asynchronous ones too), before any of the application's.
-        let at = Position::Lsn(committed_position(to)?).to_string();
+        let at = lsn::position(committed_position(to)?).to_string();
         let (store, from_phase, to_phase, direction) = match self.orientation {
             // The reverse follower starts where the target stands now: nothing written before
             // (the drain's own writes) flows back.

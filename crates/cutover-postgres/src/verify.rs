@@ -81,6 +81,14 @@ impl PgVerifySide {
         self
     }
 
+    pub fn set_hash(&mut self, hash: RowHash) {
+        self.hash = hash;
+    }
+
+    pub fn endpoint(&self) -> &PgEndpoint {
+        &self.endpoint
+    }
+
     /// The tables that hold rows (partitions, not their parents), ordered by name.
     pub fn tables(&self) -> Vec<TableSchema> {
         let mut t: Vec<TableSchema> = self.tables.values().map(PgTable::model).collect();
@@ -755,6 +763,10 @@ impl RangeChecksum for PgVerifier {
             .map_err(|e| map(ctx(), e))?;
         }
         tx.commit().map_err(|e| map(ctx(), e))
+    }
+
+    fn positions(&self) -> Option<&'static dyn cutover_connector::PositionOrder> {
+        Some(&crate::lsn::LSNS)
     }
 
     fn current_position(&mut self) -> Result<Option<Position>, ConnectorError> {

@@ -20,7 +20,12 @@ mod value;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cutover_connector::{Connect, ConnectorError, ErrorKind};
+use std::any::Any;
+
+use cutover_connector::{
+    ConnectorError, Engine, ErrorKind, RangeChecksum, Sink, Source, SourceFactory, TableReader,
+    TargetFactory, VerifyFactory,
+};
 use rusqlite::{Connection, OpenFlags};
 
 pub use checksum::SqliteVerifier;
@@ -56,23 +61,130 @@ impl SqliteEndpoint {
     }
 }
 
-impl Connect for SqliteEndpoint {
-    type Source = SqliteSource;
-    type Sink = SqliteSink;
-    type Reader = SqliteReader;
-
-    fn source(&self) -> Result<SqliteSource, ConnectorError> {
-        SqliteSource::open(&self.path)
+impl SourceFactory for SqliteEndpoint {
+    fn source(&self) -> Result<Box<dyn Source + Send>, ConnectorError> {
+        Ok(Box::new(SqliteSource::open(&self.path)?))
     }
-    fn sink(&self) -> Result<SqliteSink, ConnectorError> {
-        SqliteSink::open(&self.path)
-    }
-    fn reader(&self) -> Result<SqliteReader, ConnectorError> {
-        SqliteReader::open(&self.path)
+    fn reader(&self) -> Result<Box<dyn TableReader + Send>, ConnectorError> {
+        Ok(Box::new(SqliteReader::open(&self.path)?))
     }
     fn describe(&self) -> String {
         format!("sqlite://{}", self.path.display())
     }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl TargetFactory for SqliteEndpoint {
+    fn sink(&self) -> Result<Box<dyn Sink + Send>, ConnectorError> {
+        Ok(Box::new(SqliteSink::open(&self.path)?))
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    /// The file's name without its extension (`app` of `data/app.db`).
+    fn migration_name(&self) -> Option<String> {
+        self.path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+    }
+    fn reader(&self) -> Result<Box<dyn TableReader + Send>, ConnectorError> {
+        Ok(Box::new(SqliteReader::open(&self.path)?))
+    }
+    fn describe(&self) -> String {
+        format!("sqlite://{}", self.path.display())
+    }
+}
+
+/// One side of a SQLite verify: the file's tables, hashed by [`SqliteVerifier`].
+#[derive(Debug, Clone)]
+pub struct SqliteVerifySide {
+    endpoint: SqliteEndpoint,
+}
+
+impl VerifyFactory for SqliteVerifySide {
+    fn tables(&self) -> Result<Vec<cutover_model::TableSchema>, ConnectorError> {
+        SqliteVerifier::open(self.endpoint.path())?.tables()
+    }
+    fn open(&self) -> Result<Box<dyn RangeChecksum + Send>, ConnectorError> {
+        Ok(Box::new(SqliteVerifier::open(self.endpoint.path())?))
+    }
+    fn describe(&self) -> String {
+        SourceFactory::describe(&self.endpoint)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// SQLite as the binary registers it: `sqlite://PATH`, `file://PATH` or a plain path; both
+/// sides and verify.
+pub fn engine() -> Engine {
+    Engine {
+        name: "SQLite",
+        schemes: &["sqlite", "file"],
+        plain_paths: true,
+        example: "sqlite://PATH",
+        source: Some(|url, _| {
+            let e = endpoint(url)?;
+            // Opening checks existence, file type and that it really is SQLite.
+            SqliteReader::open(e.path())?;
+            Ok(Box::new(e))
+        }),
+        target: Some(|url, _| {
+            let e = endpoint(url)?;
+            check_target_path(e.path())?;
+            Ok(Box::new(e))
+        }),
+        verify: Some(|url, _| {
+            let e = endpoint(url)?;
+            SqliteReader::open(e.path())?;
+            Ok(Box::new(SqliteVerifySide { endpoint: e }))
+        }),
+    }
+}
+
+/// A SQLite URL (`sqlite://PATH`, `file://PATH`) or path, refused if it names no file.
+fn endpoint(url: &str) -> Result<SqliteEndpoint, ConnectorError> {
+    let e = SqliteEndpoint::from_url(url.strip_prefix("file://").unwrap_or(url));
+    if e.path().as_os_str().is_empty() {
+        return Err(ConnectorError::new(
+            ErrorKind::InvalidInput,
+            format!("empty database path in {url:?}: use sqlite://PATH"),
+        ));
+    }
+    Ok(e)
+}
+
+/// A target is created if missing: its folder must exist, and a file already there must be
+/// SQLite.
+fn check_target_path(path: &Path) -> Result<(), ConnectorError> {
+    if path.is_dir() {
+        return Err(ConnectorError::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "target {} is a directory; give a database file path",
+                path.display()
+            ),
+        ));
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(p) = parent {
+        if !p.is_dir() {
+            return Err(ConnectorError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "the target's folder {} does not exist; create it first",
+                    p.display()
+                ),
+            ));
+        }
+    }
+    if path.exists() {
+        SqliteReader::open(path)?;
+    }
+    Ok(())
 }
 
 fn tune(conn: &Connection, path: &Path) -> Result<(), ConnectorError> {

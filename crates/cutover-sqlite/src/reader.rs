@@ -16,7 +16,7 @@ pub struct SqliteReader {
 }
 
 impl SqliteReader {
-    pub(crate) fn open(path: &Path) -> Result<SqliteReader, ConnectorError> {
+    pub fn open(path: &Path) -> Result<SqliteReader, ConnectorError> {
         Ok(SqliteReader {
             conn: crate::open_existing(path)?,
             in_snapshot: false,

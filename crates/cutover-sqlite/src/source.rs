@@ -10,7 +10,8 @@
 use std::path::Path;
 
 use cutover_connector::{
-    key_text, ChunkRows, ConnectorError, ErrorKind, KeyRange, Source, TableEstimate,
+    key_text, ChunkRows, ConnectorError, Counter, ErrorKind, KeyRange, PositionOrder, Source,
+    TableEstimate,
 };
 use cutover_model::{Change, Key, Position, Row, TableName, TableSchema, Transaction};
 use rusqlite::{params_from_iter, Connection, OptionalExtension};
@@ -90,14 +91,19 @@ fn sequence(conn: &Connection) -> Result<u64, ConnectorError> {
     Ok(seq.unwrap_or(0).max(0) as u64)
 }
 
-fn seq_of(p: Position) -> Result<u64, ConnectorError> {
-    match p {
-        Position::Sequence(n) => Ok(n),
-        other => Err(ConnectorError::new(
+/// SQLite's positions: the sequence numbers of its change table, `seq:N`.
+pub const POSITIONS: Counter = Counter {
+    kind: "seq",
+    counts_bytes: false,
+};
+
+fn seq_of(p: &Position) -> Result<u64, ConnectorError> {
+    POSITIONS.value(p).ok_or_else(|| {
+        ConnectorError::new(
             ErrorKind::InvalidInput,
-            format!("position {other} is not a SQLite change-log position (seq:N)"),
-        )),
-    }
+            format!("position {p} is not a SQLite change-log position (seq:N)"),
+        )
+    })
 }
 
 /// Why a captured table's columns no longer match, naming table and column; `None` if they match.
@@ -136,6 +142,10 @@ fn read_row(r: &rusqlite::Row<'_>, offset: usize, n: usize) -> Option<Row> {
 }
 
 impl Source for SqliteSource {
+    fn positions(&self) -> &'static dyn PositionOrder {
+        &POSITIONS
+    }
+
     fn tables(&mut self) -> Result<Vec<TableSchema>, ConnectorError> {
         read_tables(&self.conn)
     }
@@ -233,7 +243,7 @@ impl Source for SqliteSource {
         };
         // One read transaction: the rows and the log position come from the same snapshot.
         let tx = self.conn.transaction().map_err(|e| map(ctx(), e))?;
-        let position = Position::Sequence(sequence(&tx)?);
+        let position = POSITIONS.position(sequence(&tx)?);
         let (sql, params) = select_range(
             table,
             range.start.as_deref().map(|k| (k, true)),
@@ -261,9 +271,9 @@ impl Source for SqliteSource {
         tx.commit().map_err(|e| map(ctx(), e))?;
         Ok(ChunkRows {
             rows,
-            low: position,
+            low: position.clone(),
             high: position,
-            snapshot: None,
+            view: None,
             columns: None,
         })
     }
@@ -408,11 +418,11 @@ impl Source for SqliteSource {
             position = started,
             "change capture installed"
         );
-        Ok(Position::Sequence(started.max(0) as u64))
+        Ok(POSITIONS.position(started.max(0) as u64))
     }
 
     fn current_position(&mut self) -> Result<Position, ConnectorError> {
-        Ok(Position::Sequence(sequence(&self.conn)?))
+        Ok(POSITIONS.position(sequence(&self.conn)?))
     }
 
     fn read_changes(
@@ -421,7 +431,7 @@ impl Source for SqliteSource {
         after: Position,
         max_changes: usize,
     ) -> Result<Vec<Transaction>, ConnectorError> {
-        let after = seq_of(after)?;
+        let after = seq_of(&after)?;
         let ctx = || format!("reading changes after seq:{after}");
         self.check_schema(tables)?;
         let released: Option<i64> = self
@@ -468,14 +478,14 @@ impl Source for SqliteSource {
             let seq: i64 = r.get(0).map_err(|e| map(ctx(), e))?;
             let tbl: String = r.get(1).map_err(|e| map(ctx(), e))?;
             let op: String = r.get(2).map_err(|e| map(ctx(), e))?;
-            let position = Position::Sequence(seq.max(0) as u64);
+            let position = POSITIONS.position(seq.max(0) as u64);
             let Some(t) = tables.iter().find(|t| t.name.name == tbl) else {
                 // A table captured by an earlier run but no longer part of the migration: the
                 // position still advances past it.
                 out.push(Transaction {
                     committed_at: None,
                     position,
-                    xid: None,
+                    tag: None,
                     changes: Vec::new(),
                 });
                 continue;
@@ -516,7 +526,7 @@ impl Source for SqliteSource {
             out.push(Transaction {
                 committed_at: None,
                 position,
-                xid: None,
+                tag: None,
                 changes: vec![change],
             });
         }
@@ -524,7 +534,7 @@ impl Source for SqliteSource {
     }
 
     fn release(&mut self, upto: Position) -> Result<(), ConnectorError> {
-        let upto = seq_of(upto)? as i64;
+        let upto = seq_of(&upto)? as i64;
         let ctx = format!("releasing the change log up to seq:{upto}");
         let tx = self
             .conn

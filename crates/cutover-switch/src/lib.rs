@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use cutover_connector::{
-    Connect, ConnectorError, Direction, ErrorKind, Fence, Journal, Progress, Source, SwitchControl,
-    SwitchStep,
+    Connect, ConnectorError, Direction, ErrorKind, Fence, Journal, PositionOrderExt, Progress,
+    Source, SwitchControl, SwitchStep,
 };
 use cutover_model::{Key, Position, TableName, TableSchema};
 use cutover_pipeline::{Control, SyncOptions, SyncReport};
@@ -340,8 +340,9 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
                     interrupted("the fence").1,
                 ));
             }
+            let order = control.positions();
             let lag = match (control.primary_position(), progress.applied_position()) {
-                (Ok(Position::Lsn(p)), Some(Position::Lsn(a))) => Some(p.saturating_sub(a)),
+                (Ok(p), Some(a)) => order.distance(&a, &p).amount(),
                 (Err(e), _) => break Err(e),
                 _ => None,
             };
@@ -417,7 +418,11 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
                 // is now.
                 let now = control.primary_position().map_err(err)?;
                 let deadline = Instant::now() + Duration::from_secs(30);
-                while progress.applied_position().is_none_or(|a| a < now) {
+                let order = control.positions();
+                while !progress
+                    .applied_position()
+                    .is_some_and(|a| order.reached(&a, &now))
+                {
                     if finished.load(Ordering::SeqCst) || Instant::now() > deadline || cancelled() {
                         break;
                     }
@@ -486,10 +491,11 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
         let t = Instant::now();
         let closed_in = (|| -> Result<String, ConnectorError> {
             let goal = control.primary_position()?;
+            let order = control.positions();
             let deadline = Instant::now() + opts.catch_up_timeout.min(Duration::from_secs(10));
             loop {
                 let applied = progress.applied_position();
-                if applied.is_some_and(|a| a >= goal) {
+                if applied.as_ref().is_some_and(|a| order.reached(a, &goal)) {
                     return Ok(format!("applied up to {goal}, where the primary stood"));
                 }
                 if finished.load(Ordering::SeqCst) || cancelled() || Instant::now() > deadline {
@@ -634,10 +640,15 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
             let now = control
                 .primary_position()
                 .map_err(|e| ("drain", e.to_string(), e.kind()))?;
-            let goal = now.max(fenced_at);
-            stop_follower.drain_to(goal);
+            let order = control.positions();
+            let goal = order.later(now, fenced_at.clone());
+            stop_follower.drain_to(goal.clone());
             while !finished.load(Ordering::SeqCst) {
-                if reached.is_none() && progress.applied_position().is_some_and(|a| a >= goal) {
+                if reached.is_none()
+                    && progress
+                        .applied_position()
+                        .is_some_and(|a| order.reached(&a, &goal))
+                {
                     reached = Some(t.elapsed());
                 }
                 if let Some((e, kind)) = over_budget("drain") {
@@ -691,7 +702,11 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
             ),
         );
         let t = Instant::now();
-        if let Some((at, table)) = progress.last_change().filter(|(at, _)| *at > fenced_at) {
+        let order = control.positions();
+        if let Some((at, table)) = progress
+            .last_change()
+            .filter(|(at, _)| order.after(at, &fenced_at))
+        {
             return Err(fail(
                 control,
                 Some(&journal),
@@ -946,16 +961,16 @@ fn fail_point(name: &str) {
     let _ = name;
 }
 
-type Readers<P, F> = (
-    <P as Connect>::Source,
-    <F as Connect>::Source,
+type Readers = (
+    Box<dyn Source + Send>,
+    Box<dyn Source + Send>,
     HashMap<TableName, TableSchema>,
 );
 
 fn open_readers<P: Connect, F: Connect>(
     primary: &P,
     follower: &F,
-) -> Result<Readers<P, F>, ConnectorError> {
+) -> Result<Readers, ConnectorError> {
     let mut a = primary.source()?;
     let tables = a
         .tables()?

@@ -47,7 +47,7 @@ impl Migration {
     fn side(&self, e: &PgEndpoint, peer: &PgEndpoint, names: &CaptureNames) -> PgConnect {
         PgConnect {
             endpoint: e.clone(),
-            peer: peer.clone(),
+            peer: Some(peer.clone()),
             selection: Selection::default(),
             names: names.clone(),
             truncate: false,
@@ -351,6 +351,9 @@ impl SwitchControl for Failing {
     }
     fn primary_position(&mut self) -> Result<Position, ConnectorError> {
         self.inner.primary_position()
+    }
+    fn positions(&self) -> &'static dyn cutover_connector::PositionOrder {
+        self.inner.positions()
     }
     fn lock(&mut self) -> Result<(), ConnectorError> {
         self.inner.lock()
@@ -920,6 +923,9 @@ impl SwitchControl for OpensDuringPause {
     }
     fn primary_position(&mut self) -> Result<Position, ConnectorError> {
         self.inner.primary_position()
+    }
+    fn positions(&self) -> &'static dyn cutover_connector::PositionOrder {
+        self.inner.positions()
     }
     fn lock(&mut self) -> Result<(), ConnectorError> {
         self.inner.lock()

@@ -18,8 +18,8 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use cutover_connector::{
-    key_text, CanonicalRow, ConnectorError, ErrorKind, KeyRange, Mismatch, RangeChecksum,
-    RangeDigest, Slice,
+    key_text, CanonicalRow, ConnectorError, ErrorKind, KeyRange, Mismatch, PositionOrderExt,
+    RangeChecksum, RangeDigest, Slice,
 };
 use cutover_model::{Key, Position, TableSchema, Value};
 
@@ -449,7 +449,7 @@ where
         let mut order: Vec<usize> = (0..diff.differences.len()).collect();
         order.sort_by(|&a, &b| cmp_keys(&diff.differences[a].key, &diff.differences[b].key));
         diff.differences = order.iter().map(|&i| diff.differences[i].clone()).collect();
-        seen.push(order.iter().map(|&i| st.seen_at[i]).collect());
+        seen.push(order.iter().map(|&i| st.seen_at[i].clone()).collect());
         report.tables.push(diff);
     }
 
@@ -602,7 +602,7 @@ impl Ctx<'_> {
                     }
                     if st.diff.differences.len() < self.opts.keep {
                         st.diff.differences.push(d);
-                        st.seen_at.push(seen_at);
+                        st.seen_at.push(seen_at.clone());
                     }
                 }
                 Ok(Vec::new())
@@ -693,11 +693,19 @@ fn live_recheck<S: RangeChecksum, T: RangeChecksum>(
     progress: &VerifyProgress,
 ) -> Result<(), ConnectorError> {
     let candidates = report.differences();
-    let upto = seen.iter().flatten().flatten().max().copied();
+    // Positions are the source engine's to compare; without an order, --live cannot wait.
+    let order = src.positions().or_else(|| tgt.positions());
+    let upto = order.and_then(|o| {
+        seen.iter()
+            .flatten()
+            .flatten()
+            .cloned()
+            .reduce(|a, b| o.later(a, b))
+    });
     let mut summary = LiveSummary {
         candidates,
         resolved: 0,
-        waited_for: upto,
+        waited_for: upto.clone(),
     };
     if candidates == 0 {
         report.live = Some(summary);
@@ -707,7 +715,9 @@ fn live_recheck<S: RangeChecksum, T: RangeChecksum>(
         let started = Instant::now();
         loop {
             let applied = tgt.applied_position()?;
-            if applied.is_some_and(|a| a >= upto) {
+            let reached =
+                order.is_some_and(|o| applied.as_ref().is_some_and(|a| o.reached(a, &upto)));
+            if reached {
                 break;
             }
             if started.elapsed() >= timeout {

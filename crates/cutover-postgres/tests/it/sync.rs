@@ -1,12 +1,14 @@
 //! `sync` for PostgreSQL → PostgreSQL: change capture through a logical replication slot while
 //! chunks are copied, against real throwaway servers and concurrent writers.
 
+use cutover_connector::PositionOrderExt;
+use cutover_postgres::lsn::LSNS;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cutover_connector::{Connect, ErrorKind, Phase, Progress, Source};
+use cutover_connector::{ErrorKind, Phase, Progress, Source, SourceFactory};
 use cutover_model::Position;
 use cutover_pipeline::{Control, SyncError, SyncOptions, SyncReport};
 use cutover_postgres::schema::Selection;
@@ -26,7 +28,7 @@ fn pair(pg: &Postgres, src: &str, dst: &str, exclude: &[&str]) -> (PgConnect, Pg
     let names = CaptureNames::for_migration(dst);
     let side = |e: &PgEndpoint, peer: &PgEndpoint| PgConnect {
         endpoint: e.clone(),
-        peer: peer.clone(),
+        peer: Some(peer.clone()),
         selection: selection.clone(),
         names: names.clone(),
         truncate: false,
@@ -726,7 +728,8 @@ fn a_chunk_read_before_a_logged_commit_is_visible_does_not_overwrite_it() {
     // Its commit record is before the position now; wait until the applier passed it.
     let logged = wal_position(&pg, &src);
     wait_for("the stream to pass txX", &r, |p| {
-        p.applied_position().is_some_and(|a| a >= logged)
+        p.applied_position()
+            .is_some_and(|a| LSNS.reached(&a, &logged))
     });
     let t_done = |p: &Progress| {
         p.table_snapshot()

@@ -1,0 +1,164 @@
+//! How the neutral crates compare positions: through the source engine, never by their text.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use cutover_model::Position;
+
+/// How far one position is behind another, in the units the engine can count. Both may be
+/// known (a binlog counts bytes and transactions), either, or neither.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Distance {
+    /// Bytes of change history (PostgreSQL: WAL bytes).
+    pub bytes: Option<u64>,
+    /// Changes or change-log entries (SQLite: rows of its change table).
+    pub changes: Option<u64>,
+}
+
+impl Distance {
+    pub const ZERO: Distance = Distance {
+        bytes: Some(0),
+        changes: Some(0),
+    };
+
+    /// Whether nothing separates the two positions.
+    pub fn is_zero(&self) -> bool {
+        self.bytes.unwrap_or(0) == 0 && self.changes.unwrap_or(0) == 0
+    }
+
+    /// The figure to compare with a threshold given in bytes or changes: bytes where known.
+    pub fn amount(&self) -> Option<u64> {
+        self.bytes.or(self.changes)
+    }
+}
+
+/// A source engine's knowledge of its positions. Contract:
+/// - `compare` is a partial order over the positions this engine wrote: `Some` for two points
+///   of one history (PostgreSQL LSNs, SQLite sequence numbers are totally ordered), `None` for
+///   positions that are not ordered (GTID sets of concurrent servers, offsets of different
+///   partitions) and for text this engine did not write.
+/// - `distance(behind, ahead)` counts what separates `behind` from `ahead` (zero if `behind`
+///   is not behind).
+/// - `parse` accepts exactly the text this engine writes, so a position stored by one
+///   process is understood by the next.
+pub trait PositionOrder: Send + Sync + fmt::Debug {
+    fn compare(&self, a: &Position, b: &Position) -> Option<Ordering>;
+    fn distance(&self, behind: &Position, ahead: &Position) -> Distance;
+    /// Checks that `text` is one of this engine's positions.
+    fn parse(&self, text: &str) -> Option<Position>;
+}
+
+/// Helpers every caller of a [`PositionOrder`] needs.
+pub trait PositionOrderExt {
+    /// Whether `at` is at or past `target` (known to be: unordered positions are not).
+    fn reached(&self, at: &Position, target: &Position) -> bool;
+    /// The later of two positions; `a` when they are not ordered.
+    fn later(&self, a: Position, b: Position) -> Position;
+    /// The earlier of two positions; `a` when they are not ordered.
+    fn earlier(&self, a: Position, b: Position) -> Position;
+    /// Whether `a` is strictly after `b`.
+    fn after(&self, a: &Position, b: &Position) -> bool;
+}
+
+impl<O: PositionOrder + ?Sized> PositionOrderExt for O {
+    fn reached(&self, at: &Position, target: &Position) -> bool {
+        matches!(
+            self.compare(at, target),
+            Some(Ordering::Greater | Ordering::Equal)
+        )
+    }
+    fn later(&self, a: Position, b: Position) -> Position {
+        match self.compare(&a, &b) {
+            Some(Ordering::Less) => b,
+            _ => a,
+        }
+    }
+    fn earlier(&self, a: Position, b: Position) -> Position {
+        match self.compare(&a, &b) {
+            Some(Ordering::Greater) => b,
+            _ => a,
+        }
+    }
+    fn after(&self, a: &Position, b: &Position) -> bool {
+        self.compare(a, b) == Some(Ordering::Greater)
+    }
+}
+
+/// Positions that are one unsigned counter under a prefix (`seq:42`): SQLite's change table,
+/// and any engine whose history is one totally ordered sequence counted in changes.
+#[derive(Debug, Clone, Copy)]
+pub struct Counter {
+    /// `seq` of `seq:42`.
+    pub kind: &'static str,
+    /// Whether the counter counts bytes (then distances are bytes) or changes.
+    pub counts_bytes: bool,
+}
+
+impl Counter {
+    pub fn position(&self, n: u64) -> Position {
+        Position::new(&format!("{}:{n}", self.kind)).unwrap_or_else(|_| unreachable_text())
+    }
+
+    pub fn value(&self, p: &Position) -> Option<u64> {
+        p.strip_kind(self.kind)?.parse().ok()
+    }
+}
+
+/// `Position::new` refuses only empty or spaced text; a prefix and digits are neither.
+fn unreachable_text() -> Position {
+    Position::new("invalid").unwrap_or_else(|_| unreachable!("a literal position"))
+}
+
+impl PositionOrder for Counter {
+    fn compare(&self, a: &Position, b: &Position) -> Option<Ordering> {
+        Some(self.value(a)?.cmp(&self.value(b)?))
+    }
+    fn distance(&self, behind: &Position, ahead: &Position) -> Distance {
+        let n = match (self.value(behind), self.value(ahead)) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+            _ => None,
+        };
+        if self.counts_bytes {
+            Distance {
+                bytes: n,
+                changes: None,
+            }
+        } else {
+            Distance {
+                bytes: None,
+                changes: n,
+            }
+        }
+    }
+    fn parse(&self, text: &str) -> Option<Position> {
+        let p = Position::new(text).ok()?;
+        self.value(&p).map(|_| p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEQ: Counter = Counter {
+        kind: "seq",
+        counts_bytes: false,
+    };
+
+    #[test]
+    fn counters_order_their_own_positions_only() {
+        let (a, b) = (SEQ.position(9), SEQ.position(10));
+        assert_eq!(SEQ.compare(&a, &b), Some(Ordering::Less));
+        assert!(SEQ.reached(&b, &a) && SEQ.reached(&a, &a) && !SEQ.reached(&a, &b));
+        assert_eq!(SEQ.later(a.clone(), b.clone()), b);
+        assert_eq!(SEQ.distance(&a, &b).changes, Some(1));
+        assert_eq!(SEQ.distance(&b, &a).changes, Some(0));
+        // Another engine's text is not ordered against these (the old derived order put
+        // every LSN after every sequence number).
+        let lsn: Position = "lsn:0/0".parse().unwrap();
+        assert_eq!(SEQ.compare(&lsn, &SEQ.position(u64::MAX)), None);
+        assert!(!SEQ.reached(&lsn, &a));
+        assert_eq!(SEQ.parse("seq:12"), Some(SEQ.position(12)));
+        assert_eq!(SEQ.parse("seq:x"), None);
+    }
+}
