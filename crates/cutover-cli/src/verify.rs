@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use cutover_connector::canonical::value_text;
+use cutover_connector::canonical::{value_text, CanonicalError};
 use cutover_connector::ConnectorError;
 use cutover_model::{TableSchema, Value};
 use cutover_verify::bisect::{self, Options, VerifyProgress};
@@ -116,7 +116,7 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
     .with_context(|| format!("verifying {} against {}", a.describe(), b.describe()))?;
     let secs = started.elapsed().as_secs_f64();
     if args.json {
-        println!("{}", json(&report, secs));
+        println!("{}", json(&report, secs)?);
     } else {
         ui::print_verify(&report);
         println!("({secs:.1}s)");
@@ -175,17 +175,17 @@ fn status(p: &VerifyProgress) -> String {
     )
 }
 
-fn json_value(v: &Value) -> serde_json::Value {
-    match v {
+fn json_value(v: &Value) -> Result<serde_json::Value, CanonicalError> {
+    Ok(match v {
         Value::Null => serde_json::Value::Null,
         Value::Int(i) => (*i).into(),
         Value::UInt(u) => (*u).into(),
         Value::Bool(b) => (*b).into(),
-        other => value_text(other).into(),
-    }
+        other => value_text(other)?.into(),
+    })
 }
 
-fn json(report: &VerifyReport, secs: f64) -> String {
+fn json(report: &VerifyReport, secs: f64) -> anyhow::Result<String> {
     use serde_json::json;
     let tables: Vec<serde_json::Value> = report
         .tables
@@ -209,8 +209,12 @@ fn json(report: &VerifyReport, secs: f64) -> String {
                 .key_columns
                 .iter()
                 .zip(&d.key)
-                .map(|(c, v)| (c.clone(), json_value(v)))
-                .collect();
+                .map(|(c, v)| {
+                    json_value(v)
+                        .map(|j| (c.clone(), j))
+                        .map_err(|e| e.at(&t.table, c, &d.key))
+                })
+                .collect::<Result<_, _>>()?;
             let columns: Vec<serde_json::Value> = match &d.kind {
                 DifferenceKind::Different { columns } => columns
                     .iter()
@@ -232,7 +236,7 @@ fn json(report: &VerifyReport, secs: f64) -> String {
             }));
         }
     }
-    json!({
+    Ok(json!({
         "equal": report.is_equal(),
         "equal_now": report.is_equal_now(),
         "rows_compared": report.rows_compared(),
@@ -252,5 +256,5 @@ fn json(report: &VerifyReport, secs: f64) -> String {
         })),
         "seconds": (secs * 1000.0).round() / 1000.0,
     })
-    .to_string()
+    .to_string())
 }

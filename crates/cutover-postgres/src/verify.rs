@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cutover_connector::canonical::value_text;
 use cutover_connector::{
     CanonicalRow, ConnectorError, ErrorKind, KeyRange, Mismatch, RangeChecksum, RangeDigest, Slice,
 };
@@ -215,13 +214,34 @@ impl PgVerifier {
     }
 }
 
-/// The canonical expression of one column (see the module docs).
+/// Trailing fractional zeros of every element of a `numeric[]`'s text (`{1.50,2.0,10}` →
+/// `{1.5,2,10}`): `trim_scale` element by element, keeping dimensions and bounds. numeric
+/// elements are never quoted and never use exponents, so each ends at `,` or `}`.
+const TRIM_NUMERIC_ELEMENTS: (&str, &str) = (r"(\.[0-9]*[1-9])0+(?=[,}])", r"\.0+(?=[,}])");
+
+/// The canonical expression of one column (see the module docs and `docs/CANONICAL.md`).
+/// Arrays print as `array_out` prints them, which is canonical once their elements are:
+/// `numeric[]` has its elements' trailing zeros trimmed, `json[]` is cast to `jsonb[]`
+/// (element by element, dimensions and bounds kept).
 fn canonical_expr(c: &PgColumn) -> String {
     let col = ident(&c.name);
-    let base = c.type_sql.split('(').next().unwrap_or(&c.type_sql).trim();
-    match base {
-        "numeric" => format!("trim_scale({col})"),
-        "json" => format!("{col}::jsonb"),
+    let (ty, array) = match c.type_sql.strip_suffix("[]") {
+        Some(element) => (element, true),
+        None => (c.type_sql.as_str(), false),
+    };
+    let base = ty.split('(').next().unwrap_or(ty).trim();
+    match (base, array) {
+        ("numeric", false) => format!("trim_scale({col})"),
+        ("json", false) => format!("{col}::jsonb"),
+        ("numeric", true) => {
+            let (fraction, zeros) = TRIM_NUMERIC_ELEMENTS;
+            format!(
+                "regexp_replace(regexp_replace({col}::text, {}, '\\1', 'g'), {}, '', 'g')",
+                literal(fraction),
+                literal(zeros)
+            )
+        }
+        ("json", true) => format!("{col}::jsonb[]"),
         _ => col,
     }
 }
@@ -254,6 +274,8 @@ fn native_expr(c: &PgColumn) -> String {
         // An empty jsonb object or array hashes to the seed whatever its kind: say which.
         "jsonb" => format!("{col}, jsonb_typeof({col})"),
         "json" => format!("{col}::jsonb, json_typeof({col})"),
+        // Arrays as their canonical text (numeric[] trimmed, json[] as jsonb[]).
+        _ if c.type_sql.ends_with("[]") => format!("({})::text", canonical_expr(c)),
         _ => format!("{col}::text"),
     }
 }
@@ -286,12 +308,10 @@ fn key_columns(t: &PgTable) -> Vec<&PgColumn> {
     }
 }
 
-/// `'42'::bigint`: a key value as a typed literal of its column.
+/// `'42'::bigint`: a key value as a typed literal of its column (its exact text, which
+/// PostgreSQL reads back as the same value).
 fn key_literal(v: &Value, c: &PgColumn) -> String {
-    let text = match v {
-        Value::Raw { text, .. } => text.clone(),
-        other => value_text(other).unwrap_or_default(),
-    };
+    let text = crate::pgtext::encode(v).unwrap_or_default();
     format!("{}::{}", literal(&text), c.type_sql)
 }
 
@@ -704,8 +724,7 @@ impl RangeChecksum for PgVerifier {
                     .iter()
                     .map(|(i, _)| match row.get(*i) {
                         None | Some(Value::Null) => None,
-                        Some(Value::Raw { text, .. }) => Some(text.clone()),
-                        Some(other) => value_text(other),
+                        Some(other) => crate::pgtext::encode(other),
                     })
                     .collect();
                 let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
@@ -820,6 +839,18 @@ mod tests {
 
     fn col(name: &str, ty: &str) -> PgColumn {
         PgColumn::plain(name, ty, 0)
+    }
+
+    #[test]
+    fn arrays_are_normalised_element_by_element() {
+        assert_eq!(canonical_expr(&col("a", "integer[]")), "\"a\"");
+        assert_eq!(canonical_expr(&col("j", "json[]")), "\"j\"::jsonb[]");
+        assert_eq!(
+            canonical_expr(&col("n", "numeric(6,2)[]")),
+            "regexp_replace(regexp_replace(\"n\"::text, '(\\.[0-9]*[1-9])0+(?=[,}])', '\\1', 'g'), \
+             '\\.0+(?=[,}])', '', 'g')"
+        );
+        assert_eq!(native_expr(&col("j", "json[]")), "(\"j\"::jsonb[])::text");
     }
 
     #[test]

@@ -10,6 +10,8 @@ use cutover_postgres::schema::Selection;
 use cutover_postgres::PgEndpoint;
 use cutover_testkit::Postgres;
 
+#[path = "it/canonical.rs"]
+mod canonical;
 #[path = "it/faults.rs"]
 mod faults;
 #[path = "it/sync.rs"]

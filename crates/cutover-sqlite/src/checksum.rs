@@ -4,12 +4,17 @@
 //!
 //! SQLite's storage classes map to canonical text directly: INTEGER as digits, REAL in the
 //! shortest round-trip form, TEXT as it is (as canonical JSON in columns declared JSON), BLOB
-//! as `\x` hex. SQLite cannot slice a table physically: slice 0 reads everything. It has no
-//! change stream verify can wait on, so `--live` is for PostgreSQL.
+//! as `\x` hex (`docs/CANONICAL.md`). TEXT that is not valid UTF-8 (SQLite stores whatever
+//! bytes it is given) and JSON nested deeper than `canonical::MAX_JSON_DEPTH` have no canonical
+//! text: the registered functions fail the query, and verify then finds the first such value
+//! and names its table, column and key. SQLite cannot slice a table physically: slice 0 reads
+//! everything. It has no change stream verify can wait on, so `--live` is for PostgreSQL.
 
 use std::path::Path;
 
-use cutover_connector::canonical::{bytes_text, float64_text, json_text, row_hash, row_text};
+use cutover_connector::canonical::{
+    bytes_text, float64_text, json_text, row_hash, row_text, text_from_bytes, CanonicalError,
+};
 use cutover_connector::{
     CanonicalRow, ConnectorError, KeyRange, Mismatch, RangeChecksum, RangeDigest, Slice,
 };
@@ -47,14 +52,28 @@ impl SqliteVerifier {
     }
 }
 
-fn canonical(v: ValueRef<'_>) -> Option<String> {
-    match v {
+/// A stored value's canonical text; `json`: the column is declared JSON, so text is canonical
+/// JSON (text that is not JSON stays as it is).
+fn canonical(v: ValueRef<'_>, json: bool) -> Result<Option<String>, CanonicalError> {
+    Ok(match v {
         ValueRef::Null => None,
         ValueRef::Integer(i) => Some(i.to_string()),
         ValueRef::Real(f) => Some(float64_text(f)),
-        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Text(t) => {
+            let t = text_from_bytes(t)?;
+            if json {
+                Some(json_text(t)?.unwrap_or_else(|| t.to_owned()))
+            } else {
+                Some(t.to_owned())
+            }
+        }
         ValueRef::Blob(b) => Some(bytes_text(b)),
-    }
+    })
+}
+
+/// A canonical-text error as the registered function's error (SQLite then fails the query).
+fn function_error(e: CanonicalError) -> rusqlite::Error {
+    rusqlite::Error::UserFunctionError(Box::new(e))
 }
 
 /// Wrapping sum of 64-bit integers (SQLite's `sum` fails on overflow).
@@ -75,32 +94,66 @@ impl Aggregate<i64, i64> for Sum64 {
 
 fn register(conn: &Connection) -> rusqlite::Result<()> {
     let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    // The row's values, each already canonical (JSON columns through `cutover_json`).
     conn.create_scalar_function("cutover_row_hash", -1, flags, |ctx| {
         let values: Vec<Option<String>> = (0..ctx.len())
-            .map(|i| ctx.get_raw(i))
-            .map(canonical)
-            .collect();
+            .map(|i| canonical(ctx.get_raw(i), false))
+            .collect::<Result<_, _>>()
+            .map_err(function_error)?;
         Ok(row_hash(&row_text(values.iter().map(|v| v.as_deref()))))
     })?;
     conn.create_scalar_function("cutover_canon", 1, flags, |ctx| {
-        Ok(canonical(ctx.get_raw(0)))
+        canonical(ctx.get_raw(0), false).map_err(function_error)
     })?;
     conn.create_scalar_function("cutover_json", 1, flags, |ctx| {
-        Ok(match ctx.get_raw(0) {
-            ValueRef::Text(t) => {
-                let t = String::from_utf8_lossy(t);
-                Some(json_text(&t).unwrap_or_else(|| t.into_owned()))
-            }
-            other => canonical(other),
-        })
+        canonical(ctx.get_raw(0), true).map_err(function_error)
     })?;
     conn.create_aggregate_function("cutover_sum64", 1, flags, Sum64)
+}
+
+/// Whether the canonical text of the column's text is canonical JSON.
+fn is_json(c: &cutover_model::Column) -> bool {
+    c.declared_type.to_ascii_uppercase().contains("JSON")
+}
+
+/// A value of a row read back, or an error naming the table, column and key if SQLite holds
+/// text that is not UTF-8 there.
+fn read_value(
+    t: &TableSchema,
+    r: &rusqlite::Row<'_>,
+    at: usize,
+    column: &str,
+    key: &[Value],
+) -> Result<Value, ConnectorError> {
+    let v = r
+        .get_ref(at)
+        .map_err(|e| map(format!("reading table {}", t.name), e))?;
+    from_ref(v).ok_or_else(|| {
+        let valid_up_to = match v {
+            ValueRef::Text(b) => std::str::from_utf8(b).err().map_or(0, |e| e.valid_up_to()),
+            _ => 0,
+        };
+        CanonicalError::InvalidUtf8 { valid_up_to }.at(&t.name, column, key)
+    })
+}
+
+/// A key as messages show it even when its text is not UTF-8 (then as bytes).
+fn key_for_message(r: &rusqlite::Row<'_>, t: &TableSchema) -> Key {
+    (0..t.primary_key.len())
+        .map(|i| match r.get_ref(i) {
+            Ok(v) => from_ref(v).unwrap_or_else(|| match v {
+                ValueRef::Text(b) => Value::Bytes(b.to_vec()),
+                _ => Value::Null,
+            }),
+            Err(_) => Value::Null,
+        })
+        .collect()
 }
 
 /// The column as the canonical functions take it: `cutover_json("c")` for JSON columns.
 fn column_expr(t: &TableSchema, i: usize) -> String {
     let c = &t.columns[i];
-    if c.declared_type.to_ascii_uppercase().contains("JSON") {
+    if is_json(c) {
         format!("cutover_json({})", ident(&c.name))
     } else {
         ident(&c.name)
@@ -142,14 +195,50 @@ impl SqliteVerifier {
         let ctx = || format!("hashing table {} in {}", t.name, self.path);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| map(ctx(), e))?;
         let (rows, sum): (i64, i64) = stmt
-            .query_row(params_from_iter(params.into_iter().map(Param)), |r| {
+            .query_row(params_from_iter(params.iter().map(|v| Param(v))), |r| {
                 Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
             })
-            .map_err(|e| map(ctx(), e))?;
+            .map_err(|e| self.explain(t, &filter, &params, map(ctx(), e)))?;
         Ok(RangeDigest {
             rows: rows.max(0) as u64,
             sum: sum as u64,
         })
+    }
+
+    /// `failed`, a query over the canonical functions, unless a value in the rows it read
+    /// (`sql_tail`, `params`) has no canonical text: then an error naming that value's table,
+    /// column and key, and the fix.
+    fn explain(
+        &self,
+        t: &TableSchema,
+        sql_tail: &str,
+        params: &[&Value],
+        failed: ConnectorError,
+    ) -> ConnectorError {
+        let nk = t.primary_key.len();
+        let mut cols: Vec<String> = t.key_columns().map(|c| ident(&c.name)).collect();
+        cols.extend(t.columns.iter().map(|c| ident(&c.name)));
+        let sql = format!(
+            "SELECT {} FROM {} {sql_tail}",
+            cols.join(", "),
+            ident(&t.name.name)
+        );
+        let found = (|| -> rusqlite::Result<Option<ConnectorError>> {
+            let mut stmt = self.conn.prepare(&sql)?;
+            let mut rows = stmt.query(params_from_iter(params.iter().map(|v| Param(v))))?;
+            while let Some(r) = rows.next()? {
+                for (i, c) in t.columns.iter().enumerate() {
+                    if let Err(e) = canonical(r.get_ref(nk + i)?, is_json(c)) {
+                        return Ok(Some(e.at(&t.name, &c.name, &key_for_message(r, t))));
+                    }
+                }
+            }
+            Ok(None)
+        })();
+        match found {
+            Ok(Some(e)) => e,
+            _ => failed,
+        }
     }
 
     fn select_canonical(
@@ -168,22 +257,23 @@ impl SqliteVerifier {
         );
         let ctx = || format!("reading rows of table {} in {}", t.name, self.path);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| map(ctx(), e))?;
+        let explain = |e| self.explain(t, sql_tail, params, map(ctx(), e));
         let mut rows = stmt
             .query(params_from_iter(params.iter().map(|v| Param(v))))
-            .map_err(|e| map(ctx(), e))?;
+            .map_err(explain)?;
         let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(|e| map(ctx(), e))? {
-            let key: Option<Key> = (0..nk)
-                .map(|i| r.get_ref(i).ok().and_then(from_ref))
-                .collect();
+        while let Some(r) = rows.next().map_err(explain)? {
+            let shown = key_for_message(r, t);
+            let key: Key = t
+                .key_columns()
+                .enumerate()
+                .map(|(i, c)| read_value(t, r, i, &c.name, &shown))
+                .collect::<Result<_, _>>()?;
             let values: Vec<Option<String>> = (0..t.columns.len())
                 .map(|i| r.get::<_, Option<String>>(nk + i))
                 .collect::<Result<_, _>>()
                 .map_err(|e| map(ctx(), e))?;
-            out.push(CanonicalRow {
-                key: key.unwrap_or_default(),
-                values,
-            });
+            out.push(CanonicalRow { key, values });
         }
         if nk == 0 {
             out.sort_by(|a, b| a.values.cmp(&b.values));
@@ -254,10 +344,13 @@ impl RangeChecksum for SqliteVerifier {
         let mut seen = 0u64;
         while let Some(r) = rs.next().map_err(|e| map(ctx(), e))? {
             if seen > 0 && seen.is_multiple_of(step) && out.len() + 1 < parts {
-                let key: Option<Key> = (0..keys.len())
-                    .map(|i| r.get_ref(i).ok().and_then(from_ref))
-                    .collect();
-                out.extend(key);
+                let shown = key_for_message(r, table);
+                let key: Key = table
+                    .key_columns()
+                    .enumerate()
+                    .map(|(i, c)| read_value(table, r, i, &c.name, &shown))
+                    .collect::<Result<_, _>>()?;
+                out.push(key);
             }
             seen += 1;
         }
@@ -311,10 +404,13 @@ impl RangeChecksum for SqliteVerifier {
                 .query(params_from_iter(k.iter().map(Param)))
                 .map_err(|e| map(ctx(), e))?;
             while let Some(r) = rows.next().map_err(|e| map(ctx(), e))? {
-                let row: Option<Row> = (0..table.columns.len())
-                    .map(|i| r.get_ref(i).ok().and_then(from_ref))
-                    .collect();
-                out.extend(row);
+                let row: Row = table
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| read_value(table, r, i, &c.name, k))
+                    .collect::<Result<_, _>>()?;
+                out.push(row);
             }
         }
         Ok(out)
@@ -428,6 +524,107 @@ impl RangeChecksum for SqliteVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cutover_verify::bisect::{self, Options, VerifyProgress};
+
+    /// Two databases, the same but for what `second` inserts, verified with bisection.
+    fn verify_pair(schema: &str, first: &str, second: &str) -> Result<usize, ConnectorError> {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+        for (path, rows) in [(&a, first), (&b, second)] {
+            Connection::open(path)
+                .unwrap()
+                .execute_batch(&format!("{schema} {rows}"))
+                .unwrap();
+        }
+        let tables = SqliteVerifier::open(&a).unwrap().tables().unwrap();
+        let report = bisect::verify(
+            &|| SqliteVerifier::open(&a),
+            &|| SqliteVerifier::open(&b),
+            &tables,
+            &Options::default(),
+            &VerifyProgress::default(),
+        )?;
+        Ok(report.differences() as usize)
+    }
+
+    #[test]
+    fn text_that_is_not_utf8_is_an_error_not_equal() {
+        // Both sides would read "a\u{fffd}" if invalid bytes were replaced.
+        let schema = "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT); \
+                      INSERT INTO t VALUES (1, 'ok'), (2, 'fine');";
+        let err = verify_pair(
+            schema,
+            "INSERT INTO t VALUES (3, CAST(x'61ff' AS TEXT));",
+            "INSERT INTO t VALUES (3, CAST(x'61fe' AS TEXT));",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(
+            err.kind(),
+            cutover_connector::ErrorKind::InvalidInput,
+            "{msg}"
+        );
+        for part in ["table t", "column s", "key (3)", "not valid UTF-8", "BLOB"] {
+            assert!(msg.contains(part), "{part:?} missing from: {msg}");
+        }
+        // The same bytes as BLOBs compare, and differ.
+        let differences = verify_pair(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, s BLOB);",
+            "INSERT INTO t VALUES (3, x'61ff');",
+            "INSERT INTO t VALUES (3, x'61fe');",
+        )
+        .unwrap();
+        assert_eq!(differences, 1);
+    }
+
+    #[test]
+    fn leaf_reads_name_the_row_whose_text_is_not_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE t (k TEXT PRIMARY KEY, s TEXT);
+                 INSERT INTO t VALUES ('a', 'x'), ('b', CAST(x'ff' AS TEXT)), (CAST(x'c0' AS TEXT), 'y');",
+            )
+            .unwrap();
+        let mut v = SqliteVerifier::open(&path).unwrap();
+        let t = v.tables().unwrap().remove(0);
+        let err = v
+            .canonical_rows(&t, &KeyRange::all())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("column s, key ('b')"), "{err}");
+        // A key that is not UTF-8 is named as bytes.
+        let after_b = KeyRange {
+            start: Some(vec![Value::Text("c".into())]),
+            end: None,
+        };
+        let err = v.canonical_rows(&t, &after_b).unwrap_err().to_string();
+        assert!(err.contains("column k, key (<1 bytes>)"), "{err}");
+        let err = v
+            .exact_rows(&t, &[vec![Value::Text("b".into())]])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("column s, key ('b')"), "{err}");
+    }
+
+    #[test]
+    fn json_nested_too_deep_is_an_error_naming_the_row() {
+        let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+        let schema = "CREATE TABLE t (id INTEGER PRIMARY KEY, j JSON);";
+        let row = format!("INSERT INTO t VALUES (7, '{deep}');");
+        let err = verify_pair(schema, &row, &row).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(
+            err.kind(),
+            cutover_connector::ErrorKind::UnsupportedType,
+            "{msg}"
+        );
+        for part in ["table t", "column j", "key (7)", "deeper than 1000 levels"] {
+            assert!(msg.contains(part), "{part:?} missing from: {msg}");
+        }
+    }
 
     #[test]
     fn sqlite_hashes_rows_as_the_canonical_rules_say() {

@@ -775,12 +775,16 @@ fn repair<S: RangeChecksum, T: RangeChecksum>(
         for keys in plan.upsert.chunks(opts.repair_batch.max(1)) {
             let rows = src.exact_rows(t, keys)?;
             // A key gone from the source since it was found: delete it on the target too.
-            let found: Vec<Key> = rows.iter().map(|r| t.key_of(r)).collect();
-            let gone: Vec<Key> = keys
+            let found = rows
                 .iter()
-                .filter(|k| !found.iter().any(|f| same_key(f, k)))
-                .cloned()
-                .collect();
+                .map(|r| key_texts(t, &t.key_of(r)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut gone: Vec<Key> = Vec::new();
+            for k in keys {
+                if !found.contains(&key_texts(t, k)?) {
+                    gone.push(k.clone());
+                }
+            }
             tgt.repair(t, &rows, &gone)?;
             summary.upserted += rows.len() as u64;
             summary.deleted += gone.len() as u64;
@@ -796,10 +800,15 @@ fn repair<S: RangeChecksum, T: RangeChecksum>(
     Ok(())
 }
 
-/// Keys compare by canonical text (a key read back as exact text is the same key).
-fn same_key(a: &Key, b: &Key) -> bool {
-    use cutover_connector::canonical::value_text;
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| value_text(x) == value_text(y))
+/// A key's canonical texts: keys compare by them (a key read back as exact text is the same
+/// key).
+fn key_texts(t: &TableSchema, key: &Key) -> Result<Vec<Option<String>>, ConnectorError> {
+    key.iter()
+        .zip(t.key_columns())
+        .map(|(v, c)| {
+            cutover_connector::canonical::value_text(v).map_err(|e| e.at(&t.name, &c.name, key))
+        })
+        .collect()
 }
 
 /// The report's differences as the control store records them.

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 
 use cutover_connector::canonical::value_text;
 use cutover_connector::{ConnectorError, TableReader};
-use cutover_model::{Key, Row, TableName, TableSchema, Value};
+use cutover_model::{Column, Key, Row, TableName, TableSchema, Value};
 
 /// How many differences of each kind a report keeps per table (all are counted).
 pub const KEEP_DIFFERENCES: usize = 1_000;
@@ -278,17 +278,22 @@ pub fn compare_table<A: TableReader, B: TableReader>(
             }
             Ordering::Equal => {
                 if let (Some(ra), Some(rb)) = (a.pop(), b.pop()) {
+                    let text = |c: &Column, v: &Value| {
+                        value_text(v).map_err(|e| e.at(&table.name, &c.name, &table.key_of(&ra)))
+                    };
                     let columns: Vec<ColumnDiff> = table
                         .columns
                         .iter()
                         .zip(ra.iter().zip(rb.iter()))
                         .filter(|(_, (x, y))| !same_value(x, y))
-                        .map(|(c, (x, y))| ColumnDiff {
-                            column: c.name.clone(),
-                            source: value_text(x),
-                            target: value_text(y),
+                        .map(|(c, (x, y))| {
+                            Ok(ColumnDiff {
+                                column: c.name.clone(),
+                                source: text(c, x)?,
+                                target: text(c, y)?,
+                            })
                         })
-                        .collect();
+                        .collect::<Result<_, ConnectorError>>()?;
                     if !columns.is_empty() {
                         record(
                             &mut diff,
