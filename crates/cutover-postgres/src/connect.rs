@@ -8,12 +8,15 @@ use crate::schema::Selection;
 use crate::sink::PgSink;
 use crate::source::{CaptureNames, PgRows, PgSource};
 
-/// One side of a PostgreSQL → PostgreSQL migration. `peer` is the other side: as a target,
-/// this side takes its schema from the peer.
+/// One PostgreSQL side of a migration. `peer` is the other side when it is PostgreSQL too: as a
+/// target, this side then takes its schema from the peer's catalog (enums, domains, partitions,
+/// extension types, sequences). `None`: the other side is another engine, and as a target this
+/// side creates the tables from the source's neutral schemas through the type map
+/// (`applier`).
 #[derive(Debug, Clone)]
 pub struct PgConnect {
     pub endpoint: PgEndpoint,
-    pub peer: PgEndpoint,
+    pub peer: Option<PgEndpoint>,
     pub selection: Selection,
     pub names: CaptureNames,
     /// As a target: empty tables that already exist instead of refusing.
@@ -34,7 +37,7 @@ impl Connect for PgConnect {
     fn sink(&self) -> Result<PgSink, ConnectorError> {
         PgSink::open(
             &self.endpoint,
-            &self.peer,
+            self.peer.as_ref(),
             &self.selection,
             &self.names,
             self.truncate,

@@ -47,7 +47,7 @@ impl Migration {
     fn side(&self, e: &PgEndpoint, peer: &PgEndpoint, names: &CaptureNames) -> PgConnect {
         PgConnect {
             endpoint: e.clone(),
-            peer: peer.clone(),
+            peer: Some(peer.clone()),
             selection: Selection::default(),
             names: names.clone(),
             truncate: false,

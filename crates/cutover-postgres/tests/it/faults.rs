@@ -350,7 +350,7 @@ fn a_server_that_accepts_and_never_answers_fails_the_connect_within_connect_time
     let e = PgEndpoint::from_url(&url).unwrap();
     let side = cutover_postgres::PgConnect {
         endpoint: e.clone(),
-        peer: e,
+        peer: Some(e),
         selection: Default::default(),
         names: cutover_postgres::CaptureNames::for_migration("silent"),
         truncate: false,

@@ -26,7 +26,7 @@ fn pair(pg: &Postgres, src: &str, dst: &str, exclude: &[&str]) -> (PgConnect, Pg
     let names = CaptureNames::for_migration(dst);
     let side = |e: &PgEndpoint, peer: &PgEndpoint| PgConnect {
         endpoint: e.clone(),
-        peer: peer.clone(),
+        peer: Some(peer.clone()),
         selection: selection.clone(),
         names: names.clone(),
         truncate: false,
