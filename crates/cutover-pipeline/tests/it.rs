@@ -15,6 +15,9 @@ use cutover_pipeline::{run, Control, Progress, SyncOptions};
 use cutover_sqlite::SqliteEndpoint;
 use rusqlite::Connection;
 
+#[path = "it/cross_engine.rs"]
+mod cross_engine;
+
 const ROWS: i64 = 20_000;
 
 /// The real SQLite connector, with chunk reads that

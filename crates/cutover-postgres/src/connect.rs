@@ -5,8 +5,8 @@
 use std::any::Any;
 
 use cutover_connector::{
-    ConnectorError, Engine, ErrorKind, OpenOptions, RangeChecksum, Sink, Source, SourceFactory,
-    TableReader, TargetFactory, VerifyFactory,
+    ConnectorError, Engine, OpenOptions, RangeChecksum, Sink, Source, SourceFactory, TableReader,
+    TargetFactory, VerifyFactory,
 };
 
 use crate::endpoint::PgEndpoint;
@@ -15,9 +15,11 @@ use crate::sink::PgSink;
 use crate::source::{CaptureNames, PgRows, PgSource};
 use crate::verify::{PgVerifySide, RowHash};
 
-/// One side of a migration on PostgreSQL. `peer` is the other side when it is PostgreSQL too:
-/// then, as a target, this side copies the peer's schema natively (enums, domains, partitions,
-/// extension types) instead of building it from the neutral schema.
+/// One PostgreSQL side of a migration. `peer` is the other side when it is PostgreSQL too: as a
+/// target, this side then takes its schema from the peer's catalog (enums, domains, partitions,
+/// extension types, sequences). `None`: the other side is another engine, and as a target this
+/// side creates the tables from the source's neutral schemas through the type map
+/// (`applier`).
 #[derive(Debug, Clone)]
 pub struct PgConnect {
     pub endpoint: PgEndpoint,
@@ -48,19 +50,9 @@ impl PgConnect {
     }
 
     fn sink_now(&self) -> Result<PgSink, ConnectorError> {
-        let Some(peer) = &self.peer else {
-            return Err(ConnectorError::new(
-                ErrorKind::InvalidInput,
-                format!(
-                    "{} can only take a PostgreSQL source so far: its tables are created from \
-                     the source's catalog",
-                    self.endpoint.redacted()
-                ),
-            ));
-        };
         PgSink::open(
             &self.endpoint,
-            peer,
+            self.peer.as_ref(),
             &self.selection,
             &self.names,
             self.truncate,

@@ -2,8 +2,13 @@
 //!
 //! Control store (`_cutover` schema on the target):
 //! - `migration`: one row; `phase` moves `copying` → `post-data` → `copied`.
-//! - `chunks`: every chunk's key range (text forms of the key values) and whether it is done.
-//!   A chunk's rows and its done mark commit in one target transaction.
+//! - `chunks`: every chunk's key range and whether it is done. A chunk's rows and its done mark
+//!   commit in one target transaction. `lower_key`/`upper_key` hold the key values' PostgreSQL
+//!   text forms (what `copy` plans and reads: both sides are PostgreSQL, the text is cast back to
+//!   the key's types); since control store version 2, `lower_key_enc`/`upper_key_enc` hold the
+//!   keys typed, in cutover-model's binary encoding, for plans made by `sync` from any source
+//!   (read in preference to the text; a row without them is read as text, as before).
+//! - `store`: the control store's version ([`CONTROL_VERSION`]).
 //! - `steps`: post-data statements (indexes, constraints, foreign keys), each marked done in the
 //!   transaction that ran it.
 //!
@@ -95,6 +100,11 @@ struct Chunk {
     upper: Option<Vec<String>>,
 }
 
+/// The control store's version: 1 had chunk keys as text only; 2 added the typed keys
+/// (`chunks.lower_key_enc`, `upper_key_enc`) and `store`. [`CONTROL_DDL`] upgrades any older
+/// store in place (idempotent), and records the version in `_cutover.store`.
+pub const CONTROL_VERSION: i32 = 2;
+
 /// The control store. `migration.mode` is `copy` for `cutover copy` and `sync` once change
 /// capture runs; `replication` holds the applier's checkpoint and what `cutover status` shows.
 pub(crate) const CONTROL_DDL: &str = "
@@ -133,6 +143,13 @@ CREATE TABLE IF NOT EXISTS _cutover.chunks (
     done_at timestamptz,
     PRIMARY KEY (table_schema, table_name, chunk));
 ALTER TABLE _cutover.chunks ADD COLUMN IF NOT EXISTS in_snapshot boolean NOT NULL DEFAULT false;
+ALTER TABLE _cutover.chunks ADD COLUMN IF NOT EXISTS lower_key_enc bytea;
+ALTER TABLE _cutover.chunks ADD COLUMN IF NOT EXISTS upper_key_enc bytea;
+CREATE TABLE IF NOT EXISTS _cutover.store (
+    id int PRIMARY KEY CHECK (id = 1),
+    version int NOT NULL);
+INSERT INTO _cutover.store (id, version) VALUES (1, 2)
+    ON CONFLICT (id) DO UPDATE SET version = greatest(_cutover.store.version, excluded.version);
 CREATE TABLE IF NOT EXISTS _cutover.watch (
     table_schema text NOT NULL,
     table_name text NOT NULL,
@@ -435,7 +452,7 @@ fn prepare(
         .transaction()
         .map_err(|e| map("starting the target's schema transaction", e))?;
     create_schema(&mut tx, schema, &existing, opts.truncate)?;
-    record_migration(&mut tx, source, "copy")?;
+    record_migration(&mut tx, source.redacted(), "copy")?;
     record_steps(&mut tx, schema, schema.primary_keys.iter())?;
     for t in schema.tables.iter().filter(|t| t.has_data()) {
         let bounds = plan_chunks(src, t, opts)?;
@@ -557,7 +574,7 @@ pub(crate) fn create_schema(
 /// Creates the control store and records the migration (`mode` copy or sync).
 pub(crate) fn record_migration(
     tx: &mut postgres::Transaction<'_>,
-    source: &PgEndpoint,
+    source: &str,
     mode: &str,
 ) -> Result<(), ConnectorError> {
     tx.batch_execute(CONTROL_DDL).map_err(|e| {
@@ -568,7 +585,7 @@ pub(crate) fn record_migration(
     })?;
     tx.execute(
         "INSERT INTO _cutover.migration (id, source, phase, mode) VALUES (1, $1, 'copying', $2)",
-        &[&source.redacted(), &mode],
+        &[&source, &mode],
     )
     .map_err(|e| map("recording the migration", e))?;
     Ok(())

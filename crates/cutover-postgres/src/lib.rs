@@ -2,6 +2,7 @@
 //! fast, resumable, throttled parallel copy that streams binary `COPY … TO STDOUT` into binary
 //! `COPY … FROM STDIN` chunk by chunk, each chunk committed with its "done" mark.
 
+pub mod applier;
 mod changes;
 mod connect;
 pub mod copy;

@@ -243,7 +243,7 @@ impl Selection {
 }
 
 /// What the source holds, and the statements that recreate it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SourceSchema {
     pub tables: Vec<PgTable>,
     /// Statements before the data, in order.

@@ -18,6 +18,7 @@ use cutover_connector::{
 use cutover_model::{Change, Key, Position, Row, TableName, TableSchema, Value};
 use postgres::Client;
 
+use crate::applier;
 use crate::copy::{self, CopyOptions};
 use crate::endpoint::PgEndpoint;
 use crate::error::map;
@@ -291,8 +292,14 @@ pub struct PgSink {
     /// reconnect, a target whose checkpoint is older lost commits.
     committed: Option<Position>,
     target: PgEndpoint,
-    /// The source whose schema the target gets (PostgreSQL → PostgreSQL).
-    source: PgEndpoint,
+    /// The source whose schema the target gets (PostgreSQL → PostgreSQL): enums, domains,
+    /// partitions, extension types, sequences. `None`: the source is another engine, and tables
+    /// are created from the neutral schemas given to `prepare` ([`applier`]).
+    source: Option<PgEndpoint>,
+    /// Without a PostgreSQL source: each table's schema as prepared, to refuse values that its
+    /// target columns would not read back unchanged (`applier::fits`). A table leaves this map
+    /// once its rows change shape.
+    neutral: HashMap<TableName, TableSchema>,
     selection: Selection,
     names: CaptureNames,
     truncate: bool,
@@ -321,7 +328,7 @@ pub struct PgSink {
 impl PgSink {
     pub fn open(
         target: &PgEndpoint,
-        source: &PgEndpoint,
+        source: Option<&PgEndpoint>,
         selection: &Selection,
         names: &CaptureNames,
         truncate: bool,
@@ -334,7 +341,8 @@ impl PgSink {
             broken: false,
             committed: None,
             target: target.clone(),
-            source: source.clone(),
+            source: source.cloned(),
+            neutral: HashMap::new(),
             selection: selection.clone(),
             names: names.clone(),
             truncate,
@@ -678,7 +686,7 @@ fn plan(
                                WHERE table_schema = $1 AND table_name = $2 AND chunk = $3::text::int"
                             .into(),
                         params: vec![
-                            Param::Text(table.schema.clone()),
+                            Param::Text(Some(table.schema.clone().unwrap_or_default())),
                             Param::Text(Some(table.name.clone())),
                             Param::Text(Some(chunk.to_string())),
                             Param::Text(Some(rows.to_string())),
@@ -990,12 +998,28 @@ fn key_bytes(key: &Key) -> Option<String> {
     pgtext::encode(&Value::Bytes(cutover_model::encode_row(key)))
 }
 
-fn key_range(lower: Option<Vec<String>>, upper: Option<Vec<String>>) -> KeyRange {
-    let key = |k: Vec<String>| -> Key { k.into_iter().map(Value::Text).collect() };
-    KeyRange {
-        start: lower.map(key),
-        end: upper.map(key),
+/// A stored chunk bound: typed (`*_key_enc`, control store version 2) when present, else the
+/// text forms of a version-1 store or of `copy`'s plan (a PostgreSQL source casts them back to
+/// the key's types).
+fn stored_key(
+    encoded: Option<Vec<u8>>,
+    text: Option<Vec<String>>,
+    what: impl Fn() -> String,
+) -> Result<Option<Key>, ConnectorError> {
+    match (encoded, text) {
+        (Some(bytes), _) => cutover_model::decode_row(&bytes).map(Some).map_err(|e| {
+            ConnectorError::new(
+                ErrorKind::Database,
+                format!("{}: the stored key is corrupt ({e}); run `cutover cleanup` on the target and start over", what()),
+            )
+        }),
+        (None, Some(text)) => Ok(Some(text.into_iter().map(Value::Text).collect())),
+        (None, None) => Ok(None),
     }
+}
+
+fn range_bytes(k: &Option<Key>) -> Option<Vec<u8>> {
+    k.as_ref().map(|k| cutover_model::encode_row(k))
 }
 
 fn range_texts(k: &Option<Key>) -> Option<Vec<String>> {
@@ -1007,14 +1031,19 @@ fn range_texts(k: &Option<Key>) -> Option<Vec<String>> {
 }
 
 impl Sink for PgSink {
-    fn check(&mut self, _tables: &[TableSchema]) -> Result<(), ConnectorError> {
+    fn check(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
         self.session(|s| {
             if s.mode()?.is_some() {
                 // A migration of cutover's to resume.
                 return Ok(());
             }
-            let schema = schema::read(&mut s.source.connect_control()?, &s.selection)?;
-            copy::existing_tables(&mut s.client, &schema, s.truncate, "sync").map(drop)
+            match s.source.clone() {
+                Some(source) => {
+                    let schema = schema::read(&mut source.connect_control()?, &s.selection)?;
+                    copy::existing_tables(&mut s.client, &schema, s.truncate, "sync").map(drop)
+                }
+                None => s.existing_neutral(tables).map(drop),
+            }
         })
     }
 
@@ -1084,7 +1113,234 @@ impl PgSink {
     }
 
     fn prepare_now(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
-        let mut src = self.source.connect_control()?;
+        let schema = match self.source.clone() {
+            Some(source) => {
+                let schema = self.prepare_native(&source, tables)?;
+                Some(schema)
+            }
+            None => {
+                self.prepare_neutral(tables)?;
+                None
+            }
+        };
+        // Only cutover writes here until the switch: the application (or a stray script) is
+        // refused, so nothing written here can be missing on the source. Cutover's own
+        // sessions override it; the switch lifts it.
+        if let Err(e) = self.client.batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); END $$",
+        ) {
+            tracing::warn!(error = %e, "cannot make the target read-only for others until the switch (needs the database's owner)");
+        }
+        // This sync takes over: an old hand-over request is done with.
+        self.client
+            .execute("UPDATE _cutover.replication SET handover_requested = false WHERE handover_requested", &[])
+            .map_err(|e| map("reading cutover's control store", e))?;
+        // Like PostgreSQL's own apply workers: no triggers or foreign-key checks on replicated
+        // writes (the source already checked them, and chunks arrive in any order).
+        self.replica_role = true;
+        if let Err(e) = self
+            .pipe
+            .execute_simple("SET session_replication_role = replica")
+        {
+            self.replica_role = false;
+            tracing::warn!(error = %e, "cannot set session_replication_role = replica on the target (needs superuser); triggers on the target will fire for replicated writes");
+        }
+        // Rows carry the columns of `tables` (the source's, as sync starts); they are written
+        // into the target's columns of the same names.
+        let mut built = HashMap::with_capacity(tables.len());
+        for m in tables {
+            let name = applier::target_name(&m.name);
+            let target = self.target_columns(&name)?;
+            let shape: Vec<String> = m.columns.iter().map(|c| c.name.clone()).collect();
+            let key: Vec<String> = m.key_columns().map(|c| c.name.clone()).collect();
+            built.insert(m.name.clone(), TableSql::new(&name, target, &shape, &key)?);
+        }
+        self.tables = built;
+        self.neutral = match schema {
+            Some(_) => HashMap::new(),
+            None => tables.iter().map(|t| (t.name.clone(), t.clone())).collect(),
+        };
+        self.schema = schema;
+        Ok(())
+    }
+
+    /// The tables of `tables` the target already has (by their target names). Refuses, naming
+    /// them and the fix, unless `truncate`.
+    fn existing_neutral(
+        &mut self,
+        tables: &[TableSchema],
+    ) -> Result<Vec<TableName>, ConnectorError> {
+        let mut existing = Vec::new();
+        for t in tables {
+            let name = applier::target_name(&t.name);
+            let found: bool = self
+                .client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified(&name)])
+                .and_then(|r| r.try_get(0))
+                .map_err(|e| map("inspecting the target", e))?;
+            if found {
+                existing.push(name);
+            }
+        }
+        if !existing.is_empty() && !self.truncate {
+            let names: Vec<String> = existing.iter().take(5).map(|t| t.to_string()).collect();
+            return Err(ConnectorError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "the target already has {} of the tables to sync ({}{}) and no migration of cutover's to resume there: \
+                     refusing to mix data. Use an empty database, drop those tables, or pass --truncate to empty them and start over",
+                    existing.len(),
+                    names.join(", "),
+                    if existing.len() > 5 { ", …" } else { "" }
+                ),
+            ));
+        }
+        Ok(existing)
+    }
+
+    /// Creates `tables` (those missing) from their neutral schemas, with their primary keys,
+    /// inside `tx`; returns the secondary indexes to build after the data.
+    fn create_neutral(
+        tx: &mut postgres::Transaction<'_>,
+        tables: &[TableSchema],
+    ) -> Result<Vec<String>, ConnectorError> {
+        let mut post = Vec::new();
+        for t in tables {
+            let (create, no_default) = applier::create_table_sql(t)
+                .map_err(|e| ConnectorError::new(ErrorKind::LossyConversion, e.to_string()))?;
+            let name = applier::target_name(&t.name);
+            let ctx = || format!("creating table {name} on the target");
+            let exists: bool = tx
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&qualified(&name)])
+                .and_then(|r| r.try_get(0))
+                .map_err(|e| map(ctx(), e))?;
+            if !exists {
+                if let Some(schema) = &name.schema {
+                    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", ident(schema)))
+                        .map_err(|e| map(ctx(), e))?;
+                }
+                tx.batch_execute(&create).map_err(|e| map(ctx(), e))?;
+                if let Some(pk) = applier::primary_key_sql(t) {
+                    tx.batch_execute(&pk).map_err(|e| map(ctx(), e))?;
+                }
+                for column in no_default {
+                    tracing::warn!(table = %name, column = %column, "the source's default of this column is not a portable literal: the target's column has no default");
+                }
+            }
+            let (indexes, skipped) = applier::index_sql(t);
+            for index in skipped {
+                tracing::warn!(table = %name, index = %index, "index over expressions: not built on the target (its definition is the source engine's SQL)");
+            }
+            post.extend(indexes);
+        }
+        Ok(post)
+    }
+
+    /// Prepares the target from the neutral schemas of `tables` (a source of another engine).
+    fn prepare_neutral(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
+        // Refuse lossy mappings before anything is created.
+        for t in tables {
+            applier::create_table_sql(t)
+                .map_err(|e| ConnectorError::new(ErrorKind::LossyConversion, e.to_string()))?;
+        }
+        match self.mode()?.as_deref() {
+            None => {
+                let existing = self.existing_neutral(tables)?;
+                let mut tx = self
+                    .client
+                    .transaction()
+                    .map_err(|e| map("starting the target's schema transaction", e))?;
+                tx.batch_execute("SET LOCAL statement_timeout = 0")
+                    .map_err(|e| map("preparing the target", e))?;
+                for name in &existing {
+                    tx.batch_execute(&format!("TRUNCATE {}", qualified(name)))
+                        .map_err(|e| map(format!("emptying target table {name} (--truncate)"), e))?;
+                }
+                let indexes = Self::create_neutral(&mut tx, tables)?;
+                copy::record_migration(&mut tx, "a source of another engine", "sync")?;
+                let none = SourceSchema::default();
+                copy::record_steps(&mut tx, &none, indexes.iter())?;
+                tx.execute(
+                    "INSERT INTO _cutover.replication (id, slot, publication) VALUES (1, $1, $2)",
+                    &[&self.names.slot, &self.names.publication],
+                )
+                .map_err(|e| map("recording the replication", e))?;
+                tx.commit()
+                    .map_err(|e| map("committing the target's schema", e))?;
+            }
+            Some("copy") => {
+                return Err(ConnectorError::new(
+                    ErrorKind::Conflict,
+                    "the target holds a PostgreSQL → PostgreSQL copy's control store, and this source is not PostgreSQL: \
+                     run `cutover cleanup` on the target (or use an empty database) and start over",
+                ))
+            }
+            Some(_) => {
+                let mut tx = self
+                    .client
+                    .transaction()
+                    .map_err(|e| map("upgrading cutover's control store", e))?;
+                tx.batch_execute(copy::CONTROL_DDL)
+                    .map_err(|e| map("upgrading cutover's control store", e))?;
+                // Tables new to this run: created, copied; their indexes are built with the
+                // others only if the copy has not finished yet.
+                let indexes = Self::create_neutral(&mut tx, tables)?;
+                let known: i64 = tx
+                    .query_one("SELECT count(*) FROM _cutover.steps", &[])
+                    .and_then(|r| r.try_get(0))
+                    .map_err(|e| map("reading cutover's control store", e))?;
+                let recorded: Vec<String> = tx
+                    .query("SELECT sql FROM _cutover.steps", &[])
+                    .map_err(|e| map("reading cutover's control store", e))?
+                    .iter()
+                    .filter_map(|r| r.try_get(0).ok())
+                    .collect();
+                for (i, sql) in indexes
+                    .iter()
+                    .filter(|s| !recorded.contains(s))
+                    .enumerate()
+                {
+                    tx.execute(
+                        "INSERT INTO _cutover.steps (id, phase, sql) VALUES ($1, 'index', $2)",
+                        &[&(known as i32 + i as i32), sql],
+                    )
+                    .map_err(|e| map("recording the post-data steps", e))?;
+                }
+                tx.commit()
+                    .map_err(|e| map("upgrading cutover's control store", e))?;
+                self.check_slot_name()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A resumed sync must be the same migration (`--name`) as the one that started.
+    fn check_slot_name(&mut self) -> Result<(), ConnectorError> {
+        let slot: Option<String> = self
+            .client
+            .query_opt("SELECT slot FROM _cutover.replication", &[])
+            .map_err(|e| map("reading cutover's control store", e))?
+            .and_then(|r| r.try_get(0).ok());
+        if let Some(slot) = slot.filter(|s| s != &self.names.slot) {
+            return Err(ConnectorError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "the target is being synced through replication slot {slot}, not {}: run sync with the same --name as before",
+                    self.names.slot
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Prepares the target from the PostgreSQL source's catalog (same engine: every object
+    /// type carried natively). Returns the source's schema.
+    fn prepare_native(
+        &mut self,
+        source: &PgEndpoint,
+        tables: &[TableSchema],
+    ) -> Result<SourceSchema, ConnectorError> {
+        let mut src = source.connect_control()?;
         let schema = schema::read(&mut src, &self.selection)?;
         drop(src);
         self.source_tables = schema
@@ -1122,7 +1378,7 @@ impl PgSink {
                         }
                     }
                 }
-                copy::record_migration(&mut tx, &self.source, "sync")?;
+                copy::record_migration(&mut tx, source.redacted(), "sync")?;
                 copy::record_steps(&mut tx, &schema, std::iter::empty())?;
                 tx.execute(
                     "INSERT INTO _cutover.replication (id, slot, publication) VALUES (1, $1, $2)",
@@ -1201,59 +1457,10 @@ impl PgSink {
                     .batch_execute(copy::CONTROL_DDL)
                     .map_err(|e| map("upgrading cutover's control store", e))?;
                 self.create_new_tables()?;
-                let slot: Option<String> = self
-                    .client
-                    .query_opt("SELECT slot FROM _cutover.replication", &[])
-                    .map_err(|e| map("reading cutover's control store", e))?
-                    .map(|r| r.get(0));
-                if let Some(slot) = slot.filter(|s| s != &self.names.slot) {
-                    return Err(ConnectorError::new(
-                        ErrorKind::Conflict,
-                        format!(
-                            "the target is being synced through replication slot {slot}, not {}: run sync with the same --name as before",
-                            self.names.slot
-                        ),
-                    ));
-                }
+                self.check_slot_name()?;
             }
         }
-        // Only cutover writes here until the switch: the application (or a stray script) is
-        // refused, so nothing written here can be missing on the source. Cutover's own
-        // sessions override it; the switch lifts it.
-        if let Err(e) = self.client.batch_execute(
-            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', current_database()); END $$",
-        ) {
-            tracing::warn!(error = %e, "cannot make the target read-only for others until the switch (needs the database's owner)");
-        }
-        // This sync takes over: an old hand-over request is done with.
-        self.client
-            .execute("UPDATE _cutover.replication SET handover_requested = false WHERE handover_requested", &[])
-            .map_err(|e| map("reading cutover's control store", e))?;
-        // Like PostgreSQL's own apply workers: no triggers or foreign-key checks on replicated
-        // writes (the source already checked them, and chunks arrive in any order).
-        self.replica_role = true;
-        if let Err(e) = self
-            .pipe
-            .execute_simple("SET session_replication_role = replica")
-        {
-            self.replica_role = false;
-            tracing::warn!(error = %e, "cannot set session_replication_role = replica on the target (needs superuser); triggers on the target will fire for replicated writes");
-        }
-        // Rows carry the columns of `tables` (the source's, as sync starts); they are written
-        // into the target's columns of the same names.
-        let mut built = HashMap::with_capacity(tables.len());
-        for m in tables {
-            let target = self.target_columns(&m.name)?;
-            let shape: Vec<String> = m.columns.iter().map(|c| c.name.clone()).collect();
-            let key: Vec<String> = m.key_columns().map(|c| c.name.clone()).collect();
-            built.insert(
-                m.name.clone(),
-                TableSql::new(&m.name, target, &shape, &key)?,
-            );
-        }
-        self.tables = built;
-        self.schema = Some(schema);
-        Ok(())
+        Ok(schema)
     }
 
     fn chunk_plan_now(
@@ -1263,21 +1470,36 @@ impl PgSink {
     ) -> Result<Vec<PlannedChunk>, ConnectorError> {
         let name = &table.name;
         let ctx = || format!("recording the chunk plan of {name}");
+        let table_schema = name.schema.clone().unwrap_or_default();
         let read = |client: &mut Client| -> Result<Vec<PlannedChunk>, ConnectorError> {
-            Ok(client
+            let rows = client
                 .query(
-                    "SELECT chunk, lower_key, upper_key, done FROM _cutover.chunks
+                    "SELECT chunk, lower_key, upper_key, done, lower_key_enc, upper_key_enc FROM _cutover.chunks
                       WHERE table_schema = $1 AND table_name = $2 ORDER BY chunk",
-                    &[&name.schema, &name.name],
+                    &[&table_schema, &name.name],
                 )
-                .map_err(|e| map(ctx(), e))?
-                .iter()
-                .map(|r| PlannedChunk {
-                    index: r.get::<_, i32>(0) as u32,
-                    range: key_range(r.get(1), r.get(2)),
-                    done: r.get(3),
-                })
-                .collect())
+                .map_err(|e| map(ctx(), e))?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let chunk: i32 = r.try_get(0).map_err(|e| map(ctx(), e))?;
+                let what = || format!("{}: chunk {chunk}", ctx());
+                let start = stored_key(
+                    r.try_get(4).map_err(|e| map(ctx(), e))?,
+                    r.try_get(1).map_err(|e| map(ctx(), e))?,
+                    what,
+                )?;
+                let end = stored_key(
+                    r.try_get(5).map_err(|e| map(ctx(), e))?,
+                    r.try_get(2).map_err(|e| map(ctx(), e))?,
+                    what,
+                )?;
+                out.push(PlannedChunk {
+                    index: u32::try_from(chunk).unwrap_or(u32::MAX),
+                    range: KeyRange { start, end },
+                    done: r.try_get(3).map_err(|e| map(ctx(), e))?,
+                });
+            }
+            Ok(out)
         };
         let stored = read(&mut self.client)?;
         if !stored.is_empty() {
@@ -1287,8 +1509,17 @@ impl PgSink {
         let mut tx = self.client.transaction().map_err(|e| map(ctx(), e))?;
         for (i, r) in ranges.iter().enumerate() {
             tx.execute(
-                "INSERT INTO _cutover.chunks (table_schema, table_name, chunk, lower_key, upper_key) VALUES ($1, $2, $3, $4, $5)",
-                &[&name.schema, &name.name, &(i as i32), &range_texts(&r.start), &range_texts(&r.end)],
+                "INSERT INTO _cutover.chunks (table_schema, table_name, chunk, lower_key, upper_key, lower_key_enc, upper_key_enc)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[
+                    &table_schema,
+                    &name.name,
+                    &(i as i32),
+                    &range_texts(&r.start),
+                    &range_texts(&r.end),
+                    &range_bytes(&r.start),
+                    &range_bytes(&r.end),
+                ],
             )
             .map_err(|e| map(ctx(), e))?;
         }
@@ -1296,7 +1527,49 @@ impl PgSink {
         read(&mut self.client)
     }
 
+    /// Without a PostgreSQL source: refuses a value its target column would not read back
+    /// unchanged (SQLite lets any column hold any storage class), naming table, column and key.
+    /// Tables whose rows change shape are checked no further.
+    fn check_values(&mut self, ops: &[ApplyOp]) -> Result<(), ConnectorError> {
+        if self.neutral.is_empty() {
+            return Ok(());
+        }
+        for op in ops {
+            let (table, row) = match op {
+                ApplyOp::Upsert { table, row }
+                | ApplyOp::Change(Change::Insert { table, row })
+                | ApplyOp::Change(Change::Update { table, row, .. }) => (table, row),
+                ApplyOp::Columns { table, .. } | ApplyOp::Alter { table, .. } => {
+                    self.neutral.remove(table);
+                    continue;
+                }
+                _ => continue,
+            };
+            let Some(schema) = self.neutral.get(table) else {
+                continue;
+            };
+            for (column, value) in schema.columns.iter().zip(row) {
+                if !applier::fits(&column.ty, value) {
+                    return Err(ConnectorError::new(
+                        ErrorKind::LossyConversion,
+                        format!(
+                            "table {table} key {} column {}: a {} value does not fit the column's type {} ({:?} on the source) exactly; \
+                             correct the value on the source, or leave the table out",
+                            cutover_connector::key_text(&schema.key_of(row)),
+                            column.name,
+                            value.kind(),
+                            applier::pg_type(table, column).unwrap_or_else(|_| "?".into()),
+                            column.declared_type,
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn apply_now(&mut self, ops: &[ApplyOp], checkpoint: Position) -> Result<(), ConnectorError> {
+        self.check_values(ops)?;
         let ctx = format!("applying changes up to {checkpoint} on the target");
         let mut applied = None;
         if self.replica_role {
@@ -1397,8 +1670,11 @@ impl PgSink {
         if self.finished.len() < self.tables.len() {
             return Ok(());
         }
-        let Some(schema) = self.schema.as_ref() else {
-            return Ok(());
+        let none = SourceSchema::default();
+        let schema = match (&self.source, self.schema.as_ref()) {
+            (Some(_), Some(schema)) => schema,
+            (Some(_), None) => return Ok(()),
+            (None, _) => &none,
         };
         let phase = copy::control_phase(&mut self.client)?;
         if phase.as_deref() == Some("replicating") {
@@ -1411,8 +1687,10 @@ impl PgSink {
             ..CopyOptions::default()
         };
         copy::post_data(&self.target, &opts, &AtomicBool::new(false))?;
-        let mut src = self.source.connect_control()?;
-        copy::set_sequences(&mut src, &mut self.client, schema)?;
+        if let Some(source) = &self.source {
+            let mut src = source.connect_control()?;
+            copy::set_sequences(&mut src, &mut self.client, schema)?;
+        }
         self.client
             .execute(
                 "UPDATE _cutover.migration SET phase = 'replicating', updated_at = now()",

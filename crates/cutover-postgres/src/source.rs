@@ -653,7 +653,33 @@ impl PgSource {
         let rows = row_count(&mut self.client, &t)?;
         let chunks = rows.div_ceil(rows_per_chunk.max(1)).max(1);
         let bounds = chunk_bounds(&mut self.client, &t, rows, chunks)?;
-        let key = |b: &Vec<String>| -> Key { b.iter().map(|s| Value::Text(s.clone())).collect() };
+        // Bounds come back as the key values' text: typed by the key columns' types, so that
+        // the plan a target stores (of any engine) holds them as the values they are.
+        let key_types: Vec<(u32, String)> = t
+            .primary_key
+            .as_ref()
+            .map(|(_, cols)| {
+                cols.iter()
+                    .map(|k| {
+                        t.columns
+                            .iter()
+                            .find(|c| &c.name == k)
+                            .map_or((25, "text".to_owned()), |c| {
+                                (c.type_oid, c.type_sql.clone())
+                            })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let key = |b: &Vec<String>| -> Key {
+            b.iter()
+                .enumerate()
+                .map(|(i, s)| match key_types.get(i) {
+                    Some((oid, name)) => crate::pgtext::decode(*oid, name, s),
+                    None => Value::Text(s.clone()),
+                })
+                .collect()
+        };
         let mut ranges = Vec::with_capacity(bounds.len() + 1);
         let mut start: Option<Key> = None;
         for b in &bounds {

@@ -15,6 +15,7 @@ mod schema;
 mod sink;
 mod source;
 mod sql;
+mod types;
 mod value;
 
 use std::path::{Path, PathBuf};

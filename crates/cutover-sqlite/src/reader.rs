@@ -8,6 +8,7 @@ use rusqlite::{params_from_iter, Connection};
 
 use crate::error::map;
 use crate::sql::select_range;
+use crate::types::typed_row;
 use crate::value::{from_ref, Param};
 
 pub struct SqliteReader {
@@ -74,12 +75,15 @@ impl TableReader for SqliteReader {
             let row: Option<Row> = (0..n)
                 .map(|i| r.get_ref(i).ok().and_then(from_ref))
                 .collect();
-            out.push(row.ok_or_else(|| {
-                ConnectorError::new(
-                    ErrorKind::UnsupportedType,
-                    format!("{}: a row holds text that is not valid UTF-8", ctx()),
-                )
-            })?);
+            out.push(
+                row.map(|row| typed_row(table.columns.iter(), row))
+                    .ok_or_else(|| {
+                        ConnectorError::new(
+                            ErrorKind::UnsupportedType,
+                            format!("{}: a row holds text that is not valid UTF-8", ctx()),
+                        )
+                    })?,
+            );
         }
         Ok(out)
     }

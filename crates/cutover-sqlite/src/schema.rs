@@ -101,8 +101,13 @@ fn read_table(conn: &Connection, name: &str) -> Result<TableSchema, ConnectorErr
 }
 
 /// SQLite's type affinity rules (https://sqlite.org/datatype3.html §3.1) mapped to the model.
+/// The declared types of cutover's own type map (`types`) come first: they name the neutral
+/// type a SQLite target was given for a column from another engine.
 pub(crate) fn column_type(declared: &str) -> ColumnType {
     let t = declared.to_ascii_uppercase();
+    if let Some(ty) = crate::types::mapped_type(&t) {
+        return ty;
+    }
     if t.contains("INT") {
         ColumnType::Int {
             bits: 64,

@@ -13,7 +13,9 @@ use std::path::Path;
 use cutover_connector::{
     key_text, ApplyOp, ConnectorError, ErrorKind, KeyRange, PlannedChunk, Sink,
 };
-use cutover_model::{decode_row, encode_row, Change, Position, TableName, TableSchema, Value};
+use cutover_model::{
+    decode_row, encode_row, Change, Column, Position, TableName, TableSchema, Value,
+};
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction as SqlTx};
 
 use crate::error::{ident, map};
@@ -81,34 +83,48 @@ impl SqliteSink {
     }
 }
 
-fn create_table_sql(t: &TableSchema) -> String {
-    let mut parts: Vec<String> = t
-        .columns
-        .iter()
-        .map(|c| {
-            let mut s = ident(&c.name);
-            if !c.declared_type.is_empty() {
-                s.push(' ');
-                s.push_str(&c.declared_type);
-            }
-            if !c.nullable {
-                s.push_str(" NOT NULL");
-            }
-            if let Some(d) = &c.default {
+/// `CREATE TABLE` with each column's type from the type map (`types`): the source's own
+/// declared type when it reads back as the same neutral type (SQLite → SQLite), else the map's.
+/// Defaults are the source engine's SQL, so only a SQLite source's are carried.
+fn create_table_sql(t: &TableSchema) -> Result<String, ConnectorError> {
+    let mut parts = Vec::with_capacity(t.columns.len() + 1);
+    for c in &t.columns {
+        let declared = crate::types::declared_type(c).map_err(|r| {
+            ConnectorError::new(
+                ErrorKind::LossyConversion,
+                format!(
+                    "table {} column {}: the source's type {} cannot be mapped to SQLite {} without loss ({}); \
+                     leave the table out or change the column's type on the source",
+                    t.name, c.name, c.declared_type, r.target, r.why
+                ),
+            )
+        })?;
+        let mut s = ident(&c.name);
+        if !declared.is_empty() {
+            s.push(' ');
+            s.push_str(&declared);
+        }
+        if !c.nullable {
+            s.push_str(" NOT NULL");
+        }
+        if let Some(d) = &c.default {
+            if declared == c.declared_type {
                 s.push_str(&format!(" DEFAULT ({d})"));
+            } else {
+                tracing::warn!(table = %t.name, column = %c.name, "the source's default is another engine's SQL: the target's column has no default");
             }
-            s
-        })
-        .collect();
+        }
+        parts.push(s);
+    }
     if t.has_primary_key() {
         let keys: Vec<String> = t.key_columns().map(|c| ident(&c.name)).collect();
         parts.push(format!("PRIMARY KEY ({})", keys.join(", ")));
     }
-    format!(
+    Ok(format!(
         "CREATE TABLE IF NOT EXISTS {} ({})",
         ident(&t.name.name),
         parts.join(", ")
-    )
+    ))
 }
 
 fn table_exists(tx: &Connection, name: &str) -> Result<bool, ConnectorError> {
@@ -145,7 +161,7 @@ impl SqliteSink {
             Change::Insert { row, .. } => exec(
                 tx,
                 &t.upsert,
-                row.iter(),
+                t.schema.columns.iter().zip(row.iter()),
                 || format!("inserting into {name}"),
                 row,
                 t,
@@ -162,7 +178,7 @@ impl SqliteSink {
                         exec(
                             tx,
                             &t.delete,
-                            old_key.iter(),
+                            t.schema.key_columns().zip(old_key.iter()),
                             || format!("moving a row of {name} to a new key"),
                             row,
                             t,
@@ -171,7 +187,7 @@ impl SqliteSink {
                     exec(
                         tx,
                         &t.upsert,
-                        row.iter(),
+                        t.schema.columns.iter().zip(row.iter()),
                         || format!("updating {name}"),
                         row,
                         t,
@@ -192,19 +208,22 @@ impl SqliteSink {
                         sets.join(", "),
                         key_match(&t.schema)
                     );
-                    let params = row
+                    let params = t
+                        .schema
+                        .columns
                         .iter()
+                        .zip(row.iter())
                         .enumerate()
                         .filter(|(i, _)| !unchanged.contains(i))
-                        .map(|(_, v)| v)
-                        .chain(old_key.iter());
+                        .map(|(_, cv)| cv)
+                        .chain(t.schema.key_columns().zip(old_key.iter()));
                     exec(tx, &sql, params, || format!("updating {name}"), row, t)
                 }
             }
             Change::Delete { old_key, .. } => exec(
                 tx,
                 &t.delete,
-                old_key.iter(),
+                t.schema.key_columns().zip(old_key.iter()),
                 || format!("deleting from {name}"),
                 old_key,
                 t,
@@ -219,11 +238,12 @@ impl SqliteSink {
     }
 }
 
-/// Runs one cached statement; errors name the table and the row's key.
+/// Runs one cached statement over `params` (each value with its column), each stored as the
+/// type map says (`types::stored`); errors name the table, the row's key and the column.
 fn exec<'v>(
     tx: &SqlTx<'_>,
     sql: &str,
-    params: impl Iterator<Item = &'v Value>,
+    params: impl Iterator<Item = (&'v Column, &'v Value)>,
     what: impl Fn() -> String,
     row_or_key: &[Value],
     t: &TableSql,
@@ -235,8 +255,24 @@ fn exec<'v>(
             key_text(row_or_key)
         }
     };
+    let mut values = Vec::new();
+    for (column, value) in params {
+        let (_, storage) = crate::types::stored(&column.ty, value).map_err(|why| {
+            ConnectorError::new(
+                ErrorKind::LossyConversion,
+                format!(
+                    "{} key {} column {}: {why} (column type {})",
+                    what(),
+                    key_desc(),
+                    column.name,
+                    column.declared_type
+                ),
+            )
+        })?;
+        values.push(storage);
+    }
     let mut stmt = tx.prepare_cached(sql).map_err(|e| map(what(), e))?;
-    stmt.execute(params_from_iter(params.map(Param)))
+    stmt.execute(params_from_iter(values.iter().map(Param)))
         .map(drop)
         .map_err(|e| map(format!("{} key {}", what(), key_desc()), e))
 }
@@ -285,7 +321,7 @@ impl Sink for SqliteSink {
                     ));
                 }
             }
-            tx.execute_batch(&create_table_sql(t))
+            tx.execute_batch(&create_table_sql(t)?)
                 .map_err(|e| map(format!("creating table {name} on the target"), e))?;
             tx.execute(
                 &format!("INSERT OR IGNORE INTO {TABLES} (name, phase) VALUES (?1, 'copying')"),
@@ -378,7 +414,7 @@ impl Sink for SqliteSink {
                     exec(
                         &tx,
                         &t.upsert,
-                        row.iter(),
+                        t.schema.columns.iter().zip(row.iter()),
                         || format!("copying a row into {table}"),
                         row,
                         t,
@@ -552,7 +588,7 @@ mod tests {
             indexes: vec![],
         };
         assert_eq!(
-            create_table_sql(&t),
+            create_table_sql(&t).unwrap(),
             "CREATE TABLE IF NOT EXISTS \"select\" (\"id\" INTEGER NOT NULL, \"Name\" TEXT DEFAULT ('x'), PRIMARY KEY (\"id\"))"
         );
         let sql = TableSql::new(&t);

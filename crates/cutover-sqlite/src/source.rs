@@ -19,6 +19,7 @@ use rusqlite::{params_from_iter, Connection, OptionalExtension};
 use crate::error::{ident, map};
 use crate::schema::read_tables;
 use crate::sql::{order_by_key, select_range};
+use crate::types::typed_row;
 use crate::value::{from_ref, Param};
 
 pub(crate) const LOG: &str = "_cutover_log";
@@ -205,12 +206,14 @@ impl Source for SqliteSource {
         let mut seen: u64 = 0;
         while let Some(r) = rows.next().map_err(|e| map(ctx(), e))? {
             if seen > 0 && seen.is_multiple_of(n) {
-                let key = read_row(r, 0, cols.len()).ok_or_else(|| {
-                    ConnectorError::new(
-                        ErrorKind::UnsupportedType,
-                        format!("{}: a key holds text that is not valid UTF-8", ctx()),
-                    )
-                })?;
+                let key = read_row(r, 0, cols.len())
+                    .map(|k| typed_row(table.key_columns(), k))
+                    .ok_or_else(|| {
+                        ConnectorError::new(
+                            ErrorKind::UnsupportedType,
+                            format!("{}: a key holds text that is not valid UTF-8", ctx()),
+                        )
+                    })?;
                 boundaries.push(key);
             }
             seen += 1;
@@ -258,7 +261,9 @@ impl Source for SqliteSource {
                 .map_err(|e| map(ctx(), e))?;
             let mut out = Vec::new();
             while let Some(r) = rows.next().map_err(|e| map(ctx(), e))? {
-                let row = read_row(r, 0, n).ok_or_else(|| {
+                let row = read_row(r, 0, n)
+                    .map(|row| typed_row(table.columns.iter(), row))
+                    .ok_or_else(|| {
                     ConnectorError::new(
                         ErrorKind::UnsupportedType,
                         format!("{}: a row holds text that is not valid UTF-8; SQLite allows it, cutover cannot carry it as text", ctx()),
@@ -497,8 +502,16 @@ impl Source for SqliteSource {
                 )
             };
             let table = TableName::bare(&tbl);
-            let old_key = || read_row(r, first_o, t.primary_key.len()).ok_or_else(bad_text);
-            let new_row = || read_row(r, first_c, t.columns.len()).ok_or_else(bad_text);
+            let old_key = || {
+                read_row(r, first_o, t.primary_key.len())
+                    .map(|k| typed_row(t.key_columns(), k))
+                    .ok_or_else(bad_text)
+            };
+            let new_row = || {
+                read_row(r, first_c, t.columns.len())
+                    .map(|row| typed_row(t.columns.iter(), row))
+                    .ok_or_else(bad_text)
+            };
             let change = match op.as_str() {
                 "I" => Change::Insert {
                     table,
