@@ -107,7 +107,7 @@ impl Pipelined {
         }
         let client = &self.client;
         let prepared = &self.prepared;
-        let results = self.rt.block_on(async {
+        let begin_and_writes = async {
             let begin = client.batch_execute("BEGIN");
             let writes = futures_util::future::join_all(stmts.iter().map(|s| {
                 let params: Vec<&(dyn ToSql + Sync)> =
@@ -115,10 +115,29 @@ impl Pipelined {
                 let stmt = &prepared[&s.sql];
                 async move { client.execute(stmt, &params).await }
             }));
+            futures_util::future::join(begin, writes).await
+        };
+        #[cfg(not(feature = "failpoints"))]
+        let (begin, writes, commit) = self.rt.block_on(async {
             let commit = client.batch_execute("COMMIT");
-            futures_util::future::join3(begin, writes, commit).await
+            let ((begin, writes), commit) =
+                futures_util::future::join(begin_and_writes, commit).await;
+            (begin, writes, commit)
         });
-        let (begin, writes, commit) = results;
+        // With failpoints, the writes are awaited before COMMIT is sent (one more round trip),
+        // so that the failpoint falls between them.
+        #[cfg(feature = "failpoints")]
+        let (begin, writes, commit) = {
+            let (begin, writes) = self.rt.block_on(begin_and_writes);
+            if begin.is_ok() && writes.iter().all(Result::is_ok) {
+                if let Err(e) = before_commit() {
+                    let _ = self.execute_simple("ROLLBACK");
+                    return Err(e);
+                }
+            }
+            let commit = self.rt.block_on(self.client.batch_execute("COMMIT"));
+            (begin, writes, commit)
+        };
         let first_error = begin
             .err()
             .map(|e| map(ctx, e))
@@ -165,6 +184,8 @@ impl Pipelined {
                     .await
                     .map_err(|e| map(what(), e))?;
             }
+            #[cfg(feature = "failpoints")]
+            before_commit()?;
             client
                 .batch_execute("COMMIT")
                 .await
@@ -175,4 +196,18 @@ impl Pipelined {
         }
         result
     }
+}
+
+/// Crash tests' failpoint `postgres::sink::before-commit`, after a batch's writes and before its
+/// `COMMIT` (feature `failpoints`): `panic` ends the apply as a crash would (the server rolls
+/// the transaction back when the connection goes), `return` fails it.
+#[cfg(feature = "failpoints")]
+fn before_commit() -> Result<(), ConnectorError> {
+    fail::fail_point!("postgres::sink::before-commit", |_| {
+        Err(ConnectorError::new(
+            cutover_connector::ErrorKind::Database,
+            "failpoint postgres::sink::before-commit",
+        ))
+    });
+    Ok(())
 }

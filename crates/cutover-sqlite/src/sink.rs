@@ -485,6 +485,7 @@ impl Sink for SqliteSink {
         ))
         .and_then(|mut s| s.execute([checkpoint.to_string()]))
         .map_err(|e| map(&ctx, e))?;
+        before_commit()?;
         tx.commit().map_err(|e| map(&ctx, e))
     }
 
@@ -554,6 +555,20 @@ impl Sink for SqliteSink {
             ))
             .map_err(|e| map("removing the control store from the target", e))
     }
+}
+
+/// Crash tests' failpoint `sqlite::sink::before-commit`, between a batch's writes and its
+/// commit (feature `failpoints`): `panic` ends the apply as a crash would (the transaction is
+/// rolled back when the connection goes), `return` fails it.
+fn before_commit() -> Result<(), ConnectorError> {
+    #[cfg(feature = "failpoints")]
+    fail::fail_point!("sqlite::sink::before-commit", |_| {
+        Err(ConnectorError::new(
+            ErrorKind::Database,
+            "failpoint sqlite::sink::before-commit",
+        ))
+    });
+    Ok(())
 }
 
 #[cfg(test)]

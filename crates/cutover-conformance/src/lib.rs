@@ -1,0 +1,203 @@
+//! The conformance suite every engine runs: one test per sentence of the contracts in
+//! `cutover-connector` ([`Source`], [`Sink`]), each named after the sentence it checks.
+//!
+//! An engine implements [`Engine`] in its test binary (fresh databases, SQL through the
+//! engine's own driver, its failpoint names, a table of every type it supports) and expands
+//! [`conformance_tests!`], which gives one `#[test]` per contract sentence:
+//!
+//! ```text
+//! cutover_conformance::conformance_tests! {
+//!     engine: MyEngine::new(),
+//!     known_failures: [
+//!         (read_changes_never_splits_a_transaction, "why, and where it is tracked"),
+//!     ],
+//! }
+//! ```
+//!
+//! Every check compares what cutover reads or writes with what the engine's own driver reads
+//! ([`Engine::rows`]), never with cutover's reader. A known failure still runs: it passes while
+//! it fails as known, and fails the run the moment it passes (take it off the list then).
+//!
+//! Tests that configure a failpoint (process-wide) run alone; the others run in parallel.
+
+pub mod crash;
+pub mod fixture;
+pub mod sink;
+pub mod source;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use cutover_connector::Connect;
+use cutover_model::Row;
+
+/// One source database and one empty target database, and the engine's connectors to them.
+#[derive(Debug, Clone)]
+pub struct Migration<C> {
+    pub source: C,
+    pub target: C,
+    /// The engine's name of each database (a path, a database name), for [`Engine`]'s calls.
+    pub source_db: String,
+    pub target_db: String,
+}
+
+/// What the suite needs from an engine, implemented in the engine's test binary.
+pub trait Engine: Sync {
+    type Connect: Connect + Clone + Send + Sync + 'static;
+
+    /// A fresh source database with `ddl` run on it, and a fresh empty target database that
+    /// takes its tables from that source. `name` is unique per test (for names of databases,
+    /// slots, files).
+    fn migration(&self, name: &str, ddl: &str) -> Migration<Self::Connect>;
+
+    /// Runs `sql` (one or more `;`-separated statements, transactions spelled out with
+    /// `BEGIN`/`COMMIT`/`ROLLBACK`) on database `db` through the engine's own driver. On a
+    /// target, the engine lets these sessions write (a target may refuse others' writes).
+    fn execute(&self, db: &str, sql: &str) -> Result<(), String>;
+
+    /// Every row of `table` ordered by `order_by`, read by the engine's own driver (not
+    /// cutover's) and turned into model values by the test harness.
+    fn rows(&self, db: &str, table: &str, order_by: &str) -> Vec<Row>;
+
+    /// The name of the failpoint between a sink's writes and its commit.
+    fn sink_before_commit(&self) -> &'static str;
+
+    /// A table holding every type the engine supports: its DDL (table `types`, primary key
+    /// `id`) and the statements that fill it. Values should include each type's edges.
+    fn type_table(&self) -> TypeTable;
+}
+
+/// See [`Engine::type_table`].
+#[derive(Debug, Clone)]
+pub struct TypeTable {
+    pub ddl: String,
+    pub insert: String,
+}
+
+/// Every test of the suite, by name (the names [`conformance_tests!`] expands).
+pub const TESTS: &[&str] = &[
+    "tables_lists_the_schema",
+    "plan_chunks_ranges_cover_every_key_exactly_once",
+    "read_chunk_rows_are_ordered_by_key_with_low_not_after_high",
+    "start_capture_is_idempotent_and_keeps_changes_captured_since_the_first_call",
+    "read_changes_returns_committed_changes_strictly_after_after_in_commit_order",
+    "read_changes_never_splits_a_transaction",
+    "read_changes_returns_the_same_changes_after_reopening",
+    "rollbacks_never_appear",
+    "release_then_restart_loses_nothing_not_released",
+    "types_round_trip_through_chunks_and_change_capture",
+    "prepare_creates_tables_from_the_schema",
+    "apply_commits_all_or_nothing_with_its_checkpoint",
+    "replaying_a_batch_leaves_the_target_as_once",
+    "checkpoint_survives_reopening",
+    "chunk_plan_returns_the_stored_plan_unchanged",
+    "changes_applied_in_commit_order_give_the_source_state",
+    "watch_and_record_recent_do_not_error",
+    "a_crash_before_commit_keeps_the_old_checkpoint_and_none_of_the_batch",
+    "sync_resumes_after_a_failure_mid_sync_and_ends_equal",
+];
+
+/// Tests that configure failpoints: they run while no other test of the binary runs.
+const ALONE: &[&str] = &[
+    "a_crash_before_commit_keeps_the_old_checkpoint_and_none_of_the_batch",
+    "sync_resumes_after_a_failure_mid_sync_and_ends_equal",
+];
+
+/// Failpoints are process-wide: a test that sets one holds this exclusively.
+static FAILPOINTS: RwLock<()> = RwLock::new(());
+
+/// The lock a test holds while it runs: shared, or exclusive for tests that set failpoints.
+type Turn = (
+    Option<RwLockReadGuard<'static, ()>>,
+    Option<RwLockWriteGuard<'static, ()>>,
+);
+
+fn turn(name: &str) -> Turn {
+    // A test that panicked while holding the lock poisons it; the others still run.
+    if ALONE.contains(&name) {
+        (
+            None,
+            Some(FAILPOINTS.write().unwrap_or_else(|p| p.into_inner())),
+        )
+    } else {
+        (
+            Some(FAILPOINTS.read().unwrap_or_else(|p| p.into_inner())),
+            None,
+        )
+    }
+}
+
+/// Runs test `name` against `engine` (what [`conformance_tests!`] expands to). A test listed in
+/// `known_failures` must fail: it passes while it does, and panics once it passes.
+pub fn check<E: Engine>(engine: &E, name: &str, known_failures: &[(&str, &str)], test: fn(&E)) {
+    cutover_testkit::time_limit();
+    let _turn = turn(name);
+    let Some((_, why)) = known_failures.iter().find(|(n, _)| *n == name) else {
+        test(engine);
+        return;
+    };
+    match catch_unwind(AssertUnwindSafe(|| test(engine))) {
+        Ok(()) => panic!(
+            "{name} is listed as a known failure ({why}) but passes now: take it off the list"
+        ),
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| e.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            eprintln!("known failure {name}: {why}\n  it failed with: {msg}");
+        }
+    }
+}
+
+/// Checks that every name in a `known_failures` list is a test of the suite.
+pub fn check_known_failures(known_failures: &[(&str, &str)]) {
+    for (name, _) in known_failures {
+        assert!(
+            TESTS.contains(name),
+            "known failure {name} is not a test of the conformance suite"
+        );
+    }
+}
+
+/// One `#[test]` per contract sentence for an engine; see the crate's documentation.
+#[macro_export]
+macro_rules! conformance_tests {
+    (engine: $engine:expr, known_failures: [$(($known:ident, $why:literal)),* $(,)?] $(,)?) => {
+        $crate::conformance_tests!(@tests $engine, [$((stringify!($known), $why)),*];
+            source::tables_lists_the_schema,
+            source::plan_chunks_ranges_cover_every_key_exactly_once,
+            source::read_chunk_rows_are_ordered_by_key_with_low_not_after_high,
+            source::start_capture_is_idempotent_and_keeps_changes_captured_since_the_first_call,
+            source::read_changes_returns_committed_changes_strictly_after_after_in_commit_order,
+            source::read_changes_never_splits_a_transaction,
+            source::read_changes_returns_the_same_changes_after_reopening,
+            source::rollbacks_never_appear,
+            source::release_then_restart_loses_nothing_not_released,
+            source::types_round_trip_through_chunks_and_change_capture,
+            sink::prepare_creates_tables_from_the_schema,
+            sink::apply_commits_all_or_nothing_with_its_checkpoint,
+            sink::replaying_a_batch_leaves_the_target_as_once,
+            sink::checkpoint_survives_reopening,
+            sink::chunk_plan_returns_the_stored_plan_unchanged,
+            sink::changes_applied_in_commit_order_give_the_source_state,
+            sink::watch_and_record_recent_do_not_error,
+            crash::a_crash_before_commit_keeps_the_old_checkpoint_and_none_of_the_batch,
+            crash::sync_resumes_after_a_failure_mid_sync_and_ends_equal,
+        );
+
+        #[test]
+        fn known_failures_are_tests_of_the_suite() {
+            $crate::check_known_failures(&[$((stringify!($known), $why)),*]);
+        }
+    };
+    (@tests $engine:expr, $known:tt; $($module:ident :: $name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::check(&$engine, stringify!($name), &$known, $crate::$module::$name);
+            }
+        )*
+    };
+}

@@ -1,0 +1,6 @@
+//! The conformance suite, run for every engine (see the crate's documentation).
+
+#[path = "it/postgres.rs"]
+mod postgres;
+#[path = "it/sqlite.rs"]
+mod sqlite;
