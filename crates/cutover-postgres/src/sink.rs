@@ -1768,7 +1768,15 @@ impl PgSink {
     fn cleanup_now(&mut self) -> Result<(), ConnectorError> {
         self.client
             .batch_execute("DROP SCHEMA IF EXISTS _cutover CASCADE")
-            .map_err(|e| map("removing cutover's control store from the target", e))
+            .map_err(|e| map("removing cutover's control store from the target", e))?;
+        // `prepare` kept the application's writes off the target while cutover wrote it; with
+        // cutover gone, the database takes them again.
+        if let Err(e) = self.client.batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET default_transaction_read_only', current_database()); END $$",
+        ) {
+            tracing::warn!(error = %e, "cannot lift the target's read-only default (needs the database's owner): ALTER DATABASE … RESET default_transaction_read_only");
+        }
+        Ok(())
     }
 }
 

@@ -20,6 +20,7 @@ use postgres::Client;
 
 use crate::endpoint::PgEndpoint;
 use crate::error::map;
+use crate::pgtext;
 use crate::schema::{self, ident, literal, qualified, PgColumn, PgTable, Selection};
 
 /// How the server hashes a row's canonical text.
@@ -157,7 +158,14 @@ impl PgVerifier {
     }
 
     fn table(&self, t: &TableSchema) -> Result<&PgTable, ConnectorError> {
-        self.side.tables.get(&t.name).ok_or_else(|| {
+        // A table named without a schema (by SQLite) is the one a neutral schema created:
+        // in `public`.
+        let public = || TableName::new(Some("public"), &t.name.name);
+        let found = match &t.name.schema {
+            Some(_) => self.side.tables.get(&t.name),
+            None => self.side.tables.get(&public()),
+        };
+        found.ok_or_else(|| {
             ConnectorError::new(
                 ErrorKind::NotFound,
                 format!(
@@ -376,12 +384,10 @@ fn range_text(range: &KeyRange) -> String {
 }
 
 /// A key column's text as a key value: integers as numbers, the rest as their text.
+/// A key value read as text, typed by its column (a UUID key as a UUID, a bigint as an
+/// integer): keys go to the other side of verify, which may be another engine.
 fn key_value(text: String, c: &PgColumn) -> Value {
-    let integer = matches!(c.type_sql.as_str(), "smallint" | "integer" | "bigint");
-    match text.parse::<i64>() {
-        Ok(i) if integer => Value::Int(i),
-        _ => Value::Text(text),
-    }
+    pgtext::decode(c.type_oid, &c.type_sql, &text)
 }
 
 impl PgVerifier {

@@ -12,13 +12,16 @@
 
 use std::path::Path;
 
+use std::collections::HashMap;
+
 use cutover_connector::canonical::{
-    bytes_text, float64_text, json_text, row_hash, row_text, text_from_bytes, CanonicalError,
+    bytes_text, float64_text, json_text, row_hash, row_text, text_from_bytes, value_text,
+    CanonicalError,
 };
 use cutover_connector::{
     CanonicalRow, ConnectorError, KeyRange, Mismatch, RangeChecksum, RangeDigest, Slice,
 };
-use cutover_model::{Key, Position, Row, TableSchema, Value};
+use cutover_model::{ColumnType, Key, Position, Row, TableSchema, Value};
 use rusqlite::functions::{Aggregate, Context, FunctionFlags};
 use rusqlite::types::ValueRef;
 use rusqlite::{params_from_iter, Connection};
@@ -34,16 +37,68 @@ pub(crate) const MISMATCHES: &str = "_cutover_mismatches";
 pub struct SqliteVerifier {
     conn: Connection,
     path: String,
+    /// Each column's declared type here, by table and column name: values are canonical by
+    /// this side's own type map, whatever engine described the table to verify.
+    declared: HashMap<(String, String), String>,
 }
 
 impl SqliteVerifier {
     pub fn open(path: &Path) -> Result<SqliteVerifier, ConnectorError> {
         let conn = crate::open_existing(path)?;
         register(&conn).map_err(|e| map(format!("preparing {} for verify", path.display()), e))?;
+        let declared = crate::schema::read_tables(&conn)?
+            .into_iter()
+            .flat_map(|t| {
+                t.columns
+                    .into_iter()
+                    .map(move |c| ((t.name.name.clone(), c.name), c.declared_type))
+            })
+            .collect();
         Ok(SqliteVerifier {
             conn,
             path: path.display().to_string(),
+            declared,
         })
+    }
+
+    /// The column as the canonical functions take it: `cutover_json("c")` for JSON columns,
+    /// `cutover_typed("c", 'DECLARED')` for a type this side stores in another form than its
+    /// canonical text (booleans as 0/1, UUIDs as 16 bytes, decimals and times as text, 32-bit
+    /// floats as REAL: the SQLite type map), the column itself otherwise.
+    fn column_expr(&self, t: &TableSchema, i: usize) -> String {
+        let c = &t.columns[i];
+        let declared = self
+            .declared
+            .get(&(t.name.name.clone(), c.name.clone()))
+            .map_or(c.declared_type.as_str(), String::as_str);
+        if declared.to_ascii_uppercase().contains("JSON") {
+            format!("cutover_json({})", ident(&c.name))
+        } else if typed_kind(&crate::schema::column_type(declared)) {
+            format!(
+                "cutover_typed({}, '{}')",
+                ident(&c.name),
+                declared.replace('\'', "''")
+            )
+        } else {
+            ident(&c.name)
+        }
+    }
+
+    /// A value read from `column` as the SQLite reader reads it (`types::typed`): keys and
+    /// rows that go to the other side of verify in their typed values (a UUID key as a UUID,
+    /// not 16 bytes).
+    fn typed(&self, t: &TableSchema, column: &str, v: Value) -> Value {
+        match self.declared.get(&(t.name.name.clone(), column.to_owned())) {
+            Some(declared) => crate::types::typed(&crate::schema::column_type(declared), v),
+            None => v,
+        }
+    }
+
+    fn hash_expr(&self, t: &TableSchema) -> String {
+        let cols: Vec<String> = (0..t.columns.len())
+            .map(|i| self.column_expr(t, i))
+            .collect();
+        format!("cutover_row_hash({})", cols.join(", "))
     }
 
     /// The database's tables (cutover's own left out).
@@ -108,6 +163,20 @@ fn register(conn: &Connection) -> rusqlite::Result<()> {
     conn.create_scalar_function("cutover_json", 1, flags, |ctx| {
         canonical(ctx.get_raw(0), true).map_err(function_error)
     })?;
+    // A value by its column's declared type (the second argument, constant per statement):
+    // read as the SQLite reader reads it (`types::typed`), then its canonical text.
+    conn.create_scalar_function("cutover_typed", 2, flags, |ctx| {
+        let ty = ctx.get_or_create_aux(1, |v| -> rusqlite::Result<ColumnType> {
+            Ok(crate::schema::column_type(v.as_str().unwrap_or("")))
+        })?;
+        let raw = ctx.get_raw(0);
+        let Some(value) = from_ref(raw) else {
+            // Not UTF-8: `canonical` says so.
+            return canonical(raw, false).map_err(function_error);
+        };
+        let typed = crate::types::typed(&ty, value);
+        value_text(&typed).map_err(function_error)
+    })?;
     conn.create_aggregate_function("cutover_sum64", 1, flags, Sum64)
 }
 
@@ -150,14 +219,21 @@ fn key_for_message(r: &rusqlite::Row<'_>, t: &TableSchema) -> Key {
         .collect()
 }
 
-/// The column as the canonical functions take it: `cutover_json("c")` for JSON columns.
-fn column_expr(t: &TableSchema, i: usize) -> String {
-    let c = &t.columns[i];
-    if is_json(c) {
-        format!("cutover_json({})", ident(&c.name))
-    } else {
-        ident(&c.name)
-    }
+/// Whether values of `ty` are stored in another form than their canonical text, so that
+/// `cutover_typed` must read them by the type first (`types::typed`).
+fn typed_kind(ty: &ColumnType) -> bool {
+    matches!(
+        ty,
+        ColumnType::Bool
+            | ColumnType::Float { bits: 32 }
+            | ColumnType::Uuid
+            | ColumnType::Decimal { .. }
+            | ColumnType::Date
+            | ColumnType::Time { .. }
+            | ColumnType::Timestamp { .. }
+            | ColumnType::Interval
+            | ColumnType::Array(_)
+    )
 }
 
 /// The WHERE clause of `[start, end)`.
@@ -173,11 +249,6 @@ fn bounds<'a>(
     )
 }
 
-fn hash_expr(t: &TableSchema) -> String {
-    let cols: Vec<String> = (0..t.columns.len()).map(|i| column_expr(t, i)).collect();
-    format!("cutover_row_hash({})", cols.join(", "))
-}
-
 impl SqliteVerifier {
     /// `count(*)` and digest of the rows in `[start, end)`.
     fn digest(
@@ -189,7 +260,7 @@ impl SqliteVerifier {
         let (filter, params) = bounds(t, start, end);
         let sql = format!(
             "SELECT count(*), cutover_sum64({}) FROM {}{filter}",
-            hash_expr(t),
+            self.hash_expr(t),
             ident(&t.name.name)
         );
         let ctx = || format!("hashing table {} in {}", t.name, self.path);
@@ -249,7 +320,9 @@ impl SqliteVerifier {
     ) -> Result<Vec<CanonicalRow>, ConnectorError> {
         let nk = t.primary_key.len();
         let mut cols: Vec<String> = t.key_columns().map(|c| ident(&c.name)).collect();
-        cols.extend((0..t.columns.len()).map(|i| format!("cutover_canon({})", column_expr(t, i))));
+        cols.extend(
+            (0..t.columns.len()).map(|i| format!("cutover_canon({})", self.column_expr(t, i))),
+        );
         let sql = format!(
             "SELECT {} FROM {} {sql_tail}",
             cols.join(", "),
@@ -267,7 +340,9 @@ impl SqliteVerifier {
             let key: Key = t
                 .key_columns()
                 .enumerate()
-                .map(|(i, c)| read_value(t, r, i, &c.name, &shown))
+                .map(|(i, c)| {
+                    read_value(t, r, i, &c.name, &shown).map(|v| self.typed(t, &c.name, v))
+                })
                 .collect::<Result<_, _>>()?;
             let values: Vec<Option<String>> = (0..t.columns.len())
                 .map(|i| r.get::<_, Option<String>>(nk + i))
@@ -348,7 +423,10 @@ impl RangeChecksum for SqliteVerifier {
                 let key: Key = table
                     .key_columns()
                     .enumerate()
-                    .map(|(i, c)| read_value(table, r, i, &c.name, &shown))
+                    .map(|(i, c)| {
+                        read_value(table, r, i, &c.name, &shown)
+                            .map(|v| self.typed(table, &c.name, v))
+                    })
                     .collect::<Result<_, _>>()?;
                 out.push(key);
             }
@@ -408,7 +486,9 @@ impl RangeChecksum for SqliteVerifier {
                     .columns
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| read_value(table, r, i, &c.name, k))
+                    .map(|(i, c)| {
+                        read_value(table, r, i, &c.name, k).map(|v| self.typed(table, &c.name, v))
+                    })
                     .collect::<Result<_, _>>()?;
                 out.push(row);
             }

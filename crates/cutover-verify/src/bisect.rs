@@ -129,6 +129,16 @@ pub fn decide(source: RangeDigest, target: RangeDigest, has_key: bool, opts: &Op
     }
 }
 
+/// A key as canonical text, for matching rows across engines (a value without one, such as
+/// JSON nested too deep, by its debug form: it still matches itself).
+fn canonical_key(key: &Key) -> Vec<Option<String>> {
+    key.iter()
+        .map(|v| {
+            cutover_connector::canonical::value_text(v).unwrap_or_else(|_| Some(format!("{v:?}")))
+        })
+        .collect()
+}
+
 /// The differences between the canonical rows of one range on each side. With a primary key,
 /// rows are matched by key; without, both sides are compared as multisets of whole rows.
 pub fn diff_rows(
@@ -167,10 +177,14 @@ pub fn diff_rows(
         }
         return out;
     }
-    let mut target: HashMap<Key, Vec<Option<String>>> =
-        target.into_iter().map(|r| (r.key, r.values)).collect();
+    // Matched by the keys' canonical text: two engines may hand the same key over as
+    // different values (PostgreSQL reads a UUID key back as text, SQLite as 16 bytes it types).
+    let mut target: HashMap<Vec<Option<String>>, CanonicalRow> = target
+        .into_iter()
+        .map(|r| (canonical_key(&r.key), r))
+        .collect();
     for r in source {
-        match target.remove(&r.key) {
+        match target.remove(&canonical_key(&r.key)).map(|t| t.values) {
             None => out.push(Difference {
                 key: r.key,
                 kind: DifferenceKind::Missing,
@@ -196,8 +210,8 @@ pub fn diff_rows(
             }
         }
     }
-    out.extend(target.into_keys().map(|key| Difference {
-        key,
+    out.extend(target.into_values().map(|t| Difference {
+        key: t.key,
         kind: DifferenceKind::Extra,
     }));
     out.sort_by(|a, b| cmp_keys(&a.key, &b.key));
