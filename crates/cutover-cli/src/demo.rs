@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use cutover_connector::{Source, SourceFactory};
+use cutover_connector::{OpenOptions, Source, SourceFactory};
 use cutover_pipeline::{Control, Phase, Progress, SyncOptions};
 use cutover_sqlite::demo::{create_dataset, Workload};
 use cutover_sqlite::SqliteEndpoint;
@@ -38,6 +38,12 @@ pub struct DemoArgs {
     /// Parallel chunk readers [default: number of CPUs].
     #[arg(long)]
     jobs: Option<usize>,
+    /// Migrate into this database instead of a second SQLite file, e.g.
+    /// postgres://user@host:5432/demo (an empty database: the demo creates its five tables
+    /// there). The workload stays on SQLite: once the target has caught up it is stopped,
+    /// the last changes drained, and both sides compared by checksums in their own engines.
+    #[arg(long, value_name = "URL")]
+    target: Option<String>,
 }
 
 /// Stops the workload when dropped, so no exit path leaves its thread running.
@@ -64,9 +70,33 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
     std::fs::create_dir_all(&args.dir)
         .with_context(|| format!("creating the demo folder {}", args.dir.display()))?;
     let source_path = args.dir.join("source.db");
-    let target_path = args.dir.join("target.db");
+    let target_path = match &args.target {
+        Some(url)
+            if matches!(
+                cutover_connector::scheme_of(url).as_deref(),
+                None | Some("sqlite" | "file")
+            ) =>
+        {
+            PathBuf::from(
+                url.strip_prefix("sqlite://")
+                    .or_else(|| url.strip_prefix("file://"))
+                    .unwrap_or(url),
+            )
+        }
+        _ => args.dir.join("target.db"),
+    };
+    let into = match &args.target {
+        Some(url)
+            if cutover_connector::scheme_of(url).is_some_and(|s| s != "sqlite" && s != "file") =>
+        {
+            Some(other_target(url)?)
+        }
+        _ => None,
+    };
     endpoint::remove_database(&source_path)?;
-    endpoint::remove_database(&target_path)?;
+    if into.is_none() {
+        endpoint::remove_database(&target_path)?;
+    }
     let started = Instant::now();
 
     println!(
@@ -98,6 +128,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
         shape
     };
 
+    if let Some(url) = into {
+        return run_into(args, &source_path, shape, &url, started);
+    }
     let source = SqliteEndpoint::new(&source_path);
     let target = SqliteEndpoint::new(&target_path);
     let workload = Workload::new(&source_path, shape, args.rate);
@@ -278,4 +311,184 @@ fn spinner(msg: &str) -> indicatif::ProgressBar {
     bar.set_message(msg.to_owned());
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
+}
+
+/// The target of `demo --target URL` when it is not SQLite: opened through the engine registry,
+/// refused if it already holds a migration (the demo starts from an empty database).
+fn other_target(url: &str) -> anyhow::Result<String> {
+    let target = endpoint::engines()
+        .target(url, &OpenOptions::default())
+        .context("--target")?;
+    if let Some(pg) = target
+        .as_any()
+        .downcast_ref::<cutover_postgres::PgConnect>()
+    {
+        let mut c = pg.endpoint.connect_control().context("--target")?;
+        let leftovers: Vec<String> = c
+            .query(
+                "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind IN ('r', 'p') AND (n.nspname = '_cutover'
+                     OR (n.nspname = 'public' AND c.relname IN ('schools', 'students', 'sessions', 'annotations', 'attachments')))
+                  ORDER BY 1",
+                &[],
+            )
+            .context("--target")?
+            .iter()
+            .filter_map(|r| r.try_get(0).ok())
+            .collect();
+        if !leftovers.is_empty() {
+            bail!(
+                "{} is not empty: it holds {} (a previous demo?). Give an empty database \
+                 (createdb …), or remove them: `cutover cleanup --source sqlite://DIR/source.db \
+                 --target {}` and DROP TABLE the demo's tables",
+                pg.endpoint.redacted(),
+                leftovers.join(", "),
+                pg.endpoint.redacted()
+            );
+        }
+    }
+    Ok(url.to_owned())
+}
+
+/// The demo into another engine: the SQLite workload runs while sync copies and follows it
+/// into `url`; then the workload stops, the last changes are drained, and verify compares the
+/// two engines by checksums pushed into each.
+fn run_into(
+    args: &DemoArgs,
+    source_path: &std::path::Path,
+    shape: cutover_sqlite::demo::DatasetShape,
+    url: &str,
+    started: Instant,
+) -> anyhow::Result<u8> {
+    let source_url = format!("sqlite://{}", source_path.display());
+    let engines = endpoint::engines();
+    let mut opts = SyncOptions::default();
+    if let Some(j) = args.jobs {
+        opts.jobs = j.max(1);
+    }
+    let open = OpenOptions {
+        jobs: opts.jobs,
+        ..OpenOptions::default()
+    };
+    let (source, paired) = engines.pair(&source_url, url, &open)?;
+    let workload = Workload::new(source_path, shape, args.rate);
+    let control = Control::default();
+    let progress = Progress::default();
+    let ui_done = AtomicBool::new(false);
+    println!("  target {}", paired.describe());
+    let (copy_time, drain, report) = std::thread::scope(|s| -> anyhow::Result<_> {
+        let _stop = StopOnDrop(&workload);
+        let load = s.spawn(|| workload.run(7));
+        println!(
+            "workload started: about {} transactions/s on the source",
+            args.rate
+        );
+        let sync = s.spawn(|| {
+            cutover_pipeline::run(source.as_ref(), paired.as_ref(), &opts, &control, &progress)
+        });
+        let copy_started = Instant::now();
+        let follow_ui = s.spawn(|| ui::follow(&progress, &ui_done));
+        while progress.phase() != Phase::Replicating && !sync.is_finished() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let copy_time = copy_started.elapsed();
+        if !sync.is_finished() {
+            std::thread::sleep(Duration::from_secs_f64(args.seconds));
+        }
+        ui_done.store(true, Ordering::Relaxed);
+        let _ = follow_ui.join();
+        if sync.is_finished() {
+            return match sync.join() {
+                Ok(Err(e)) => Err(e).context("sync failed during the copy"),
+                _ => bail!("sync stopped before the copy finished"),
+            };
+        }
+        println!(
+            "copy done in {:.1}s; followed the live workload for {:.1}s: {} changes applied, lag {}",
+            copy_time.as_secs_f64(),
+            args.seconds,
+            progress.changes_applied.load(Ordering::Relaxed),
+            ui::lag_text(&progress)
+        );
+        // The application stops writing; sync drains what it wrote last.
+        workload.stop();
+        match load.join() {
+            Ok(r) => r.context("the demo workload failed")?,
+            Err(_) => bail!("the workload thread panicked"),
+        }
+        let stopped = Instant::now();
+        control.drain_to(source.source()?.current_position()?);
+        let report = match sync.join() {
+            Ok(r) => r.context("sync failed while draining")?,
+            Err(_) => bail!("the sync thread panicked"),
+        };
+        Ok((copy_time, stopped.elapsed(), report))
+    })?;
+    println!(
+        "workload stopped; drained to {} in {:.1} ms",
+        report.position,
+        drain.as_secs_f64() * 1e3
+    );
+
+    // Both engines hash their own rows; only digests cross, then the differing rows.
+    let t = Instant::now();
+    let bar = spinner("verifying by checksums in both engines");
+    let mut a = engines.verifier(&source_url, &open)?;
+    let mut b = engines.verifier(url, &open)?;
+    a.negotiate(b.as_ref());
+    b.negotiate(a.as_ref());
+    let tables = a.tables()?;
+    let verify = cutover_verify::bisect::verify(
+        &|| a.open(),
+        &|| b.open(),
+        &tables,
+        &cutover_verify::bisect::Options::default(),
+        &cutover_verify::bisect::VerifyProgress::default(),
+    )?;
+    bar.finish_and_clear();
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    let w = &workload.stats;
+    println!("\nsummary");
+    println!(
+        "  copied      {} rows, {} in {:.1}s",
+        report.rows_copied,
+        ui::bytes(report.bytes_copied),
+        copy_time.as_secs_f64()
+    );
+    println!(
+        "  replicated  {} changes from the live workload ({} transactions: {} inserts, {} updates, {} deletes); {} copied rows superseded by newer changes",
+        report.changes_applied,
+        w.transactions.load(Ordering::Relaxed),
+        w.inserts.load(Ordering::Relaxed),
+        w.updates.load(Ordering::Relaxed),
+        w.deletes.load(Ordering::Relaxed),
+        report.rows_superseded
+    );
+    println!(
+        "  drain       {:.1} ms after the workload stopped (sync ran {:.1}s)",
+        drain.as_secs_f64() * 1e3,
+        secs
+    );
+    println!(
+        "  verify      {}: {} rows compared by checksums in {} tables, {} differences ({:.1}s)",
+        if verify.is_equal() {
+            "equal"
+        } else {
+            "DIFFERENT"
+        },
+        verify.rows_compared(),
+        verify.tables.len(),
+        verify.differences(),
+        t.elapsed().as_secs_f64()
+    );
+    println!("  total       {:.1}s", started.elapsed().as_secs_f64());
+    if !verify.is_equal() {
+        ui::print_verify(&verify);
+        return Ok(EXIT_DIFFERENT);
+    }
+    println!(
+        "\nRemove the source's capture triggers and the target's control store with:\n  cutover cleanup --source {source_url} --target {}",
+        paired.describe()
+    );
+    Ok(0)
 }

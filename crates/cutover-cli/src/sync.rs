@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use cutover_connector::{OpenOptions, SourceFactory, TargetFactory};
 use cutover_postgres::{PgConnect, PgEndpoint};
+use cutover_sqlite::SqliteEndpoint;
 
 use crate::endpoint;
 use crate::{signals, ui, Endpoints};
@@ -273,6 +274,8 @@ struct Status {
     applied_position: Option<String>,
     source_position: Option<String>,
     lag_bytes: Option<i64>,
+    /// Lag in the source's change-log entries (SQLite sources).
+    lag_changes: Option<i64>,
     lag_seconds: Option<f64>,
     changes_applied: Option<i64>,
     changes_per_sec: Option<f64>,
@@ -318,12 +321,89 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<u8> {
     let engines = endpoint::engines();
     let open = OpenOptions::default();
     let t = engines.target(&target, &open).context("--target")?;
-    let Some(pt) = t.as_any().downcast_ref::<PgConnect>() else {
-        bail!("cutover status reads the control store of a PostgreSQL target (postgres://…) so far; for a SQLite target, `cutover sync` prints its progress");
+    let status = if let Some(st) = t.as_any().downcast_ref::<SqliteEndpoint>() {
+        sqlite_status(st)?
+    } else if let Some(pt) = t.as_any().downcast_ref::<PgConnect>() {
+        pg_status(&engines, &pt.endpoint, args, file.source)?
+    } else {
+        bail!("cutover status reads the control store of a PostgreSQL or SQLite target; {} has none it can read", t.describe());
     };
-    let endpoint = pt.endpoint.clone();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print_status(&status);
+    }
+    Ok(0)
+}
+
+/// The status of a migration into a SQLite file: its control store (`_cutover_state`,
+/// `_cutover_chunks`), written by the sync about once a second.
+fn sqlite_status(target: &SqliteEndpoint) -> anyhow::Result<Status> {
+    let Some(st) = cutover_sqlite::status(target.path())? else {
+        bail!(
+            "{} holds no migration of cutover's (no control store): start one with `cutover sync`",
+            target.path().display()
+        );
+    };
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let to_i64 = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+    let caught_up = st.lag_bytes.or(st.lag_changes) == Some(0);
+    let mut s = Status {
+        target: format!("sqlite://{}", target.path().display()),
+        mode: "sync".into(),
+        phase: st.phase,
+        direction: None,
+        tables: st
+            .tables
+            .into_iter()
+            .map(|(table, chunks, done)| TableStatus {
+                table,
+                chunks,
+                chunks_done: done,
+                rows_copied: 0,
+            })
+            .collect(),
+        applied_position: st.applied_position,
+        source_position: st.source_position,
+        lag_bytes: to_i64(st.lag_bytes),
+        lag_changes: to_i64(st.lag_changes),
+        lag_seconds: if caught_up {
+            Some(0.0)
+        } else {
+            st.committed_at
+                .map(|t| ((now - t).max(0.0) * 1000.0).round() / 1000.0)
+        },
+        changes_applied: to_i64(st.changes_applied),
+        changes_per_sec: st.changes_per_sec,
+        slot: None,
+        slot_retained_wal_bytes: None,
+        updated_seconds_ago: st.updated_at.map(|t| (now - t).max(0.0)),
+        switch_in_progress: None,
+        target_fenced: None,
+        source_fenced: None,
+        warnings: Vec::new(),
+    };
+    if s.updated_seconds_ago.is_some_and(|a| a > 10.0) {
+        s.warnings.push(format!(
+            "no sync has reported for {:.0}s: sync is not running (start it again with the same command); the figures above are from when it last ran",
+            s.updated_seconds_ago.unwrap_or_default()
+        ));
+    }
+    Ok(s)
+}
+
+fn pg_status(
+    engines: &cutover_connector::Engines,
+    endpoint: &PgEndpoint,
+    args: &StatusArgs,
+    file_source: Option<String>,
+) -> anyhow::Result<Status> {
+    let open = OpenOptions::default();
+    let endpoint = endpoint.clone();
     // The source only adds whether it refuses writes (PostgreSQL).
-    let source = match args.source.clone().or(file.source) {
+    let source = match args.source.clone().or(file_source) {
         Some(s) => engines
             .source(&s, &open)
             .context("--source")?
@@ -332,13 +412,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<u8> {
             .map(|p| p.endpoint.clone()),
         None => None,
     };
-    let status = read_status(&endpoint, source.as_ref(), args.warn_wal_mb)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-    } else {
-        print_status(&status);
-    }
-    Ok(0)
+    read_status(&endpoint, source.as_ref(), args.warn_wal_mb)
 }
 
 fn read_status(
@@ -392,8 +466,9 @@ fn read_status(
     let r = if has_replication {
         c.query_opt(
             "SELECT position, source_position, lag_bytes, committed_at, changes_applied, changes_per_sec,
-                    slot, history_bytes, direction, extract(epoch FROM now() - updated_at)::float8
-               FROM _cutover.replication",
+                    slot, history_bytes, direction, extract(epoch FROM now() - updated_at)::float8,
+                    to_jsonb(r) ->> 'lag_changes'
+               FROM _cutover.replication r",
             &[],
         )?
     } else {
@@ -408,6 +483,7 @@ fn read_status(
         applied_position: None,
         source_position: None,
         lag_bytes: None,
+        lag_changes: None,
         lag_seconds: None,
         changes_applied: None,
         changes_per_sec: None,
@@ -465,8 +541,11 @@ fn read_status(
         s.slot_retained_wal_bytes = r.get(7);
         s.direction = r.get(8);
         s.updated_seconds_ago = r.get(9);
+        s.lag_changes = r
+            .try_get::<_, Option<String>>(10)?
+            .and_then(|v| v.parse().ok());
         // Lag in time: how old the last applied source commit is, while anything is pending.
-        s.lag_seconds = match (s.lag_bytes, committed) {
+        s.lag_seconds = match (s.lag_bytes.or(s.lag_changes), committed) {
             (Some(0), _) => Some(0.0),
             (_, Some(t)) => SystemTime::now()
                 .duration_since(t)
@@ -529,9 +608,11 @@ fn print_status(s: &Status) {
         );
         println!(
             "  lag         {} / {}",
-            s.lag_bytes
-                .map(|b| ui::bytes(b.max(0) as u64))
-                .unwrap_or_else(|| "?".into()),
+            match (s.lag_bytes, s.lag_changes) {
+                (Some(b), _) => ui::bytes(b.max(0) as u64),
+                (None, Some(c)) => format!("{c} changes"),
+                (None, None) => "?".into(),
+            },
             s.lag_seconds
                 .map(|l| format!("{l:.1}s"))
                 .unwrap_or_else(|| "?".into())

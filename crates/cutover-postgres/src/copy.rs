@@ -130,6 +130,7 @@ CREATE TABLE IF NOT EXISTS _cutover.replication (
     direction text NOT NULL DEFAULT 'forward',
     updated_at timestamptz NOT NULL DEFAULT now());
 ALTER TABLE _cutover.replication ADD COLUMN IF NOT EXISTS handover_requested boolean NOT NULL DEFAULT false;
+ALTER TABLE _cutover.replication ADD COLUMN IF NOT EXISTS lag_changes bigint;
 ALTER TABLE _cutover.migration ADD COLUMN IF NOT EXISTS fence text;
 CREATE TABLE IF NOT EXISTS _cutover.chunks (
     table_schema text NOT NULL,

@@ -1749,17 +1749,18 @@ impl PgSink {
         self.last_note = Some((now, applied));
         let committed_at: Option<SystemTime> = progress.committed_at();
         let source = progress.source_position().map(|p| p.to_string());
-        let lag = progress
-            .lag()
-            .and_then(|l| l.amount())
-            .map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+        // In the source's own units: WAL bytes (PostgreSQL), change-log entries (SQLite).
+        let lag = progress.lag();
+        let big = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let lag_bytes = big(lag.and_then(|l| l.bytes));
+        let lag_changes = big(lag.and_then(|l| l.changes));
         let history = progress.history_bytes().map(|b| b as i64);
         self.client
             .execute(
                 "UPDATE _cutover.replication SET source_position = coalesce($1, source_position),
                         committed_at = coalesce($2, committed_at), changes_per_sec = coalesce($3, changes_per_sec),
-                        lag_bytes = $4, history_bytes = coalesce($5, history_bytes), updated_at = now()",
-                &[&source, &committed_at, &rate, &lag, &history],
+                        lag_bytes = $4, lag_changes = $6, history_bytes = coalesce($5, history_bytes), updated_at = now()",
+                &[&source, &committed_at, &rate, &lag_bytes, &history, &lag_changes],
             )
             .map_err(|e| map("recording the sync's status on the target", e))?;
         Ok(())

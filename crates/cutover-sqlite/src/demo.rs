@@ -68,7 +68,7 @@ CREATE TABLE sessions (
     student_id INTEGER NOT NULL REFERENCES students (id),
     started_at TEXT NOT NULL,
     duration_s REAL,
-    score NUMERIC,
+    score REAL,
     answers TEXT NOT NULL
 );
 CREATE INDEX sessions_student ON sessions (student_id);

@@ -31,7 +31,7 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use checksum::SqliteVerifier;
 pub use reader::SqliteReader;
-pub use sink::SqliteSink;
+pub use sink::{status, SqliteSink, SqliteStatus};
 pub use source::SqliteSource;
 
 /// How long a statement waits for another connection's write lock before failing as `Busy`.

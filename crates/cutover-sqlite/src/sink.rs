@@ -71,6 +71,8 @@ impl TableSql {
 pub struct SqliteSink {
     conn: Connection,
     tables: HashMap<TableName, TableSql>,
+    /// When the last status was noted, with the changes applied then (for the rate).
+    last_note: Option<(std::time::Instant, u64)>,
 }
 
 impl SqliteSink {
@@ -79,8 +81,87 @@ impl SqliteSink {
         Ok(SqliteSink {
             conn,
             tables: HashMap::new(),
+            last_note: None,
         })
     }
+}
+
+/// Seconds since the Unix epoch, as `_cutover_state` keeps times.
+fn epoch_secs(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// What `cutover status` shows of a migration into a SQLite file, read from its control store
+/// (`_cutover_state`, `_cutover_chunks`); `None` where no sync recorded it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SqliteStatus {
+    /// `copying` while chunks remain, `replicating` after.
+    pub phase: String,
+    /// Per table: chunks planned and done.
+    pub tables: Vec<(String, i64, i64)>,
+    pub applied_position: Option<String>,
+    pub source_position: Option<String>,
+    pub lag_bytes: Option<u64>,
+    pub lag_changes: Option<u64>,
+    /// When the source committed the last change applied (seconds since the epoch).
+    pub committed_at: Option<f64>,
+    pub changes_applied: Option<u64>,
+    pub changes_per_sec: Option<f64>,
+    /// When the running sync last wrote its status (seconds since the epoch).
+    pub updated_at: Option<f64>,
+}
+
+/// The status of the migration into the SQLite database at `path`; `None` when it holds no
+/// control store of cutover's.
+pub fn status(path: &Path) -> Result<Option<SqliteStatus>, ConnectorError> {
+    let conn = crate::open_existing(path)?;
+    let ctx = || format!("reading cutover's control store in {}", path.display());
+    if !table_exists(&conn, STATE)? {
+        return Ok(None);
+    }
+    let mut state: HashMap<String, String> = HashMap::new();
+    {
+        let mut st = conn
+            .prepare(&format!("SELECT key, value FROM {STATE}"))
+            .map_err(|e| map(ctx(), e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| map(ctx(), e))?;
+        for r in rows {
+            let (k, v) = r.map_err(|e| map(ctx(), e))?;
+            state.insert(k, v);
+        }
+    }
+    let mut tables = Vec::new();
+    if table_exists(&conn, CHUNKS)? {
+        let mut st = conn
+            .prepare(&format!(
+                "SELECT table_name, count(*), coalesce(sum(done), 0) FROM {CHUNKS} GROUP BY table_name ORDER BY 1"
+            ))
+            .map_err(|e| map(ctx(), e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(|e| map(ctx(), e))?;
+        for r in rows {
+            tables.push(r.map_err(|e| map(ctx(), e))?);
+        }
+    }
+    let copying = tables.iter().any(|(_, n, done)| done < n);
+    let num = |k: &str| state.get(k).and_then(|v| v.parse::<f64>().ok());
+    let int = |k: &str| state.get(k).and_then(|v| v.parse::<u64>().ok());
+    Ok(Some(SqliteStatus {
+        phase: if copying { "copying" } else { "replicating" }.to_owned(),
+        tables,
+        applied_position: state.get("checkpoint").cloned(),
+        source_position: state.get("source_position").cloned(),
+        lag_bytes: int("lag_bytes"),
+        lag_changes: int("lag_changes"),
+        committed_at: num("committed_at"),
+        changes_applied: int("changes_applied"),
+        changes_per_sec: num("changes_per_sec"),
+        updated_at: num("updated_at"),
+    }))
 }
 
 /// `CREATE TABLE` with each column's type from the type map (`types`): the source's own
@@ -487,6 +568,57 @@ impl Sink for SqliteSink {
         .map_err(|e| map(&ctx, e))?;
         before_commit()?;
         tx.commit().map_err(|e| map(&ctx, e))
+    }
+
+    /// The sync's status in `_cutover_state`, for `cutover status` in another process.
+    fn note(&mut self, progress: &cutover_connector::Progress) -> Result<(), ConnectorError> {
+        let now = std::time::Instant::now();
+        let applied = progress
+            .changes_applied
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let rate = self.last_note.and_then(|(at, n)| {
+            let secs = now.duration_since(at).as_secs_f64();
+            (secs > 0.0).then(|| applied.saturating_sub(n) as f64 / secs)
+        });
+        self.last_note = Some((now, applied));
+        let lag = progress.lag();
+        let values: [(&str, Option<String>); 7] = [
+            (
+                "source_position",
+                progress.source_position().map(|p| p.to_string()),
+            ),
+            (
+                "lag_bytes",
+                lag.and_then(|l| l.bytes).map(|b| b.to_string()),
+            ),
+            (
+                "lag_changes",
+                lag.and_then(|l| l.changes).map(|c| c.to_string()),
+            ),
+            (
+                "committed_at",
+                progress.committed_at().map(|t| epoch_secs(t).to_string()),
+            ),
+            ("changes_applied", Some(applied.to_string())),
+            ("changes_per_sec", rate.map(|r| format!("{r:.1}"))),
+            (
+                "updated_at",
+                Some(epoch_secs(std::time::SystemTime::now()).to_string()),
+            ),
+        ];
+        let ctx = "recording the sync's status on the target";
+        let tx = self.conn.transaction().map_err(|e| map(ctx, e))?;
+        for (k, v) in values {
+            match v {
+                Some(v) => tx.execute(
+                    &format!("INSERT INTO {STATE} (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value"),
+                    [k, v.as_str()],
+                ),
+                None => tx.execute(&format!("DELETE FROM {STATE} WHERE key = ?1"), [k]),
+            }
+            .map_err(|e| map(ctx, e))?;
+        }
+        tx.commit().map_err(|e| map(ctx, e))
     }
 
     fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError> {

@@ -136,6 +136,11 @@ fn sqlite_to_postgres_killed_with_sigkill_under_writes_ends_equal_and_verifies()
             .is_some_and(|p| p.starts_with("seq:")),
         "{out}"
     );
+    assert!(
+        st["lag_changes"].is_i64(),
+        "lag in the source's unit: {out}"
+    );
+    assert!(st["lag_bytes"].is_null(), "{out}");
     let o = cutover(&["cleanup", "--source", &s, "--target", &t]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
 }
@@ -199,6 +204,24 @@ fn postgres_to_sqlite_killed_with_sigkill_under_writes_ends_equal_and_verifies()
         );
     }
 
+    // status reads the SQLite target's control store: positions and lag in the source's
+    // units (WAL bytes).
+    let o = cutover(&["status", "--target", &t, "--json"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["phase"], "replicating", "{out}");
+    assert!(
+        st["applied_position"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("lsn:")),
+        "{out}"
+    );
+    assert!(
+        st["lag_bytes"].is_i64() && st["changes_applied"].is_i64(),
+        "{out}"
+    );
+
     let v = verify_json(&["--source", &s, "--target", &t], 0);
     assert!(v["rows_compared"].as_u64().unwrap() > 100_000, "{v}");
     Connection::open(&dst)
@@ -220,4 +243,42 @@ fn lower_first(line: &str) -> String {
         Some((first, rest)) => format!("{}\t{rest}", first.to_ascii_lowercase()),
         None => line.to_ascii_lowercase(),
     }
+}
+
+#[test]
+fn demo_into_postgres_ends_equal_and_refuses_a_database_it_already_filled() {
+    let pg = cutover_testkit::Postgres::shared().unwrap();
+    let db = pg.fresh_database("x_demo").unwrap();
+    let url = pg.url(&db);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let args = [
+        "demo",
+        "--dir",
+        d,
+        "--rows",
+        "3000",
+        "--seconds",
+        "0.3",
+        "--rate",
+        "200",
+        "--target",
+        &url,
+    ];
+    let o = cutover(&args);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("verify      equal"), "{out}");
+    assert!(out.contains("0 differences"), "{out}");
+    // The rows are in PostgreSQL, read by its own client.
+    let students: i64 = pg
+        .psql(&db, "SELECT count(*) FROM public.students")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(students > 100, "{students}");
+    let o = cutover(&args);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    assert!(err.contains("is not empty"), "{err}");
 }
