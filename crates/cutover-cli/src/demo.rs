@@ -248,15 +248,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
         o.copied_rows as f64 / secs,
         ui::bytes((o.copied_bytes as f64 / secs) as u64)
     );
-    println!(
-        "  replicated  {} changes from the live workload ({} transactions: {} inserts, {} updates, {} deletes); {} copied rows superseded by newer changes",
-        o.changes,
-        w.transactions.load(Ordering::Relaxed),
-        w.inserts.load(Ordering::Relaxed),
-        w.updates.load(Ordering::Relaxed),
-        w.deletes.load(Ordering::Relaxed),
-        o.superseded
-    );
+    print_replicated(o.changes, w, o.superseded);
     println!(
         "  switch      write pause {:.1} ms (fence → drain {:.1} ms → flip); longest gap between the workload's commits {:.1} ms; {} transactions on the target since",
         o.pause.as_secs_f64() * 1e3,
@@ -455,15 +447,7 @@ fn run_into(
         ui::bytes(report.bytes_copied),
         copy_time.as_secs_f64()
     );
-    println!(
-        "  replicated  {} changes from the live workload ({} transactions: {} inserts, {} updates, {} deletes); {} copied rows superseded by newer changes",
-        report.changes_applied,
-        w.transactions.load(Ordering::Relaxed),
-        w.inserts.load(Ordering::Relaxed),
-        w.updates.load(Ordering::Relaxed),
-        w.deletes.load(Ordering::Relaxed),
-        report.rows_superseded
-    );
+    print_replicated(report.changes_applied, w, report.rows_superseded);
     println!(
         "  drain       {:.1} ms after the workload stopped (sync ran {:.1}s)",
         drain.as_secs_f64() * 1e3,
@@ -491,4 +475,15 @@ fn run_into(
         paired.describe()
     );
     Ok(0)
+}
+
+/// The summary's line on what the workload did and what sync applied of it.
+fn print_replicated(changes: u64, w: &cutover_sqlite::demo::WorkloadStats, superseded: u64) {
+    println!(
+        "  replicated  {changes} changes from the live workload ({} transactions: {} inserts, {} updates, {} deletes); {superseded} copied rows superseded by newer changes",
+        w.transactions.load(Ordering::Relaxed),
+        w.inserts.load(Ordering::Relaxed),
+        w.updates.load(Ordering::Relaxed),
+        w.deletes.load(Ordering::Relaxed),
+    );
 }

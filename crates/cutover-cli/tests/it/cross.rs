@@ -125,17 +125,7 @@ fn sqlite_to_postgres_killed_with_sigkill_under_writes_ends_equal_and_verifies()
     assert_eq!(differences(&v), ["docs {\"id\":4242} different owner"]);
 
     // status reads the migration from the PostgreSQL target's control store.
-    let o = cutover(&["status", "--target", &t, "--json"]);
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
-    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(st["phase"], "replicating", "{out}");
-    assert!(
-        st["applied_position"]
-            .as_str()
-            .is_some_and(|p| p.starts_with("seq:")),
-        "{out}"
-    );
+    let (st, out) = status_of(&t, "seq:");
     assert!(
         st["lag_changes"].is_i64(),
         "lag in the source's unit: {out}"
@@ -206,17 +196,7 @@ fn postgres_to_sqlite_killed_with_sigkill_under_writes_ends_equal_and_verifies()
 
     // status reads the SQLite target's control store: positions and lag in the source's
     // units (WAL bytes).
-    let o = cutover(&["status", "--target", &t, "--json"]);
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
-    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(st["phase"], "replicating", "{out}");
-    assert!(
-        st["applied_position"]
-            .as_str()
-            .is_some_and(|p| p.starts_with("lsn:")),
-        "{out}"
-    );
+    let (st, out) = status_of(&t, "lsn:");
     assert!(
         st["lag_bytes"].is_i64() && st["changes_applied"].is_i64(),
         "{out}"
@@ -235,6 +215,23 @@ fn postgres_to_sqlite_killed_with_sigkill_under_writes_ends_equal_and_verifies()
     );
     let o = cutover(&["cleanup", "--source", &s, "--target", &t]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+}
+
+/// `cutover status --json` of a target that has caught up, its applied position in the source's
+/// kind (`prefix`); with the output for messages.
+fn status_of(target: &str, prefix: &str) -> (serde_json::Value, String) {
+    let o = cutover(&["status", "--target", target, "--json"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let st: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(st["phase"], "replicating", "{out}");
+    assert!(
+        st["applied_position"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(prefix)),
+        "{out}"
+    );
+    (st, out)
 }
 
 /// SQLite's `hex()` is upper case; PostgreSQL's `encode(…, 'hex')` lower.
