@@ -24,6 +24,7 @@ pub mod crash;
 pub mod fixture;
 pub mod sink;
 pub mod source;
+pub mod verify;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -58,6 +59,9 @@ pub trait Engine: Sync {
     /// Every row of `table` ordered by `order_by`, read by the engine's own driver (not
     /// cutover's) and turned into model values by the test harness.
     fn rows(&self, db: &str, table: &str, order_by: &str) -> Vec<Row>;
+
+    /// The engine's verify side on database `db` (checksums pushed into the engine).
+    fn verifier(&self, db: &str) -> Box<dyn cutover_connector::RangeChecksum + Send>;
 
     /// The name of the failpoint between a sink's writes and its commit.
     fn sink_before_commit(&self) -> &'static str;
@@ -95,6 +99,9 @@ pub const TESTS: &[&str] = &[
     "watch_and_record_recent_do_not_error",
     "a_crash_before_commit_keeps_the_old_checkpoint_and_none_of_the_batch",
     "sync_resumes_after_a_failure_mid_sync_and_ends_equal",
+    "checksum_buckets_are_the_canonical_rows_hashes",
+    "split_returns_ascending_keys_inside_the_range",
+    "canonical_rows_are_the_specs_text_of_the_drivers_values",
 ];
 
 /// Tests that configure failpoints: they run while no other test of the binary runs.
@@ -185,6 +192,9 @@ macro_rules! conformance_tests {
             sink::watch_and_record_recent_do_not_error,
             crash::a_crash_before_commit_keeps_the_old_checkpoint_and_none_of_the_batch,
             crash::sync_resumes_after_a_failure_mid_sync_and_ends_equal,
+            verify::checksum_buckets_are_the_canonical_rows_hashes,
+            verify::split_returns_ascending_keys_inside_the_range,
+            verify::canonical_rows_are_the_specs_text_of_the_drivers_values,
         );
 
         #[test]

@@ -250,8 +250,18 @@ fn canonical_expr(c: &PgColumn) -> String {
             )
         }
         ("json", true) => format!("{col}::jsonb[]"),
+        // `boolean::text` is `true`/`false`; its output (and the spec) is `t`/`f`.
+        ("boolean", false) => format!("CASE WHEN {col} THEN 't' WHEN NOT {col} THEN 'f' END"),
         _ => col,
     }
+}
+
+/// A column's canonical text on its own: its type's output, as in the row's record text
+/// (`format('%s', …)`), not a cast to text, which differs for some types (`char(n)` loses its
+/// padding, `inet` gains a mask); NULL stays NULL.
+fn column_text_expr(expr: &str) -> String {
+    // `num_nulls`, not `IS NULL`: a composite whose fields are all NULL is not NULL itself.
+    format!("CASE WHEN num_nulls({expr}) = 1 THEN NULL ELSE format('%s', {expr}) END")
 }
 
 fn row_text_expr(t: &PgTable) -> String {
@@ -405,7 +415,7 @@ impl PgVerifier {
         select.extend(
             t.columns
                 .iter()
-                .map(|c| format!("({})::text", canonical_expr(c))),
+                .map(|c| column_text_expr(&canonical_expr(c))),
         );
         let order = if cols.is_empty() {
             String::new()

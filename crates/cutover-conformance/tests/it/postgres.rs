@@ -186,6 +186,17 @@ impl Engine for Pg {
             .collect()
     }
 
+    fn verifier(&self, db: &str) -> Box<dyn cutover_connector::RangeChecksum + Send> {
+        let endpoint = PgEndpoint::from_url(&self.server.url(db)).unwrap();
+        Box::new(
+            cutover_postgres::verify::PgVerifier::open(
+                &endpoint,
+                cutover_postgres::verify::RowHash::Md5,
+            )
+            .expect("opening a PostgreSQL verifier"),
+        )
+    }
+
     fn sink_before_commit(&self) -> &'static str {
         "postgres::sink::before-commit"
     }

@@ -100,6 +100,13 @@ impl Engine for Sqlite {
         rows.collect::<Result<_, _>>().unwrap()
     }
 
+    fn verifier(&self, db: &str) -> Box<dyn cutover_connector::RangeChecksum + Send> {
+        Box::new(
+            cutover_sqlite::SqliteVerifier::open(std::path::Path::new(db))
+                .expect("opening a SQLite verifier"),
+        )
+    }
+
     fn sink_before_commit(&self) -> &'static str {
         "sqlite::sink::before-commit"
     }
