@@ -85,7 +85,9 @@ pub trait ReadView: Send + Sync + std::fmt::Debug {
 /// - `start_capture` is idempotent: calling it again for the same tables keeps what was
 ///   captured since the first call and returns the position capture started at.
 /// - `read_changes` returns committed changes with positions strictly after `after`, in commit
-///   order, whole transactions, at most about `max_changes` changes (a single larger transaction
+///   order, whole transactions (an engine whose capture cannot see transaction boundaries —
+///   SQLite's triggers — returns each change as its own transaction and says so; the
+///   conformance suite lists it as a known failure), at most about `max_changes` changes (a single larger transaction
 ///   is returned whole). The same call after a restart returns the same changes
 ///   (at-least-once); nothing is lost as long as `release` was only called with positions the
 ///   sink has durably applied.
