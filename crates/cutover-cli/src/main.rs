@@ -40,6 +40,21 @@ struct Cli {
     /// Log level for diagnostics on stderr: error, warn, info, debug, trace.
     #[arg(long, global = true, env = "CUTOVER_LOG", default_value = "warn")]
     log: String,
+    /// Diagnostics on stderr as text lines, or one JSON object per line (for log collectors).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        value_name = "text|json"
+    )]
+    log_format: LogFormat,
+    /// No progress output (bars or status lines); summaries, reports and errors still print.
+    /// Progress is drawn as bars only when stdout is a terminal and cutover runs in its
+    /// foreground; a background run (`cutover sync … &`) prints a line every 30 s, a
+    /// redirected one every 2 s. NO_COLOR turns colours off.
+    #[arg(long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -154,7 +169,11 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_tracing(&cli.log);
+    ui::configure(ui::Settings {
+        quiet: cli.quiet,
+        color: ui::colors_wanted(),
+    });
+    init_tracing(&cli.log, cli.log_format);
     #[cfg(feature = "failpoints")]
     let _failpoints = failpoints();
     let result = match cli.command {
@@ -187,18 +206,28 @@ fn failpoints() -> fail::FailScenario<'static> {
     fail::FailScenario::setup()
 }
 
-fn init_tracing(level: &str) {
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_tracing(level: &str, format: LogFormat) {
+    use std::io::IsTerminal;
     let filter: tracing_subscriber::filter::Targets = level.parse().unwrap_or_else(|_| {
         tracing_subscriber::filter::Targets::new().with_default(tracing::Level::WARN)
     });
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_target(false),
-        )
-        .with(filter)
-        .try_init();
+    // Colour codes only for a person at a terminal, and never with NO_COLOR.
+    let ansi = ui::colors_wanted() && std::io::stderr().is_terminal();
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi);
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match format {
+        LogFormat::Text => registry.with(layer).try_init(),
+        LogFormat::Json => registry.with(layer.json()).try_init(),
+    };
 }

@@ -23,8 +23,73 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// How progress is shown, set once from the command line (`--quiet`) and the environment
+/// (`NO_COLOR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// No progress at all; summaries, reports and errors still print.
+    pub quiet: bool,
+    /// Colours in bars and logs (off with `NO_COLOR`, and never off a terminal).
+    pub color: bool,
+}
+
+static SETTINGS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+
+pub fn configure(settings: Settings) {
+    let _ = SETTINGS.set(settings);
+}
+
+fn settings() -> Settings {
+    SETTINGS.get().copied().unwrap_or(Settings {
+        quiet: false,
+        color: colors_wanted(),
+    })
+}
+
+/// Whether colours may be used at all: not when `NO_COLOR` is set to anything non-empty.
+pub fn colors_wanted() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Whether stdout is a terminal (whatever process group is in front of it).
 pub fn is_terminal() -> bool {
     std::io::stdout().is_terminal()
+}
+
+/// Whether this process is in the foreground of the terminal on stdout: `cutover sync … &`
+/// in a shell is not, and must not draw over what the foreground command prints.
+fn in_foreground() -> bool {
+    // SAFETY: both calls only read the process's and the terminal's process groups.
+    let (front, ours) = unsafe { (libc::tcgetpgrp(libc::STDOUT_FILENO), libc::getpgrp()) };
+    front == ours
+}
+
+/// How a running command shows its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Nothing (`--quiet`).
+    Silent,
+    /// Bars redrawn in place: stdout is a terminal and this process is in its foreground.
+    Bars,
+    /// One plain line per interval: output redirected to a file or a pipe (every 2 s), or a
+    /// terminal this process is in the background of (every 30 s, so as not to interleave
+    /// with the foreground command's output more than needed).
+    Lines(Duration),
+}
+
+/// The mode for a terminal state; pure, so that every combination is tested.
+pub fn mode(quiet: bool, terminal: bool, foreground: bool) -> Mode {
+    match (quiet, terminal, foreground) {
+        (true, _, _) => Mode::Silent,
+        (false, true, true) => Mode::Bars,
+        (false, true, false) => Mode::Lines(Duration::from_secs(30)),
+        (false, false, _) => Mode::Lines(Duration::from_secs(2)),
+    }
+}
+
+fn current_mode() -> Mode {
+    let terminal = is_terminal();
+    mode(settings().quiet, terminal, terminal && in_foreground())
 }
 
 fn phase_name(p: Phase) -> &'static str {
@@ -38,21 +103,25 @@ fn phase_name(p: Phase) -> &'static str {
     }
 }
 
-/// Shows the progress of a sync until `done` is set: one bar per table and a status line on a
-/// terminal, a plain line every two seconds otherwise.
+/// Shows the progress of a sync until `done` is set, in the [`Mode`] the terminal allows now:
+/// one bar per table and a status line in the foreground of a terminal, plain lines otherwise
+/// (the mode follows the process when a shell moves it to the background or back).
 pub fn follow(progress: &Progress, done: &AtomicBool) {
-    if is_terminal() {
-        follow_bars(progress, done);
-    } else {
-        follow_lines(progress, done);
+    while !done.load(Ordering::Relaxed) {
+        match current_mode() {
+            Mode::Bars => follow_bars(progress, done),
+            Mode::Lines(every) => follow_lines(progress, done, every),
+            Mode::Silent => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 
-fn follow_lines(progress: &Progress, done: &AtomicBool) {
+/// Plain lines every `every`, until `done` or until the mode changes.
+fn follow_lines(progress: &Progress, done: &AtomicBool, every: Duration) {
     let mut last = Instant::now();
-    while !done.load(Ordering::Relaxed) {
+    while !done.load(Ordering::Relaxed) && current_mode() == Mode::Lines(every) {
         std::thread::sleep(Duration::from_millis(100));
-        if last.elapsed() >= Duration::from_secs(2) {
+        if last.elapsed() >= every {
             last = Instant::now();
             println!("{}", status_line(progress));
         }
@@ -130,14 +199,19 @@ pub fn lag_text(progress: &Progress) -> String {
 
 fn follow_bars(progress: &Progress, done: &AtomicBool) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10));
-    let style = ProgressStyle::with_template(
-        "{prefix:>24.bold} [{bar:28.cyan/blue}] {human_pos:>10}/{human_len:10} rows eta {eta:>4} {msg}",
-    )
+    let color = settings().color;
+    let style = ProgressStyle::with_template(if color {
+        "{prefix:>24.bold} [{bar:28.cyan/blue}] {human_pos:>10}/{human_len:10} rows eta {eta:>4} {msg}"
+    } else {
+        "{prefix:>24} [{bar:28}] {human_pos:>10}/{human_len:10} rows eta {eta:>4} {msg}"
+    })
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
-    let total_style = ProgressStyle::with_template(
-        "{prefix:>24.bold.green} [{bar:28.green/blue}] {percent:>3}% {msg} elapsed {elapsed_precise} eta {eta}",
-    )
+    let total_style = ProgressStyle::with_template(if color {
+        "{prefix:>24.bold.green} [{bar:28.green/blue}] {percent:>3}% {msg} elapsed {elapsed_precise} eta {eta}"
+    } else {
+        "{prefix:>24} [{bar:28}] {percent:>3}% {msg} elapsed {elapsed_precise} eta {eta}"
+    })
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
     let total = multi.add(ProgressBar::new(1));
@@ -149,7 +223,7 @@ fn follow_bars(progress: &Progress, done: &AtomicBool) {
     let mut bars: Vec<ProgressBar> = Vec::new();
     // When each table's first rows arrived, for its rate.
     let mut first_rows: Vec<Option<Instant>> = Vec::new();
-    while !done.load(Ordering::Relaxed) {
+    while !done.load(Ordering::Relaxed) && current_mode() == Mode::Bars {
         let tables = progress.table_snapshot();
         while bars.len() < tables.len() {
             let t = &tables[bars.len()];
@@ -196,6 +270,15 @@ fn follow_bars(progress: &Progress, done: &AtomicBool) {
         ));
         status.set_message(status_line(progress));
         std::thread::sleep(Duration::from_millis(100));
+    }
+    if current_mode() != Mode::Bars {
+        // Sent to the background: the bars go, the lines take over.
+        for b in &bars {
+            b.finish_and_clear();
+        }
+        total.finish_and_clear();
+        status.finish_and_clear();
+        return;
     }
     for b in &bars {
         b.finish();
@@ -316,6 +399,27 @@ pub fn print_verify(report: &VerifyReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bars_only_in_the_foreground_of_a_terminal() {
+        assert_eq!(mode(false, true, true), Mode::Bars);
+        assert_eq!(
+            mode(false, true, false),
+            Mode::Lines(Duration::from_secs(30)),
+            "a background sync prints a line now and then, never bars"
+        );
+        assert_eq!(
+            mode(false, false, false),
+            Mode::Lines(Duration::from_secs(2))
+        );
+        assert_eq!(
+            mode(false, false, true),
+            Mode::Lines(Duration::from_secs(2))
+        );
+        for (t, f) in [(true, true), (true, false), (false, false)] {
+            assert_eq!(mode(true, t, f), Mode::Silent);
+        }
+    }
     use cutover_pipeline::TableProgress;
     use std::sync::Arc;
 

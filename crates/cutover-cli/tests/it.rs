@@ -1225,3 +1225,60 @@ fn pg_switch_and_rollback_from_the_command_line_report_pause_and_direction() {
     )
     .unwrap();
 }
+
+#[test]
+fn redirected_output_has_no_colour_codes_json_logs_parse_and_quiet_prints_no_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    Connection::open(&a)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+             INSERT INTO t SELECT i, 'v' || i FROM n;",
+        )
+        .unwrap();
+    let (s, t) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let o = cutover(&[
+        "sync",
+        "--source",
+        s,
+        "--target",
+        t,
+        "--stop-when-caught-up",
+        "--log",
+        "info",
+        "--log-format",
+        "json",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(
+        !out.contains('\u{1b}') && !err.contains('\u{1b}'),
+        "no escape codes off a terminal:\n{out}\n{err}"
+    );
+    let logs: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        logs.iter().any(|l| l["fields"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("sync starting"))),
+        "{err}"
+    );
+    // A second run catches up at once; with --quiet only its summary is printed.
+    let o = cutover(&[
+        "sync",
+        "--source",
+        s,
+        "--target",
+        t,
+        "--stop-when-caught-up",
+        "--quiet",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert_eq!(out.lines().count(), 1, "only the summary:\n{out}");
+    assert!(out.starts_with("caught up:"), "{out}");
+}
