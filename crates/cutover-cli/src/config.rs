@@ -7,6 +7,11 @@
 //! exclude_tables = ["audit_log"]
 //! jobs = 8
 //! max_rows_per_sec = 50000
+//! name = "school"          # the migration's name (--name)
+//! capture = true           # copy: start change capture first (--capture)
+//! chunk_mb = 128           # copy: chunk size (--chunk-mb)
+//! ddl = "stop"             # sync: --ddl
+//! retry_for = 600          # sync: --retry-for, seconds
 //! ```
 
 use std::path::Path;
@@ -25,6 +30,11 @@ pub struct FileConfig {
     pub max_rows_per_sec: Option<u32>,
     pub truncate: Option<bool>,
     pub snapshot: Option<bool>,
+    pub name: Option<String>,
+    pub capture: Option<bool>,
+    pub chunk_mb: Option<u64>,
+    pub ddl: Option<crate::sync::DdlArg>,
+    pub retry_for: Option<u64>,
 }
 
 pub fn load(path: &Path) -> anyhow::Result<FileConfig> {

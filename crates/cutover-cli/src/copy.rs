@@ -31,9 +31,9 @@ pub struct CopyArgs {
     /// pg_export_snapshot, e.g. CockroachDB); each chunk is still consistent.
     #[arg(long)]
     no_snapshot: bool,
-    /// Target chunk size in MB of table data.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
-    chunk_mb: u64,
+    /// Target chunk size in MB of table data [default: 64].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    chunk_mb: Option<u64>,
     /// Print a JSON summary on stdout at the end (tables, rows, bytes, seconds, MB/s).
     #[arg(long)]
     json: bool,
@@ -54,7 +54,7 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
     let open = cutover_connector::OpenOptions {
         tables,
         exclude,
-        name: args.name.clone(),
+        name: args.name.clone().or(file.name.clone()),
         ..Default::default()
     };
     let (s, t) = crate::endpoint::engines().pair(&source, &target, &open)?;
@@ -73,7 +73,7 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
     let mut opts = CopyOptions {
         truncate: args.truncate || file.truncate.unwrap_or(false),
         consistent_snapshot: !args.no_snapshot && file.snapshot.unwrap_or(true),
-        chunk_bytes: args.chunk_mb << 20,
+        chunk_bytes: args.chunk_mb.or(file.chunk_mb).unwrap_or(64).max(1) << 20,
         selection: Selection {
             tables: open.tables.clone(),
             exclude: open.exclude.clone(),
@@ -87,12 +87,13 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
     if let Some(j) = args.jobs.or(file.jobs) {
         opts.jobs = j.max(1);
     }
-    if args.capture {
+    let capture = args.capture || file.capture.unwrap_or(false);
+    if capture {
         if !opts.consistent_snapshot {
             bail!("--capture copies in the replication slot's snapshot; it cannot be combined with --no-snapshot");
         }
         opts.capture = Some(cutover_postgres::CaptureNames::for_migration(
-            args.name.as_deref().unwrap_or(target.dbname()),
+            open.name.as_deref().unwrap_or(target.dbname()),
         ));
     }
     let stop = crate::signals::install(
@@ -202,7 +203,12 @@ fn print_report(r: &CopyReport) {
         );
     }
     println!(
-        "copied {} rows, {} in {:.1}s ({:.1} MB/s){}; {} index/constraint steps",
+        "{} {} rows, {} in {:.1}s ({:.1} MB/s){}; {} index/constraint steps",
+        if r.interrupted {
+            "stopped before the end, having copied"
+        } else {
+            "copied"
+        },
         r.rows,
         ui::bytes(r.bytes),
         secs,

@@ -32,7 +32,7 @@ const EXIT_ERROR: u8 = 2;
         Try it: `cutover demo` runs a whole migration of a school platform's SQLite database \
         under live writes, in well under a minute.",
     after_help = "Exit codes: 0 success, 1 the two sides differ, 2 error, 130 stopped by Ctrl-C/SIGTERM before it could stop cleanly (resumable).\n\
-        Databases: postgres://user:pass@host:port/db?sslmode=… (copy, sync, status, cleanup), sqlite://PATH (all but copy and status).\n\
+        Databases: postgres://user@host:port/db?sslmode=… and sqlite://PATH, as source or target in any pair for sync, verify, status and cleanup; copy on its own, switch and rollback between two PostgreSQL databases.\n\
         Settings also come from CUTOVER_SOURCE, CUTOVER_TARGET and a --config TOML file.",
     propagate_version = true
 )]
@@ -63,32 +63,57 @@ struct Cli {
 enum Command {
     /// Run a whole migration on embedded SQLite under a live workload: copy, follow changes,
     /// switch with a measured write pause, verify row by row.
+    #[command(
+        after_help = "Examples:\n  cutover demo                                   # ./cutover-demo, 200,000 rows, < 1 min\n  cutover demo --rows 20000 --seconds 2 --rate 100\n  cutover demo --target postgres://me@localhost/demo   # into an empty PostgreSQL database\n\nEngines: the source is always SQLite; the target SQLite (default) or PostgreSQL.\nExit codes: 0 both sides equal, 1 they differ, 2 error."
+    )]
     Demo(demo::DemoArgs),
     /// Copy every table once, fast: parallel chunks, resumable after any crash, optionally
     /// throttled. Creates the schema on the target first and builds indexes and constraints
     /// after the data.
+    #[command(
+        after_help = "Examples:\n  cutover copy --source postgres://app@old/app --target postgres://app@new/app --jobs 8\n  cutover copy --capture --source \"$OLD\" --target \"$NEW\"   # then `cutover sync` follows on without copying again\n  cutover copy --config migration.toml --json\n\nEngines: PostgreSQL → PostgreSQL (binary COPY in one snapshot). Other pairs copy with\n`cutover sync --stop-when-caught-up`.\nExit codes: 0 copied, 2 error, 130 stopped by Ctrl-C/SIGTERM before it could stop cleanly (finished chunks are kept: run the same command to resume)."
+    )]
     Copy(copy::CopyArgs),
     /// Copy what is not yet copied, then follow every change until interrupted (Ctrl-C or
     /// SIGTERM stops cleanly, with the position saved) or, with --stop-when-caught-up, until the
     /// target has caught up. PostgreSQL: logical replication (slot and publication cutover_NAME
     /// on the source; needs wal_level=logical).
+    #[command(
+        after_help = "Examples:\n  cutover sync --source postgres://app@old/app --target postgres://app@new/app &\n  cutover sync --source sqlite://app.db --target postgres://app@new/app --stop-when-caught-up\n  cutover sync --source postgres://app@old/app --target sqlite://copy.db --tables students,sessions\n\nEngines: any source with any target among SQLite and PostgreSQL.\nExit codes: 0 caught up (--stop-when-caught-up) or stopped cleanly, 2 error (what was applied is kept: run the same command to resume), 130 stopped by a second Ctrl-C."
+    )]
     Sync(sync::SyncArgs),
     /// Prove source and target equal by checksum bisection (only digests cross the network
     /// until a range differs); list and record every difference; exit 0 equal, 1 different.
+    #[command(
+        after_help = "Examples:\n  cutover verify --source postgres://app@old/app --target postgres://app@new/app\n  cutover verify --live --source \"$OLD\" --target \"$NEW\"    # while sync runs: re-checks what the applier has not passed\n  cutover verify --source sqlite://app.db --target postgres://app@new/app --json\n  cutover verify --repair --source \"$OLD\" --target \"$NEW\"  # rewrite the differing rows from the source\n\nEngines: any pair of SQLite and PostgreSQL (--live: PostgreSQL sources).\nExit codes: 0 equal, 1 different (each difference listed with table and key), 2 error."
+    )]
     Verify(verify::VerifyArgs),
     /// Move the application's writes to the target: check lag, fence the source, drain the last
     /// changes, verify the rows changed last, prepare reverse replication, flip. Measures and
     /// prints the write pause; undoes everything if a step before the flip fails.
+    #[command(
+        after_help = "Examples (with `cutover sync` running):\n  cutover switch --source \"$OLD\" --target \"$NEW\" --on-switch ./point-app-at-new-db.sh\n  cutover switch --source \"$OLD\" --target \"$NEW\" --fence revoke --max-pause-ms 2000 --json\n  cutover switch --abort --source \"$OLD\" --target \"$NEW\"   # finish or undo a switch a crash interrupted\n\nEngines: PostgreSQL → PostgreSQL.\nExit codes: 0 switched (the target takes the writes), 2 refused or undone (the source still takes them; the message says why), 130 interrupted (finished or undone by the next switch, sync or --abort)."
+    )]
     Switch(switch::SwitchArgs),
     /// Move writes back to the source after a switch, with the writes made on the target since
-    /// (they were replicated back): the switch's steps in the other direction.
+    /// (they were replicated back): the switch's steps in the other direction. Give the same
+    /// --source and --target as to the switch: the source becomes the primary again.
+    #[command(
+        after_help = "Examples (after a switch, with `cutover sync` following the way back):\n  cutover rollback --source \"$OLD\" --target \"$NEW\" --on-switch ./point-app-at-old-db.sh\n  cutover rollback --abort --source \"$OLD\" --target \"$NEW\"   # finish or undo a rollback a crash interrupted\n\nEngines: PostgreSQL → PostgreSQL.\nExit codes: 0 rolled back (the source takes the writes again), 2 refused or undone (the target still takes them), 130 interrupted."
+    )]
     Rollback(switch::SwitchArgs),
     /// Show a migration's phase, copy progress per table, replication lag (bytes and seconds),
     /// applied position, changes/s, and warnings (slot retaining WAL, sync not running).
+    #[command(
+        after_help = "Examples:\n  cutover status --target postgres://app@new/app\n  cutover status --target sqlite://copy.db --json\n  cutover status --target \"$NEW\" --source \"$OLD\"   # also whether the source refuses writes\n\nEngines: PostgreSQL and SQLite targets (their control stores).\nExit codes: 0 shown, 2 error (no migration there, unreachable)."
+    )]
     Status(sync::StatusArgs),
     /// Remove what cutover installed: capture triggers and change log (SQLite) or replication
     /// slot and publication (PostgreSQL) on the source, the control store on the target.
     /// Migrated data stays.
+    #[command(
+        after_help = "Examples:\n  cutover cleanup --source postgres://app@old/app --target postgres://app@new/app\n  cutover cleanup --source sqlite://app.db --target postgres://app@new/app\n\nEngines: any pair of SQLite and PostgreSQL.\nExit codes: 0 removed, 2 error."
+    )]
     Cleanup(sync::CleanupArgs),
 }
 
@@ -102,7 +127,8 @@ struct Endpoints {
     #[arg(long, env = "CUTOVER_TARGET")]
     target: Option<String>,
     /// Read settings from a TOML file (source, target, tables, exclude_tables, jobs,
-    /// max_rows_per_sec, truncate, snapshot); flags and CUTOVER_* variables override it.
+    /// max_rows_per_sec, truncate, snapshot, name, capture, chunk_mb, ddl, retry_for); flags
+    /// and CUTOVER_* variables override it.
     #[arg(long, env = "CUTOVER_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
 }

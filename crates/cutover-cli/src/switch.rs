@@ -71,7 +71,7 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
     let open = cutover_connector::OpenOptions {
         tables,
         exclude,
-        name: args.name.clone(),
+        name: args.name.clone().or(file.name.clone()),
         ..Default::default()
     };
     let (ps, pt) = crate::endpoint::engines().pair(&source, &target, &open)?;

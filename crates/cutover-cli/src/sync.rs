@@ -35,8 +35,9 @@ pub struct SyncArgs {
     /// target at the point in the change stream where they happened; `stop` stops sync there,
     /// naming the change and the statement to run on the target (then run sync again). A type
     /// change the target's column cannot hold without loss always stops.
-    #[arg(long, value_enum, default_value = "auto", value_name = "auto|stop")]
-    ddl: DdlArg,
+    /// [default: auto]
+    #[arg(long, value_enum, value_name = "auto|stop")]
+    ddl: Option<DdlArg>,
     /// PostgreSQL: the migration's name; the source's replication slot and publication are
     /// `cutover_<name>` [default: the target's database name]. Give concurrent migrations from
     /// one source different names.
@@ -44,13 +45,14 @@ pub struct SyncArgs {
     name: Option<String>,
     /// When a connection breaks, a server restarts or refuses connections, or a lock or
     /// statement times out: reconnect and try again with backoff for up to this long before
-    /// stopping with an error.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    retry_for: u64,
+    /// stopping with an error [default: 300].
+    #[arg(long, value_name = "SECONDS")]
+    retry_for: Option<u64>,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum DdlArg {
+#[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DdlArg {
     Auto,
     Stop,
 }
@@ -112,11 +114,11 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
         stop_when_caught_up: args.stop_when_caught_up,
         // Recorded when sync stops or hands over: the rows a switch verifies first.
         recent_keys: 2_000,
-        ddl: match args.ddl {
-            DdlArg::Auto => cutover_pipeline::DdlPolicy::Auto,
-            DdlArg::Stop => cutover_pipeline::DdlPolicy::Stop,
+        ddl: match args.ddl.or(file.ddl) {
+            Some(DdlArg::Stop) => cutover_pipeline::DdlPolicy::Stop,
+            Some(DdlArg::Auto) | None => cutover_pipeline::DdlPolicy::Auto,
         },
-        retry_budget: Duration::from_secs(args.retry_for),
+        retry_budget: Duration::from_secs(args.retry_for.or(file.retry_for).unwrap_or(300)),
         ..Default::default()
     };
     if let Some(j) = args.jobs.or(file.jobs) {
@@ -133,7 +135,7 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
     let open = OpenOptions {
         tables,
         exclude,
-        name: args.name.clone(),
+        name: args.name.clone().or(file.name.clone()),
         truncate: args.truncate || file.truncate.unwrap_or(false),
         jobs: opts.jobs,
     };
@@ -241,7 +243,7 @@ pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<u8> {
     let open = OpenOptions {
         tables,
         exclude,
-        name: args.name.clone(),
+        name: args.name.clone().or(file.name.clone()),
         ..OpenOptions::default()
     };
     let (s, t) = endpoint::engines().pair(&source, &target, &open)?;
@@ -283,6 +285,9 @@ struct Status {
     slot_retained_wal_bytes: Option<i64>,
     /// Seconds since the running sync last wrote its status.
     updated_seconds_ago: Option<f64>,
+    /// Whether a sync reported within the last 10 s; when not, rates and lag are left out
+    /// (they would be the last run's, not now's).
+    sync_running: bool,
     /// A switch or rollback that began and has not finished (running, or interrupted).
     switch_in_progress: Option<SwitchStatus>,
     /// Whether each side refuses the application's writes (`None`: not known).
@@ -380,6 +385,7 @@ fn sqlite_status(target: &SqliteEndpoint) -> anyhow::Result<Status> {
         slot: None,
         slot_retained_wal_bytes: None,
         updated_seconds_ago: st.updated_at.map(|t| (now - t).max(0.0)),
+        sync_running: false,
         switch_in_progress: None,
         target_fenced: None,
         source_fenced: None,
@@ -391,7 +397,20 @@ fn sqlite_status(target: &SqliteEndpoint) -> anyhow::Result<Status> {
             s.updated_seconds_ago.unwrap_or_default()
         ));
     }
-    Ok(s)
+    Ok(without_stale_figures(s))
+}
+
+/// A status whose sync has not reported for 10 s says the sync is not running and shows no
+/// rate or lag: those would be figures of the last run, and a lag of 0 would be a lie.
+fn without_stale_figures(mut s: Status) -> Status {
+    s.sync_running = s.updated_seconds_ago.is_some_and(|a| a <= 10.0);
+    if !s.sync_running {
+        s.changes_per_sec = None;
+        s.lag_bytes = None;
+        s.lag_changes = None;
+        s.lag_seconds = None;
+    }
+    s
 }
 
 fn pg_status(
@@ -412,7 +431,11 @@ fn pg_status(
             .map(|p| p.endpoint.clone()),
         None => None,
     };
-    read_status(&endpoint, source.as_ref(), args.warn_wal_mb)
+    Ok(without_stale_figures(read_status(
+        &endpoint,
+        source.as_ref(),
+        args.warn_wal_mb,
+    )?))
 }
 
 fn read_status(
@@ -490,6 +513,7 @@ fn read_status(
         slot: None,
         slot_retained_wal_bytes: None,
         updated_seconds_ago: None,
+        sync_running: false,
         switch_in_progress: None,
         target_fenced: Some(cutover_postgres::refuses_writes(endpoint)?),
         source_fenced: match source {
@@ -606,6 +630,16 @@ fn print_status(s: &Status) {
             "  applied     {p} (source at {})",
             s.source_position.as_deref().unwrap_or("?")
         );
+    }
+    if s.applied_position.is_some() && !s.sync_running {
+        println!(
+            "  sync        not running{}",
+            s.updated_seconds_ago
+                .map(|a| format!(" (last reported {}s ago)", a.round()))
+                .unwrap_or_default()
+        );
+    }
+    if s.applied_position.is_some() && s.sync_running {
         println!(
             "  lag         {} / {}",
             match (s.lag_bytes, s.lag_changes) {

@@ -1282,3 +1282,41 @@ fn redirected_output_has_no_colour_codes_json_logs_parse_and_quiet_prints_no_pro
     assert_eq!(out.lines().count(), 1, "only the summary:\n{out}");
     assert!(out.starts_with("caught up:"), "{out}");
 }
+
+#[test]
+fn a_config_file_takes_every_flags_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    Connection::open(&a)
+        .unwrap()
+        .execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'x');",
+        )
+        .unwrap();
+    let config = dir.path().join("m.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "source = {:?}\ntarget = {:?}\nname = \"m\"\ncapture = true\nchunk_mb = 8\nddl = \"stop\"\nretry_for = 5\njobs = 1\n",
+            a.to_str().unwrap(),
+            b.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let o = cutover(&["sync", "--config", c, "--stop-when-caught-up"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    // copy reads them too, and refuses only what it cannot do with two SQLite files.
+    assert_exit(
+        &cutover(&["copy", "--config", c]),
+        2,
+        "sync --stop-when-caught-up",
+    );
+    std::fs::write(&config, "ddl = \"sometimes\"\n").unwrap();
+    assert_exit(
+        &cutover(&["sync", "--config", c]),
+        2,
+        "unknown variant `sometimes`",
+    );
+}

@@ -101,6 +101,15 @@ fn sqlite_to_postgres_killed_with_sigkill_under_writes_ends_equal_and_verifies()
     });
     assert!(writes.load(Ordering::Relaxed) > 100, "the writer wrote");
 
+    // status reads the migration from the PostgreSQL target's control store, right after the
+    // sync stopped (later it says the sync is not running and shows no lag).
+    let (st, out) = status_of(&t, "seq:");
+    assert!(
+        st["lag_changes"].is_i64(),
+        "lag in the source's unit: {out}"
+    );
+    assert!(st["lag_bytes"].is_null(), "{out}");
+
     // Both sides with their own drivers.
     let docs = "SELECT id, owner, body, v FROM docs ORDER BY id";
     let tags = "SELECT doc, tag FROM tags ORDER BY doc, tag";
@@ -124,13 +133,6 @@ fn sqlite_to_postgres_killed_with_sigkill_under_writes_ends_equal_and_verifies()
     let v = verify_json(&["--source", &s, "--target", &t], 1);
     assert_eq!(differences(&v), ["docs {\"id\":4242} different owner"]);
 
-    // status reads the migration from the PostgreSQL target's control store.
-    let (st, out) = status_of(&t, "seq:");
-    assert!(
-        st["lag_changes"].is_i64(),
-        "lag in the source's unit: {out}"
-    );
-    assert!(st["lag_bytes"].is_null(), "{out}");
     let o = cutover(&["cleanup", "--source", &s, "--target", &t]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
 }
@@ -159,6 +161,14 @@ fn postgres_to_sqlite_killed_with_sigkill_under_writes_ends_equal_and_verifies()
         );
     });
     assert!(writes.load(Ordering::Relaxed) > 100, "the writer wrote");
+
+    // status reads the SQLite target's control store: positions and lag in the source's
+    // units (WAL bytes).
+    let (st, out) = status_of(&t, "lsn:");
+    assert!(
+        st["lag_bytes"].is_i64() && st["changes_applied"].is_i64(),
+        "{out}"
+    );
 
     // PostgreSQL's own text against the values SQLite holds, as the type map stores them:
     // bigint and text as they are, jsonb as its text, numeric as its exact text, uuid as 16
@@ -193,14 +203,6 @@ fn postgres_to_sqlite_killed_with_sigkill_under_writes_ends_equal_and_verifies()
             a.iter().zip(&b).find(|(x, y)| x != y)
         );
     }
-
-    // status reads the SQLite target's control store: positions and lag in the source's
-    // units (WAL bytes).
-    let (st, out) = status_of(&t, "lsn:");
-    assert!(
-        st["lag_bytes"].is_i64() && st["changes_applied"].is_i64(),
-        "{out}"
-    );
 
     let v = verify_json(&["--source", &s, "--target", &t], 0);
     assert!(v["rows_compared"].as_u64().unwrap() > 100_000, "{v}");
