@@ -12,6 +12,7 @@
 //! chunk_mb = 128           # copy: chunk size (--chunk-mb)
 //! ddl = "stop"             # sync: --ddl
 //! retry_for = 600          # sync: --retry-for, seconds
+//! skip_foreign_keys = true # --skip-foreign-keys
 //! ```
 
 use std::path::Path;
@@ -35,6 +36,7 @@ pub struct FileConfig {
     pub chunk_mb: Option<u64>,
     pub ddl: Option<crate::sync::DdlArg>,
     pub retry_for: Option<u64>,
+    pub skip_foreign_keys: Option<bool>,
 }
 
 pub fn load(path: &Path) -> anyhow::Result<FileConfig> {

@@ -54,6 +54,7 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
     let open = cutover_connector::OpenOptions {
         tables,
         exclude,
+        skip_foreign_keys: args.tables.skip_foreign_keys(&file),
         name: args.name.clone().or(file.name.clone()),
         ..Default::default()
     };
@@ -77,6 +78,7 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
         selection: Selection {
             tables: open.tables.clone(),
             exclude: open.exclude.clone(),
+            skip_foreign_keys: open.skip_foreign_keys,
         },
         max_rows_per_sec: args
             .max_rows_per_sec

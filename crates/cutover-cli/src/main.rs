@@ -163,9 +163,19 @@ pub struct TableArgs {
     /// Leave these tables out (comma-separated; `name` or `schema.name`).
     #[arg(long = "exclude-tables", value_delimiter = ',')]
     exclude_tables: Vec<String>,
+    /// PostgreSQL: leave foreign keys that reference tables outside --tables/--exclude-tables
+    /// off the target (they are listed); without it such keys refuse the migration before any
+    /// row is copied.
+    #[arg(long)]
+    skip_foreign_keys: bool,
 }
 
 impl TableArgs {
+    /// `--skip-foreign-keys`, else the config file's `skip_foreign_keys`.
+    fn skip_foreign_keys(&self, file: &config::FileConfig) -> bool {
+        self.skip_foreign_keys || file.skip_foreign_keys.unwrap_or(false)
+    }
+
     /// (tables, exclude): the flags, else the config file's lists.
     fn resolve(&self, file: &config::FileConfig) -> (Vec<String>, Vec<String>) {
         let pick = |flag: &Vec<String>, from_file: &Option<Vec<String>>| {

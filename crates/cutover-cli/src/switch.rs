@@ -71,6 +71,7 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
     let open = cutover_connector::OpenOptions {
         tables,
         exclude,
+        skip_foreign_keys: args.tables.skip_foreign_keys(&file),
         name: args.name.clone().or(file.name.clone()),
         ..Default::default()
     };

@@ -135,6 +135,7 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
     let open = OpenOptions {
         tables,
         exclude,
+        skip_foreign_keys: args.tables.skip_foreign_keys(&file),
         name: args.name.clone().or(file.name.clone()),
         truncate: args.truncate || file.truncate.unwrap_or(false),
         jobs: opts.jobs,
@@ -243,6 +244,7 @@ pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<u8> {
     let open = OpenOptions {
         tables,
         exclude,
+        skip_foreign_keys: args.tables.skip_foreign_keys(&file),
         name: args.name.clone().or(file.name.clone()),
         ..OpenOptions::default()
     };

@@ -29,6 +29,9 @@ pub struct OpenOptions {
     pub truncate: bool,
     /// Parallel work the engine may do by itself (index builds).
     pub jobs: usize,
+    /// Leave constraints that reference tables outside the selection off the target instead
+    /// of refusing the migration (`--skip-foreign-keys`).
+    pub skip_foreign_keys: bool,
 }
 
 /// The source half of an engine: opens as many [`Source`]s and readers as the pipeline needs,

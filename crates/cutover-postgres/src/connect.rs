@@ -40,6 +40,7 @@ impl PgConnect {
             selection: Selection {
                 tables: opts.tables.clone(),
                 exclude: opts.exclude.clone(),
+                skip_foreign_keys: opts.skip_foreign_keys,
             },
             names: CaptureNames::for_migration(opts.name.as_deref().unwrap_or(default_name)),
             truncate: opts.truncate,

@@ -210,6 +210,7 @@ pub fn copy(
     let mut src = source.connect_control()?;
     let mut tgt = target.connect_control()?;
     let schema = schema::read(&mut src, &opts.selection)?;
+    schema.check_foreign_keys(opts.selection.skip_foreign_keys)?;
     if schema.tables.is_empty() {
         return Err(ConnectorError::new(
             ErrorKind::NotFound,

@@ -225,6 +225,9 @@ pub struct Selection {
     /// `name` or `schema.name`; all when empty.
     pub tables: Vec<String>,
     pub exclude: Vec<String>,
+    /// Leave foreign keys to tables outside the selection off the target (otherwise such a
+    /// key refuses the migration before anything is copied: [`SourceSchema::check_foreign_keys`]).
+    pub skip_foreign_keys: bool,
 }
 
 impl Selection {
@@ -255,6 +258,10 @@ pub struct SourceSchema {
     pub post_data: Vec<String>,
     /// Foreign keys: after every index exists.
     pub foreign_keys: Vec<String>,
+    /// Foreign keys of selected tables that reference a table left out of the selection:
+    /// (table, constraint, referenced table). Never among `foreign_keys` (they could not be
+    /// created on the target).
+    pub dangling_foreign_keys: Vec<(TableName, String, String)>,
     /// Sequences whose values are set after the data: (qualified name, for messages).
     pub sequences: Vec<String>,
     /// Extensions the tables need: (name, schema).
@@ -623,7 +630,8 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
     let mut post_data: Vec<String> = indexes.iter().map(|r| r.get::<_, String>(0)).collect();
     let cons = client
         .query(
-            "SELECT c.conrelid, c.conname, c.contype::text, pg_get_constraintdef(c.oid)
+            "SELECT c.conrelid, c.conname, c.contype::text, pg_get_constraintdef(c.oid), c.confrelid,
+                    c.confrelid::regclass::text
                FROM pg_constraint c
               WHERE c.conrelid = ANY($1) AND c.contype IN ('u', 'c', 'x', 'f') AND c.conparentid = 0 AND c.conislocal
               ORDER BY c.conrelid, c.conname",
@@ -631,10 +639,20 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
         )
         .map_err(|e| map(ctx, e))?;
     let mut foreign_keys = Vec::new();
+    let mut dangling_foreign_keys = Vec::new();
     for r in &cons {
         let Some(&i) = index_of.get(&r.get::<_, u32>(0)) else {
             continue;
         };
+        let references: u32 = r.try_get(4).map_err(|e| map(ctx, e))?;
+        if r.get::<_, String>(2) == "f" && !index_of.contains_key(&references) {
+            dangling_foreign_keys.push((
+                tables[i].name.clone(),
+                r.try_get::<_, String>(1).map_err(|e| map(ctx, e))?,
+                r.try_get::<_, String>(5).map_err(|e| map(ctx, e))?,
+            ));
+            continue;
+        }
         let sql = format!(
             "ALTER TABLE {} ADD CONSTRAINT {} {}",
             qualified(&tables[i].name),
@@ -693,10 +711,50 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
         primary_keys,
         post_data,
         foreign_keys,
+        dangling_foreign_keys,
         sequences,
         extensions,
         not_copied,
     })
+}
+
+impl SourceSchema {
+    /// Refuses, before anything is copied, foreign keys that reference tables left out of the
+    /// selection (the target could never create them), naming each and the two ways out;
+    /// with `skip`, lets them be left off the target and says which.
+    pub fn check_foreign_keys(&self, skip: bool) -> Result<(), ConnectorError> {
+        if self.dangling_foreign_keys.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = self
+            .dangling_foreign_keys
+            .iter()
+            .map(|(t, c, r)| format!("{t}.{c} → {r}"))
+            .collect();
+        if skip {
+            tracing::warn!(
+                keys = %list.join(", "),
+                "foreign keys to tables left out are not created on the target (--skip-foreign-keys)"
+            );
+            return Ok(());
+        }
+        let referenced: std::collections::BTreeSet<&str> = self
+            .dangling_foreign_keys
+            .iter()
+            .map(|(_, _, r)| r.as_str())
+            .collect();
+        Err(ConnectorError::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} foreign key(s) reference tables left out by --tables/--exclude-tables: {}. \
+                 Include {} in the migration, or pass --skip-foreign-keys to leave these \
+                 constraints off the target",
+                list.len(),
+                list.join(", "),
+                referenced.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        ))
+    }
 }
 
 /// The primary key, added after the data as pg_restore does: one index build instead of a btree
@@ -799,6 +857,7 @@ mod tests {
         let s = Selection {
             tables: vec!["school.students".into(), "sessions".into()],
             exclude: vec!["public.sessions".into()],
+            ..Default::default()
         };
         assert!(s.wants(&TableName::new(Some("school"), "students")));
         assert!(!s.wants(&TableName::new(Some("public"), "students")));

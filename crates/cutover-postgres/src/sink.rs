@@ -1040,6 +1040,7 @@ impl Sink for PgSink {
             match s.source.clone() {
                 Some(source) => {
                     let schema = schema::read(&mut source.connect_control()?, &s.selection)?;
+                    schema.check_foreign_keys(s.selection.skip_foreign_keys)?;
                     copy::existing_tables(&mut s.client, &schema, s.truncate, "sync").map(drop)
                 }
                 None => s.existing_neutral(tables).map(drop),

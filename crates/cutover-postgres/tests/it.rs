@@ -386,6 +386,7 @@ fn missing_tables_and_unreachable_servers_are_clear_errors() {
         selection: Selection {
             tables: vec!["nosuch".into()],
             exclude: vec![],
+            ..Default::default()
         },
         ..small_chunks()
     };

@@ -223,3 +223,83 @@ fn a_transaction_open_on_the_source_is_named_while_change_capture_waits_for_it()
         .output()
         .unwrap();
 }
+
+/// Issue 11 §1: a foreign key to a table left out by --tables is named before any row is
+/// copied, with the two ways out; --skip-foreign-keys takes the second.
+#[test]
+fn a_foreign_key_to_a_table_left_out_is_refused_before_anything_is_copied() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("fk_s").unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE students (id int PRIMARY KEY);
+         CREATE TABLE sessions (id int PRIMARY KEY, student_id int REFERENCES students);
+         INSERT INTO students VALUES (1); INSERT INTO sessions VALUES (10, 1);",
+    )
+    .unwrap();
+    for command in ["copy", "sync"] {
+        let dst = pg.fresh_database("fk_t").unwrap();
+        let run = |extra: &[&str]| {
+            let mut args = vec![
+                command,
+                "--source",
+                &pg.url(&src),
+                "--target",
+                &pg.url(&dst),
+                "--tables",
+                "sessions",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+            args.extend(extra.iter().map(|s| s.to_string()));
+            if command == "sync" {
+                args.push("--stop-when-caught-up".into());
+            }
+            bin().args(&args).output().unwrap()
+        };
+        let out = run(&[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {err}");
+        assert!(
+            err.contains("sessions_student_id_fkey → public.students")
+                && err.contains("Include public.students")
+                && err.contains("--skip-foreign-keys"),
+            "{command}: {err}"
+        );
+        assert_eq!(
+            count(
+                pg,
+                &dst,
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'sessions'"
+            ),
+            0,
+            "{command}: nothing created on the target"
+        );
+        assert_eq!(capture_objects(pg, &src), (0, 0), "{command}: no slot");
+        let out = run(&["--skip-foreign-keys"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{command}: {err}");
+        assert_eq!(count(pg, &dst, "SELECT count(*) FROM sessions"), 1);
+        assert_eq!(
+            count(
+                pg,
+                &dst,
+                "SELECT count(*) FROM pg_constraint WHERE contype = 'f'"
+            ),
+            0,
+            "{command}: the key is left off"
+        );
+        let cleanup = bin()
+            .args([
+                "cleanup",
+                "--source",
+                &pg.url(&src),
+                "--target",
+                &pg.url(&dst),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(cleanup.status.code(), Some(0), "{:?}", cleanup);
+    }
+}

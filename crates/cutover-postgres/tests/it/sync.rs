@@ -24,6 +24,7 @@ fn pair(pg: &Postgres, src: &str, dst: &str, exclude: &[&str]) -> (PgConnect, Pg
     let selection = Selection {
         tables: Vec::new(),
         exclude: exclude.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     };
     let names = CaptureNames::for_migration(dst);
     let side = |e: &PgEndpoint, peer: &PgEndpoint| PgConnect {
