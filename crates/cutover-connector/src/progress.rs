@@ -41,6 +41,9 @@ pub struct Progress {
     pub changes_applied: AtomicU64,
     pub batches_applied: AtomicU64,
     applied: Mutex<Option<Position>>,
+    /// A stream position past `applied` with nothing to apply up to it (WAL of other tables or
+    /// databases): not recorded on the target yet, but no lag either.
+    passed: Mutex<Option<Position>>,
     source: Mutex<Option<Position>>,
     committed_at: Mutex<Option<std::time::SystemTime>>,
     /// The newest applied transaction that changed rows: its position and one table it changed.
@@ -130,12 +133,36 @@ impl Progress {
         *self.order.lock().unwrap_or_else(|p| p.into_inner()) = Some(order);
     }
 
-    /// How far the applied position is behind the source's, in the source's units (bytes of
-    /// WAL for PostgreSQL, change-log entries for SQLite).
+    /// The change stream has passed `p` with nothing to apply since the applied position.
+    pub fn set_passed(&self, p: Position) {
+        *self.passed.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+    }
+
+    /// How far the applier is behind the source, in the source's units (bytes of WAL for
+    /// PostgreSQL, change-log entries for SQLite): from the later of the applied position and
+    /// the position the stream passed with nothing to apply (an idle database on a busy
+    /// cluster is not behind by the other databases' WAL).
     pub fn lag(&self) -> Option<Distance> {
         let order = (*self.order.lock().unwrap_or_else(|p| p.into_inner()))?;
-        let (source, applied) = (self.source_position()?, self.applied_position()?);
-        Some(order.distance(&applied, &source))
+        let (source, at) = (self.source_position()?, self.caught_up_to()?);
+        Some(order.distance(&at, &source))
+    }
+
+    /// The stream position up to which nothing is left to apply: the later of the applied
+    /// position and the one the stream passed with nothing to apply.
+    pub fn caught_up_to(&self) -> Option<Position> {
+        use crate::PositionOrderExt;
+        let applied = self.applied_position()?;
+        let passed = self
+            .passed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let order = *self.order.lock().unwrap_or_else(|p| p.into_inner());
+        Some(match (passed, order) {
+            (Some(p), Some(order)) => order.later(applied, p),
+            _ => applied,
+        })
     }
 
     pub fn table_snapshot(&self) -> Vec<std::sync::Arc<TableProgress>> {

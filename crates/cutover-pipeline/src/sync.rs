@@ -654,6 +654,7 @@ impl Applier<'_> {
                 {
                     // Only the source's position moved (WAL of other tables, or idle): record
                     // that now and then, not on every keepalive.
+                    self.progress.set_passed(position.clone());
                     unrecorded = Some(position);
                     idle = true;
                 } else {

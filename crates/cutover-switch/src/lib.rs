@@ -341,7 +341,7 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
                 ));
             }
             let order = control.positions();
-            let lag = match (control.primary_position(), progress.applied_position()) {
+            let lag = match (control.primary_position(), progress.caught_up_to()) {
                 (Ok(p), Some(a)) => order.distance(&a, &p).amount(),
                 (Err(e), _) => break Err(e),
                 _ => None,
@@ -494,7 +494,7 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
             let order = control.positions();
             let deadline = Instant::now() + opts.catch_up_timeout.min(Duration::from_secs(10));
             loop {
-                let applied = progress.applied_position();
+                let applied = progress.caught_up_to();
                 if applied.as_ref().is_some_and(|a| order.reached(a, &goal)) {
                     return Ok(format!("applied up to {goal}, where the primary stood"));
                 }

@@ -303,3 +303,69 @@ fn a_foreign_key_to_a_table_left_out_is_refused_before_anything_is_copied() {
         assert_eq!(cleanup.status.code(), Some(0), "{:?}", cleanup);
     }
 }
+
+/// Issue 11 §4: a database with no writes of its own, on a cluster busy with another
+/// database's writes, keeps a small lag (the change stream's keepalives advance it), so that a
+/// switch is not held back by WAL that has nothing to do with the migration.
+#[test]
+fn an_idle_source_on_a_busy_cluster_shows_no_lag_from_other_databases() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("idle_s").unwrap();
+    let dst = pg.fresh_database("idle_t").unwrap();
+    let busy = pg.fresh_database("idle_busy").unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)",
+    )
+    .unwrap();
+    pg.psql(&busy, "CREATE TABLE w (id bigserial PRIMARY KEY, pad text)")
+        .unwrap();
+    let (s, t) = (pg.url(&src), pg.url(&dst));
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut sync = super::spawn_cutover(&["sync", "--source", &s, "--target", &t], log.path());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut worst = 0i64;
+    std::thread::scope(|sc| {
+        let _stop = cutover_testkit::stop_on_drop(&stop);
+        // About 10 MB of WAL a second in another database of the same cluster.
+        sc.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                pg.psql(
+                    &busy,
+                    "INSERT INTO w (pad) SELECT repeat('x', 1000) FROM generate_series(1, 2000)",
+                )
+                .unwrap();
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        });
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(12) {
+            std::thread::sleep(Duration::from_millis(500));
+            if let Err(e) = super::still_running(&mut sync, "sync", log.path()) {
+                panic!("{e}");
+            }
+            let out = bin()
+                .args(["status", "--target", &t, "--json"])
+                .output()
+                .unwrap();
+            let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+                Ok(v) => v,
+                Err(_) => continue,
+            };
+            if started.elapsed() > Duration::from_secs(4) {
+                worst = worst.max(v["lag_bytes"].as_i64().unwrap_or(0));
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    sync.kill().unwrap();
+    let _ = sync.wait();
+    let _ = bin()
+        .args(["cleanup", "--source", &s, "--target", &t])
+        .output();
+    eprintln!("worst lag of the idle source: {worst} bytes");
+    assert!(
+        worst < 4 << 20,
+        "the idle source's lag reached {worst} bytes: WAL of other databases counted as lag"
+    );
+}
