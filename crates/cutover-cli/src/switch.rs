@@ -51,6 +51,11 @@ pub struct SwitchArgs {
     /// the old primary takes writes again. Switches nothing new.
     #[arg(long)]
     abort: bool,
+    /// Switch even though the new primary lacks views, functions, triggers, rules, sequences,
+    /// schemas or extensions the old one has (listed); without it the switch refuses, since the
+    /// application could break on them after the flip.
+    #[arg(long)]
+    allow_missing_objects: bool,
 }
 
 fn parse_fence(s: &str) -> Result<Fence, String> {
@@ -133,6 +138,7 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
     opts.max_pause = Some(Duration::from_millis(args.max_pause_ms));
     opts.max_lag = args.max_lag;
     opts.verify_recent = args.verify_recent;
+    opts.allow_missing_objects = args.allow_missing_objects;
     let verb = match orientation {
         Orientation::Switch => "switch",
         Orientation::Rollback => "rollback",

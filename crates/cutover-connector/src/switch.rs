@@ -151,6 +151,11 @@ pub struct Observation {
 pub trait SwitchControl {
     /// The migration's phase, direction and lag.
     fn observe(&mut self) -> Result<Observation, ConnectorError>;
+    /// Objects the old primary has and the new one lacks (views, functions, triggers, …), as
+    /// `kind name`: the application would break on them after the flip. None by default.
+    fn missing_objects(&mut self) -> Result<Vec<String>, ConnectorError> {
+        Ok(Vec::new())
+    }
     /// Asks a follower running elsewhere to stop, and waits (at most `wait`) until it has.
     fn request_handover(&mut self, wait: Duration) -> Result<(), ConnectorError>;
     /// Withdraws [`SwitchControl::request_handover`] (the switch did not happen).

@@ -429,6 +429,16 @@ impl SwitchControl for PgSwitch {
         &lsn::LSNS
     }
 
+    /// Schemas, views, materialized views, sequences, functions and procedures, triggers,
+    /// rules and extensions of the old primary that the new one lacks, by name (cutover's own
+    /// left out).
+    fn missing_objects(&mut self) -> Result<Vec<String>, ConnectorError> {
+        let (old, new) = self.old_new();
+        let old = database_objects(old)?;
+        let new = database_objects(new)?;
+        Ok(old.difference(&new).cloned().collect())
+    }
+
     fn observe(&mut self) -> Result<Observation, ConnectorError> {
         let phase: Option<String> = self
             .tgt
@@ -961,4 +971,55 @@ fn lift(client: &mut Client, fence: &Fence) -> Result<(), ConnectorError> {
         // Given back by `PgSwitch::regrant`, which knows what was taken.
         Fence::Revoke | Fence::None => Ok(()),
     }
+}
+
+/// The objects of the connected database an application may rely on besides its tables, as
+/// `kind name` (names schema-qualified, functions with their argument types), for
+/// [`SwitchControl::missing_objects`].
+fn database_objects(
+    client: &mut Client,
+) -> Result<std::collections::BTreeSet<String>, ConnectorError> {
+    let ctx = "listing the database's views, functions, triggers and other objects";
+    let mut tx = client.transaction().map_err(|e| map(ctx, e))?;
+    tx.batch_execute("SET LOCAL search_path = pg_catalog")
+        .map_err(|e| map(ctx, e))?;
+    let user_ns = "n.nspname NOT IN ('pg_catalog', 'information_schema', '_cutover') \
+                   AND n.nspname NOT LIKE 'pg\\_%'";
+    let not_extension = |class: &str, id: &str| {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{class}'::regclass \
+             AND d.objid = {id} AND d.deptype = 'e')"
+        )
+    };
+    let sql = format!(
+        "SELECT 'schema ' || n.nspname FROM pg_namespace n WHERE {user_ns}
+         UNION ALL
+         SELECT CASE c.relkind WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view ' ELSE 'sequence ' END
+                || c.oid::regclass::text
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('v', 'm', 'S') AND {user_ns} AND {}
+         UNION ALL
+         SELECT CASE p.prokind WHEN 'p' THEN 'procedure ' ELSE 'function ' END || p.oid::regprocedure::text
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE {user_ns} AND {}
+         UNION ALL
+         SELECT 'trigger ' || t.tgname || ' on ' || t.tgrelid::regclass::text
+           FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE NOT t.tgisinternal AND {user_ns}
+         UNION ALL
+         SELECT 'rule ' || r.rulename || ' on ' || r.ev_class::regclass::text
+           FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE r.rulename <> '_RETURN' AND {user_ns}
+         UNION ALL
+         SELECT 'extension ' || extname FROM pg_extension WHERE extname <> 'plpgsql'",
+        not_extension("pg_class", "c.oid"),
+        not_extension("pg_proc", "p.oid"),
+    );
+    let rows = tx.query(&sql, &[]).map_err(|e| map(ctx, e))?;
+    let mut out = std::collections::BTreeSet::new();
+    for r in rows {
+        out.insert(r.try_get::<_, String>(0).map_err(|e| map(ctx, e))?);
+    }
+    tx.commit().map_err(|e| map(ctx, e))?;
+    Ok(out)
 }

@@ -55,6 +55,9 @@ pub struct SwitchOptions {
     pub catch_up_timeout: Duration,
     /// How long to wait for a running sync to hand over.
     pub handover_wait: Duration,
+    /// Switch even though the new primary lacks objects of the old one
+    /// ([`SwitchControl::missing_objects`]); refused otherwise.
+    pub allow_missing_objects: bool,
 }
 
 impl SwitchOptions {
@@ -69,6 +72,7 @@ impl SwitchOptions {
             verify_recent: 2_000,
             catch_up_timeout: Duration::from_secs(120),
             handover_wait: Duration::from_secs(30),
+            allow_missing_objects: false,
         }
     }
 }
@@ -214,6 +218,31 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
     };
     if let Decision::Refuse(why) = decide(&obs, &policy) {
         return Err(SwitchError::Refused(why));
+    }
+    let missing = control
+        .missing_objects()
+        .map_err(|e| SwitchError::Refused(e.to_string()))?;
+    if !missing.is_empty() {
+        let shown: Vec<&str> = missing.iter().take(20).map(String::as_str).collect();
+        let more = missing.len().saturating_sub(shown.len());
+        let list = format!(
+            "{}{}",
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+        if !opts.allow_missing_objects {
+            return Err(SwitchError::Refused(format!(
+                "the new primary lacks {} object(s) the application may use: {list}. Create them \
+                 there (cutover copies tables, their keys, indexes, constraints and sequences; \
+                 not these yet), or pass --allow-missing-objects to switch without them",
+                missing.len()
+            )));
+        }
+        tracing::warn!(objects = %list, "switching although the new primary lacks these objects (--allow-missing-objects)");
     }
     record(
         &mut steps,

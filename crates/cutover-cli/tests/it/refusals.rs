@@ -369,3 +369,42 @@ fn an_idle_source_on_a_busy_cluster_shows_no_lag_from_other_databases() {
         "the idle source's lag reached {worst} bytes: WAL of other databases counted as lag"
     );
 }
+
+/// Issue 11 §1: a switch to a new primary that lacks the old one's views, functions or
+/// triggers is refused, naming them, unless --allow-missing-objects.
+#[test]
+fn a_switch_to_a_primary_without_the_views_and_functions_is_refused_naming_them() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("objs_s").unwrap();
+    let dst = pg.fresh_database("objs_t").unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 1);
+         CREATE VIEW big AS SELECT * FROM t WHERE v > 0;
+         CREATE FUNCTION twice(x int) RETURNS int LANGUAGE sql AS 'SELECT 2 * x';",
+    )
+    .unwrap();
+    let (s, t) = (pg.url(&src), pg.url(&dst));
+    let run = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--source", &s, "--target", &t]);
+        bin().args(&all).output().unwrap()
+    };
+    let o = run(&["sync", "--stop-when-caught-up"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = run(&["switch"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("view public.big")
+            && err.contains("function public.twice(integer)")
+            && err.contains("--allow-missing-objects"),
+        "{err}"
+    );
+    // Nothing was changed: the source still takes writes.
+    pg.psql(&src, "INSERT INTO t VALUES (2, 2)").unwrap();
+    let o = run(&["switch", "--allow-missing-objects"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = run(&["cleanup"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+}
