@@ -220,7 +220,7 @@ fn print_report(r: &CopyReport) {
     );
     if !r.not_copied.is_empty() {
         println!(
-            "not copied (copy them with your schema tooling): {}",
+            "not created on the target (create them by hand; switch refuses while they are missing): {}",
             r.not_copied.join(", ")
         );
     }

@@ -180,6 +180,7 @@ CREATE TABLE IF NOT EXISTS _cutover.steps (
     phase text NOT NULL,
     sql text NOT NULL,
     done boolean NOT NULL DEFAULT false);
+ALTER TABLE _cutover.steps ADD COLUMN IF NOT EXISTS name text;
 ";
 
 pub(crate) fn control_phase(tgt: &mut Client) -> Result<Option<String>, ConnectorError> {
@@ -435,7 +436,7 @@ pub fn copy(
         elapsed: started.elapsed(),
         resumed,
         interrupted: interrupted || stop.load(Ordering::SeqCst),
-        not_copied: schema.not_copied.clone(),
+        not_copied: not_created(&mut tgt)?,
         post_data_steps,
         outside_snapshot,
     })
@@ -600,14 +601,32 @@ pub(crate) fn record_steps<'a>(
     schema: &'a SourceSchema,
     first: impl Iterator<Item = &'a String>,
 ) -> Result<(), ConnectorError> {
+    record_steps_with(tx, schema, first, true)
+}
+
+/// [`record_steps`]; `firing`: also the triggers and rules (left out of a sync whose apply
+/// session cannot keep them from acting on the rows it writes).
+pub(crate) fn record_steps_with<'a>(
+    tx: &mut postgres::Transaction<'_>,
+    schema: &'a SourceSchema,
+    first: impl Iterator<Item = &'a String>,
+    firing: bool,
+) -> Result<(), ConnectorError> {
     let steps = first
         .chain(&schema.post_data)
-        .map(|s| ("index", s))
-        .chain(schema.foreign_keys.iter().map(|s| ("fk", s)));
-    for (i, (phase, sql)) in steps.enumerate() {
+        .map(|s| ("index", s.as_str(), None))
+        .chain(schema.foreign_keys.iter().map(|s| ("fk", s.as_str(), None)))
+        .chain(
+            schema
+                .objects
+                .iter()
+                .filter(|o| firing || !o.fires)
+                .map(|o| ("object", o.sql.as_str(), Some(o.name.as_str()))),
+        );
+    for (i, (phase, sql, name)) in steps.enumerate() {
         tx.execute(
-            "INSERT INTO _cutover.steps (id, phase, sql) VALUES ($1, $2, $3)",
-            &[&(i as i32), &phase, sql],
+            "INSERT INTO _cutover.steps (id, phase, sql, name) VALUES ($1, $2, $3, $4)",
+            &[&(i as i32), &phase, &sql, &name],
         )
         .map_err(|e| map("recording the post-data steps", e))?;
     }
@@ -968,7 +987,94 @@ pub(crate) fn post_data(
             return Err(e);
         }
     }
+    ran += create_objects(&mut tgt)?;
     Ok(ran)
+}
+
+/// The objects' steps (views, functions, …), one at a time: a statement that fails because
+/// something it needs is not there yet is tried again after the others, until a round creates
+/// nothing new; what still fails is left undone (a later run tries again) and named in a
+/// warning and by [`not_created`].
+fn create_objects(tgt: &mut Client) -> Result<usize, ConnectorError> {
+    let ctx = "creating views, functions, triggers and rules on the target";
+    tgt.batch_execute("SET search_path = pg_catalog")
+        .map_err(|e| map(ctx, e))?;
+    let mut pending: Vec<(i32, String, String)> = tgt
+        .query(
+            "SELECT id, sql, coalesce(name, sql) FROM _cutover.steps WHERE phase = 'object' AND NOT done ORDER BY id",
+            &[],
+        )
+        .map_err(|e| map(ctx, e))?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect::<Result<_, postgres::Error>>()
+        .map_err(|e| map(ctx, e))?;
+    let total = pending.len();
+    loop {
+        let before = pending.len();
+        let mut left = Vec::new();
+        for (id, sql, name) in pending {
+            let mut tx = tgt.transaction().map_err(|e| map(ctx, e))?;
+            let created = match tx.batch_execute(&sql) {
+                Ok(()) => true,
+                // Already there (a resumed run, --truncate): done.
+                Err(e)
+                    if e.code()
+                        .is_some_and(|c| matches!(c.code(), "42710" | "42P07" | "42723")) =>
+                {
+                    drop(tx);
+                    tx = tgt.transaction().map_err(|e| map(ctx, e))?;
+                    true
+                }
+                Err(e) => {
+                    tracing::debug!(object = %name, error = %e, "not created yet; tried again after the others");
+                    false
+                }
+            };
+            if created {
+                tx.execute(
+                    "UPDATE _cutover.steps SET done = true WHERE id = $1",
+                    &[&id],
+                )
+                .map_err(|e| map(ctx, e))?;
+                tx.commit().map_err(|e| map(ctx, e))?;
+            } else {
+                drop(tx);
+                left.push((id, sql, name));
+            }
+        }
+        pending = left;
+        if pending.is_empty() || pending.len() == before {
+            break;
+        }
+    }
+    for (_, sql, name) in &pending {
+        // Once more, for the error of the last try.
+        let error = tgt
+            .transaction()
+            .and_then(|mut tx| tx.batch_execute(sql))
+            .err()
+            .map(|e| {
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+            })
+            .unwrap_or_default();
+        tracing::warn!(object = %name, %error, "not created on the target; create it by hand (cutover switch refuses while it is missing, unless --allow-missing-objects)");
+    }
+    Ok(total - pending.len())
+}
+
+/// The objects whose creation is still not done on the target (after [`post_data`]).
+pub(crate) fn not_created(tgt: &mut Client) -> Result<Vec<String>, ConnectorError> {
+    Ok(tgt
+        .query(
+            "SELECT coalesce(name, left(sql, 60)) FROM _cutover.steps WHERE phase = 'object' AND NOT done ORDER BY id",
+            &[],
+        )
+        .map_err(|e| map("reading the post-data steps", e))?
+        .iter()
+        .filter_map(|r| r.try_get(0).ok())
+        .collect())
 }
 
 /// Sets every sequence on the target to the source's value (plain, serial and identity).

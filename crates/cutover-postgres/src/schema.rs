@@ -245,6 +245,19 @@ impl Selection {
     }
 }
 
+/// A database object other than a table, as [`SourceSchema::objects`] carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    /// `view public.v`, `function public.f(integer)`, `trigger t on public.x`: for messages.
+    pub name: String,
+    /// The statement that creates it (search_path = pg_catalog, names qualified).
+    pub sql: String,
+    /// A trigger or rule: it acts on writes, so it must not act on the rows cutover writes
+    /// (created after the copy; during `sync` only where the apply session runs with
+    /// `session_replication_role = replica`, under which they do not fire).
+    pub fires: bool,
+}
+
 /// What the source holds, and the statements that recreate it.
 #[derive(Debug, Clone, Default)]
 pub struct SourceSchema {
@@ -266,7 +279,12 @@ pub struct SourceSchema {
     pub sequences: Vec<String>,
     /// Extensions the tables need: (name, schema).
     pub extensions: Vec<(String, String)>,
-    /// Objects cutover does not copy yet, for a note (views, functions, triggers).
+    /// What an application relies on besides its tables, in the order they are created after
+    /// the data: schemas, extensions, functions and procedures, views, materialized views
+    /// (with their data), then triggers and rules (see [`Object::fires`]). Each is one
+    /// statement; one that fails for a dependency is tried again after the others.
+    pub objects: Vec<Object>,
+    /// Objects that could not be carried (named), for the report.
     pub not_copied: Vec<String>,
 }
 
@@ -666,25 +684,9 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
         }
     }
 
-    let not_copied: Vec<String> = q(
-        client,
-        &format!(
-            "SELECT count(*) FILTER (WHERE c.relkind IN ('v', 'm'))::bigint || ' views',
-                    (SELECT count(*) FROM pg_proc p JOIN pg_namespace pn ON pn.oid = p.pronamespace
-                      WHERE pn.nspname NOT IN {SYSTEM_SCHEMAS} AND pn.nspname NOT LIKE 'pg\\_%'
-                        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e'))::bigint || ' functions',
-                    (SELECT count(*) FROM pg_trigger tg WHERE NOT tg.tgisinternal AND tg.tgrelid = ANY(ARRAY[{}]::oid[]))::bigint || ' triggers'
-               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN {SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_%'",
-            if oids.is_empty() { "0".to_owned() } else { oids.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(",") }
-        ),
-        ctx,
-    )?
-    .first()
-    .map(|r| vec![r.get(0), r.get(1), r.get(2)])
-    .unwrap_or_default()
-    .into_iter()
-    .filter(|s: &String| !s.starts_with("0 "))
-    .collect();
+    let objects = read_objects(client)?;
+    // Filled by the copy with the objects that could not be created on the target.
+    let not_copied: Vec<String> = Vec::new();
 
     for s in &schemas {
         if s != "public" {
@@ -714,8 +716,79 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
         dangling_foreign_keys,
         sequences,
         extensions,
+        objects,
         not_copied,
     })
+}
+
+/// The source's schemas, extensions, functions, procedures, views, materialized views,
+/// triggers and rules (not members of extensions, not cutover's), as statements in creation
+/// order. Read with `search_path = pg_catalog`, so every name in the definitions is qualified.
+fn read_objects(client: &mut Client) -> Result<Vec<Object>, ConnectorError> {
+    let ctx = "reading the source's views, functions, triggers and rules";
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| map(ctx, e))?;
+    // A partition's clones of its parent's triggers come with the parent's (PostgreSQL 13+
+    // says which they are).
+    let not_clone = if version >= 130_000 {
+        "t.tgparentid = 0"
+    } else {
+        "true"
+    };
+    let user_ns = format!("n.nspname NOT IN {SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_%'");
+    let not_member = |class: &str, id: &str| {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{class}'::regclass AND d.objid = {id} AND d.deptype = 'e')"
+        )
+    };
+    let sql = format!(
+        "SELECT 0, 'schema ' || n.nspname, format('CREATE SCHEMA IF NOT EXISTS %I', n.nspname), false
+           FROM pg_namespace n WHERE {user_ns} AND n.nspname <> 'public'
+         UNION ALL
+         SELECT 1, 'extension ' || e.extname,
+                format('CREATE EXTENSION IF NOT EXISTS %I WITH SCHEMA %I', e.extname, n.nspname), false
+           FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'
+         UNION ALL
+         SELECT 2, CASE p.prokind WHEN 'p' THEN 'procedure ' ELSE 'function ' END || p.oid::regprocedure::text,
+                'SET LOCAL check_function_bodies = off; ' || pg_get_functiondef(p.oid), false
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE {user_ns} AND p.prokind IN ('f', 'p') AND {}
+         UNION ALL
+         SELECT 3, 'view ' || c.oid::regclass::text,
+                format('CREATE OR REPLACE VIEW %s AS %s', c.oid::regclass, pg_get_viewdef(c.oid)), false
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind = 'v' AND {user_ns} AND {}
+         UNION ALL
+         SELECT 4, 'materialized view ' || c.oid::regclass::text,
+                format('CREATE MATERIALIZED VIEW IF NOT EXISTS %s AS %s WITH DATA', c.oid::regclass,
+                       rtrim(pg_get_viewdef(c.oid), ';')), false
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind = 'm' AND {user_ns} AND {}
+         UNION ALL
+         SELECT 5, 'trigger ' || t.tgname || ' on ' || t.tgrelid::regclass::text, pg_get_triggerdef(t.oid), true
+           FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE NOT t.tgisinternal AND {not_clone} AND {user_ns}
+         UNION ALL
+         SELECT 6, 'rule ' || r.rulename || ' on ' || r.ev_class::regclass::text, pg_get_ruledef(r.oid), true
+           FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE r.rulename <> '_RETURN' AND {user_ns}
+         ORDER BY 1, 2",
+        not_member("pg_proc", "p.oid"),
+        not_member("pg_class", "c.oid"),
+        not_member("pg_class", "c.oid"),
+    );
+    let rows = client.query(&sql, &[]).map_err(|e| map(ctx, e))?;
+    rows.iter()
+        .map(|r| {
+            Ok(Object {
+                name: r.try_get(1).map_err(|e| map(ctx, e))?,
+                sql: r.try_get(2).map_err(|e| map(ctx, e))?,
+                fires: r.try_get(3).map_err(|e| map(ctx, e))?,
+            })
+        })
+        .collect()
 }
 
 impl SourceSchema {
