@@ -12,6 +12,8 @@ use rusqlite::Connection;
 mod campaign;
 #[path = "it/cross.rs"]
 mod cross;
+#[path = "it/pagila.rs"]
+mod pagila;
 #[path = "it/refusals.rs"]
 mod refusals;
 #[cfg(feature = "failpoints")]

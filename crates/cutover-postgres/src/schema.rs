@@ -756,6 +756,17 @@ fn read_objects(client: &mut Client) -> Result<Vec<Object>, ConnectorError> {
            FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
           WHERE {user_ns} AND p.prokind IN ('f', 'p') AND {}
          UNION ALL
+         SELECT 2, 'aggregate ' || p.oid::regprocedure::text,
+                format('CREATE AGGREGATE %I.%I(%s) (SFUNC = %s, STYPE = %s%s%s%s)', n.nspname, p.proname,
+                       pg_get_function_identity_arguments(p.oid), a.aggtransfn::regproc,
+                       format_type(a.aggtranstype, NULL),
+                       CASE WHEN a.aggfinalfn <> 0 THEN ', FINALFUNC = ' || a.aggfinalfn::regproc ELSE '' END,
+                       CASE WHEN a.agginitval IS NOT NULL THEN ', INITCOND = ' || quote_literal(a.agginitval) ELSE '' END,
+                       CASE WHEN a.aggcombinefn <> 0 THEN ', COMBINEFUNC = ' || a.aggcombinefn::regproc ELSE '' END),
+                false
+           FROM pg_proc p JOIN pg_aggregate a ON a.aggfnoid = p.oid JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE {user_ns} AND p.prokind = 'a' AND a.aggkind = 'n' AND {}
+         UNION ALL
          SELECT 3, 'view ' || c.oid::regclass::text,
                 format('CREATE OR REPLACE VIEW %s AS %s', c.oid::regclass, pg_get_viewdef(c.oid)), false
            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -775,6 +786,7 @@ fn read_objects(client: &mut Client) -> Result<Vec<Object>, ConnectorError> {
            FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE r.rulename <> '_RETURN' AND {user_ns}
          ORDER BY 1, 2",
+        not_member("pg_proc", "p.oid"),
         not_member("pg_proc", "p.oid"),
         not_member("pg_class", "c.oid"),
         not_member("pg_class", "c.oid"),
