@@ -98,9 +98,13 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
             open.name.as_deref().unwrap_or(target.dbname()),
         ));
     }
-    let stop = crate::signals::install(
-        std::time::Duration::from_secs(3),
+    let stop = crate::signals::install_saying(
+        std::time::Duration::from_secs(10),
         "Finished chunks are kept: run the same command to resume.",
+        format!(
+            "stopping: finishing the chunks in flight (at most {}, one per worker); finished chunks are kept",
+            opts.jobs.max(1)
+        ),
     );
     let progress = Progress::default();
     let ui_done = AtomicBool::new(false);

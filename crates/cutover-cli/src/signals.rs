@@ -14,6 +14,12 @@ pub const EXIT_SIGNAL: i32 = 130;
 /// Installs the handler (once per process); the returned flag turns true at the first signal.
 /// `kept` tells the user what is kept if the process must end before stopping cleanly.
 pub fn install(grace: Duration, kept: &'static str) -> Arc<AtomicBool> {
+    install_saying(grace, kept, "stopping…".to_owned())
+}
+
+/// [`install`], acknowledging the first signal with `stopping` (what the command finishes
+/// before it stops).
+pub fn install_saying(grace: Duration, kept: &'static str, stopping: String) -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let seen = Arc::clone(&flag);
     let installed = ctrlc::set_handler(move || {
@@ -22,7 +28,7 @@ pub fn install(grace: Duration, kept: &'static str) -> Arc<AtomicBool> {
             std::process::exit(EXIT_SIGNAL);
         }
         eprintln!(
-            "\nstopping… (at most {} s; press Ctrl-C again to stop at once)",
+            "\n{stopping} (at most {} s; press Ctrl-C again to stop at once)",
             grace.as_secs()
         );
         // The process's last resort: not a task of the command's, it only ends the process.

@@ -515,3 +515,75 @@ fn views_functions_triggers_and_rules_come_along_and_triggers_do_not_fire_on_rep
         );
     }
 }
+
+/// Issue 11 §4: Ctrl-C during copy is acknowledged at once, the chunks in flight finish, and
+/// the summary says the copy stopped before the end (exit 2), not that it is done.
+#[test]
+fn ctrl_c_during_copy_is_acknowledged_and_the_summary_says_interrupted() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("sigint_s").unwrap();
+    let dst = pg.fresh_database("sigint_t").unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE t (id int PRIMARY KEY, pad text);
+         INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 200000) g; ANALYZE t;",
+    )
+    .unwrap();
+    let mut cmd = bin();
+    cmd.args([
+        "copy",
+        "--source",
+        &pg.url(&src),
+        "--target",
+        &pg.url(&dst),
+        "--jobs",
+        "2",
+        "--chunk-mb",
+        "1",
+        "--max-rows-per-sec",
+        "20000",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cutover_testkit::KillOnDrop::spawn(&mut cmd).unwrap();
+    // Into the copy (10 s at this rate), then Ctrl-C.
+    let started = Instant::now();
+    while count(
+        pg,
+        &dst,
+        "SELECT count(*) FROM pg_tables WHERE schemaname = '_cutover'",
+    ) == 0
+        || count(pg, &dst, "SELECT count(*) FROM _cutover.chunks WHERE done") == 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "copy did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: sends SIGINT to the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let read = |p: Option<&mut dyn std::io::Read>| {
+        let mut s = String::new();
+        if let Some(p) = p {
+            p.read_to_string(&mut s).unwrap();
+        }
+        s
+    };
+    let stdout = read(child.stdout.as_mut().map(|p| p as &mut dyn std::io::Read));
+    let stderr = read(child.stderr.as_mut().map(|p| p as &mut dyn std::io::Read));
+    assert_eq!(status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("stopping: finishing the chunks in flight (at most 2"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("stopped before the end"), "{stdout}");
+    assert!(
+        stderr.contains("interrupted: chunks copied so far are kept"),
+        "{stderr}"
+    );
+    let done = count(pg, &dst, "SELECT count(*) FROM _cutover.chunks WHERE done");
+    let total = count(pg, &dst, "SELECT count(*) FROM _cutover.chunks");
+    assert!(done > 0 && done < total, "{done} of {total} chunks done");
+}
