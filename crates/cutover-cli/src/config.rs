@@ -13,6 +13,7 @@
 //! ddl = "stop"             # sync: --ddl
 //! retry_for = 600          # sync: --retry-for, seconds
 //! skip_foreign_keys = true # --skip-foreign-keys
+//! grants = true            # --grants
 //! ```
 
 use std::path::Path;
@@ -37,6 +38,7 @@ pub struct FileConfig {
     pub ddl: Option<crate::sync::DdlArg>,
     pub retry_for: Option<u64>,
     pub skip_foreign_keys: Option<bool>,
+    pub grants: Option<bool>,
 }
 
 pub fn load(path: &Path) -> anyhow::Result<FileConfig> {

@@ -55,6 +55,7 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
         tables,
         exclude,
         skip_foreign_keys: args.tables.skip_foreign_keys(&file),
+        grants: args.tables.grants(&file),
         name: args.name.clone().or(file.name.clone()),
         ..Default::default()
     };
@@ -79,6 +80,7 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
             tables: open.tables.clone(),
             exclude: open.exclude.clone(),
             skip_foreign_keys: open.skip_foreign_keys,
+            grants: open.grants,
         },
         max_rows_per_sec: args
             .max_rows_per_sec

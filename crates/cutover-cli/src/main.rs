@@ -168,12 +168,22 @@ pub struct TableArgs {
     /// row is copied.
     #[arg(long)]
     skip_foreign_keys: bool,
+    /// PostgreSQL → PostgreSQL: also grant on the target the privileges granted on the
+    /// source's tables, views, sequences, functions and schemas (the roles must exist there;
+    /// grants to missing roles are named as not made).
+    #[arg(long)]
+    grants: bool,
 }
 
 impl TableArgs {
     /// `--skip-foreign-keys`, else the config file's `skip_foreign_keys`.
     fn skip_foreign_keys(&self, file: &config::FileConfig) -> bool {
         self.skip_foreign_keys || file.skip_foreign_keys.unwrap_or(false)
+    }
+
+    /// `--grants`, else the config file's `grants`.
+    fn grants(&self, file: &config::FileConfig) -> bool {
+        self.grants || file.grants.unwrap_or(false)
     }
 
     /// (tables, exclude): the flags, else the config file's lists.

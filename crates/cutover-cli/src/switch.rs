@@ -77,6 +77,7 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
         tables,
         exclude,
         skip_foreign_keys: args.tables.skip_foreign_keys(&file),
+        grants: args.tables.grants(&file),
         name: args.name.clone().or(file.name.clone()),
         ..Default::default()
     };

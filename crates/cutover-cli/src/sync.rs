@@ -136,6 +136,7 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
         tables,
         exclude,
         skip_foreign_keys: args.tables.skip_foreign_keys(&file),
+        grants: args.tables.grants(&file),
         name: args.name.clone().or(file.name.clone()),
         truncate: args.truncate || file.truncate.unwrap_or(false),
         jobs: opts.jobs,
@@ -245,6 +246,7 @@ pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<u8> {
         tables,
         exclude,
         skip_foreign_keys: args.tables.skip_foreign_keys(&file),
+        grants: args.tables.grants(&file),
         name: args.name.clone().or(file.name.clone()),
         ..OpenOptions::default()
     };

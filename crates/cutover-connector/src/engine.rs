@@ -32,6 +32,8 @@ pub struct OpenOptions {
     /// Leave constraints that reference tables outside the selection off the target instead
     /// of refusing the migration (`--skip-foreign-keys`).
     pub skip_foreign_keys: bool,
+    /// Also carry privileges (`--grants`), where the engines can.
+    pub grants: bool,
 }
 
 /// The source half of an engine: opens as many [`Source`]s and readers as the pipeline needs,

@@ -41,6 +41,7 @@ impl PgConnect {
                 tables: opts.tables.clone(),
                 exclude: opts.exclude.clone(),
                 skip_foreign_keys: opts.skip_foreign_keys,
+                grants: opts.grants,
             },
             names: CaptureNames::for_migration(opts.name.as_deref().unwrap_or(default_name)),
             truncate: opts.truncate,

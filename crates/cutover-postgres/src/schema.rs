@@ -228,6 +228,9 @@ pub struct Selection {
     /// Leave foreign keys to tables outside the selection off the target (otherwise such a
     /// key refuses the migration before anything is copied: [`SourceSchema::check_foreign_keys`]).
     pub skip_foreign_keys: bool,
+    /// Also carry the privileges granted on tables, views, sequences, functions and schemas
+    /// (`--grants`; the roles must exist on the target, or the grants are named as not made).
+    pub grants: bool,
 }
 
 impl Selection {
@@ -684,7 +687,7 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
         }
     }
 
-    let objects = read_objects(client)?;
+    let objects = read_objects(client, selection.grants)?;
     // Filled by the copy with the objects that could not be created on the target.
     let not_copied: Vec<String> = Vec::new();
 
@@ -724,7 +727,7 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
 /// The source's schemas, extensions, functions, procedures, views, materialized views,
 /// triggers and rules (not members of extensions, not cutover's), as statements in creation
 /// order. Read with `search_path = pg_catalog`, so every name in the definitions is qualified.
-fn read_objects(client: &mut Client) -> Result<Vec<Object>, ConnectorError> {
+fn read_objects(client: &mut Client, grants: bool) -> Result<Vec<Object>, ConnectorError> {
     let ctx = "reading the source's views, functions, triggers and rules";
     let version: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int", &[])
@@ -742,6 +745,32 @@ fn read_objects(client: &mut Client) -> Result<Vec<Object>, ConnectorError> {
         format!(
             "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{class}'::regclass AND d.objid = {id} AND d.deptype = 'e')"
         )
+    };
+    let grantee =
+        "CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END";
+    let option = "CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END";
+    let grants_sql = if grants {
+        format!(
+            "UNION ALL
+         SELECT 8, 'grant ' || a.privilege_type || ' on ' || c.oid::regclass::text || ' to ' || {grantee},
+                format('GRANT %s ON %s %s TO %s%s', a.privilege_type,
+                       CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, c.oid::regclass, {grantee}, {option}), false
+           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, aclexplode(c.relacl) a
+          WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND a.grantee <> c.relowner AND {user_ns}
+         UNION ALL
+         SELECT 8, 'grant ' || a.privilege_type || ' on function ' || p.oid::regprocedure::text || ' to ' || {grantee},
+                format('GRANT %s ON %s %s TO %s%s', a.privilege_type,
+                       CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, p.oid::regprocedure, {grantee}, {option}), false
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace, aclexplode(p.proacl) a
+          WHERE p.prokind IN ('f', 'p') AND a.grantee <> p.proowner AND {user_ns}
+         UNION ALL
+         SELECT 8, 'grant ' || a.privilege_type || ' on schema ' || n.nspname || ' to ' || {grantee},
+                format('GRANT %s ON SCHEMA %I TO %s%s', a.privilege_type, n.nspname, {grantee}, {option}), false
+           FROM pg_namespace n, aclexplode(n.nspacl) a
+          WHERE a.grantee <> n.nspowner AND {user_ns}"
+        )
+    } else {
+        String::new()
     };
     let sql = format!(
         "SELECT 0, 'schema ' || n.nspname, format('CREATE SCHEMA IF NOT EXISTS %I', n.nspname), false
@@ -782,9 +811,37 @@ fn read_objects(client: &mut Client) -> Result<Vec<Object>, ConnectorError> {
            FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE NOT t.tgisinternal AND {not_clone} AND {user_ns}
          UNION ALL
+         SELECT 7, 'comment on ' || CASE c.relkind WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view ' ELSE 'table ' END
+                || c.oid::regclass::text,
+                format('COMMENT ON %s %s IS %L',
+                       CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'TABLE' END,
+                       c.oid::regclass, d.description), false
+           FROM pg_description d JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND d.objoid = c.oid AND d.objsubid = 0
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p', 'v', 'm') AND {user_ns}
+         UNION ALL
+         SELECT 7, 'comment on column ' || c.oid::regclass::text || '.' || quote_ident(a.attname),
+                format('COMMENT ON COLUMN %s.%I IS %L', c.oid::regclass, a.attname, d.description), false
+           FROM pg_description d JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND d.objoid = c.oid
+           JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE d.objsubid > 0 AND c.relkind IN ('r', 'p', 'v', 'm') AND {user_ns}
+         UNION ALL
+         SELECT 7, 'comment on function ' || p.oid::regprocedure::text,
+                format('COMMENT ON %s %s IS %L', CASE p.prokind WHEN 'p' THEN 'PROCEDURE' WHEN 'a' THEN 'AGGREGATE' ELSE 'FUNCTION' END,
+                       p.oid::regprocedure, d.description), false
+           FROM pg_description d JOIN pg_proc p ON d.classoid = 'pg_proc'::regclass AND d.objoid = p.oid
+           JOIN pg_namespace n ON n.oid = p.pronamespace
+          WHERE {user_ns}
+         UNION ALL
+         SELECT 7, 'comment on schema ' || n.nspname, format('COMMENT ON SCHEMA %I IS %L', n.nspname, d.description), false
+           FROM pg_description d JOIN pg_namespace n ON d.classoid = 'pg_namespace'::regclass AND d.objoid = n.oid
+          WHERE {user_ns}
+         UNION ALL
          SELECT 6, 'rule ' || r.rulename || ' on ' || r.ev_class::regclass::text, pg_get_ruledef(r.oid), true
            FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE r.rulename <> '_RETURN' AND {user_ns}
+         {grants_sql}
          ORDER BY 1, 2",
         not_member("pg_proc", "p.oid"),
         not_member("pg_proc", "p.oid"),

@@ -435,7 +435,11 @@ fn views_functions_triggers_and_rules_come_along_and_triggers_do_not_fire_on_rep
          CREATE TABLE t_log (id int PRIMARY KEY);
          CREATE RULE no_delete AS ON DELETE TO t_log DO INSTEAD NOTHING;
          INSERT INTO t SELECT g, g FROM generate_series(1, 10) g;
-         REFRESH MATERIALIZED VIEW reports.total;",
+         REFRESH MATERIALIZED VIEW reports.total;
+         COMMENT ON TABLE t IS 'the numbers';
+         COMMENT ON COLUMN t.v IS 'a value';
+         DO $$ BEGIN CREATE ROLE cutover_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+         GRANT SELECT ON t TO cutover_reader;",
     )
     .unwrap();
     let names = "SELECT string_agg(x, ', ' ORDER BY x) FROM (
@@ -452,6 +456,8 @@ fn views_functions_triggers_and_rules_come_along_and_triggers_do_not_fire_on_rep
         args[4] = &t;
         if command == "sync" {
             args.push("--stop-when-caught-up");
+        } else {
+            args.push("--grants");
         }
         let o = bin().args(&args).output().unwrap();
         assert_eq!(o.status.code(), Some(0), "{command}: {o:?}");
@@ -473,6 +479,21 @@ fn views_functions_triggers_and_rules_come_along_and_triggers_do_not_fire_on_rep
             pg.psql(&dst, "SELECT n FROM reports.total").unwrap(),
             "10",
             "{command}: the materialized view's data"
+        );
+
+        assert_eq!(
+            pg.psql(&dst, "SELECT obj_description('t'::regclass, 'pg_class') || '|' || col_description('t'::regclass, 2)").unwrap(),
+            "the numbers|a value",
+            "{command}: comments"
+        );
+        assert_eq!(
+            pg.psql(
+                &dst,
+                "SELECT has_table_privilege('cutover_reader', 't', 'SELECT')"
+            )
+            .unwrap(),
+            if command == "copy" { "t" } else { "f" },
+            "{command}: grants with --grants only"
         );
         if command == "sync" {
             // Rows the source's trigger logged arrive as rows; the target's copy of the trigger
