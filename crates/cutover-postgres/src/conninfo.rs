@@ -620,15 +620,14 @@ pub fn resolve(s: &str, env: &Environment) -> Result<Resolved, ConnInfoError> {
     })
 }
 
-/// libpq's default host: its Unix socket directory when a server could be there, else
-/// `localhost`.
+/// libpq's default host: its Unix socket directory (Debian's `/var/run/postgresql`, else
+/// upstream's `/tmp`).
 fn default_host() -> String {
-    for dir in ["/var/run/postgresql", "/tmp"] {
-        if Path::new(dir).is_dir() && dir != "/tmp" {
-            return dir.to_owned();
-        }
+    if Path::new("/var/run/postgresql").is_dir() {
+        "/var/run/postgresql".to_owned()
+    } else {
+        "/tmp".to_owned()
     }
-    "localhost".to_owned()
 }
 
 /// The password file's password for the first host, port, database and user (libpq's
