@@ -3,6 +3,8 @@
 //! ```toml
 //! source = "postgres://app@db-old:5432/app?sslmode=require"
 //! target = "postgres://app@db-new:5432/app?sslmode=require"
+//! source_env_prefix = "OLD_"   # optional: the source reads OLD_PGPASSWORD, OLD_PGHOST, …
+//! target_env_prefix = "NEW_"
 //! tables = ["public.students", "sessions"]   # optional; all tables when absent
 //! exclude_tables = ["audit_log"]
 //! jobs = 8
@@ -26,6 +28,8 @@ use serde::Deserialize;
 pub struct FileConfig {
     pub source: Option<String>,
     pub target: Option<String>,
+    pub source_env_prefix: Option<String>,
+    pub target_env_prefix: Option<String>,
     pub tables: Option<Vec<String>>,
     pub exclude_tables: Option<Vec<String>>,
     pub jobs: Option<usize>,

@@ -49,7 +49,8 @@ pub struct CopyArgs {
 }
 
 pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
-    let (source, target, file) = args.endpoints.resolve()?;
+    let (ends, file) = args.endpoints.resolve()?;
+    let (source, target) = (ends.source.clone(), ends.target.clone());
     let (tables, exclude) = args.tables.resolve(&file);
     let open = cutover_connector::OpenOptions {
         tables,
@@ -59,13 +60,13 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
         name: args.name.clone().or(file.name.clone()),
         ..Default::default()
     };
-    let (s, t) = crate::endpoint::engines().pair(&source, &target, &open)?;
+    let (s, t) = crate::endpoint::engines().pair(&source, &target, &open, &ends.env)?;
     // The copy on its own is the bulk path two PostgreSQL databases share (binary COPY, one
     // exported snapshot); other pairs copy and catch up in one go with sync.
     let Some((s, t)) = crate::endpoint::pg_pair(s.as_ref(), t.as_ref()) else {
         bail!(
             "`cutover copy` on its own is the PostgreSQL → PostgreSQL bulk path; for {} → {} use \
-             `cutover sync --stop-when-caught-up --source {source} --target {target}`: it copies \
+             `cutover sync --stop-when-caught-up` with the same --source and --target: it copies \
              and catches up in one go",
             s.describe(),
             t.describe()

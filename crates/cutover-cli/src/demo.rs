@@ -362,7 +362,7 @@ fn run_into(
         jobs: opts.jobs,
         ..OpenOptions::default()
     };
-    let (source, paired) = engines.pair(&source_url, url, &open)?;
+    let (source, paired) = engines.pair(&source_url, url, &open, &Default::default())?;
     let workload = Workload::new(source_path, shape, args.rate);
     let control = Control::default();
     let progress = Progress::default();

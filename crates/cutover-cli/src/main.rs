@@ -32,8 +32,8 @@ const EXIT_ERROR: u8 = 2;
         Try it: `cutover demo` runs a whole migration of a school platform's SQLite database \
         under live writes, in well under a minute.",
     after_help = "Exit codes: 0 success, 1 the two sides differ, 2 error, 130 stopped by Ctrl-C/SIGTERM before it could stop cleanly (resumable).\n\
-        Databases: postgres://user@host:port/db?sslmode=… and sqlite://PATH, as source or target in any pair for sync, verify, status and cleanup; copy on its own, switch and rollback between two PostgreSQL databases.\n\
-        Settings also come from CUTOVER_SOURCE, CUTOVER_TARGET and a --config TOML file.",
+        Databases: postgres://user@host:port/db?sslmode=…, 'host=… dbname=…' or '' (libpq's PG* variables, ~/.pgpass, pg_service.conf), and sqlite://PATH, as source or target in any pair for sync, verify, status and cleanup; copy on its own, switch and rollback between two PostgreSQL databases.\n\
+        Settings also come from CUTOVER_SOURCE, CUTOVER_TARGET and a --config TOML file; --source-env-prefix/--target-env-prefix give each side its own PG* variables.",
     propagate_version = true
 )]
 struct Cli {
@@ -119,38 +119,115 @@ enum Command {
 
 #[derive(Args)]
 struct Endpoints {
-    /// The database to migrate from: postgres://user:pass@host:5432/db?sslmode=require, or
-    /// sqlite://app.db.
+    /// The database to migrate from: postgres://user@host:5432/db?sslmode=verify-full, a libpq
+    /// keyword/value string ('host=db dbname=app sslmode=require'), '' (everything from PG*
+    /// variables or a service), or sqlite://app.db. Passwords need not be here: PGPASSWORD,
+    /// ~/.pgpass and service files are read as libpq reads them (README: Connecting).
     #[arg(long, env = "CUTOVER_SOURCE")]
     source: Option<String>,
     /// The database to migrate to, same forms (a SQLite file is created if missing).
     #[arg(long, env = "CUTOVER_TARGET")]
     target: Option<String>,
-    /// Read settings from a TOML file (source, target, tables, exclude_tables, jobs,
-    /// max_rows_per_sec, truncate, snapshot, name, capture, chunk_mb, ddl, retry_for); flags
-    /// and CUTOVER_* variables override it.
+    /// Read the source's libpq variables with this prefix: `--source-env-prefix OLD_` reads
+    /// OLD_PGHOST, OLD_PGPASSWORD, OLD_PGSERVICE, OLD_PGPASSFILE, … for the source, and no plain
+    /// PG* variable. Without it, the plain PG* variables fill in what the string leaves out.
+    #[arg(long, env = "CUTOVER_SOURCE_ENV_PREFIX", value_name = "PREFIX")]
+    source_env_prefix: Option<String>,
+    /// The same for the target (`--target-env-prefix NEW_`: NEW_PGHOST, NEW_PGPASSWORD, …).
+    #[arg(long, env = "CUTOVER_TARGET_ENV_PREFIX", value_name = "PREFIX")]
+    target_env_prefix: Option<String>,
+    /// Read settings from a TOML file (source, target, source_env_prefix, target_env_prefix,
+    /// tables, exclude_tables, jobs, max_rows_per_sec, truncate, snapshot, name, capture,
+    /// chunk_mb, ddl, retry_for, skip_foreign_keys, grants); flags and CUTOVER_* variables
+    /// override it.
     #[arg(long, env = "CUTOVER_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
 }
 
+/// A migration's two sides as given: connection strings and where each side's environment
+/// variables come from.
+struct Ends {
+    source: String,
+    target: String,
+    env: cutover_connector::EnvPrefixes,
+}
+
+impl Ends {
+    /// Options for opening the source (`Side::Source`) or the target alone, with its prefix.
+    fn opts(
+        &self,
+        side: cutover_connector::Side,
+        base: &cutover_connector::OpenOptions,
+    ) -> cutover_connector::OpenOptions {
+        cutover_connector::OpenOptions {
+            env_prefix: match side {
+                cutover_connector::Side::Source => self.env.source.clone(),
+                cutover_connector::Side::Target => self.env.target.clone(),
+            },
+            ..base.clone()
+        }
+    }
+}
+
+/// A side's connection string: the flag or the file's; with an environment prefix and no
+/// string, the empty string (everything from that prefix's variables or service).
+fn pick_side(
+    flag: &Option<String>,
+    from_file: &Option<String>,
+    prefix: &Option<String>,
+    what: &str,
+    var: &str,
+) -> anyhow::Result<String> {
+    flag.clone()
+        .or_else(|| from_file.clone())
+        .or_else(|| prefix.as_ref().map(|_| String::new()))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no {what} database: pass --{what} URL (or --{what} '' to take everything from the PG* variables), set {var}, or put {what} = \"URL\" in a --config file"
+            )
+        })
+}
+
 impl Endpoints {
-    /// The source and target URLs from flags, environment or the config file, and the file's
+    /// The source and target from flags, environment or the config file, and the file's
     /// other settings.
-    fn resolve(&self) -> anyhow::Result<(String, String, config::FileConfig)> {
+    fn resolve(&self) -> anyhow::Result<(Ends, config::FileConfig)> {
         let file = match &self.config {
             Some(p) => config::load(p)?,
             None => config::FileConfig::default(),
         };
-        let pick = |flag: &Option<String>, from_file: &Option<String>, what: &str, var: &str| {
-            flag.clone().or_else(|| from_file.clone()).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no {what} database: pass --{what} URL, set {var}, or put {what} = \"URL\" in a --config file"
-                )
-            })
+        let env = cutover_connector::EnvPrefixes {
+            source: self
+                .source_env_prefix
+                .clone()
+                .or_else(|| file.source_env_prefix.clone()),
+            target: self
+                .target_env_prefix
+                .clone()
+                .or_else(|| file.target_env_prefix.clone()),
         };
-        let source = pick(&self.source, &file.source, "source", "CUTOVER_SOURCE")?;
-        let target = pick(&self.target, &file.target, "target", "CUTOVER_TARGET")?;
-        Ok((source, target, file))
+        let source = pick_side(
+            &self.source,
+            &file.source,
+            &env.source,
+            "source",
+            "CUTOVER_SOURCE",
+        )?;
+        let target = pick_side(
+            &self.target,
+            &file.target,
+            &env.target,
+            "target",
+            "CUTOVER_TARGET",
+        )?;
+        Ok((
+            Ends {
+                source,
+                target,
+                env,
+            },
+            file,
+        ))
     }
 }
 

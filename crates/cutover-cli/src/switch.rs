@@ -71,7 +71,8 @@ pub fn rollback(args: &SwitchArgs) -> anyhow::Result<u8> {
 }
 
 fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
-    let (source, target, file) = args.endpoints.resolve()?;
+    let (ends, file) = args.endpoints.resolve()?;
+    let (source, target) = (ends.source.clone(), ends.target.clone());
     let (tables, exclude) = args.tables.resolve(&file);
     let open = cutover_connector::OpenOptions {
         tables,
@@ -81,7 +82,7 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
         name: args.name.clone().or(file.name.clone()),
         ..Default::default()
     };
-    let (ps, pt) = crate::endpoint::engines().pair(&source, &target, &open)?;
+    let (ps, pt) = crate::endpoint::engines().pair(&source, &target, &open, &ends.env)?;
     let Some((ps, pt)) = crate::endpoint::pg_pair(ps.as_ref(), pt.as_ref()) else {
         bail!(
             "switch and rollback work between two PostgreSQL databases (postgres://…) so far, \

@@ -65,6 +65,12 @@ pub struct StatusArgs {
     /// The source too (optional): then status also says whether the source refuses writes.
     #[arg(long, env = "CUTOVER_SOURCE")]
     source: Option<String>,
+    /// The source's libpq variables under this prefix (OLD_PGHOST, OLD_PGPASSWORD, …), as for sync.
+    #[arg(long, env = "CUTOVER_SOURCE_ENV_PREFIX", value_name = "PREFIX")]
+    source_env_prefix: Option<String>,
+    /// The target's libpq variables under this prefix (NEW_PGHOST, NEW_PGPASSWORD, …).
+    #[arg(long, env = "CUTOVER_TARGET_ENV_PREFIX", value_name = "PREFIX")]
+    target_env_prefix: Option<String>,
     /// Read the target from a TOML file (`target = "…"`).
     #[arg(long, env = "CUTOVER_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
@@ -109,7 +115,8 @@ fn pg_direction(s: &PgConnect, t: &PgConnect) -> anyhow::Result<(PgConnect, PgCo
 }
 
 pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
-    let (source, target, file) = args.endpoints.resolve()?;
+    let (ends, file) = args.endpoints.resolve()?;
+    let (source, target) = (ends.source.clone(), ends.target.clone());
     let mut opts = cutover_pipeline::SyncOptions {
         stop_when_caught_up: args.stop_when_caught_up,
         // Recorded when sync stops or hands over: the rows a switch verifies first.
@@ -140,11 +147,12 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
         name: args.name.clone().or(file.name.clone()),
         truncate: args.truncate || file.truncate.unwrap_or(false),
         jobs: opts.jobs,
+        env_prefix: None,
     };
     let engines = endpoint::engines();
     loop {
         let (s, t) = engines
-            .pair(&source, &target, &open)
+            .pair(&source, &target, &open, &ends.env)
             .context("opening the migration's two sides")?;
         let report = match endpoint::pg_pair(s.as_ref(), t.as_ref()) {
             Some((ps, pt)) => {
@@ -240,7 +248,8 @@ fn print_report(report: &cutover_pipeline::SyncReport) {
 }
 
 pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<u8> {
-    let (source, target, file) = args.endpoints.resolve()?;
+    let (ends, file) = args.endpoints.resolve()?;
+    let (source, target) = (ends.source.clone(), ends.target.clone());
     let (tables, exclude) = args.tables.resolve(&file);
     let open = OpenOptions {
         tables,
@@ -250,7 +259,7 @@ pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<u8> {
         name: args.name.clone().or(file.name.clone()),
         ..OpenOptions::default()
     };
-    let (s, t) = endpoint::engines().pair(&source, &target, &open)?;
+    let (s, t) = endpoint::engines().pair(&source, &target, &open, &ends.env)?;
     if let Some((ps, pt)) = endpoint::pg_pair(s.as_ref(), t.as_ref()) {
         // Both directions, the fences and the switch's state too.
         let done = cutover_postgres::cleanup(&ps.endpoint, &pt.endpoint, &ps.names)?;
@@ -324,16 +333,27 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<u8> {
         Some(p) => crate::config::load(p)?,
         None => crate::config::FileConfig::default(),
     };
-    let Some(target) = args.target.clone().or(file.target) else {
-        bail!("no target database: pass --target URL, set CUTOVER_TARGET, or put target = \"URL\" in a --config file");
-    };
+    let target_env = args
+        .target_env_prefix
+        .clone()
+        .or(file.target_env_prefix.clone());
+    let target = crate::pick_side(
+        &args.target,
+        &file.target,
+        &target_env,
+        "target",
+        "CUTOVER_TARGET",
+    )?;
     let engines = endpoint::engines();
-    let open = OpenOptions::default();
+    let open = OpenOptions {
+        env_prefix: target_env,
+        ..OpenOptions::default()
+    };
     let t = engines.target(&target, &open).context("--target")?;
     let status = if let Some(st) = t.as_any().downcast_ref::<SqliteEndpoint>() {
         sqlite_status(st)?
     } else if let Some(pt) = t.as_any().downcast_ref::<PgConnect>() {
-        pg_status(&engines, &pt.endpoint, args, file.source)?
+        pg_status(&engines, &pt.endpoint, args, &file)?
     } else {
         bail!("cutover status reads the control store of a PostgreSQL or SQLite target; {} has none it can read", t.describe());
     };
@@ -421,12 +441,18 @@ fn pg_status(
     engines: &cutover_connector::Engines,
     endpoint: &PgEndpoint,
     args: &StatusArgs,
-    file_source: Option<String>,
+    file: &crate::config::FileConfig,
 ) -> anyhow::Result<Status> {
-    let open = OpenOptions::default();
+    let open = OpenOptions {
+        env_prefix: args
+            .source_env_prefix
+            .clone()
+            .or(file.source_env_prefix.clone()),
+        ..OpenOptions::default()
+    };
     let endpoint = endpoint.clone();
     // The source only adds whether it refuses writes (PostgreSQL).
-    let source = match args.source.clone().or(file_source) {
+    let source = match args.source.clone().or(file.source.clone()) {
         Some(s) => engines
             .source(&s, &open)
             .context("--source")?

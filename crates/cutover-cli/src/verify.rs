@@ -75,7 +75,8 @@ fn select(all: Vec<TableSchema>, args: &VerifyArgs) -> anyhow::Result<Vec<TableS
 }
 
 pub fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
-    let (source, target, file) = args.endpoints.resolve()?;
+    let (ends, file) = args.endpoints.resolve()?;
+    let (source, target) = (ends.source.clone(), ends.target.clone());
     // Verify reads; with --repair each batch of repaired rows commits on its own.
     crate::signals::install(
         Duration::from_secs(1),
@@ -96,8 +97,12 @@ pub fn run(args: &VerifyArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let engines = crate::endpoint::engines();
     let open = cutover_connector::OpenOptions::default();
-    let mut a = engines.verifier(&source, &open).context("--source")?;
-    let mut b = engines.verifier(&target, &open).context("--target")?;
+    let mut a = engines
+        .verifier(&source, &ends.opts(cutover_connector::Side::Source, &open))
+        .context("--source")?;
+    let mut b = engines
+        .verifier(&target, &ends.opts(cutover_connector::Side::Target, &open))
+        .context("--target")?;
     if args.live && !(a.live() && b.live()) {
         bail!(
             "--live waits on the sync applier's change-stream position, which {} does not \

@@ -12,6 +12,8 @@ use rusqlite::Connection;
 mod campaign;
 #[path = "it/cross.rs"]
 mod cross;
+#[path = "it/libpq.rs"]
+mod libpq;
 #[path = "it/pagila.rs"]
 mod pagila;
 #[path = "it/refusals.rs"]
@@ -186,12 +188,12 @@ fn bad_input_is_refused_with_exit_2_and_a_reason() {
         &cutover(&[
             "copy",
             "--source",
-            "postgres://u:secret@127.0.0.1:1",
+            "postgres://u:secret@127.0.0.1:1/db?sslmode=verify",
             "--target",
             "postgres://h/db",
         ]),
         2,
-        "names no database",
+        "sslmode=verify is not one of",
     );
     let o = cutover(&[
         "copy",

@@ -34,6 +34,19 @@ pub struct OpenOptions {
     pub skip_foreign_keys: bool,
     /// Also carry privileges (`--grants`), where the engines can.
     pub grants: bool,
+    /// Where this side's connection settings are read from in the environment: the engine's
+    /// own variables under this prefix (`OLD_` → PostgreSQL reads `OLD_PGHOST`,
+    /// `OLD_PGPASSWORD`, … and no plain `PG*` variable); `None`: the engine's plain variables.
+    /// [`Engines::pair`] sets it for each side from [`EnvPrefixes`].
+    pub env_prefix: Option<String>,
+}
+
+/// The environment prefix of each side of a migration ([`OpenOptions::env_prefix`]), so that
+/// the source and the target can take different credentials from the environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvPrefixes {
+    pub source: Option<String>,
+    pub target: Option<String>,
 }
 
 /// The source half of an engine: opens as many [`Source`]s and readers as the pipeline needs,
@@ -107,6 +120,10 @@ pub struct Engine {
     pub schemes: &'static [&'static str],
     /// Whether a URL without a scheme (a plain path) names this engine.
     pub plain_paths: bool,
+    /// A string without a scheme that this engine recognises as its own (PostgreSQL: a
+    /// `host=… dbname=…` keyword/value string, or an empty one that takes everything from the
+    /// environment). Checked before [`Engine::plain_paths`].
+    pub claims: Option<fn(&str) -> bool>,
     /// A URL to show in help and errors: `postgres://user@host:5432/db`.
     pub example: &'static str,
     pub source: Option<Open<Box<dyn SourceFactory>>>,
@@ -164,10 +181,17 @@ impl Engines {
     /// The engine `url` names, or an error listing the URLs this build understands.
     pub fn find(&self, url: &str) -> Result<&Engine, ConnectorError> {
         let scheme = scheme_of(url);
-        let found = self.engines.iter().find(|e| match &scheme {
-            Some(s) => e.schemes.contains(&s.as_str()),
-            None => e.plain_paths,
-        });
+        let found = match &scheme {
+            Some(s) => self
+                .engines
+                .iter()
+                .find(|e| e.schemes.contains(&s.as_str())),
+            None => self
+                .engines
+                .iter()
+                .find(|e| e.claims.is_some_and(|claims| claims(url)))
+                .or_else(|| self.engines.iter().find(|e| e.plain_paths)),
+        };
         found.ok_or_else(|| {
             let what = match &scheme {
                 Some(s) => format!("{s}:// is not a database this build of cutover knows"),
@@ -238,15 +262,26 @@ impl Engines {
 
     /// Opens the source and the target of a migration (the migration named as the target
     /// names it unless `opts` does) and lets the target recognise its source
-    /// ([`TargetFactory::pair`]).
+    /// ([`TargetFactory::pair`]). Each side is opened with its own prefix from `env`
+    /// (`opts.env_prefix` is not used).
     pub fn pair(
         &self,
         source: &str,
         target: &str,
         opts: &OpenOptions,
+        env: &EnvPrefixes,
     ) -> Result<Sides, ConnectorError> {
-        let mut t = self.target(target, opts)?;
-        let mut opts = opts.clone();
+        let mut t = self.target(
+            target,
+            &OpenOptions {
+                env_prefix: env.target.clone(),
+                ..opts.clone()
+            },
+        )?;
+        let mut opts = OpenOptions {
+            env_prefix: env.source.clone(),
+            ..opts.clone()
+        };
         if opts.name.is_none() {
             opts.name = Some(t.migration_name().unwrap_or_else(|| "cutover".to_owned()));
         }
@@ -478,6 +513,7 @@ mod tests {
             name,
             schemes,
             plain_paths: paths,
+            claims: None,
             example: "x://",
             source: None,
             target: None,
@@ -496,6 +532,15 @@ mod tests {
             "PostgreSQL"
         );
         assert_eq!(engines.find("sqlite://a.db").unwrap().name, "SQLite");
+        assert_eq!(engines.find("data/app.db").unwrap().name, "SQLite");
+        let mut pg = engine("PostgreSQL", &["postgres"], false);
+        pg.claims = Some(|s| s.trim().is_empty() || s.contains('='));
+        let engines = Engines::new([pg, engine("SQLite", &["sqlite"], true)]);
+        assert_eq!(
+            engines.find("host=db dbname=app").unwrap().name,
+            "PostgreSQL"
+        );
+        assert_eq!(engines.find("").unwrap().name, "PostgreSQL");
         assert_eq!(engines.find("data/app.db").unwrap().name, "SQLite");
         let e = engines.find("mysql://h/db").unwrap_err().to_string();
         assert!(e.contains("mysql:// is not a database"), "{e}");

@@ -17,8 +17,8 @@ mod switch;
 
 pub use checksum::{CanonicalRow, Mismatch, RangeChecksum, RangeDigest, Slice};
 pub use engine::{
-    scheme_of, Connect, Engine, Engines, OpenOptions, Role, Sides, SourceFactory, TargetFactory,
-    VerifyFactory,
+    scheme_of, Connect, Engine, Engines, EnvPrefixes, OpenOptions, Role, Sides, SourceFactory,
+    TargetFactory, VerifyFactory,
 };
 pub use error::{ConnectorError, ErrorKind};
 pub use positions::{Counter, Distance, PositionOrder, PositionOrderExt};

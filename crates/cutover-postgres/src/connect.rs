@@ -155,26 +155,30 @@ fn default_name(endpoint: &PgEndpoint) -> String {
     endpoint.dbname().to_owned()
 }
 
-/// PostgreSQL as the binary registers it (`postgres://`, `postgresql://`): both sides and
-/// verify. A PostgreSQL target paired with a PostgreSQL source copies its schema natively.
+/// PostgreSQL as the binary registers it (`postgres://`, `postgresql://`, a keyword/value
+/// string such as `host=db dbname=app`, or an empty string: all from `PG*` variables and the
+/// service file): both sides and verify. Each side reads the variables under its
+/// [`OpenOptions::env_prefix`]. A PostgreSQL target paired with a PostgreSQL source copies its
+/// schema natively.
 pub fn engine() -> Engine {
     Engine {
         name: "PostgreSQL",
         schemes: &["postgres", "postgresql"],
         plain_paths: false,
+        claims: Some(crate::conninfo::claims),
         example: "postgres://user@host:5432/db",
         source: Some(|url, opts| {
-            let e = PgEndpoint::from_url(url)?;
+            let e = PgEndpoint::from_env_prefix(url, opts.env_prefix.as_deref())?;
             let name = default_name(&e);
             Ok(Box::new(PgConnect::with_options(e, opts, &name)))
         }),
         target: Some(|url, opts| {
-            let e = PgEndpoint::from_url(url)?;
+            let e = PgEndpoint::from_env_prefix(url, opts.env_prefix.as_deref())?;
             let name = default_name(&e);
             Ok(Box::new(PgConnect::with_options(e, opts, &name)))
         }),
-        verify: Some(|url, _| {
-            let e = PgEndpoint::from_url(url)?;
+        verify: Some(|url, opts| {
+            let e = PgEndpoint::from_env_prefix(url, opts.env_prefix.as_deref())?;
             Ok(Box::new(PgVerifySide::read(&e, RowHash::Md5)?))
         }),
     }

@@ -6,6 +6,10 @@ use postgres::error::SqlState;
 /// Maps a driver error to a [`ConnectorError`] whose message starts with `context` and ends with
 /// the fix where there is an obvious one.
 pub(crate) fn map(context: impl std::fmt::Display, e: postgres::Error) -> ConnectorError {
+    if let Some(refused) = tls_refusal(&e) {
+        return ConnectorError::new(ErrorKind::Auth, format!("{context}: {refused}"))
+            .with_source(e);
+    }
     let (kind, fix) = match e.code() {
         Some(code) => classify(code),
         // No SQLSTATE: the connection failed or broke (I/O, TLS, closed), or cutover itself
@@ -30,6 +34,42 @@ pub(crate) fn map(context: impl std::fmt::Display, e: postgres::Error) -> Connec
         None => e.to_string(),
     };
     ConnectorError::new(kind, format!("{context}: {detail}{fix}")).with_source(e)
+}
+
+/// A TLS handshake that failed because a certificate was refused (the server's by cutover, or
+/// cutover's by the server): the message, with what to change. Found by the rustls error among
+/// the sources (also inside an `io::Error`). Not retried: it fails the same way again.
+pub(crate) fn tls_refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as T};
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let found = err.downcast_ref::<T>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<T>())
+        });
+        if let Some(t) = found {
+            let fix = match t {
+                T::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+                    "sslmode=verify-full checks that the server's certificate names the host connected to:                      connect by a name the certificate carries, or use sslmode=verify-ca to check only                      that the certificate is signed by sslrootcert's CA"
+                }
+                T::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+                    "the server's certificate is not signed by a CA in sslrootcert: give your provider's                      CA bundle (sslrootcert=FILE), or sslrootcert=system for a public CA"
+                }
+                T::InvalidCertificate(C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. }) => {
+                    "the server's certificate is outside its validity period (check the clocks, or renew it)"
+                }
+                T::InvalidCertificate(_) => "the server's certificate cannot be trusted",
+                T::AlertReceived(A::BadCertificate | A::CertificateRequired | A::UnknownCA | A::CertificateUnknown | A::AccessDenied) => {
+                    "the server refused the client certificate (sslcert/sslkey): check that its CA is the server's ssl_ca_file and its CN is the user name"
+                }
+                _ => return None,
+            };
+            return Some(format!("TLS: {t} ({fix})"));
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// An error the server sent on a connection cutover drives itself (the replication protocol).

@@ -5,6 +5,7 @@
 pub mod applier;
 mod changes;
 mod connect;
+pub mod conninfo;
 pub mod copy;
 mod endpoint;
 mod error;

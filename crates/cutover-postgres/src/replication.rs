@@ -225,7 +225,6 @@ const SESSION_SETTINGS: &[(&str, &str)] = &[
     ("IntervalStyle", "iso_8601"),
     ("extra_float_digits", "3"),
     ("bytea_output", "hex"),
-    ("application_name", "cutover"),
 ];
 
 impl ReplicationConnection {
@@ -239,6 +238,10 @@ impl ReplicationConnection {
         let patience = endpoint.handshake_timeout();
         let answer_by = Some((Instant::now() + patience, patience, HANDSHAKE_ADVICE));
         let io = open_transport(endpoint, patience).map_err(|e| {
+            if let Some(refused) = crate::error::tls_refusal(&e) {
+                return ConnectorError::new(ErrorKind::Auth, format!("{}: {refused}", ctx()))
+                    .with_source(e);
+            }
             if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
                 endpoint.handshake_timed_out(patience).with_source(e)
             } else {
@@ -265,7 +268,14 @@ impl ReplicationConnection {
             ("user", &user),
             ("database", endpoint.dbname()),
             ("replication", "database"),
+            (
+                "application_name",
+                config.get_application_name().unwrap_or("cutover"),
+            ),
         ];
+        if let Some(options) = config.get_options() {
+            params.push(("options", options));
+        }
         params.extend_from_slice(SESSION_SETTINGS);
         frontend::startup_message(params.iter().copied(), &mut conn.wbuf)
             .map_err(|e| conn.io_error(&ctx(), e))?;
@@ -292,9 +302,7 @@ impl ReplicationConnection {
         let need_password = || {
             ConnectorError::new(
                 ErrorKind::Auth,
-                format!(
-                    "{ctx}: the server asks for a password and the URL has none: put it in the URL (postgres://user:PASSWORD@host/db)"
-                ),
+                format!("{ctx}: {}", crate::endpoint::no_password()),
             )
         };
         let mut scram: Option<ScramSha256> = None;
@@ -651,8 +659,12 @@ fn open_transport(endpoint: &PgEndpoint, patience: Duration) -> io::Result<Trans
     let host = hosts
         .first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the URL names no host"))?;
-    let tcp = match host {
-        postgres::config::Host::Tcp(name) => {
+    let tcp = match (host, config.get_hostaddrs().first()) {
+        // `hostaddr`: connect there; the host name is for TLS.
+        (postgres::config::Host::Tcp(_), Some(addr)) => {
+            TcpStream::connect_timeout(&std::net::SocketAddr::new(*addr, port), timeout)?
+        }
+        (postgres::config::Host::Tcp(name), None) => {
             use std::net::ToSocketAddrs;
             let mut last =
                 io::Error::new(io::ErrorKind::NotFound, format!("{name} has no address"));
@@ -669,7 +681,7 @@ fn open_transport(endpoint: &PgEndpoint, patience: Duration) -> io::Result<Trans
             found.ok_or(last)?
         }
         #[cfg(unix)]
-        postgres::config::Host::Unix(dir) => {
+        (postgres::config::Host::Unix(dir), _) => {
             let path = dir.join(format!(".s.PGSQL.{port}"));
             let socket = std::os::unix::net::UnixStream::connect(path)?;
             socket.set_read_timeout(Some(patience))?;
@@ -680,9 +692,9 @@ fn open_transport(endpoint: &PgEndpoint, patience: Duration) -> io::Result<Trans
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(patience))?;
     tcp.set_write_timeout(Some(patience))?;
-    if endpoint.tls() == TlsMode::Disable {
+    let Some(tls) = endpoint.tls_client() else {
         return Ok(Transport::Plain(tcp));
-    }
+    };
     // SSLRequest: 8 bytes, then one byte back: S (go ahead) or N (no TLS here).
     let mut tcp = tcp;
     let mut req = BytesMut::new();
@@ -706,9 +718,7 @@ fn open_transport(endpoint: &PgEndpoint, patience: Duration) -> io::Result<Trans
     };
     let server_name = rustls::pki_types::ServerName::try_from(name)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let conn =
-        rustls::ClientConnection::new(crate::endpoint::tls_config(endpoint.tls()), server_name)
-            .map_err(io::Error::other)?;
+    let conn = rustls::ClientConnection::new(tls, server_name).map_err(io::Error::other)?;
     let mut stream = rustls::StreamOwned::new(conn, tcp);
     while stream.conn.is_handshaking() {
         stream.conn.complete_io(&mut stream.sock)?;

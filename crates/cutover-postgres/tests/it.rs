@@ -14,6 +14,8 @@ use cutover_testkit::Postgres;
 mod canonical;
 #[path = "it/faults.rs"]
 mod faults;
+#[path = "it/libpq.rs"]
+mod libpq;
 #[path = "it/sync.rs"]
 mod sync;
 #[path = "it/verify.rs"]

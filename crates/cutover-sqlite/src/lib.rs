@@ -126,6 +126,7 @@ pub fn engine() -> Engine {
         name: "SQLite",
         schemes: &["sqlite", "file"],
         plain_paths: true,
+        claims: None,
         example: "sqlite://PATH",
         source: Some(|url, _| {
             let e = endpoint(url)?;

@@ -97,6 +97,7 @@ mod error;
 mod guard;
 mod limit;
 mod mariadb;
+mod pki;
 mod postgres;
 mod sys;
 
@@ -104,4 +105,5 @@ pub use error::HarnessError;
 pub use guard::{end_with_test, on_drop, stop_on_drop, KillOnDrop, OnDrop};
 pub use limit::{time_limit, DEFAULT_TIMEOUT, TIMEOUT_ENV};
 pub use mariadb::MariaDb;
-pub use postgres::Postgres;
+pub use pki::{CertPair, Pki};
+pub use postgres::{Postgres, ServerSetup};

@@ -43,6 +43,21 @@ struct Owner {
 
 static SHARED: OnceLock<Result<Postgres, HarnessError>> = OnceLock::new();
 
+/// What a [`Postgres::dedicated_with`] server needs beyond the defaults (TLS, password
+/// authentication): written into its data directory after `initdb`, before the first start,
+/// so they hold across restarts.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSetup {
+    /// `name = 'value'` lines appended to `postgresql.conf` (`ssl`, `ssl_cert_file`, …).
+    pub settings: Vec<(String, String)>,
+    /// `pg_hba.conf` lines placed before initdb's own `trust` lines (the first match wins):
+    /// `host all app 127.0.0.1/32 scram-sha-256`, `hostssl all cert_user 127.0.0.1/32 cert`.
+    pub hba: Vec<String>,
+    /// Files written into the data directory, owned by the server's user, mode 0600
+    /// (certificates and keys named by `settings`).
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
 impl Postgres {
     /// The process-wide throwaway server, started on first use and stopped at exit.
     ///
@@ -52,7 +67,7 @@ impl Postgres {
     pub fn shared() -> Result<&'static Postgres, HarnessError> {
         crate::limit::start()?;
         SHARED
-            .get_or_init(Postgres::start)
+            .get_or_init(|| Postgres::start(None))
             .as_ref()
             .map_err(Clone::clone)
     }
@@ -61,8 +76,13 @@ impl Postgres {
     /// one must keep running for everyone). Same settings as [`Postgres::shared`]; stopped and
     /// deleted when dropped, or at exit. Starts the process's [time limit](crate::time_limit).
     pub fn dedicated() -> Result<Postgres, HarnessError> {
+        Postgres::dedicated_with(&ServerSetup::default())
+    }
+
+    /// A [`Postgres::dedicated`] server with extra settings, `pg_hba.conf` lines and files.
+    pub fn dedicated_with(setup: &ServerSetup) -> Result<Postgres, HarnessError> {
         crate::limit::start()?;
-        let mut pg = Postgres::start()?;
+        let mut pg = Postgres::start(Some(setup))?;
         if let Some(o) = pg.owner.as_mut() {
             o.dedicated = true;
         }
@@ -201,7 +221,7 @@ impl Postgres {
         &self.data_dir
     }
 
-    fn start() -> Result<Postgres, HarnessError> {
+    fn start(setup: Option<&ServerSetup>) -> Result<Postgres, HarnessError> {
         let bin_dir = find_bin_dir()?;
         for prog in ["initdb", "pg_ctl", "postgres"] {
             if !bin_dir.join(prog).is_file() {
@@ -232,7 +252,7 @@ impl Postgres {
             }
         };
         let id = sys::register(dir.clone(), pidfile, watchdog);
-        match boot(id, &dir, &bin_dir, run_as.as_ref(), psql.clone()) {
+        match boot(id, &dir, &bin_dir, run_as.as_ref(), psql.clone(), setup) {
             Ok(port) => Ok(Postgres {
                 port,
                 bin_dir,
@@ -288,8 +308,12 @@ fn boot(
     bin_dir: &Path,
     run_as: Option<&RunAs>,
     psql: PathBuf,
+    setup: Option<&ServerSetup>,
 ) -> Result<u16, HarnessError> {
     initdb(dir, bin_dir, run_as)?;
+    if let Some(setup) = setup {
+        apply_setup(&dir.data, setup, run_as)?;
+    }
     let pg_ctl = bin_dir.join("pg_ctl");
     sys::set_stop(
         id,
@@ -380,6 +404,49 @@ fn boot(
         });
     }
     Ok(port)
+}
+
+/// Writes a [`ServerSetup`] into a fresh data directory.
+fn apply_setup(
+    data: &Path,
+    setup: &ServerSetup,
+    run_as: Option<&RunAs>,
+) -> Result<(), HarnessError> {
+    use std::os::unix::fs::PermissionsExt;
+    for (name, bytes) in &setup.files {
+        let path = data.join(name);
+        std::fs::write(&path, bytes)
+            .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| HarnessError::io(format!("chmod 600 {}", path.display()), e))?;
+        sys::chown_to(&path, run_as)?;
+    }
+    let append = |file: &str, text: String, front: bool| -> Result<(), HarnessError> {
+        let path = data.join(file);
+        let old = std::fs::read_to_string(&path)
+            .map_err(|e| HarnessError::io(format!("reading {}", path.display()), e))?;
+        let new = if front {
+            format!("{text}{old}")
+        } else {
+            format!("{old}\n{text}")
+        };
+        // Written in place: the file keeps its owner and mode.
+        std::fs::write(&path, new)
+            .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))
+    };
+    if !setup.settings.is_empty() {
+        let lines: String = setup
+            .settings
+            .iter()
+            .map(|(k, v)| format!("{k} = '{}'\n", v.replace('\'', "''")))
+            .collect();
+        append("postgresql.conf", lines, false)?;
+    }
+    if !setup.hba.is_empty() {
+        let lines: String = setup.hba.iter().map(|l| format!("{l}\n")).collect();
+        append("pg_hba.conf", lines, true)?;
+    }
+    Ok(())
 }
 
 fn initdb(dir: &ServerDir, bin_dir: &Path, run_as: Option<&RunAs>) -> Result<(), HarnessError> {

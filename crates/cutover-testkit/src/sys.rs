@@ -198,7 +198,7 @@ pub(crate) fn make_owned_dir(path: &Path, owner: Option<&RunAs>) -> Result<(), H
     chown_to(path, owner)
 }
 
-fn chown_to(path: &Path, owner: Option<&RunAs>) -> Result<(), HarnessError> {
+pub(crate) fn chown_to(path: &Path, owner: Option<&RunAs>) -> Result<(), HarnessError> {
     if let Some(r) = owner {
         chown(path, Some(r.uid), Some(r.gid))
             .map_err(|e| HarnessError::io(format!("chown {} {}", r.name, path.display()), e))?;
