@@ -51,15 +51,9 @@ pub struct CopyArgs {
 pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
     let (ends, file) = args.endpoints.resolve()?;
     let (source, target) = (ends.source.clone(), ends.target.clone());
-    let (tables, exclude) = args.tables.resolve(&file);
-    let open = cutover_connector::OpenOptions {
-        tables,
-        exclude,
-        skip_foreign_keys: args.tables.skip_foreign_keys(&file),
-        grants: args.tables.grants(&file),
-        name: args.name.clone().or(file.name.clone()),
-        ..Default::default()
-    };
+    let open = args
+        .tables
+        .open_options(&file, args.name.as_ref(), Default::default());
     let (s, t) = crate::endpoint::engines().pair(&source, &target, &open, &ends.env)?;
     // The copy on its own is the bulk path two PostgreSQL databases share (binary COPY, one
     // exported snapshot); other pairs copy and catch up in one go with sync.

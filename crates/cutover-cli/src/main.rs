@@ -263,6 +263,25 @@ impl TableArgs {
         self.grants || file.grants.unwrap_or(false)
     }
 
+    /// What the engines open both sides with: these tables, the migration's `name` (the flag,
+    /// else the config file's), the foreign-key and grant choices; the rest as `rest` says.
+    fn open_options(
+        &self,
+        file: &config::FileConfig,
+        name: Option<&String>,
+        rest: cutover_connector::OpenOptions,
+    ) -> cutover_connector::OpenOptions {
+        let (tables, exclude) = self.resolve(file);
+        cutover_connector::OpenOptions {
+            tables,
+            exclude,
+            skip_foreign_keys: self.skip_foreign_keys(file),
+            grants: self.grants(file),
+            name: name.cloned().or(file.name.clone()),
+            ..rest
+        }
+    }
+
     /// (tables, exclude): the flags, else the config file's lists.
     fn resolve(&self, file: &config::FileConfig) -> (Vec<String>, Vec<String>) {
         let pick = |flag: &Vec<String>, from_file: &Option<Vec<String>>| {

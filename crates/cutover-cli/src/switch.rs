@@ -73,15 +73,9 @@ pub fn rollback(args: &SwitchArgs) -> anyhow::Result<u8> {
 fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
     let (ends, file) = args.endpoints.resolve()?;
     let (source, target) = (ends.source.clone(), ends.target.clone());
-    let (tables, exclude) = args.tables.resolve(&file);
-    let open = cutover_connector::OpenOptions {
-        tables,
-        exclude,
-        skip_foreign_keys: args.tables.skip_foreign_keys(&file),
-        grants: args.tables.grants(&file),
-        name: args.name.clone().or(file.name.clone()),
-        ..Default::default()
-    };
+    let open = args
+        .tables
+        .open_options(&file, args.name.as_ref(), Default::default());
     let (ps, pt) = crate::endpoint::engines().pair(&source, &target, &open, &ends.env)?;
     let Some((ps, pt)) = crate::endpoint::pg_pair(ps.as_ref(), pt.as_ref()) else {
         bail!(

@@ -137,18 +137,16 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
         "What was applied is kept: run the same command to resume.",
     );
     let control = cutover_pipeline::Control::with_stop_flag(Arc::clone(&stop));
-    opts.tables = tables.clone();
-    opts.exclude = exclude.clone();
-    let open = OpenOptions {
-        tables,
-        exclude,
-        skip_foreign_keys: args.tables.skip_foreign_keys(&file),
-        grants: args.tables.grants(&file),
-        name: args.name.clone().or(file.name.clone()),
-        truncate: args.truncate || file.truncate.unwrap_or(false),
-        jobs: opts.jobs,
-        env_prefix: None,
-    };
+    (opts.tables, opts.exclude) = (tables, exclude);
+    let open = args.tables.open_options(
+        &file,
+        args.name.as_ref(),
+        OpenOptions {
+            truncate: args.truncate || file.truncate.unwrap_or(false),
+            jobs: opts.jobs,
+            ..OpenOptions::default()
+        },
+    );
     let engines = endpoint::engines();
     loop {
         let (s, t) = engines
@@ -250,15 +248,9 @@ fn print_report(report: &cutover_pipeline::SyncReport) {
 pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<u8> {
     let (ends, file) = args.endpoints.resolve()?;
     let (source, target) = (ends.source.clone(), ends.target.clone());
-    let (tables, exclude) = args.tables.resolve(&file);
-    let open = OpenOptions {
-        tables,
-        exclude,
-        skip_foreign_keys: args.tables.skip_foreign_keys(&file),
-        grants: args.tables.grants(&file),
-        name: args.name.clone().or(file.name.clone()),
-        ..OpenOptions::default()
-    };
+    let open = args
+        .tables
+        .open_options(&file, args.name.as_ref(), OpenOptions::default());
     let (s, t) = endpoint::engines().pair(&source, &target, &open, &ends.env)?;
     if let Some((ps, pt)) = endpoint::pg_pair(s.as_ref(), t.as_ref()) {
         // Both directions, the fences and the switch's state too.

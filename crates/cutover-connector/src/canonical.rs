@@ -117,6 +117,16 @@ pub fn text_from_bytes(b: &[u8]) -> Result<&str, CanonicalError> {
 /// PostgreSQL's array output (`array_out`) of the elements' canonical texts: `{1,2,NULL}`,
 /// `{{1,2},{3,4}}`, `[0:1]={a,b}` when a lower bound is not 1, `{}` when empty.
 pub fn array_text(a: &Array) -> Result<String, CanonicalError> {
+    array_literal(a, value_text)
+}
+
+/// An array in PostgreSQL's array notation (what `array_out` writes and `array_in` reads),
+/// each element's text given by `element` (`None`: NULL) and quoted where `array_out` would:
+/// the one writer of array text for the canonical form and for the engines' own encodings.
+pub fn array_literal<E>(
+    a: &Array,
+    mut element: impl FnMut(&Value) -> Result<Option<String>, E>,
+) -> Result<String, E> {
     let mut out = String::new();
     if a.dims.is_empty() || a.dims.iter().any(|&(_, len)| len <= 0) {
         return Ok("{}".to_owned());
@@ -129,15 +139,16 @@ pub fn array_text(a: &Array) -> Result<String, CanonicalError> {
         out.push('=');
     }
     let mut elements = a.elements.iter();
-    array_level(&a.dims, &mut elements, &mut out)?;
+    array_level(&a.dims, &mut elements, &mut element, &mut out)?;
     Ok(out)
 }
 
-fn array_level(
+fn array_level<E>(
     dims: &[(i32, i32)],
     elements: &mut std::slice::Iter<'_, Value>,
+    element: &mut impl FnMut(&Value) -> Result<Option<String>, E>,
     out: &mut String,
-) -> Result<(), CanonicalError> {
+) -> Result<(), E> {
     let Some((&(_, len), inner)) = dims.split_first() else {
         return Ok(());
     };
@@ -147,11 +158,11 @@ fn array_level(
             out.push(',');
         }
         if !inner.is_empty() {
-            array_level(inner, elements, out)?;
+            array_level(inner, elements, element, out)?;
             continue;
         }
         // Fewer elements than the dimensions say (a malformed array): the rest are NULL.
-        match elements.next().map(value_text).transpose()?.flatten() {
+        match elements.next().map(&mut *element).transpose()?.flatten() {
             None => out.push_str("NULL"),
             Some(text) => push_array_element(&text, out),
         }

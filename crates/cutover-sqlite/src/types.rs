@@ -323,51 +323,15 @@ fn hex(h: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// PostgreSQL's array literal: `{"1",NULL}`, `[0:1]={"a","b"}`, nested per dimension.
+/// PostgreSQL's array literal: `{1,NULL}`, `[0:1]={a,b}`, nested per dimension.
 fn array_text(a: &Array) -> String {
-    fn level(dims: &[(i32, i32)], elems: &mut std::slice::Iter<'_, Value>) -> String {
-        let Some(&(_, len)) = dims.first() else {
-            return String::new();
-        };
-        let parts: Vec<String> = (0..len.max(0))
-            .map(|_| {
-                if dims.len() == 1 {
-                    match elems.next().and_then(text_of) {
-                        None => "NULL".to_owned(),
-                        Some(s) if needs_quotes(&s) => {
-                            format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-                        }
-                        Some(s) => s,
-                    }
-                } else {
-                    level(&dims[1..], elems)
-                }
-            })
-            .collect();
-        format!("{{{}}}", parts.join(","))
+    let text = cutover_connector::canonical::array_literal(a, |v| {
+        Ok::<_, std::convert::Infallible>(text_of(v))
+    });
+    match text {
+        Ok(t) => t,
+        Err(never) => match never {},
     }
-    if a.dims.is_empty() {
-        return "{}".to_owned();
-    }
-    let bounds = if a.dims.iter().all(|&(lower, _)| lower == 1) {
-        String::new()
-    } else {
-        let b: String = a
-            .dims
-            .iter()
-            .map(|&(lower, len)| format!("[{lower}:{}]", lower + len - 1))
-            .collect();
-        format!("{b}=")
-    };
-    format!("{bounds}{}", level(&a.dims, &mut a.elements.iter()))
-}
-
-/// Whether PostgreSQL's array output quotes this element (so the text is PostgreSQL's own).
-fn needs_quotes(s: &str) -> bool {
-    s.is_empty()
-        || s.eq_ignore_ascii_case("NULL")
-        || s.chars()
-            .any(|c| matches!(c, '{' | '}' | ',' | '"' | '\\') || c.is_ascii_whitespace())
 }
 
 /// Parses PostgreSQL's array literal (as [`array_text`] and PostgreSQL's output write it), its
