@@ -28,10 +28,55 @@
 # LOAD_WAIT_MAX (1200) s; if it does not drop, measure anyway and mark the figure. The load
 # average is recorded next to every figure.
 # Writes bench/results/ab-<stamp>.md: min / median / max per binary and the ratio new/old.
+# `bench/ab.sh --report bench/results/ab-<stamp>.tsv bench/results/ab-<stamp>.facts` (paths from
+# the repository root) prints the table of an interrupted run.
 # Needs root or the postgres user; never touches a server it did not start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# report SAMPLES FACTS: the markdown table of the samples, on stdout.
+report() {
+python3 - "$1" "$2" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+facts = {}
+for line in open(sys.argv[2]):
+    for kv in line.split():
+        k, v = kv.split("=", 1); facts[k] = v
+higher_better = {"sync_backlog_apply_rate"}
+names = []
+for r in rows:
+    if r["measurement"] not in names: names.append(r["measurement"])
+print("| measurement | unit | old min / median / max | new min / median / max | new ÷ old (median) | new ÷ old (best) | old runs | new runs | load (1 min, before→after each run) old | load new |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for m in names:
+    v = {b: [float(r["value"]) for r in rows if r["measurement"] == m and r["binary"] == b] for b in ("old", "new")}
+    ld = {b: [r["load1"] + ("→" + r["load1_end"] if r.get("load1_end") else "") for r in rows if r["measurement"] == m and r["binary"] == b] for b in ("old", "new")}
+    unit = next(r["unit"] for r in rows if r["measurement"] == m)
+    fmt = lambda x: f"{x:g}"
+    def mmm(xs): return f"{fmt(min(xs))} / {fmt(statistics.median(xs))} / {fmt(max(xs))}" if xs else "n/a"
+    best = max if m in higher_better else min
+    rm = rb = "n/a"
+    if v["old"] and v["new"]:
+        rm = f"{statistics.median(v['new']) / statistics.median(v['old']):.3f}"
+        rb = f"{best(v['new']) / best(v['old']):.3f}"
+    print(f"| {m} | {unit} | {mmm(v['old'])} | {mmm(v['new'])} | {rm} | {rb} | {len(v['old'])} | {len(v['new'])} | {' '.join(ld['old'])} | {' '.join(ld['new'])} |")
+notes = sorted({r["note"] for r in rows if r["note"]})
+print()
+print("- times: lower is better (ratio > 1 = new slower); apply rate: higher is better (ratio < 1 = new slower). best = min time / max rate.")
+print("- facts: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
+for n in notes: print(f"- note: {n}")
+print()
+print("Every sample, in run order (measurement, binary, round, value, unit, load before, note, load after):")
+print()
+print("```")
+for r in rows: print("\t".join(r.get(k) or "" for k in ("measurement", "binary", "round", "value", "unit", "load1", "note", "load1_end")).rstrip())
+print("```")
+PY
+}
+if [[ ${1:-} == --report ]]; then  # bench/ab.sh --report SAMPLES.tsv FACTS: the table again
+    report "$2" "$3"; exit 0
+fi
 : "${OLD_BIN:?set OLD_BIN to the cutover binary before the change}"
 : "${NEW_BIN:?set NEW_BIN to the cutover binary after the change}"
 PHASES=${PHASES:-copy sync verify switch}
@@ -56,8 +101,12 @@ OLD_BIN=$(realpath "$OLD_BIN"); NEW_BIN=$(realpath "$NEW_BIN")
 declare -A BIN=([old]=$OLD_BIN [new]=$NEW_BIN)
 
 prepare_bench_dir
-SAMPLES=$ROOT/bench/results/ab-$STAMP.tsv   # measurement, binary, round, value, unit, load, note
-printf 'measurement\tbinary\tround\tvalue\tunit\tload1\tnote\n' > "$SAMPLES"
+# Every sample (measurement, binary, round, value, unit, 1-minute load average before and after,
+# note) and the run's facts (sizes, transactions, results), kept until the report is written.
+SAMPLES=$ROOT/bench/results/ab-$STAMP.tsv
+FACTS=$ROOT/bench/results/ab-$STAMP.facts
+printf 'measurement\tbinary\tround\tvalue\tunit\tload1\tnote\tload1_end\n' > "$SAMPLES"
+: > "$FACTS"
 SYNC_PID=""
 cleanup() {
     if [[ -n $SYNC_PID ]]; then kill -INT "$SYNC_PID" 2>/dev/null || true; fi
@@ -82,9 +131,15 @@ wait_quiet() {
     if (( waited > 0 )); then log "  waited ${waited}s for load < $LOAD_MAX (now $LOAD) $QUIET_NOTE"; fi
 }
 record() { # measurement binary round value unit
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$LOAD" "$QUIET_NOTE" >> "$SAMPLES"
-    log "  $1 $2 round $3: $4 $5 (load $LOAD${QUIET_NOTE:+, $QUIET_NOTE})"
+    local end; end=$(cut -d' ' -f1 /proc/loadavg)
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$LOAD" "$QUIET_NOTE" "$end" >> "$SAMPLES"
+    log "  $1 $2 round $3: $4 $5 (load $LOAD before, $end after${QUIET_NOTE:+, $QUIET_NOTE})"
 }
+# cpu: the user + system CPU seconds of the last command run under `$TIME_CPU` (GNU time), the
+# binary's own work: what a change in cutover's code moves, and much less disturbed than wall
+# time by other work on the machine.
+TIME_CPU=(/usr/bin/time -f '%U %S' -o "$BENCH_DIR/cpu")
+cpu() { awk 'END { print $1 + $2 }' "$BENCH_DIR/cpu"; }
 # The binaries in round r's order: old first in odd rounds, new first in even ones.
 order() { if (( $1 % 2 )); then echo old new; else echo new old; fi; }
 
@@ -140,7 +195,7 @@ SQL
         ref[$db]=$(checksum "$S/$db" ${tables[$db]})
         mb[$db]=$(q "$S/$db" "SELECT round(sum(pg_table_size(c.oid)) / 1e6, 1) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname IN ('public','school')")
         log "  $db: ${mb[$db]} MB of table data: $(q "$S/$db" "SELECT string_agg(n.nspname || '.' || c.relname || ' ' || c.reltuples::bigint || ' rows ' || pg_size_pretty(pg_table_size(c.oid)), ', ' ORDER BY 1) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname IN ('public','school')")"
-        echo "copy_${db}_mb=${mb[$db]}" >> "$BENCH_DIR/facts"
+        echo "copy_${db}_mb=${mb[$db]}" >> "$FACTS"
     done
     local r b t0 t1 s
     for ((r = 1; r <= ROUNDS; r++)); do
@@ -151,13 +206,14 @@ SQL
                 sync; (echo 3 > /proc/sys/vm/drop_caches) 2>/dev/null || true
                 wait_quiet
                 t0=$(now)
-                "${BIN[$b]}" copy --source "$S/$db" --target "$T/t_$b" --jobs "$JOBS" --json > "$BENCH_DIR/copy-$db-$b-$r.out" 2>&1 || {
+                "${TIME_CPU[@]}" "${BIN[$b]}" copy --source "$S/$db" --target "$T/t_$b" --jobs "$JOBS" --json > "$BENCH_DIR/copy-$db-$b-$r.out" 2>&1 || {
                     log "copy $db $b FAILED:"; tail -20 "$BENCH_DIR/copy-$db-$b-$r.out"; exit 1; }
                 t1=$(now)
                 s=$(secs "$t0" "$t1")
                 # shellcheck disable=SC2086
                 if [[ $(checksum "$T/t_$b" ${tables[$db]}) != "${ref[$db]}" ]]; then log "copy $db $b: target differs from the source"; exit 1; fi
                 record "copy_$db" "$b" "$r" "$s" s
+                record "copy_${db}_cpu" "$b" "$r" "$(cpu)" "s (CPU)"
                 q "$T/postgres" "DROP DATABASE t_$b"
             done
         done
@@ -223,23 +279,25 @@ SQL
         mark=$((mark + 1)); q "$S/bench" "UPDATE bench_marker SET n = $mark"
         # Once per round, so that both slots have the very same WAL to decode.
         psql -X -q -v ON_ERROR_STOP=1 "$S/bench" -c "VACUUM ANALYZE" -c "CHECKPOINT"
-        echo "sync_round${r}_tx=$tx sync_round${r}_tps=$tps" >> "$BENCH_DIR/facts"
+        echo "sync_round${r}_tx=$tx sync_round${r}_tps=$tps" >> "$FACTS"
         log "    backlog: $tx transactions at $tps tx/s"
         for b in $(order "$r"); do
             q "$T/t_$b" "CHECKPOINT"
             wait_quiet
             t0=$(now)
-            "${BIN[$b]}" sync --source "$S/bench" --target "$T/t_$b" >> "$BENCH_DIR/sync-$b.log" 2>&1 &
-            pid=$!; SYNC_PID=$pid
+            "${TIME_CPU[@]}" "${BIN[$b]}" sync --source "$S/bench" --target "$T/t_$b" >> "$BENCH_DIR/sync-$b.log" 2>&1 &
+            pid=$!
+            SYNC_PID=$(pgrep -P "$pid" || true)  # the binary itself (GNU time ignores SIGINT)
             until [[ $(q "$T/t_$b" "SELECT n FROM bench_marker") == "$mark" ]]; do
                 kill -0 "$pid" 2>/dev/null || { log "sync $b stopped:"; tail -20 "$BENCH_DIR/sync-$b.log"; exit 1; }
                 sleep 0.02
             done
             s=$(secs "$t0" "$(now)")
-            kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+            kill -INT "${SYNC_PID:-$(pgrep -P "$pid")}" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
             SYNC_PID=""
             record sync_backlog_apply_rate "$b" "$r" "$(python3 -c "print(round($tx / $s))")" tx/s
-            echo "sync_${b}_round${r}_s=$s" >> "$BENCH_DIR/facts"
+            record sync_backlog_cpu "$b" "$r" "$(cpu)" "s (CPU, start to stop)"
+            echo "sync_${b}_round${r}_s=$s" >> "$FACTS"
         done
     done
     local ref t
@@ -247,7 +305,7 @@ SQL
         q "$1" "SELECT '$t', count(*), md5(string_agg(md5(x::text), '' ORDER BY x.id)) FROM $t x"; done; }
     ref=$(check "$S/bench")
     for b in old new; do
-        if [[ $(check "$T/t_$b") == "$ref" ]]; then echo "sync_${b}_result=identical"; else echo "sync_${b}_result=MISMATCH"; fi >> "$BENCH_DIR/facts"
+        if [[ $(check "$T/t_$b") == "$ref" ]]; then echo "sync_${b}_result=identical"; else echo "sync_${b}_result=MISMATCH"; fi >> "$FACTS"
     done
     as_pg pg_ctl -D "$BENCH_DIR/sync_src" -m fast stop >/dev/null; as_pg pg_ctl -D "$BENCH_DIR/sync_dst" -m fast stop >/dev/null
     rm -rf "$BENCH_DIR/sync_src" "$BENCH_DIR/sync_dst"
@@ -287,19 +345,20 @@ SQL
     psql -X -q "$S" -c "VACUUM (FREEZE, ANALYZE)" -c "CHECKPOINT"
     "$NEW_BIN" copy --source "$S" --target "$T" --jobs "$JOBS" --json > "$BENCH_DIR/verify-copy.out" 2>&1
     psql -X -q "$T" -c "DROP SCHEMA _cutover CASCADE" -c "VACUUM (FREEZE, ANALYZE)" -c "CHECKPOINT"
-    echo "verify_mb=$(q "$S" "SELECT round(sum(pg_table_size(c.oid)) / 1e6, 1) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname IN ('public','school')")" >> "$BENCH_DIR/facts"
+    echo "verify_mb=$(q "$S" "SELECT round(sum(pg_table_size(c.oid)) / 1e6, 1) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname IN ('public','school')")" >> "$FACTS"
     local r b t0 s found
     for ((r = 1; r <= VERIFY_ROUNDS; r++)); do
         for b in $(order "$r"); do
             psql -X -q "$S" -c "VACUUM ANALYZE" -c "CHECKPOINT"; q "$T" "CHECKPOINT"
             wait_quiet
             t0=$(now)
-            "${BIN[$b]}" verify --source "$S" --target "$T" --jobs "$JOBS" --json > "$BENCH_DIR/verify-$b-$r.json" 2>"$BENCH_DIR/verify-$b-$r.err" || true
+            "${TIME_CPU[@]}" "${BIN[$b]}" verify --source "$S" --target "$T" --jobs "$JOBS" --json > "$BENCH_DIR/verify-$b-$r.json" 2>"$BENCH_DIR/verify-$b-$r.err" || true
             s=$(secs "$t0" "$(now)")
             found=$(python3 -c "import json; print(json.load(open('$BENCH_DIR/verify-$b-$r.json'))['difference_count'])") || {
                 log "verify $b FAILED:"; tail -20 "$BENCH_DIR/verify-$b-$r.err"; exit 1; }
             [[ $found == 0 ]] || { log "verify $b found $found differences on identical tables"; exit 1; }
             record verify_identical "$b" "$r" "$s" s
+            record verify_identical_cpu "$b" "$r" "$(cpu)" "s (CPU)"
             q "$T" "DROP SCHEMA IF EXISTS _cutover CASCADE"
         done
     done
@@ -325,7 +384,7 @@ phase_switch() {
                 QUIET_NOTE="load read by pg_switch.sh just before the $cmd, its clusters and writers running (before the run: $LOAD_BEFORE${waited_note:+, $waited_note})"
                 record "${cmd}_write_pause" "$b" "$r" "$(awk -F'|' '{gsub(/ /, "", $5); print $5}' <<<"$line")" ms
                 record "${cmd}_client_gap" "$b" "$r" "$(awk -F'|' '{gsub(/ /, "", $7); print $7}' <<<"$line")" ms
-                echo "switch_${b}_${r}_${cmd}_missing=$(awk -F'|' '{gsub(/ /, "", $(NF-2)); print $(NF-2)}' <<<"$line")" >> "$BENCH_DIR/facts"
+                echo "switch_${b}_${r}_${cmd}_missing=$(awk -F'|' '{gsub(/ /, "", $(NF-2)); print $(NF-2)}' <<<"$line")" >> "$FACTS"
             done < <(grep -E '^\| (switch|rollback) \|' <<<"$(grep -v '^#' <<<"$out")")
             { grep -o 'pg-switch-[0-9T]*-timeline\.md' <<<"$out" | head -1 | sed 's/-timeline//' >> "$BENCH_DIR/switch-files"; } || true
         done
@@ -334,48 +393,11 @@ phase_switch() {
 
 log "A/B: old = $OLD_BIN, new = $NEW_BIN; phases: $PHASES; rounds: $ROUNDS; JOBS=$JOBS"
 for p in $PHASES; do "phase_$p"; done
+report "$SAMPLES" "$FACTS" | tee "$OUT"
 
-# ---------------------------------------------------------------------------------------- report
-"${PY:-python3}" - "$SAMPLES" "$BENCH_DIR/facts" <<'PY' | tee "$OUT"
-import csv, statistics, sys
-rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-facts = {}
-for line in open(sys.argv[2]) if __import__("os").path.exists(sys.argv[2]) else []:
-    for kv in line.split():
-        k, v = kv.split("=", 1); facts[k] = v
-higher_better = {"sync_backlog_apply_rate"}
-names = []
-for r in rows:
-    if r["measurement"] not in names: names.append(r["measurement"])
-print("| measurement | unit | old min / median / max | new min / median / max | new ÷ old (median) | new ÷ old (best) | old runs | new runs | load (1 min) old | load (1 min) new |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-for m in names:
-    v = {b: [float(r["value"]) for r in rows if r["measurement"] == m and r["binary"] == b] for b in ("old", "new")}
-    ld = {b: [r["load1"] for r in rows if r["measurement"] == m and r["binary"] == b] for b in ("old", "new")}
-    unit = next(r["unit"] for r in rows if r["measurement"] == m)
-    fmt = lambda x: f"{x:g}"
-    def mmm(xs): return f"{fmt(min(xs))} / {fmt(statistics.median(xs))} / {fmt(max(xs))}" if xs else "n/a"
-    best = max if m in higher_better else min
-    rm = rb = "n/a"
-    if v["old"] and v["new"]:
-        rm = f"{statistics.median(v['new']) / statistics.median(v['old']):.3f}"
-        rb = f"{best(v['new']) / best(v['old']):.3f}"
-    print(f"| {m} | {unit} | {mmm(v['old'])} | {mmm(v['new'])} | {rm} | {rb} | {len(v['old'])} | {len(v['new'])} | {' '.join(ld['old'])} | {' '.join(ld['new'])} |")
-notes = sorted({r["note"] for r in rows if r["note"]})
-print()
-print("- times: lower is better (ratio > 1 = new slower); apply rate: higher is better (ratio < 1 = new slower). best = min time / max rate.")
-print("- facts: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
-for n in notes: print(f"- note: {n}")
-print()
-print("Every sample, in run order (measurement, binary, round, value, unit, load, note):")
-print()
-print("```")
-for r in rows: print("\t".join(r[k] for k in ("measurement", "binary", "round", "value", "unit", "load1", "note")))
-print("```")
-PY
 {
     echo
     echo "- $(date -u +%F), $(nproc) cores, PostgreSQL $(pg_ctl --version | awk '{print $3}'); old = \`$OLD_BIN\`, new = \`$NEW_BIN\`; PHASES=\"$PHASES\" ROUNDS=$ROUNDS JOBS=$JOBS COPY_SIZE_GB=$COPY_SIZE_GB SYNC_ROWS=$SYNC_ROWS SYNC_BACKLOG=$SYNC_BACKLOG VERIFY_ROWS=$VERIFY_ROWS VERIFY_ROUNDS=$VERIFY_ROUNDS SWITCH_RUNS=$SWITCH_RUNS LOAD_MAX=$LOAD_MAX"
     if [[ -s $BENCH_DIR/switch-files ]]; then echo "- pg_switch.sh's own results: $(tr '\n' ' ' < "$BENCH_DIR/switch-files")"; fi
 } | tee -a "$OUT"
-rm -f "$SAMPLES"
+rm -f "$SAMPLES" "$FACTS"
