@@ -102,6 +102,7 @@ pub const TESTS: &[&str] = &[
     "checksum_buckets_are_the_canonical_rows_hashes",
     "split_returns_ascending_keys_inside_the_range",
     "canonical_rows_are_the_specs_text_of_the_drivers_values",
+    "scan_pages_through_every_row_once_in_key_order",
 ];
 
 /// Tests that configure failpoints: they run while no other test of the binary runs.
@@ -195,6 +196,7 @@ macro_rules! conformance_tests {
             verify::checksum_buckets_are_the_canonical_rows_hashes,
             verify::split_returns_ascending_keys_inside_the_range,
             verify::canonical_rows_are_the_specs_text_of_the_drivers_values,
+            verify::scan_pages_through_every_row_once_in_key_order,
         );
 
         #[test]
