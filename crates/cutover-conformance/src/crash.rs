@@ -5,12 +5,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cutover_connector::{ApplyOp, Sink, Source, SourceFactory, TargetFactory};
-use cutover_model::{Change, Value};
+use cutover_connector::{Sink, Source, SourceFactory, TargetFactory};
 use cutover_pipeline::{Control, Progress, SyncOptions};
 
 use crate::fixture::{insert_items, item, positions, table, CaptureGuard, DDL};
-use crate::sink::{named, prepared, upsert};
+use crate::sink::{delete, named, prepared, update, upsert};
 use crate::source::assert_same_rows;
 use crate::Engine;
 
@@ -36,18 +35,8 @@ pub fn a_crash_before_commit_keeps_the_old_checkpoint_and_none_of_the_batch<E: E
     let before = e.rows(&m.target_db, "items", "id");
     let batch = [
         upsert(&items, item(3)),
-        ApplyOp::Change(Change::Update {
-            table: items.clone(),
-            old_key: vec![Value::Int(1)],
-            before: None,
-            row: named(1, "changed"),
-            unchanged: Vec::new(),
-        }),
-        ApplyOp::Change(Change::Delete {
-            table: items.clone(),
-            old_key: vec![Value::Int(2)],
-            before: None,
-        }),
+        update(&items, 1, named(1, "changed")),
+        delete(&items, 2),
     ];
     let name = e.sink_before_commit();
     for action in ["panic", "return"] {

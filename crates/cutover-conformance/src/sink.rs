@@ -24,6 +24,26 @@ pub(crate) fn upsert(t: &TableName, row: Row) -> ApplyOp {
     }
 }
 
+/// A captured update of the row keyed `old_key` to `row` (all columns sent).
+pub(crate) fn update(t: &TableName, old_key: i64, row: Row) -> ApplyOp {
+    ApplyOp::Change(Change::Update {
+        table: t.clone(),
+        old_key: vec![Value::Int(old_key)],
+        before: None,
+        row,
+        unchanged: Vec::new(),
+    })
+}
+
+/// A captured delete of the row keyed `old_key`.
+pub(crate) fn delete(t: &TableName, old_key: i64) -> ApplyOp {
+    ApplyOp::Change(Change::Delete {
+        table: t.clone(),
+        old_key: vec![Value::Int(old_key)],
+        before: None,
+    })
+}
+
 pub(crate) fn named(id: i64, name: &str) -> Row {
     vec![Value::Int(id), Value::Text(name.into()), Value::Int(id)]
 }
@@ -80,11 +100,7 @@ pub fn apply_commits_all_or_nothing_with_its_checkpoint<E: Engine>(e: &E) {
     let bad = vec![Value::Int(4), Value::Null, Value::Int(4)];
     let batch = [
         upsert(&items, item(3)),
-        ApplyOp::Change(Change::Delete {
-            table: items.clone(),
-            old_key: vec![Value::Int(1)],
-            before: None,
-        }),
+        delete(&items, 1),
         upsert(&items, named(2, "changed")),
         upsert(&items, bad),
         upsert(&items, item(5)),
@@ -140,19 +156,9 @@ pub fn replaying_a_batch_leaves_the_target_as_once<E: Engine>(e: &E) {
         upsert(&items, named(2, "upserted")),
         upsert(&items, item(3)),
         // Update that moves a key, and one of a missing row.
-        ApplyOp::Change(Change::Update {
-            table: items.clone(),
-            old_key: vec![Value::Int(3)],
-            before: None,
-            row: named(4, "moved"),
-            unchanged: Vec::new(),
-        }),
+        update(&items, 3, named(4, "moved")),
         // Delete of a missing key: nothing.
-        ApplyOp::Change(Change::Delete {
-            table: items.clone(),
-            old_key: vec![Value::Int(77)],
-            before: None,
-        }),
+        delete(&items, 77),
         upsert(
             &pairs,
             vec![Value::Int(1), Value::Text("x".into()), Value::Int(1)],

@@ -16,11 +16,6 @@ pub struct Distance {
 }
 
 impl Distance {
-    pub const ZERO: Distance = Distance {
-        bytes: Some(0),
-        changes: Some(0),
-    };
-
     /// Whether nothing separates the two positions.
     pub fn is_zero(&self) -> bool {
         self.bytes.unwrap_or(0) == 0 && self.changes.unwrap_or(0) == 0
@@ -39,13 +34,9 @@ impl Distance {
 ///   partitions) and for text this engine did not write.
 /// - `distance(behind, ahead)` counts what separates `behind` from `ahead` (zero if `behind`
 ///   is not behind).
-/// - `parse` accepts exactly the text this engine writes, so a position stored by one
-///   process is understood by the next.
 pub trait PositionOrder: Send + Sync + fmt::Debug {
     fn compare(&self, a: &Position, b: &Position) -> Option<Ordering>;
     fn distance(&self, behind: &Position, ahead: &Position) -> Distance;
-    /// Checks that `text` is one of this engine's positions.
-    fn parse(&self, text: &str) -> Option<Position>;
 }
 
 /// Helpers every caller of a [`PositionOrder`] needs.
@@ -84,19 +75,17 @@ impl<O: PositionOrder + ?Sized> PositionOrderExt for O {
     }
 }
 
-/// Positions that are one unsigned counter under a prefix (`seq:42`): SQLite's change table,
-/// and any engine whose history is one totally ordered sequence counted in changes.
+/// Positions that are one unsigned counter of changes under a prefix (`seq:42`): SQLite's
+/// change table, and any engine whose history is one totally ordered sequence of changes.
 #[derive(Debug, Clone, Copy)]
 pub struct Counter {
     /// `seq` of `seq:42`.
     pub kind: &'static str,
-    /// Whether the counter counts bytes (then distances are bytes) or changes.
-    pub counts_bytes: bool,
 }
 
 impl Counter {
     pub fn position(&self, n: u64) -> Position {
-        Position::new(&format!("{}:{n}", self.kind)).unwrap_or_else(|_| unreachable_text())
+        Position::tagged(self.kind, n)
     }
 
     pub fn value(&self, p: &Position) -> Option<u64> {
@@ -104,35 +93,18 @@ impl Counter {
     }
 }
 
-/// `Position::new` refuses only empty or spaced text; a prefix and digits are neither.
-fn unreachable_text() -> Position {
-    Position::new("invalid").unwrap_or_else(|_| unreachable!("a literal position"))
-}
-
 impl PositionOrder for Counter {
     fn compare(&self, a: &Position, b: &Position) -> Option<Ordering> {
         Some(self.value(a)?.cmp(&self.value(b)?))
     }
     fn distance(&self, behind: &Position, ahead: &Position) -> Distance {
-        let n = match (self.value(behind), self.value(ahead)) {
-            (Some(b), Some(a)) => Some(a.saturating_sub(b)),
-            _ => None,
-        };
-        if self.counts_bytes {
-            Distance {
-                bytes: n,
-                changes: None,
-            }
-        } else {
-            Distance {
-                bytes: None,
-                changes: n,
-            }
+        Distance {
+            bytes: None,
+            changes: match (self.value(behind), self.value(ahead)) {
+                (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+                _ => None,
+            },
         }
-    }
-    fn parse(&self, text: &str) -> Option<Position> {
-        let p = Position::new(text).ok()?;
-        self.value(&p).map(|_| p)
     }
 }
 
@@ -140,10 +112,7 @@ impl PositionOrder for Counter {
 mod tests {
     use super::*;
 
-    const SEQ: Counter = Counter {
-        kind: "seq",
-        counts_bytes: false,
-    };
+    const SEQ: Counter = Counter { kind: "seq" };
 
     #[test]
     fn counters_order_their_own_positions_only() {
@@ -158,7 +127,7 @@ mod tests {
         let lsn: Position = "lsn:0/0".parse().unwrap();
         assert_eq!(SEQ.compare(&lsn, &SEQ.position(u64::MAX)), None);
         assert!(!SEQ.reached(&lsn, &a));
-        assert_eq!(SEQ.parse("seq:12"), Some(SEQ.position(12)));
-        assert_eq!(SEQ.parse("seq:x"), None);
+        assert_eq!(SEQ.value(&"seq:12".parse().unwrap()), Some(12));
+        assert_eq!(SEQ.value(&"seq:x".parse().unwrap()), None);
     }
 }

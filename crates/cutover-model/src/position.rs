@@ -29,6 +29,12 @@ impl Position {
         }
     }
 
+    /// `kind:value`, as an engine writes its own positions (`lsn:0/16B3748`, `seq:42`): the
+    /// engine vouches for both parts (no whitespace or control characters), so this cannot fail.
+    pub fn tagged(kind: &str, value: impl fmt::Display) -> Position {
+        Position(Arc::from(format!("{kind}:{value}")))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -34,8 +34,9 @@ pub struct PgConnect {
 
 impl PgConnect {
     /// A side opened with the migration's options; the capture names come from `opts.name`,
-    /// else from `default_name` (the target's database name).
-    pub fn with_options(endpoint: PgEndpoint, opts: &OpenOptions, default_name: &str) -> PgConnect {
+    /// else from this database's name (`Engines::pair` gives the source the target's).
+    pub fn with_options(endpoint: PgEndpoint, opts: &OpenOptions) -> PgConnect {
+        let default_name = default_name(&endpoint);
         PgConnect {
             selection: Selection {
                 tables: opts.tables.clone(),
@@ -43,7 +44,7 @@ impl PgConnect {
                 skip_foreign_keys: opts.skip_foreign_keys,
                 grants: opts.grants,
             },
-            names: CaptureNames::for_migration(opts.name.as_deref().unwrap_or(default_name)),
+            names: CaptureNames::for_migration(opts.name.as_deref().unwrap_or(&default_name)),
             truncate: opts.truncate,
             jobs: opts.jobs.max(1),
             peer: None,
@@ -169,13 +170,11 @@ pub fn engine() -> Engine {
         example: "postgres://user@host:5432/db",
         source: Some(|url, opts| {
             let e = PgEndpoint::from_env_prefix(url, opts.env_prefix.as_deref())?;
-            let name = default_name(&e);
-            Ok(Box::new(PgConnect::with_options(e, opts, &name)))
+            Ok(Box::new(PgConnect::with_options(e, opts)))
         }),
         target: Some(|url, opts| {
             let e = PgEndpoint::from_env_prefix(url, opts.env_prefix.as_deref())?;
-            let name = default_name(&e);
-            Ok(Box::new(PgConnect::with_options(e, opts, &name)))
+            Ok(Box::new(PgConnect::with_options(e, opts)))
         }),
         verify: Some(|url, opts| {
             let e = PgEndpoint::from_env_prefix(url, opts.env_prefix.as_deref())?;

@@ -586,7 +586,7 @@ impl PgSink {
             .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .map_err(|e| map("reading the target's WAL position", e))?
             .get(0);
-        if let Some(l) = crate::source::parse_lsn(&lsn) {
+        if let Some(l) = crate::lsn::parse_text(&lsn) {
             self.unflushed.push_back((checkpoint, l));
         }
         Ok(())
@@ -1658,7 +1658,7 @@ impl PgSink {
         let lsn = |i: usize| {
             r.try_get::<_, String>(i)
                 .ok()
-                .and_then(|t| crate::source::parse_lsn(&t))
+                .and_then(|t| crate::lsn::parse_text(&t))
                 .unwrap_or(0)
         };
         let (insert, flush) = (lsn(0), lsn(1));

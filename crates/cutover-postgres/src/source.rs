@@ -180,7 +180,8 @@ impl PgSource {
             .map_err(|e| map("reading the replication slot's state", e))?;
         Ok(row.map(|r| {
             (
-                r.get::<_, Option<String>>(0).and_then(|s| parse_lsn(&s)),
+                r.get::<_, Option<String>>(0)
+                    .and_then(|s| lsn::parse_text(&s)),
                 r.get::<_, String>(1),
                 r.get::<_, bool>(2),
             )
@@ -410,7 +411,7 @@ impl PgSource {
         let at = row
             .get(1)
             .and_then(|v| v.as_deref())
-            .and_then(parse_lsn)
+            .and_then(lsn::parse_text)
             .ok_or_else(|| {
                 ConnectorError::new(
                     ErrorKind::Database,
@@ -480,11 +481,6 @@ fn captured_schema(t: &PgTable) -> TableSchema {
         .filter_map(|n| s.columns.iter().position(|c| &c.name == *n))
         .collect();
     s
-}
-
-/// A WAL location as PostgreSQL writes it (`0/16B3748`).
-pub(crate) fn parse_lsn(s: &str) -> Option<u64> {
-    lsn::parse(&Position::new(&format!("lsn:{s}")).ok()?)
 }
 
 /// `ORDER BY "a", "b"` for a table's key.
@@ -723,7 +719,7 @@ impl PgSource {
             )
             .map_err(|e| map(ctx(), e))?;
         let snapshot = lsn::TxSnapshot::parse(&r.get::<_, String>(0));
-        let low = parse_lsn(&r.get::<_, String>(1)).unwrap_or(0);
+        let low = lsn::parse_text(&r.get::<_, String>(1)).unwrap_or(0);
         let relid: u32 = r.get(2);
         let live = schema::live_columns(&mut tx, relid)?;
         let live_refs: Vec<&PgColumn> = live.iter().collect();
@@ -754,7 +750,7 @@ impl PgSource {
             .ok()
             .and_then(|messages| {
                 messages.into_iter().find_map(|m| match m {
-                    SimpleQueryMessage::Row(r) => r.get(0).and_then(parse_lsn),
+                    SimpleQueryMessage::Row(r) => r.get(0).and_then(lsn::parse_text),
                     _ => None,
                 })
             });
@@ -767,7 +763,7 @@ impl PgSource {
                     .client
                     .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
                     .map_err(|e| map(ctx(), e))?;
-                parse_lsn(&r.get::<_, String>(0)).unwrap_or(low)
+                lsn::parse_text(&r.get::<_, String>(0)).unwrap_or(low)
             }
         };
         Ok(ChunkRows {
@@ -805,7 +801,7 @@ impl PgSource {
                 })
             })
         })?;
-        let at = parse_lsn(
+        let at = lsn::parse_text(
             &r.try_get::<_, String>(0)
                 .map_err(|e| map("reading the new slot's position", e))?,
         )
@@ -1038,7 +1034,7 @@ pub(crate) fn committed_position(client: &mut Client) -> Result<u64, ConnectorEr
     let r = client
         .query_one(COMMITTED_POSITION_SQL, &[])
         .map_err(|e| map("reading the WAL position", e))?;
-    parse_lsn(&r.get::<_, String>(0)).ok_or_else(|| {
+    lsn::parse_text(&r.get::<_, String>(0)).ok_or_else(|| {
         ConnectorError::new(
             ErrorKind::Database,
             "unreadable WAL position from the server",

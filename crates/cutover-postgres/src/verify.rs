@@ -76,11 +76,6 @@ impl PgVerifySide {
         })
     }
 
-    pub fn with_hash(mut self, hash: RowHash) -> PgVerifySide {
-        self.hash = hash;
-        self
-    }
-
     pub fn set_hash(&mut self, hash: RowHash) {
         self.hash = hash;
     }
@@ -158,14 +153,11 @@ impl PgVerifier {
     }
 
     fn table(&self, t: &TableSchema) -> Result<&PgTable, ConnectorError> {
-        // A table named without a schema (by SQLite) is the one a neutral schema created:
-        // in `public`.
-        let public = || TableName::new(Some("public"), &t.name.name);
-        let found = match &t.name.schema {
-            Some(_) => self.side.tables.get(&t.name),
-            None => self.side.tables.get(&public()),
-        };
-        found.ok_or_else(|| {
+        // A table named without a schema (by SQLite) is where the neutral schema put it.
+        self.side
+            .tables
+            .get(&crate::applier::target_name(&t.name))
+            .ok_or_else(|| {
             ConnectorError::new(
                 ErrorKind::NotFound,
                 format!(

@@ -87,11 +87,20 @@ impl SqliteVerifier {
     /// A value read from `column` as the SQLite reader reads it (`types::typed`): keys and
     /// rows that go to the other side of verify in their typed values (a UUID key as a UUID,
     /// not 16 bytes).
-    fn typed(&self, t: &TableSchema, column: &str, v: Value) -> Value {
-        match self.declared.get(&(t.name.name.clone(), column.to_owned())) {
-            Some(declared) => crate::types::typed(&crate::schema::column_type(declared), v),
-            None => v,
-        }
+    /// This side's type of each of `columns` of `t` (`None`: not declared here), looked up once
+    /// per query, not per row.
+    fn types_of<'c>(
+        &self,
+        t: &TableSchema,
+        columns: impl Iterator<Item = &'c cutover_model::Column>,
+    ) -> Vec<Option<ColumnType>> {
+        columns
+            .map(|c| {
+                self.declared
+                    .get(&(t.name.name.clone(), c.name.clone()))
+                    .map(|d| crate::schema::column_type(d))
+            })
+            .collect()
     }
 
     fn hash_expr(&self, t: &TableSchema) -> String {
@@ -219,6 +228,14 @@ fn key_for_message(r: &rusqlite::Row<'_>, t: &TableSchema) -> Key {
         .collect()
 }
 
+/// `v` as the SQLite reader reads a value of `ty` (`types::typed`); as stored without a type.
+fn typed(ty: &Option<ColumnType>, v: Value) -> Value {
+    match ty {
+        Some(ty) => crate::types::typed(ty, v),
+        None => v,
+    }
+}
+
 /// Whether values of `ty` are stored in another form than their canonical text, so that
 /// `cutover_typed` must read them by the type first (`types::typed`).
 fn typed_kind(ty: &ColumnType) -> bool {
@@ -335,14 +352,13 @@ impl SqliteVerifier {
             .query(params_from_iter(params.iter().map(|v| Param(v))))
             .map_err(explain)?;
         let mut out = Vec::new();
+        let key_types = self.types_of(t, t.key_columns());
         while let Some(r) = rows.next().map_err(explain)? {
             let shown = key_for_message(r, t);
             let key: Key = t
                 .key_columns()
                 .enumerate()
-                .map(|(i, c)| {
-                    read_value(t, r, i, &c.name, &shown).map(|v| self.typed(t, &c.name, v))
-                })
+                .map(|(i, c)| read_value(t, r, i, &c.name, &shown).map(|v| typed(&key_types[i], v)))
                 .collect::<Result<_, _>>()?;
             let values: Vec<Option<String>> = (0..t.columns.len())
                 .map(|i| r.get::<_, Option<String>>(nk + i))
@@ -417,6 +433,7 @@ impl RangeChecksum for SqliteVerifier {
             .map_err(|e| map(ctx(), e))?;
         let mut out = Vec::new();
         let mut seen = 0u64;
+        let key_types = self.types_of(table, table.key_columns());
         while let Some(r) = rs.next().map_err(|e| map(ctx(), e))? {
             if seen > 0 && seen.is_multiple_of(step) && out.len() + 1 < parts {
                 let shown = key_for_message(r, table);
@@ -424,8 +441,7 @@ impl RangeChecksum for SqliteVerifier {
                     .key_columns()
                     .enumerate()
                     .map(|(i, c)| {
-                        read_value(table, r, i, &c.name, &shown)
-                            .map(|v| self.typed(table, &c.name, v))
+                        read_value(table, r, i, &c.name, &shown).map(|v| typed(&key_types[i], v))
                     })
                     .collect::<Result<_, _>>()?;
                 out.push(key);
@@ -477,6 +493,7 @@ impl RangeChecksum for SqliteVerifier {
         let ctx = || format!("reading rows of table {} to repair", table.name);
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| map(ctx(), e))?;
         let mut out = Vec::new();
+        let types = self.types_of(table, table.columns.iter());
         for k in keys {
             let mut rows = stmt
                 .query(params_from_iter(k.iter().map(Param)))
@@ -486,9 +503,7 @@ impl RangeChecksum for SqliteVerifier {
                     .columns
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| {
-                        read_value(table, r, i, &c.name, k).map(|v| self.typed(table, &c.name, v))
-                    })
+                    .map(|(i, c)| read_value(table, r, i, &c.name, k).map(|v| typed(&types[i], v)))
                     .collect::<Result<_, _>>()?;
                 out.push(row);
             }

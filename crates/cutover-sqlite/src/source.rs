@@ -93,10 +93,7 @@ fn sequence(conn: &Connection) -> Result<u64, ConnectorError> {
 }
 
 /// SQLite's positions: the sequence numbers of its change table, `seq:N`.
-pub const POSITIONS: Counter = Counter {
-    kind: "seq",
-    counts_bytes: false,
-};
+pub const POSITIONS: Counter = Counter { kind: "seq" };
 
 fn seq_of(p: &Position) -> Result<u64, ConnectorError> {
     POSITIONS.value(p).ok_or_else(|| {
