@@ -13,6 +13,7 @@ mod error;
 mod positions;
 mod progress;
 mod retry;
+pub mod runtime;
 mod switch;
 
 pub use checksum::{CanonicalRow, Mismatch, RangeChecksum, RangeDigest, Slice};
