@@ -318,6 +318,18 @@ fn main() -> ExitCode {
     init_tracing(&cli.log, cli.log_format);
     #[cfg(feature = "failpoints")]
     let _failpoints = failpoints();
+    // The process's one runtime: every connection's I/O, timer and cancellation runs on it
+    // (`cutover_connector::runtime`). Commands run on this thread, which is not one of its
+    // workers, so blocking engine calls never hold a worker up.
+    let runtime = match cutover_connector::runtime::build(2) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the I/O runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    cutover_connector::runtime::install(runtime.handle().clone());
+    let _entered = runtime.enter();
     let result = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Copy(args) => copy::run(&args),

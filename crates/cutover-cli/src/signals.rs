@@ -5,23 +5,28 @@
 //! checkpoint (and a switch is journaled), so the same command resumes, finishes or undoes it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
+
+use cutover_connector::CancellationToken;
 
 /// Exit code of a process ended by a signal it could not honour in time.
 pub const EXIT_SIGNAL: i32 = 130;
 
-/// Installs the handler (once per process); the returned flag turns true at the first signal.
-/// `kept` tells the user what is kept if the process must end before stopping cleanly.
-pub fn install(grace: Duration, kept: &'static str) -> Arc<AtomicBool> {
+/// Installs the handler (once per process); the returned token is cancelled at the first
+/// signal, which wakes every wait of the command at once. `kept` tells the user what is kept if
+/// the process must end before stopping cleanly.
+pub fn install(grace: Duration, kept: &'static str) -> CancellationToken {
     install_saying(grace, kept, "stopping…".to_owned())
 }
 
 /// [`install`], acknowledging the first signal with `stopping` (what the command finishes
 /// before it stops).
-pub fn install_saying(grace: Duration, kept: &'static str, stopping: String) -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let seen = Arc::clone(&flag);
+pub fn install_saying(grace: Duration, kept: &'static str, stopping: String) -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    let seen = AtomicBool::new(false);
+    // `ctrlc` calls this on a thread of its own, not in the signal handler: cancelling (which
+    // takes a lock and wakes tasks) is safe there.
     let installed = ctrlc::set_handler(move || {
         if seen.swap(true, Ordering::SeqCst) {
             eprintln!("\nstopping at once. {kept}");
@@ -31,6 +36,7 @@ pub fn install_saying(grace: Duration, kept: &'static str, stopping: String) -> 
             "\n{stopping} (at most {} s; press Ctrl-C again to stop at once)",
             grace.as_secs()
         );
+        cancel.cancel();
         // The process's last resort: not a task of the command's, it only ends the process.
         std::thread::spawn(move || {
             std::thread::sleep(grace);
@@ -44,5 +50,5 @@ pub fn install_saying(grace: Duration, kept: &'static str, stopping: String) -> 
     if let Err(e) = installed {
         tracing::warn!(error = %e, "cannot handle Ctrl-C and SIGTERM; they end the process at once");
     }
-    flag
+    token
 }

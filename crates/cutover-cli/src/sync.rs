@@ -2,14 +2,12 @@
 //! migration stands, and remove what cutover installed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use cutover_connector::{OpenOptions, SourceFactory, TargetFactory};
+use cutover_connector::{CancellationToken, OpenOptions, SourceFactory, TargetFactory};
 use cutover_postgres::{PgConnect, PgEndpoint};
-use cutover_sqlite::SqliteEndpoint;
 
 use crate::endpoint;
 use crate::{signals, ui, Endpoints};
@@ -136,7 +134,7 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
         Duration::from_secs(3),
         "What was applied is kept: run the same command to resume.",
     );
-    let control = cutover_pipeline::Control::with_stop_flag(Arc::clone(&stop));
+    let control = cutover_pipeline::Control::with_token(stop.clone());
     (opts.tables, opts.exclude) = (tables, exclude);
     let open = args.tables.open_options(
         &file,
@@ -157,7 +155,7 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
                 // A switch that was interrupted (crash, kill) is finished or undone first,
                 // so that exactly one side takes writes; one running elsewhere is waited for.
                 settle_switch(ps, pt, &stop)?;
-                if stop.load(Ordering::SeqCst) {
+                if stop.is_cancelled() {
                     println!("stopped before following changes; nothing to resume");
                     return Ok(0);
                 }
@@ -166,7 +164,7 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
             }
             None => run(s.as_ref(), t.as_ref(), &opts, &control)?,
         };
-        if report.handed_over && !stop.load(Ordering::SeqCst) {
+        if report.handed_over && !stop.is_cancelled() {
             eprintln!(
                 "handed over to a switch at {}; following changes again once it is done, in the direction it leaves",
                 report.position
@@ -181,7 +179,7 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
 /// Finishes or undoes a switch of this migration that a crash or kill interrupted; waits while
 /// one runs in another process (a sync that handed over waits here for the switch it handed
 /// over to).
-fn settle_switch(s: &PgConnect, t: &PgConnect, stop: &AtomicBool) -> anyhow::Result<()> {
+fn settle_switch(s: &PgConnect, t: &PgConnect, stop: &CancellationToken) -> anyhow::Result<()> {
     let mut waiting = false;
     loop {
         match crate::switch::recover(&s.endpoint, &t.endpoint, &s.selection, &s.names) {
@@ -195,10 +193,16 @@ fn settle_switch(s: &PgConnect, t: &PgConnect, stop: &AtomicBool) -> anyhow::Res
                     eprintln!("waiting: {why}");
                     waiting = true;
                 }
-                if stop.load(Ordering::SeqCst) {
+                // Asked again every 200 ms; a stop ends the wait at once.
+                let stopped = cutover_connector::runtime::block_on(async {
+                    tokio::select! {
+                        () = stop.cancelled() => true,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => false,
+                    }
+                });
+                if stopped {
                     return Ok(());
                 }
-                std::thread::sleep(Duration::from_millis(200));
             }
             Err(e) => return Err(e.into()),
         }
@@ -342,12 +346,11 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<u8> {
         ..OpenOptions::default()
     };
     let t = engines.target(&target, &open).context("--target")?;
-    let status = if let Some(st) = t.as_any().downcast_ref::<SqliteEndpoint>() {
-        sqlite_status(st)?
-    } else if let Some(pt) = t.as_any().downcast_ref::<PgConnect>() {
-        pg_status(&engines, &pt.endpoint, args, &file)?
-    } else {
-        bail!("cutover status reads the control store of a PostgreSQL or SQLite target; {} has none it can read", t.describe());
+    // PostgreSQL adds what only it has (the slot, fences, a switch under way); every other
+    // target is read through the state store it hosts.
+    let status = match t.as_any().downcast_ref::<PgConnect>() {
+        Some(pt) => pg_status(&engines, &pt.endpoint, args, &file)?,
+        None => store_status(t.as_ref())?,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);
@@ -357,37 +360,56 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-/// The status of a migration into a SQLite file: its control store (`_cutover_state`,
-/// `_cutover_chunks`), written by the sync about once a second.
-fn sqlite_status(target: &SqliteEndpoint) -> anyhow::Result<Status> {
-    let Some(st) = cutover_sqlite::status(target.path())? else {
+/// The status of a migration as its state store tells it (any target that hosts one).
+fn store_status(t: &dyn TargetFactory) -> anyhow::Result<Status> {
+    let Some(mut store) = t.state()? else {
         bail!(
-            "{} holds no migration of cutover's (no control store): start one with `cutover sync`",
-            target.path().display()
+            "{} hosts no state store of cutover's that status can read",
+            t.describe()
         );
     };
+    let Some(st) = store.status()? else {
+        bail!(
+            "{} holds no migration of cutover's (no state store): start one with `cutover sync`",
+            t.describe()
+        );
+    };
+    let chunks = store.chunks()?;
+    let mut tables: Vec<TableStatus> = Vec::new();
+    for c in &chunks {
+        let name = c.table.to_string();
+        if tables.last().is_none_or(|t| t.table != name) {
+            tables.push(TableStatus {
+                table: name,
+                chunks: 0,
+                chunks_done: 0,
+                rows_copied: 0,
+            });
+        }
+        if let Some(t) = tables.last_mut() {
+            t.chunks += 1;
+            t.chunks_done += i64::from(c.done);
+            t.rows_copied += c.rows.map_or(0, |r| i64::try_from(r).unwrap_or(i64::MAX));
+        }
+    }
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let to_i64 = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
     let caught_up = st.lag_bytes.or(st.lag_changes) == Some(0);
+    let phase = match store.phase()? {
+        Some(p) => p,
+        None if chunks.iter().any(|c| !c.done) => "copying".into(),
+        None => "replicating".into(),
+    };
     let mut s = Status {
-        target: format!("sqlite://{}", target.path().display()),
+        target: store.describe(),
         mode: "sync".into(),
-        phase: st.phase,
+        phase,
         direction: None,
-        tables: st
-            .tables
-            .into_iter()
-            .map(|(table, chunks, done)| TableStatus {
-                table,
-                chunks,
-                chunks_done: done,
-                rows_copied: 0,
-            })
-            .collect(),
-        applied_position: st.applied_position,
-        source_position: st.source_position,
+        tables,
+        applied_position: st.applied.map(|p| p.to_string()),
+        source_position: st.source.map(|p| p.to_string()),
         lag_bytes: to_i64(st.lag_bytes),
         lag_changes: to_i64(st.lag_changes),
         lag_seconds: if caught_up {

@@ -1,5 +1,5 @@
 //! The conformance suite every engine runs: one test per sentence of the contracts in
-//! `cutover-connector` ([`Source`], [`Sink`]), each named after the sentence it checks.
+//! `cutover-connector` ([`Source`], [`Sink`], [`StateStore`](cutover_connector::StateStore)), each named after the sentence it checks.
 //!
 //! An engine implements [`Engine`] in its test binary (fresh databases, SQL through the
 //! engine's own driver, its failpoint names, a table of every type it supports) and expands
@@ -24,6 +24,7 @@ pub mod crash;
 pub mod fixture;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod verify;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -66,6 +67,10 @@ pub trait Engine: Sync {
     /// The name of the failpoint between a sink's writes and its commit.
     fn sink_before_commit(&self) -> &'static str;
 
+    /// SQL that records `version` as the target's state-store version (to plant a store
+    /// written by a newer cutover).
+    fn store_version_sql(&self, version: u32) -> String;
+
     /// A table holding every type the engine supports: its DDL (table `types`, primary key
     /// `id`) and the statements that fill it. Values should include each type's edges.
     fn type_table(&self) -> TypeTable;
@@ -103,6 +108,9 @@ pub const TESTS: &[&str] = &[
     "split_returns_ascending_keys_inside_the_range",
     "canonical_rows_are_the_specs_text_of_the_drivers_values",
     "scan_pages_through_every_row_once_in_key_order",
+    "state_store_migrates_once_and_refuses_a_newer_store",
+    "state_store_reads_what_the_sink_wrote",
+    "swap_phase_is_a_compare_and_swap",
 ];
 
 /// Tests that configure failpoints: they run while no other test of the binary runs.
@@ -197,6 +205,9 @@ macro_rules! conformance_tests {
             verify::split_returns_ascending_keys_inside_the_range,
             verify::canonical_rows_are_the_specs_text_of_the_drivers_values,
             verify::scan_pages_through_every_row_once_in_key_order,
+            state::state_store_migrates_once_and_refuses_a_newer_store,
+            state::state_store_reads_what_the_sink_wrote,
+            state::swap_phase_is_a_compare_and_swap,
         );
 
         #[test]

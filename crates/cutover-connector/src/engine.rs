@@ -80,6 +80,12 @@ pub trait TargetFactory: Send + Sync {
         let _ = source;
         Ok(())
     }
+    /// The migration's state store this target hosts (`cutover status`, the switch's phase,
+    /// the journal, verify's mismatches); `None`: it hosts none (a target that is not
+    /// transactional keeps its state in a store of the user's choosing).
+    fn state(&self) -> Result<Option<Box<dyn crate::StateStore>>, ConnectorError> {
+        Ok(None)
+    }
     /// For capabilities two particular engines share (a switch between them).
     fn as_any(&self) -> &dyn Any;
 }

@@ -14,6 +14,7 @@ mod positions;
 mod progress;
 mod retry;
 pub mod runtime;
+mod state;
 mod switch;
 
 pub use checksum::{CanonicalRow, Mismatch, RangeChecksum, RangeDigest, Slice};
@@ -25,7 +26,10 @@ pub use error::{ConnectorError, ErrorKind};
 pub use positions::{Counter, Distance, PositionOrder, PositionOrderExt};
 pub use progress::{Phase, Progress, TableProgress};
 pub use retry::{RetryPolicy, Side};
+pub use state::{StateStore, StoredChunk, StoredMismatch, StoredStatus};
 pub use switch::{Direction, Fence, Journal, Observation, SwitchControl, SwitchStep};
+/// How every long operation is asked to stop: cancelled once, seen by every task at once.
+pub use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 

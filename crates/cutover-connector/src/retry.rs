@@ -7,8 +7,9 @@
 //! outcome may be unknown but that are idempotent (the [`crate::Sink`] contract).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::{ConnectorError, ErrorKind};
 
@@ -92,7 +93,7 @@ impl RetryPolicy {
 
     /// Runs `op` until it succeeds, fails with a kind that is not retryable, or keeps failing
     /// for longer than the budget; logs every retry (side, error, attempt, next wait). Stops
-    /// waiting early once `stop` is set, returning the last error.
+    /// waiting at once when `stop` is cancelled, returning the last error.
     ///
     /// The error after giving up is the last one, prefixed with how long and how often the
     /// operation was tried; its kind is unchanged.
@@ -100,7 +101,7 @@ impl RetryPolicy {
         &self,
         side: Side,
         what: &str,
-        stop: Option<&AtomicBool>,
+        stop: Option<&CancellationToken>,
         mut op: impl FnMut() -> Result<T, ConnectorError>,
     ) -> Result<T, ConnectorError> {
         let mut first_failure: Option<Instant> = None;
@@ -123,7 +124,6 @@ impl RetryPolicy {
             failures += 1;
             let since = *first_failure.get_or_insert_with(Instant::now);
             let elapsed = since.elapsed();
-            let stopped = || stop.is_some_and(|s| s.load(Ordering::SeqCst));
             let Some(wait) = self.decide(e.kind(), failures, elapsed, fastrand::f64()) else {
                 return Err(self.give_up(e, side, failures, elapsed));
             };
@@ -134,19 +134,24 @@ impl RetryPolicy {
                 error = %e,
                 "{what} failed on the {side}; trying again"
             );
-            // Sleep in slices, so that a stop is noticed.
-            let until = Instant::now() + wait;
-            loop {
-                if stopped() {
-                    return Err(e.context(format!(
-                        "stopped while retrying (attempt {failures}) on the {side}"
-                    )));
+            // Wait on the process's runtime, woken at once by a stop.
+            let stopped = match stop {
+                Some(token) => crate::runtime::block_on(async {
+                    tokio::select! {
+                        biased;
+                        () = token.cancelled() => true,
+                        () = tokio::time::sleep(wait) => false,
+                    }
+                }),
+                None => {
+                    std::thread::sleep(wait);
+                    false
                 }
-                let left = until.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                std::thread::sleep(left.min(Duration::from_millis(100)));
+            };
+            if stopped {
+                return Err(e.context(format!(
+                    "stopped while retrying (attempt {failures}) on the {side}"
+                )));
             }
         }
     }
@@ -294,7 +299,8 @@ mod tests {
 
     #[test]
     fn a_stop_ends_the_waiting() {
-        let stop = AtomicBool::new(true);
+        let stop = CancellationToken::new();
+        stop.cancel();
         let mut calls = 0;
         let r: Result<(), _> = RetryPolicy::default().run(Side::Source, "x", Some(&stop), || {
             calls += 1;

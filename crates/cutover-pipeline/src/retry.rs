@@ -1,18 +1,16 @@
 //! Retries of the applier and its readers: the connector's [`RetryPolicy`] with the sync's
-//! budget, stopped early by [`crate::Control::stop`].
+//! budget, stopped at once by [`crate::Control::stop`] (its cancellation token).
 //!
 //! Connectors replace a broken connection at the start of their next call, so each retry is a
 //! fresh attempt; the operations retried here are reads, and sink writes whose replay is
 //! harmless (the `Sink` contract).
 
-use std::sync::atomic::AtomicBool;
-
-use cutover_connector::{ConnectorError, RetryPolicy, Side};
+use cutover_connector::{CancellationToken, ConnectorError, RetryPolicy, Side};
 
 #[derive(Clone, Copy)]
 pub(crate) struct Retry<'a> {
     pub(crate) policy: RetryPolicy,
-    pub(crate) stop: &'a AtomicBool,
+    pub(crate) stop: &'a CancellationToken,
 }
 
 impl Retry<'_> {

@@ -1,14 +1,13 @@
 //! Backfill and replicate, together: the applier loop and its reader threads.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cutover_connector::{
-    ApplyOp, ChunkRows, ConnectorError, ErrorKind, KeyRange, PositionOrder, PositionOrderExt, Sink,
-    Source, SourceFactory, TargetFactory,
+    runtime, ApplyOp, CancellationToken, ChunkRows, ConnectorError, ErrorKind, KeyRange,
+    PositionOrder, PositionOrderExt, Sink, Source, SourceFactory, TargetFactory,
 };
 use cutover_model::{Change, Column, Key, Position, TableName, TableSchema, Transaction};
 
@@ -69,25 +68,32 @@ impl Default for SyncOptions {
     }
 }
 
-/// Steers a running sync from another thread.
+/// Steers a running sync from another thread or task.
 #[derive(Debug, Default)]
 pub struct Control {
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
     drain_to: Mutex<Option<Position>>,
 }
 
 impl Control {
-    /// A control that also stops when `flag` turns true (a signal handler's).
-    pub fn with_stop_flag(flag: Arc<AtomicBool>) -> Control {
+    /// A control that also stops when `token` is cancelled (a signal handler's, or a parent
+    /// task's: pass a child token to stop this sync alone).
+    pub fn with_token(token: CancellationToken) -> Control {
         Control {
-            stop: flag,
+            stop: token,
             drain_to: Mutex::new(None),
         }
     }
 
     /// Stop after the batch being applied; progress so far is kept and the next run resumes.
+    /// Every wait of the sync (for changes, for a chunk, a retry's backoff) ends at once.
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
+        self.stop.cancel();
+    }
+
+    /// The token a stop cancels.
+    pub fn token(&self) -> &CancellationToken {
+        &self.stop
     }
 
     /// Finish once the copy is complete and everything up to `position` is applied.
@@ -96,7 +102,7 @@ impl Control {
     }
 
     fn stopped(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        self.stop.is_cancelled()
     }
 
     fn drain_target(&self) -> Option<Position> {
@@ -325,18 +331,24 @@ pub fn run(
 
     let tables = Arc::new(tables);
     let workers = opts.jobs.max(1);
-    let (job_tx, job_rx) = mpsc::channel::<Job>();
-    let job_rx = Arc::new(Mutex::new(job_rx));
-    let (res_tx, res_rx) = mpsc::sync_channel::<Result<ReadChunk, ConnectorError>>(workers * 2);
+    // Both channels are bounded by the chunks the applier lets out at once (`workers * 2`,
+    // read or being read): readers wait to hand a chunk over, the applier waits for one, and
+    // memory holds at most that many chunks.
+    let (job_tx, job_rx) = tokio::sync::mpsc::channel::<Job>(workers * 2);
+    let job_rx = tokio::sync::Mutex::new(job_rx);
+    let (res_tx, mut res_rx) =
+        tokio::sync::mpsc::channel::<Result<ReadChunk, ConnectorError>>(workers * 2);
 
+    // Chunk readers are blocking (each owns one source connection) and borrow the factory and
+    // the tables, so they are threads of this scope: the scope is their task set, joined
+    // before `run` returns; a stop (the control's token) ends their waits.
     std::thread::scope(|scope| -> Result<SyncReport, SyncError> {
         let mut handles = Vec::new();
         // Readers start only if there is something to copy.
         for _ in 0..if queue.is_empty() { 0 } else { workers } {
-            let job_rx = Arc::clone(&job_rx);
             let res_tx = res_tx.clone();
-            let tables = Arc::clone(&tables);
-            handles.push(scope.spawn(move || reader(source, &tables, &job_rx, &res_tx, retry)));
+            let (tables, job_rx) = (&tables, &job_rx);
+            handles.push(scope.spawn(move || reader(source, tables, job_rx, &res_tx, retry)));
         }
         drop(res_tx);
 
@@ -366,10 +378,17 @@ pub fn run(
             recent: VecDeque::new(),
         };
         let result = applier.run(
-            &mut src, &mut sink, &mut queue, &job_tx, &res_rx, control, workers,
+            &mut src,
+            &mut sink,
+            &mut queue,
+            &job_tx,
+            &mut res_rx,
+            control,
+            workers,
         );
         drop(job_tx);
         // Unblock readers waiting to hand over a chunk, then wait for them.
+        res_rx.close();
         while res_rx.try_recv().is_ok() {}
         drop(res_rx);
         let mut panicked = false;
@@ -415,8 +434,8 @@ pub fn run(
 fn reader(
     source: &dyn SourceFactory,
     tables: &[TableSchema],
-    jobs: &Mutex<mpsc::Receiver<Job>>,
-    results: &mpsc::SyncSender<Result<ReadChunk, ConnectorError>>,
+    jobs: &tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>,
+    results: &tokio::sync::mpsc::Sender<Result<ReadChunk, ConnectorError>>,
     retry: Retry<'_>,
 ) {
     let mut src = match retry.source("connecting a chunk reader to the source", || {
@@ -424,16 +443,21 @@ fn reader(
     }) {
         Ok(s) => s,
         Err(e) => {
-            let _ = results.send(Err(e));
+            let _ = results.blocking_send(Err(e));
             return;
         }
     };
     loop {
-        let job = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(job) = job else { return };
+        // The next job, or the end: the applier closed the queue or the sync was stopped.
+        let job = runtime::block_on(async {
+            let mut jobs = jobs.lock().await;
+            tokio::select! {
+                biased;
+                () = retry.stop.cancelled() => None,
+                job = jobs.recv() => job,
+            }
+        });
+        let Some(job) = job else { return };
         let table = &tables[job.table];
         let read = retry
             .source("reading a chunk", || src.read_chunk(table, &job.range))
@@ -444,7 +468,7 @@ fn reader(
                 rows,
             });
         let failed = read.is_err();
-        if results.send(read).is_err() || failed {
+        if results.blocking_send(read).is_err() || failed {
             return;
         }
     }
@@ -500,6 +524,13 @@ struct Touch {
     partial: bool,
 }
 
+/// What ended the applier's wait when it had nothing to do.
+enum Woke {
+    Stopped,
+    Chunk(Option<Result<ReadChunk, ConnectorError>>),
+    Timer,
+}
+
 /// Why the applier stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ended {
@@ -546,8 +577,8 @@ impl Applier<'_> {
         src: &mut Src,
         sink: &mut Snk,
         queue: &mut VecDeque<Job>,
-        job_tx: &mpsc::Sender<Job>,
-        res_rx: &mpsc::Receiver<Result<ReadChunk, ConnectorError>>,
+        job_tx: &tokio::sync::mpsc::Sender<Job>,
+        res_rx: &mut tokio::sync::mpsc::Receiver<Result<ReadChunk, ConnectorError>>,
         control: &Control,
         workers: usize,
     ) -> Result<Ended, SyncError> {
@@ -573,7 +604,10 @@ impl Applier<'_> {
                         horizon: self.horizon,
                     },
                 );
-                if job_tx.send(job).is_err() {
+                // Never full: the channel holds at most the jobs let out, and no more than its
+                // capacity are out. Closed only when every reader has ended (an error each
+                // reported, or a panic).
+                if job_tx.try_send(job).is_err() {
                     break;
                 }
             }
@@ -748,18 +782,31 @@ impl Applier<'_> {
                         return Ok(Ended::Done);
                     }
                 }
-                if !self.in_flight.is_empty() {
-                    match res_rx.recv_timeout(self.opts.poll_interval) {
-                        Ok(r) => self.accept(r?),
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => {
-                            return Err(SyncError::ReaderPanicked)
+                // Wait for a chunk, the poll interval, or a stop, whichever comes first. Sources
+                // that return at once (SQLite's change table) are polled; a stream that
+                // already waited for changes is asked again right away.
+                let chunks = !self.in_flight.is_empty();
+                let pause = if chunks {
+                    self.opts.poll_interval
+                } else {
+                    self.opts.poll_interval.saturating_sub(waited)
+                };
+                if !pause.is_zero() {
+                    let stop = &control.stop;
+                    let woke = runtime::block_on(async {
+                        tokio::select! {
+                            biased;
+                            () = stop.cancelled() => Woke::Stopped,
+                            r = res_rx.recv(), if chunks => Woke::Chunk(r),
+                            () = tokio::time::sleep(pause) => Woke::Timer,
                         }
+                    });
+                    match woke {
+                        Woke::Chunk(Some(r)) => self.accept(r?),
+                        Woke::Chunk(None) => return Err(SyncError::ReaderPanicked),
+                        Woke::Stopped => return Ok(Ended::Interrupted),
+                        Woke::Timer => {}
                     }
-                } else if waited < self.opts.poll_interval {
-                    // Sources that return at once (SQLite's change table) are polled; a stream
-                    // that already waited for changes is asked again right away.
-                    std::thread::sleep(self.opts.poll_interval - waited);
                 }
             }
         }

@@ -91,6 +91,10 @@ impl TargetFactory for PgConnect {
         Ok(Box::new(self.sink_now()?))
     }
 
+    fn state(&self) -> Result<Option<Box<dyn cutover_connector::StateStore>>, ConnectorError> {
+        Ok(Some(Box::new(crate::PgState::open(&self.endpoint)?)))
+    }
+
     fn reader(&self) -> Result<Box<dyn TableReader + Send>, ConnectorError> {
         Ok(Box::new(PgRows::open(&self.endpoint, &self.selection)?))
     }

@@ -8,7 +8,7 @@
 //!   the key's types); since control store version 2, `lower_key_enc`/`upper_key_enc` hold the
 //!   keys typed, in cutover-model's binary encoding, for plans made by `sync` from any source
 //!   (read in preference to the text; a row without them is read as text, as before).
-//! - `store`: the control store's version ([`CONTROL_VERSION`]).
+//! - `store`: the control store's version (schema and migrations: `cutover_state::postgres`).
 //! - `steps`: post-data statements (indexes, constraints, foreign keys), each marked done in the
 //!   transaction that ran it.
 //!
@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cutover_connector::{ConnectorError, ErrorKind, Phase, Progress, TableProgress};
+use cutover_connector::{
+    CancellationToken, ConnectorError, ErrorKind, Phase, Progress, TableProgress,
+};
 use cutover_model::TableName;
 use postgres::Client;
 
@@ -100,89 +102,6 @@ struct Chunk {
     upper: Option<Vec<String>>,
 }
 
-/// The control store's version: 1 had chunk keys as text only; 2 added the typed keys
-/// (`chunks.lower_key_enc`, `upper_key_enc`) and `store`. [`CONTROL_DDL`] upgrades any older
-/// store in place (idempotent), and records the version in `_cutover.store`.
-pub const CONTROL_VERSION: i32 = 2;
-
-/// The control store. `migration.mode` is `copy` for `cutover copy` and `sync` once change
-/// capture runs; `replication` holds the applier's checkpoint and what `cutover status` shows.
-pub(crate) const CONTROL_DDL: &str = "
-CREATE SCHEMA IF NOT EXISTS _cutover;
-CREATE TABLE IF NOT EXISTS _cutover.migration (
-    id int PRIMARY KEY CHECK (id = 1),
-    source text NOT NULL,
-    phase text NOT NULL,
-    started_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now());
-ALTER TABLE _cutover.migration ADD COLUMN IF NOT EXISTS mode text NOT NULL DEFAULT 'copy';
-CREATE TABLE IF NOT EXISTS _cutover.replication (
-    id int PRIMARY KEY CHECK (id = 1),
-    slot text NOT NULL,
-    publication text NOT NULL,
-    position text,
-    source_position text,
-    committed_at timestamptz,
-    changes_applied bigint NOT NULL DEFAULT 0,
-    changes_per_sec double precision,
-    lag_bytes bigint,
-    history_bytes bigint,
-    direction text NOT NULL DEFAULT 'forward',
-    updated_at timestamptz NOT NULL DEFAULT now());
-ALTER TABLE _cutover.replication ADD COLUMN IF NOT EXISTS handover_requested boolean NOT NULL DEFAULT false;
-ALTER TABLE _cutover.replication ADD COLUMN IF NOT EXISTS lag_changes bigint;
-ALTER TABLE _cutover.migration ADD COLUMN IF NOT EXISTS fence text;
-CREATE TABLE IF NOT EXISTS _cutover.chunks (
-    table_schema text NOT NULL,
-    table_name text NOT NULL,
-    chunk int NOT NULL,
-    lower_key text[],
-    upper_key text[],
-    done boolean NOT NULL DEFAULT false,
-    rows bigint,
-    bytes bigint,
-    done_at timestamptz,
-    PRIMARY KEY (table_schema, table_name, chunk));
-ALTER TABLE _cutover.chunks ADD COLUMN IF NOT EXISTS in_snapshot boolean NOT NULL DEFAULT false;
-ALTER TABLE _cutover.chunks ADD COLUMN IF NOT EXISTS lower_key_enc bytea;
-ALTER TABLE _cutover.chunks ADD COLUMN IF NOT EXISTS upper_key_enc bytea;
-CREATE TABLE IF NOT EXISTS _cutover.store (
-    id int PRIMARY KEY CHECK (id = 1),
-    version int NOT NULL);
-INSERT INTO _cutover.store (id, version) VALUES (1, 2)
-    ON CONFLICT (id) DO UPDATE SET version = greatest(_cutover.store.version, excluded.version);
-CREATE TABLE IF NOT EXISTS _cutover.watch (
-    table_schema text NOT NULL,
-    table_name text NOT NULL,
-    key bytea NOT NULL,
-    PRIMARY KEY (table_schema, table_name, key));
-CREATE TABLE IF NOT EXISTS _cutover.recent (
-    n bigint PRIMARY KEY,
-    table_schema text NOT NULL,
-    table_name text NOT NULL,
-    key bytea NOT NULL);
-CREATE TABLE IF NOT EXISTS _cutover.switch_journal (
-    id int PRIMARY KEY CHECK (id = 1),
-    want text NOT NULL,
-    fence text NOT NULL,
-    step text NOT NULL,
-    pid int NOT NULL,
-    started_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now());
-CREATE TABLE IF NOT EXISTS _cutover.fence_grants (
-    side text NOT NULL,
-    table_name text NOT NULL,
-    role text NOT NULL,
-    privilege text NOT NULL,
-    PRIMARY KEY (side, table_name, role, privilege));
-CREATE TABLE IF NOT EXISTS _cutover.steps (
-    id int PRIMARY KEY,
-    phase text NOT NULL,
-    sql text NOT NULL,
-    done boolean NOT NULL DEFAULT false);
-ALTER TABLE _cutover.steps ADD COLUMN IF NOT EXISTS name text;
-";
-
 pub(crate) fn control_phase(tgt: &mut Client) -> Result<Option<String>, ConnectorError> {
     let ctx = "reading cutover's control store on the target";
     let exists: bool = tgt
@@ -204,7 +123,7 @@ pub fn copy(
     target: &PgEndpoint,
     opts: &CopyOptions,
     progress: &Progress,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<CopyReport, ConnectorError> {
     let started = Instant::now();
     progress.set_phase(Phase::Preparing);
@@ -385,8 +304,8 @@ pub fn copy(
         if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
-        interrupted = stop.load(Ordering::SeqCst)
-            && !queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        interrupted =
+            stop.is_cancelled() && !queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
         if !interrupted {
             tgt.execute(
                 "UPDATE _cutover.migration SET phase = 'post-data', updated_at = now()",
@@ -397,7 +316,7 @@ pub fn copy(
         }
     }
     let mut post_data_steps = 0;
-    if phase.as_deref() == Some("post-data") && !stop.load(Ordering::SeqCst) {
+    if phase.as_deref() == Some("post-data") && !stop.is_cancelled() {
         progress.set_phase(Phase::Indexing);
         post_data_steps = post_data(target, opts, stop)?;
         set_sequences(&mut src, &mut tgt, &schema)?;
@@ -435,7 +354,7 @@ pub fn copy(
         tables: reports,
         elapsed: started.elapsed(),
         resumed,
-        interrupted: interrupted || stop.load(Ordering::SeqCst),
+        interrupted: interrupted || stop.is_cancelled(),
         not_copied: not_created(&mut tgt)?,
         post_data_steps,
         outside_snapshot,
@@ -580,7 +499,8 @@ pub(crate) fn record_migration(
     source: &str,
     mode: &str,
 ) -> Result<(), ConnectorError> {
-    tx.batch_execute(CONTROL_DDL).map_err(|e| {
+    crate::state::check_version(tx, "the target")?;
+    tx.batch_execute(crate::state::control_ddl()).map_err(|e| {
         map(
             "creating cutover's control store (schema _cutover) on the target",
             e,
@@ -819,14 +739,14 @@ fn worker(
     throttle: Option<&Throttle>,
     progress: &Progress,
     table_progress: &[Arc<TableProgress>],
-    stop: &AtomicBool,
+    stop: &CancellationToken,
     abort: &AtomicBool,
 ) -> Result<(), ConnectorError> {
     // COPY streams of whole chunks: no statement timeout.
     let mut src = source.connect_bulk()?;
     let mut tgt = target.connect_bulk()?;
     loop {
-        if stop.load(Ordering::SeqCst) || abort.load(Ordering::SeqCst) {
+        if stop.is_cancelled() || abort.load(Ordering::SeqCst) {
             return Ok(());
         }
         let Some(chunk) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
@@ -912,7 +832,7 @@ fn worker(
 pub(crate) fn post_data(
     target: &PgEndpoint,
     opts: &CopyOptions,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
 ) -> Result<usize, ConnectorError> {
     let mut tgt = target.connect_control()?;
     let mut ran = 0;
@@ -940,7 +860,7 @@ pub(crate) fn post_data(
                         )
                         .map_err(|e| map("preparing to build indexes", e))?;
                         loop {
-                            if stop.load(Ordering::SeqCst)
+                            if stop.is_cancelled()
                                 || failed.lock().map(|f| f.is_some()).unwrap_or(true)
                             {
                                 return Ok(());

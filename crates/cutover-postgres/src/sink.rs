@@ -8,12 +8,12 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 use cutover_connector::{
-    ApplyOp, ColumnChange, ConnectorError, ErrorKind, KeyRange, PlannedChunk, PositionOrder,
-    PositionOrderExt, Progress, Sink,
+    ApplyOp, CancellationToken, ColumnChange, ConnectorError, ErrorKind, KeyRange, PlannedChunk,
+    PositionOrder, PositionOrderExt, Progress, Sink,
 };
 use cutover_model::{Change, Key, Position, Row, TableName, TableSchema, Value};
 use postgres::Client;
@@ -1001,7 +1001,7 @@ fn key_bytes(key: &Key) -> Option<String> {
 /// A stored chunk bound: typed (`*_key_enc`, control store version 2) when present, else the
 /// text forms of a version-1 store or of `copy`'s plan (a PostgreSQL source casts them back to
 /// the key's types).
-fn stored_key(
+pub(crate) fn stored_key(
     encoded: Option<Vec<u8>>,
     text: Option<Vec<String>>,
     what: impl Fn() -> String,
@@ -1281,7 +1281,8 @@ impl PgSink {
                     .client
                     .transaction()
                     .map_err(|e| map("upgrading cutover's control store", e))?;
-                tx.batch_execute(copy::CONTROL_DDL)
+                crate::state::check_version(&mut tx, "the target")?;
+                tx.batch_execute(crate::state::control_ddl())
                     .map_err(|e| map("upgrading cutover's control store", e))?;
                 // Tables new to this run: created, copied; their indexes are built with the
                 // others only if the copy has not finished yet.
@@ -1413,7 +1414,8 @@ impl PgSink {
                 // Primary keys may be built below on tables holding the copy's rows.
                 tx.batch_execute("SET LOCAL statement_timeout = 0")
                     .map_err(|e| map("converting the copy into a sync", e))?;
-                tx.batch_execute(copy::CONTROL_DDL)
+                crate::state::check_version(&mut tx, "the target")?;
+                tx.batch_execute(crate::state::control_ddl())
                     .map_err(|e| map("upgrading cutover's control store", e))?;
                 // `copy --capture` read its chunks in the slot's snapshot: those are exactly
                 // the rows before the slot's stream, and stay. Chunks copied without it (a copy
@@ -1470,8 +1472,9 @@ impl PgSink {
                     .map_err(|e| map("converting the copy into a sync", e))?;
             }
             Some(_) => {
+                crate::state::check_version(&mut self.client, "the target")?;
                 self.client
-                    .batch_execute(copy::CONTROL_DDL)
+                    .batch_execute(crate::state::control_ddl())
                     .map_err(|e| map("upgrading cutover's control store", e))?;
                 self.create_new_tables()?;
                 self.check_slot_name()?;
@@ -1703,7 +1706,7 @@ impl PgSink {
             truncate: true,
             ..CopyOptions::default()
         };
-        copy::post_data(&self.target, &opts, &AtomicBool::new(false))?;
+        copy::post_data(&self.target, &opts, &CancellationToken::new())?;
         if let Some(source) = &self.source {
             let mut src = source.connect_control()?;
             copy::set_sequences(&mut src, &mut self.client, schema)?;

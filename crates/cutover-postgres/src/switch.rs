@@ -14,7 +14,7 @@ use cutover_connector::{
 use cutover_model::{Key, Position, TableName};
 use postgres::Client;
 
-use crate::copy::{self, CONTROL_DDL};
+use crate::copy;
 use crate::endpoint::PgEndpoint;
 use crate::error::map;
 use crate::lsn;
@@ -180,7 +180,8 @@ impl PgSwitch {
                     .and_then(|r| r.try_get(0))
                     .map_err(|e| map(ctx, e))?;
                 if exists {
-                    tgt.batch_execute(CONTROL_DDL).map_err(|e| map(ctx, e))?;
+                    tgt.batch_execute(crate::state::control_ddl())
+                        .map_err(|e| map(ctx, e))?;
                 }
                 tgt
             },
@@ -627,41 +628,7 @@ impl SwitchControl for PgSwitch {
     }
 
     fn journal(&mut self) -> Result<Option<Journal>, ConnectorError> {
-        let ctx = "reading the switch journal";
-        let row = match self.tgt.query_opt(
-            "SELECT want, fence, step, pid FROM _cutover.switch_journal",
-            &[],
-        ) {
-            Ok(row) => row,
-            Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {
-                return Ok(None)
-            }
-            Err(e) => return Err(map(ctx, e)),
-        };
-        let Some(r) = row else { return Ok(None) };
-        let text = |i: usize| r.try_get::<_, String>(i).map_err(|e| map(ctx, e));
-        let bad = |what: &str, v: &str| {
-            ConnectorError::new(
-                ErrorKind::InvalidInput,
-                format!("{ctx}: unreadable {what} {v:?}; run `cutover switch --abort` after checking both databases by hand"),
-            )
-        };
-        let want = match text(0)?.as_str() {
-            "reverse" => Direction::Reverse,
-            "forward" => Direction::Forward,
-            other => return Err(bad("direction", other)),
-        };
-        let fence_text = text(1)?;
-        let fence = fence_text.parse().map_err(|_| bad("fence", &fence_text))?;
-        let step_text = text(2)?;
-        let step = SwitchStep::parse(&step_text).ok_or_else(|| bad("step", &step_text))?;
-        let pid: i32 = r.try_get(3).map_err(|e| map(ctx, e))?;
-        Ok(Some(Journal {
-            want,
-            fence,
-            step,
-            pid: pid.max(0) as u32,
-        }))
+        read_journal(&mut self.tgt)
     }
 
     fn record(&mut self, journal: &Journal) -> Result<(), ConnectorError> {
@@ -698,7 +665,8 @@ impl SwitchControl for PgSwitch {
                 let ctx = "preparing the way back: the source's control store";
                 let mut tx = self.src.transaction().map_err(|e| map(ctx, e))?;
                 tx.batch_execute(&format!(
-                    "DROP SCHEMA IF EXISTS _cutover CASCADE; {CONTROL_DDL}"
+                    "DROP SCHEMA IF EXISTS _cutover CASCADE; {}",
+                    crate::state::control_ddl()
                 ))
                 .map_err(|e| map(ctx, e))?;
                 tx.execute(
@@ -1022,4 +990,41 @@ fn database_objects(
     }
     tx.commit().map_err(|e| map(ctx, e))?;
     Ok(out)
+}
+
+/// The switch journal's entry on a target (`None`: no switch under way, or no store).
+pub(crate) fn read_journal(client: &mut Client) -> Result<Option<Journal>, ConnectorError> {
+    let ctx = "reading the switch journal";
+    let row = match client.query_opt(
+        "SELECT want, fence, step, pid FROM _cutover.switch_journal",
+        &[],
+    ) {
+        Ok(row) => row,
+        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => return Ok(None),
+        Err(e) => return Err(map(ctx, e)),
+    };
+    let Some(r) = row else { return Ok(None) };
+    let text = |i: usize| r.try_get::<_, String>(i).map_err(|e| map(ctx, e));
+    let bad = |what: &str, v: &str| {
+        ConnectorError::new(
+            ErrorKind::InvalidInput,
+            format!("{ctx}: unreadable {what} {v:?}; run `cutover switch --abort` after checking both databases by hand"),
+        )
+    };
+    let want = match text(0)?.as_str() {
+        "reverse" => Direction::Reverse,
+        "forward" => Direction::Forward,
+        other => return Err(bad("direction", other)),
+    };
+    let fence_text = text(1)?;
+    let fence = fence_text.parse().map_err(|_| bad("fence", &fence_text))?;
+    let step_text = text(2)?;
+    let step = SwitchStep::parse(&step_text).ok_or_else(|| bad("step", &step_text))?;
+    let pid: i32 = r.try_get(3).map_err(|e| map(ctx, e))?;
+    Ok(Some(Journal {
+        want,
+        fence,
+        step,
+        pid: pid.max(0) as u32,
+    }))
 }

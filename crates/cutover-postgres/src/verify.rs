@@ -756,19 +756,8 @@ impl RangeChecksum for PgVerifier {
             )
         };
         let mut tx = self.client.transaction().map_err(|e| map(ctx(), e))?;
-        tx.batch_execute(
-            "CREATE SCHEMA IF NOT EXISTS _cutover;
-             CREATE TABLE IF NOT EXISTS _cutover.mismatches (
-                 id bigserial PRIMARY KEY,
-                 found_at timestamptz NOT NULL DEFAULT now(),
-                 table_schema text,
-                 table_name text NOT NULL,
-                 key text NOT NULL,
-                 kind text NOT NULL CHECK (kind IN ('missing', 'extra', 'different')),
-                 columns text[] NOT NULL DEFAULT '{}',
-                 detail text NOT NULL DEFAULT '')",
-        )
-        .map_err(|e| map(ctx(), e))?;
+        tx.batch_execute(cutover_state::postgres::MISMATCHES)
+            .map_err(|e| map(ctx(), e))?;
         let stmt = tx
             .prepare(
                 "INSERT INTO _cutover.mismatches (table_schema, table_name, key, kind, columns, detail)

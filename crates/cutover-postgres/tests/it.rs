@@ -1,7 +1,7 @@
 //! PostgreSQL → PostgreSQL copy against real throwaway servers (cutover-testkit).
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use cutover_connector::{ErrorKind, Progress};
@@ -166,7 +166,14 @@ fn awkward_types_and_names_arrive_identical_row_by_row() {
     let dst = pg.fresh_database("awk_t").unwrap();
     let (s, t) = endpoints(pg, &src, &dst);
     let progress = Progress::default();
-    let report = copy(&s, &t, &small_chunks(), &progress, &AtomicBool::new(false)).unwrap();
+    let report = copy(
+        &s,
+        &t,
+        &small_chunks(),
+        &progress,
+        &cutover_connector::CancellationToken::new(),
+    )
+    .unwrap();
     assert!(!report.interrupted && !report.resumed);
     let order = report
         .tables
@@ -224,7 +231,7 @@ fn awkward_types_and_names_arrive_identical_row_by_row() {
         &t,
         &small_chunks(),
         &Progress::default(),
-        &AtomicBool::new(false),
+        &cutover_connector::CancellationToken::new(),
     )
     .unwrap();
     assert!(again.resumed);
@@ -237,7 +244,7 @@ fn an_interrupted_copy_resumes_without_copying_chunks_twice() {
     let src = awkward_source(pg);
     let dst = pg.fresh_database("resume_t").unwrap();
     let (s, t) = endpoints(pg, &src, &dst);
-    let stop = AtomicBool::new(false);
+    let stop = cutover_connector::CancellationToken::new();
     let progress = Progress::default();
     let opts = CopyOptions {
         jobs: 2,
@@ -246,7 +253,7 @@ fn an_interrupted_copy_resumes_without_copying_chunks_twice() {
     };
     let first = std::thread::scope(|sc| {
         // Before the copy: a panic below stops it, and the scope can join it.
-        let _stop_copy = cutover_testkit::stop_on_drop(&stop);
+        let _stop_copy = stop.clone().drop_guard();
         let h = sc.spawn(|| copy(&s, &t, &opts, &progress, &stop));
         while progress.rows_copied.load(Ordering::Relaxed) < 2_000 {
             assert!(
@@ -255,7 +262,7 @@ fn an_interrupted_copy_resumes_without_copying_chunks_twice() {
             );
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        stop.store(true, Ordering::SeqCst);
+        stop.cancel();
         h.join().unwrap().unwrap()
     });
     assert!(first.interrupted);
@@ -279,7 +286,7 @@ fn an_interrupted_copy_resumes_without_copying_chunks_twice() {
         &t,
         &small_chunks(),
         &Progress::default(),
-        &AtomicBool::new(false),
+        &cutover_connector::CancellationToken::new(),
     )
     .unwrap();
     assert!(second.resumed && !second.interrupted);
@@ -309,7 +316,7 @@ fn a_target_with_data_is_refused_unless_truncate() {
         &t,
         &small_chunks(),
         &Progress::default(),
-        &AtomicBool::new(false),
+        &cutover_connector::CancellationToken::new(),
     )
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
@@ -327,7 +334,14 @@ fn a_target_with_data_is_refused_unless_truncate() {
         truncate: true,
         ..small_chunks()
     };
-    copy(&s, &t, &opts, &Progress::default(), &AtomicBool::new(false)).unwrap();
+    copy(
+        &s,
+        &t,
+        &opts,
+        &Progress::default(),
+        &cutover_connector::CancellationToken::new(),
+    )
+    .unwrap();
     assert_eq!(dump(pg, &src, "t", "id"), dump(pg, &dst, "t", "id"));
 }
 
@@ -350,7 +364,14 @@ fn a_value_the_target_refuses_names_table_and_chunk_and_keeps_finished_chunks() 
         jobs: 1,
         ..small_chunks()
     };
-    let err = copy(&s, &t, &opts, &Progress::default(), &AtomicBool::new(false)).unwrap_err();
+    let err = copy(
+        &s,
+        &t,
+        &opts,
+        &Progress::default(),
+        &cutover_connector::CancellationToken::new(),
+    )
+    .unwrap_err();
     let msg = err.to_string();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{msg}");
     assert!(msg.contains("copying table public.t chunk"), "{msg}");
@@ -392,7 +413,14 @@ fn missing_tables_and_unreachable_servers_are_clear_errors() {
         },
         ..small_chunks()
     };
-    let err = copy(&s, &t, &opts, &Progress::default(), &AtomicBool::new(false)).unwrap_err();
+    let err = copy(
+        &s,
+        &t,
+        &opts,
+        &Progress::default(),
+        &cutover_connector::CancellationToken::new(),
+    )
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(err.to_string().contains("nosuch"), "{err}");
 
@@ -408,7 +436,7 @@ fn missing_tables_and_unreachable_servers_are_clear_errors() {
         &t,
         &small_chunks(),
         &Progress::default(),
-        &AtomicBool::new(false),
+        &cutover_connector::CancellationToken::new(),
     )
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
@@ -435,7 +463,15 @@ fn the_throttle_holds_the_row_rate_within_ten_percent() {
     };
     let progress = Progress::default();
     let (first, last) = std::thread::scope(|sc| {
-        let h = sc.spawn(|| copy(&s, &t, &opts, &progress, &AtomicBool::new(false)));
+        let h = sc.spawn(|| {
+            copy(
+                &s,
+                &t,
+                &opts,
+                &progress,
+                &cutover_connector::CancellationToken::new(),
+            )
+        });
         // Measure the copy phase itself: from the first row to the last.
         let mut first = None;
         let mut last = None;
@@ -499,7 +535,7 @@ fn a_wrong_password_is_an_auth_error_with_the_fix_and_no_password() {
         &right,
         &small_chunks(),
         &Progress::default(),
-        &AtomicBool::new(false),
+        &cutover_connector::CancellationToken::new(),
     )
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
@@ -607,7 +643,14 @@ fn a_full_target_disk_stops_with_the_fix_keeps_finished_chunks_and_resumes() {
         chunk_bytes: 512 << 10,
         ..CopyOptions::default()
     };
-    let err = copy(&s, &t, &opts, &Progress::default(), &AtomicBool::new(false)).unwrap_err();
+    let err = copy(
+        &s,
+        &t,
+        &opts,
+        &Progress::default(),
+        &cutover_connector::CancellationToken::new(),
+    )
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DiskFull, "{err}");
     let msg = err.to_string();
     assert!(msg.contains("copying table public.big chunk"), "{msg}");
@@ -648,7 +691,14 @@ fn a_full_target_disk_stops_with_the_fix_keeps_finished_chunks_and_resumes() {
          ALTER INDEX _cutover.steps_pkey SET TABLESPACE pg_default;",
     )
     .unwrap();
-    let report = copy(&s, &t, &opts, &Progress::default(), &AtomicBool::new(false)).unwrap();
+    let report = copy(
+        &s,
+        &t,
+        &opts,
+        &Progress::default(),
+        &cutover_connector::CancellationToken::new(),
+    )
+    .unwrap();
     assert!(report.resumed);
     assert_eq!(dump(pg, &src, "big", "id"), dump(pg, &dst, "big", "id"));
 }

@@ -575,17 +575,8 @@ impl RangeChecksum for SqliteVerifier {
             )
         };
         let tx = self.conn.transaction().map_err(|e| map(ctx(), e))?;
-        tx.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {MISMATCHES} (
-                 id INTEGER PRIMARY KEY,
-                 found_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-                 table_name TEXT NOT NULL,
-                 key TEXT NOT NULL,
-                 kind TEXT NOT NULL CHECK (kind IN ('missing', 'extra', 'different')),
-                 columns TEXT NOT NULL DEFAULT '',
-                 detail TEXT NOT NULL DEFAULT '')"
-        ))
-        .map_err(|e| map(ctx(), e))?;
+        tx.execute_batch(cutover_state::sqlite::MISMATCHES)
+            .map_err(|e| map(ctx(), e))?;
         {
             let mut stmt = tx
                 .prepare(&format!(

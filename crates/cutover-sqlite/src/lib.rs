@@ -15,6 +15,7 @@ mod schema;
 mod sink;
 mod source;
 mod sql;
+mod state;
 mod types;
 mod value;
 
@@ -31,8 +32,9 @@ use rusqlite::{Connection, OpenFlags};
 
 pub use checksum::SqliteVerifier;
 pub use reader::SqliteReader;
-pub use sink::{status, SqliteSink, SqliteStatus};
+pub use sink::SqliteSink;
 pub use source::SqliteSource;
+pub use state::SqliteState;
 
 /// How long a statement waits for another connection's write lock before failing as `Busy`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -80,6 +82,9 @@ impl SourceFactory for SqliteEndpoint {
 impl TargetFactory for SqliteEndpoint {
     fn sink(&self) -> Result<Box<dyn Sink + Send>, ConnectorError> {
         Ok(Box::new(SqliteSink::open(&self.path)?))
+    }
+    fn state(&self) -> Result<Option<Box<dyn cutover_connector::StateStore>>, ConnectorError> {
+        Ok(Some(Box::new(SqliteState::open(&self.path)?)))
     }
     fn as_any(&self) -> &dyn Any {
         self

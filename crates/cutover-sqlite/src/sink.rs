@@ -1,8 +1,11 @@
 //! SQLite as a target: tables created from the source's schema, rows and changes applied with
 //! their checkpoint in one transaction, and a small control store beside the data.
 //!
-//! Control store (in the target database):
-//! - `_cutover_state(key, value)`: `checkpoint` = the source position applied so far.
+//! Control store (in the target database; schema and versions: `cutover_state::sqlite`, read by
+//! [`crate::SqliteState`]):
+//! - `_cutover_state(key, value)`: `checkpoint` = the source position applied so far, `phase`
+//!   (`copying` until every chunk is done, then `replicating`), `store_version`, and the status
+//!   the sync notes about once a second.
 //! - `_cutover_tables(name, phase)`: the tables this migration created or adopted.
 //! - `_cutover_chunks(table_name, chunk, start_key, end_key, done)`: the chunk plan, keys in
 //!   cutover-model's binary encoding.
@@ -70,6 +73,8 @@ impl TableSql {
 
 pub struct SqliteSink {
     conn: Connection,
+    /// The file, for messages.
+    describe: String,
     tables: HashMap<TableName, TableSql>,
     /// When the last status was noted, with the changes applied then (for the rate).
     last_note: Option<(std::time::Instant, u64)>,
@@ -80,6 +85,7 @@ impl SqliteSink {
         let conn = crate::open_target(path)?;
         Ok(SqliteSink {
             conn,
+            describe: path.display().to_string(),
             tables: HashMap::new(),
             last_note: None,
         })
@@ -90,78 +96,6 @@ impl SqliteSink {
 fn epoch_secs(t: std::time::SystemTime) -> f64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// What `cutover status` shows of a migration into a SQLite file, read from its control store
-/// (`_cutover_state`, `_cutover_chunks`); `None` where no sync recorded it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SqliteStatus {
-    /// `copying` while chunks remain, `replicating` after.
-    pub phase: String,
-    /// Per table: chunks planned and done.
-    pub tables: Vec<(String, i64, i64)>,
-    pub applied_position: Option<String>,
-    pub source_position: Option<String>,
-    pub lag_bytes: Option<u64>,
-    pub lag_changes: Option<u64>,
-    /// When the source committed the last change applied (seconds since the epoch).
-    pub committed_at: Option<f64>,
-    pub changes_applied: Option<u64>,
-    pub changes_per_sec: Option<f64>,
-    /// When the running sync last wrote its status (seconds since the epoch).
-    pub updated_at: Option<f64>,
-}
-
-/// The status of the migration into the SQLite database at `path`; `None` when it holds no
-/// control store of cutover's.
-pub fn status(path: &Path) -> Result<Option<SqliteStatus>, ConnectorError> {
-    let conn = crate::open_existing(path)?;
-    let ctx = || format!("reading cutover's control store in {}", path.display());
-    if !table_exists(&conn, STATE)? {
-        return Ok(None);
-    }
-    let mut state: HashMap<String, String> = HashMap::new();
-    {
-        let mut st = conn
-            .prepare(&format!("SELECT key, value FROM {STATE}"))
-            .map_err(|e| map(ctx(), e))?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| map(ctx(), e))?;
-        for r in rows {
-            let (k, v) = r.map_err(|e| map(ctx(), e))?;
-            state.insert(k, v);
-        }
-    }
-    let mut tables = Vec::new();
-    if table_exists(&conn, CHUNKS)? {
-        let mut st = conn
-            .prepare(&format!(
-                "SELECT table_name, count(*), coalesce(sum(done), 0) FROM {CHUNKS} GROUP BY table_name ORDER BY 1"
-            ))
-            .map_err(|e| map(ctx(), e))?;
-        let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .map_err(|e| map(ctx(), e))?;
-        for r in rows {
-            tables.push(r.map_err(|e| map(ctx(), e))?);
-        }
-    }
-    let copying = tables.iter().any(|(_, n, done)| done < n);
-    let num = |k: &str| state.get(k).and_then(|v| v.parse::<f64>().ok());
-    let int = |k: &str| state.get(k).and_then(|v| v.parse::<u64>().ok());
-    Ok(Some(SqliteStatus {
-        phase: if copying { "copying" } else { "replicating" }.to_owned(),
-        tables,
-        applied_position: state.get("checkpoint").cloned(),
-        source_position: state.get("source_position").cloned(),
-        lag_bytes: int("lag_bytes"),
-        lag_changes: int("lag_changes"),
-        committed_at: num("committed_at"),
-        changes_applied: int("changes_applied"),
-        changes_per_sec: num("changes_per_sec"),
-        updated_at: num("updated_at"),
-    }))
 }
 
 /// `CREATE TABLE` with each column's type from the type map (`types`): the source's own
@@ -208,7 +142,7 @@ fn create_table_sql(t: &TableSchema) -> Result<String, ConnectorError> {
     ))
 }
 
-fn table_exists(tx: &Connection, name: &str) -> Result<bool, ConnectorError> {
+pub(crate) fn table_exists(tx: &Connection, name: &str) -> Result<bool, ConnectorError> {
     tx.query_row(
         "SELECT 1 FROM sqlite_schema WHERE type IN ('table', 'index') AND name = ?1",
         [name],
@@ -365,15 +299,12 @@ impl Sink for SqliteSink {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| map(ctx, e))?;
-        tx.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {STATE} (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS {TABLES} (name TEXT PRIMARY KEY, phase TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS {CHUNKS} (table_name TEXT NOT NULL, chunk INTEGER NOT NULL,
-                 start_key BLOB, end_key BLOB, done INTEGER NOT NULL DEFAULT 0,
-                 PRIMARY KEY (table_name, chunk));
-             CREATE TABLE IF NOT EXISTS {WATCH} (table_name TEXT NOT NULL, key BLOB NOT NULL,
-                 PRIMARY KEY (table_name, key));"
-        ))
+        crate::state::migrate(&tx, &self.describe)?;
+        // The migration's phase: `copying` until every chunk is done (see `apply`).
+        tx.execute(
+            &format!("INSERT OR IGNORE INTO {STATE} (key, value) VALUES ('phase', 'copying')"),
+            [],
+        )
         .map_err(|e| map(ctx, e))?;
         for t in tables {
             let name = &t.name.name;
@@ -566,6 +497,15 @@ impl Sink for SqliteSink {
         ))
         .and_then(|mut s| s.execute([checkpoint.to_string()]))
         .map_err(|e| map(&ctx, e))?;
+        if ops.iter().any(|op| matches!(op, ApplyOp::ChunkDone { .. })) {
+            // The last chunk done ends the copy: the phase moves on with it.
+            tx.prepare_cached(&format!(
+                "UPDATE {STATE} SET value = 'replicating' WHERE key = 'phase' AND value = 'copying' \
+                 AND NOT EXISTS (SELECT 1 FROM {CHUNKS} WHERE done = 0)"
+            ))
+            .and_then(|mut s| s.execute([]))
+            .map_err(|e| map(&ctx, e))?;
+        }
         before_commit()?;
         tx.commit().map_err(|e| map(&ctx, e))
     }
@@ -675,6 +615,16 @@ impl Sink for SqliteSink {
                 )
                 .map_err(|e| map(format!("marking {name} copied"), e))?;
         }
+        // A sync that resumes with every chunk done (or had none to copy) is past the copy.
+        self.conn
+            .execute(
+                &format!(
+                    "UPDATE {STATE} SET value = 'replicating' WHERE key = 'phase' AND value = 'copying' \
+                     AND NOT EXISTS (SELECT 1 FROM {CHUNKS} WHERE done = 0)"
+                ),
+                [],
+            )
+            .map_err(|e| map("recording the end of the copy", e))?;
         Ok(())
     }
 

@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use cutover_connector::{
-    Connect, ConnectorError, Direction, ErrorKind, Fence, Journal, PositionOrderExt, Progress,
-    Source, SwitchControl, SwitchStep,
+    CancellationToken, Connect, ConnectorError, Direction, ErrorKind, Fence, Journal,
+    PositionOrderExt, Progress, Source, SwitchControl, SwitchStep,
 };
 use cutover_model::{Key, Position, TableName, TableSchema};
 use cutover_pipeline::{Control, SyncOptions, SyncReport};
@@ -144,7 +144,7 @@ impl SwitchError {
 
 /// Runs a switch (or rollback) of the migration whose changes flow from `primary` to
 /// `follower` now, driving `control` (the engine's steps) and following changes in-process.
-/// `on_step` hears of each step as it ends. Setting `cancel` (Ctrl-C, SIGTERM) before the flip
+/// `on_step` hears of each step as it ends. Cancelling `cancel` (Ctrl-C, SIGTERM) before the flip
 /// undoes the switch; after the flip it is finished.
 ///
 /// Each step that changes something is journaled in the control store before it runs, under
@@ -157,7 +157,7 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
     control: &mut C,
     opts: &SwitchOptions,
     sync: &SyncOptions,
-    cancel: &AtomicBool,
+    cancel: &CancellationToken,
     on_step: &mut dyn FnMut(&Step),
 ) -> Result<SwitchReport, SwitchError> {
     lock(control)?;
@@ -181,7 +181,7 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
     control: &mut C,
     opts: &SwitchOptions,
     sync: &SyncOptions,
-    cancel: &AtomicBool,
+    cancel: &CancellationToken,
     on_step: &mut dyn FnMut(&Step),
 ) -> Result<SwitchReport, SwitchError> {
     let mut steps: Vec<Step> = Vec::new();
@@ -352,7 +352,7 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
             stop_follower.stop();
             let _ = follow.join();
         };
-        let cancelled = || cancel.load(Ordering::SeqCst);
+        let cancelled = || cancel.is_cancelled();
 
         // Catch up.
         let t = Instant::now();

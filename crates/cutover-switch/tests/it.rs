@@ -153,7 +153,7 @@ fn run_switch<C: SwitchControl>(
         control,
         opts,
         &SyncOptions::default(),
-        &AtomicBool::new(false),
+        &cutover_connector::CancellationToken::new(),
         &mut |_| {},
     )
 }
@@ -842,7 +842,7 @@ fn an_interrupted_switch_is_undone_and_its_hand_off_command_ended() {
         started.display(),
         marker.display()
     ));
-    let cancel = Arc::new(AtomicBool::new(false));
+    let cancel = cutover_connector::CancellationToken::new();
     let (p, f) = m.pair(Direction::Forward);
     let mut control = m.control(Orientation::Switch);
     let cancelled_at = Mutex::new(None);
@@ -859,7 +859,7 @@ fn an_interrupted_switch_is_undone_and_its_hand_off_command_ended() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             *cancelled_at.lock().unwrap() = Some(Instant::now());
-            cancel.store(true, Ordering::SeqCst);
+            cancel.cancel();
         });
         cutover_switch::run(
             &p,

@@ -197,6 +197,10 @@ impl Engine for Pg {
         )
     }
 
+    fn store_version_sql(&self, version: u32) -> String {
+        format!("UPDATE _cutover.store SET version = {version}")
+    }
+
     fn sink_before_commit(&self) -> &'static str {
         "postgres::sink::before-commit"
     }

@@ -107,6 +107,10 @@ impl Engine for Sqlite {
         )
     }
 
+    fn store_version_sql(&self, version: u32) -> String {
+        format!("INSERT OR REPLACE INTO _cutover_state (key, value) VALUES ('store_version', '{version}')")
+    }
+
     fn sink_before_commit(&self) -> &'static str {
         "sqlite::sink::before-commit"
     }

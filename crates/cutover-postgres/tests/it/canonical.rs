@@ -2,8 +2,6 @@
 //! cutover computes it in Rust, for the same values: arrays of every shape, and JSON deeper
 //! than cutover canonicalises.
 
-use std::sync::atomic::AtomicBool;
-
 use cutover_connector::canonical::{self, MAX_JSON_DEPTH};
 use cutover_connector::{ErrorKind, KeyRange, Progress, RangeChecksum, Slice, TableReader};
 use cutover_model::{Array, Value};
@@ -303,7 +301,7 @@ fn json_deeper_than_the_limit_is_an_error_naming_the_row_never_an_abort() {
         &c,
         &cutover_postgres::copy::CopyOptions::default(),
         &Progress::default(),
-        &AtomicBool::new(false),
+        &cutover_connector::CancellationToken::new(),
     )
     .unwrap();
     let digest = "SELECT string_agg(md5(doc::text), ',' ORDER BY id) FROM deep";

@@ -529,7 +529,7 @@ fn a_copy_with_capture_is_followed_by_sync_without_copying_it_again() {
         &t.endpoint,
         &opts,
         &Progress::default(),
-        &AtomicBool::new(false),
+        &cutover_connector::CancellationToken::new(),
     )
     .unwrap();
     assert!(report.rows > 0);
@@ -566,11 +566,11 @@ fn chunks_of_a_resumed_capture_copy_are_copied_again_by_sync_and_the_rest_are_no
         ..CopyOptions::default()
     };
     // Interrupted once chunks are copied; resumed outside the slot's snapshot.
-    let stop = AtomicBool::new(false);
+    let stop = cutover_connector::CancellationToken::new();
     let progress = Progress::default();
     std::thread::scope(|sc| {
         // Before the copy: a panic below stops it, and the scope can join it.
-        let _stop_copy = cutover_testkit::stop_on_drop(&stop);
+        let _stop_copy = stop.clone().drop_guard();
         let h = sc.spawn(|| copy(&s.endpoint, &t.endpoint, &opts, &progress, &stop));
         while progress.rows_copied.load(Ordering::Relaxed) < 4_000 {
             assert!(
@@ -579,7 +579,7 @@ fn chunks_of_a_resumed_capture_copy_are_copied_again_by_sync_and_the_rest_are_no
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        stop.store(true, Ordering::SeqCst);
+        stop.cancel();
         assert!(h.join().unwrap().unwrap().interrupted);
     });
     pg.psql(&src, "UPDATE busy SET counter = counter + 1000 WHERE id % 7 = 0; DELETE FROM busy WHERE id % 11 = 0")
@@ -593,7 +593,7 @@ fn chunks_of_a_resumed_capture_copy_are_copied_again_by_sync_and_the_rest_are_no
         &t.endpoint,
         &resumed,
         &Progress::default(),
-        &AtomicBool::new(false),
+        &cutover_connector::CancellationToken::new(),
     )
     .unwrap();
     let count = |sql: &str| pg.psql(&dst, sql).unwrap().parse::<i64>().unwrap();
