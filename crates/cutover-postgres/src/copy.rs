@@ -30,7 +30,7 @@ use postgres::Client;
 
 use crate::endpoint::{without_statement_timeout, PgEndpoint};
 use crate::error::{io, map};
-use crate::schema::{self, ident, literal, qualified, PgTable, Selection, SourceSchema};
+use crate::schema::{self, ident, literal, qualified, PgTable, Selection, SourceSchema, Switches};
 use crate::stream::{Counting, Throttle};
 
 #[derive(Debug, Clone)]
@@ -320,6 +320,12 @@ pub fn copy(
         progress.set_phase(Phase::Indexing);
         post_data_steps = post_data(target, opts, stop)?;
         set_sequences(&mut src, &mut tgt, &schema)?;
+        // Triggers and rules were created disabled. A copy that no sync follows is the
+        // migration's end: they act on writes from now on. With --capture, sync follows and
+        // the switch enables them.
+        if opts.capture.is_none() {
+            enable_triggers(&mut tgt)?;
+        }
         tgt.execute(
             "UPDATE _cutover.migration SET phase = 'copied', updated_at = now()",
             &[],
@@ -524,33 +530,124 @@ pub(crate) fn record_steps<'a>(
     record_steps_with(tx, schema, first, true)
 }
 
-/// [`record_steps`]; `firing`: also the triggers and rules (left out of a sync whose apply
-/// session cannot keep them from acting on the rows it writes).
+/// [`record_steps`]; `firing`: also the triggers and rules. They are created disabled (the
+/// creation and the `DISABLE` in one step), so that they never act on the rows cutover writes,
+/// and their `enable` steps (the source's state of each) run when the target becomes the
+/// primary ([`enable_triggers`]).
 pub(crate) fn record_steps_with<'a>(
     tx: &mut postgres::Transaction<'_>,
     schema: &'a SourceSchema,
     first: impl Iterator<Item = &'a String>,
     firing: bool,
 ) -> Result<(), ConnectorError> {
+    let objects = schema.objects.iter().filter(|o| firing || !o.fires);
     let steps = first
         .chain(&schema.post_data)
-        .map(|s| ("index", s.as_str(), None))
-        .chain(schema.foreign_keys.iter().map(|s| ("fk", s.as_str(), None)))
-        .chain(
-            schema
-                .objects
-                .iter()
-                .filter(|o| firing || !o.fires)
-                .map(|o| ("object", o.sql.as_str(), Some(o.name.as_str()))),
-        );
-    for (i, (phase, sql, name)) in steps.enumerate() {
+        .map(|s| ("index", s.clone(), None))
+        .chain(schema.foreign_keys.iter().map(|s| ("fk", s.clone(), None)))
+        .chain(objects.clone().map(|o| {
+            let sql = match &o.disable {
+                Some(d) => format!("{};\n{d}", o.sql.trim_end().trim_end_matches(';')),
+                None => o.sql.clone(),
+            };
+            ("object", sql, Some(o.name.as_str()))
+        }));
+    let mut n = 0i32;
+    for (phase, sql, name) in steps {
         tx.execute(
             "INSERT INTO _cutover.steps (id, phase, sql, name) VALUES ($1, $2, $3, $4)",
-            &[&(i as i32), &phase, &sql, &name],
+            &[&n, &phase, &sql, &name],
         )
         .map_err(|e| map("recording the post-data steps", e))?;
+        n += 1;
+    }
+    let switches: Vec<(&str, Switches)> = objects
+        .filter(|o| o.fires)
+        .map(|o| {
+            let s = Switches {
+                disable: o.disable.clone(),
+                enable: o.enable.clone(),
+            };
+            (o.name.as_str(), s)
+        })
+        .collect();
+    record_trigger_steps(tx, n, &switches, false)
+}
+
+/// Records, from id `from` on, each trigger's and rule's `enable` step (done: `enabled`, the
+/// state it is in now) and `disable` step.
+pub(crate) fn record_trigger_steps(
+    tx: &mut postgres::Transaction<'_>,
+    from: i32,
+    switches: &[(&str, Switches)],
+    enabled: bool,
+) -> Result<(), ConnectorError> {
+    let mut n = from;
+    for (name, Switches { disable, enable }) in switches {
+        for (phase, sql, done) in [("disable", disable, true), ("enable", enable, enabled)] {
+            let Some(sql) = sql else { continue };
+            tx.execute(
+                "INSERT INTO _cutover.steps (id, phase, sql, name, done) VALUES ($1, $2, $3, $4, $5)",
+                &[&n, &phase, &sql, name, &done],
+            )
+            .map_err(|e| map("recording how to enable the triggers and rules", e))?;
+            n += 1;
+        }
     }
     Ok(())
+}
+
+/// The database becomes the primary: its triggers and rules take the state they have on the
+/// source (the `enable` steps not yet done), in one transaction. Returns how many.
+pub(crate) fn enable_triggers(c: &mut Client) -> Result<usize, ConnectorError> {
+    trigger_steps(
+        c,
+        "enabling the triggers and rules on the new primary",
+        "SELECT sql FROM _cutover.steps WHERE phase = 'enable' AND NOT done ORDER BY id",
+        true,
+    )
+}
+
+/// The database follows another from now on: its triggers and rules are disabled (so they do
+/// not act on replicated rows) and their `enable` steps marked to run again when it becomes the
+/// primary. Returns how many.
+pub(crate) fn disable_triggers(c: &mut Client) -> Result<usize, ConnectorError> {
+    trigger_steps(
+        c,
+        "disabling the triggers and rules on the database that now follows",
+        "SELECT sql FROM _cutover.steps WHERE phase = 'disable' ORDER BY id",
+        false,
+    )
+}
+
+/// Runs the statements `select` lists in one transaction, and marks the `enable` steps
+/// `enabled` (done or to do).
+fn trigger_steps(
+    c: &mut Client,
+    ctx: &str,
+    select: &str,
+    enabled: bool,
+) -> Result<usize, ConnectorError> {
+    let mut tx = c.transaction().map_err(|e| map(ctx, e))?;
+    let sql: Vec<String> = tx
+        .query(select, &[])
+        .map_err(|e| map(ctx, e))?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()
+        .map_err(|e| map(ctx, e))?;
+    if sql.is_empty() {
+        return Ok(0);
+    }
+    tx.batch_execute(&sql.join(";\n"))
+        .map_err(|e| map(ctx, e))?;
+    tx.execute(
+        "UPDATE _cutover.steps SET done = $1 WHERE phase = 'enable'",
+        &[&enabled],
+    )
+    .map_err(|e| map(ctx, e))?;
+    tx.commit().map_err(|e| map(ctx, e))?;
+    Ok(sql.len())
 }
 
 fn shorten(sql: &str) -> String {

@@ -255,10 +255,15 @@ pub struct Object {
     pub name: String,
     /// The statement that creates it (search_path = pg_catalog, names qualified).
     pub sql: String,
-    /// A trigger or rule: it acts on writes, so it must not act on the rows cutover writes
-    /// (created after the copy; during `sync` only where the apply session runs with
-    /// `session_replication_role = replica`, under which they do not fire).
+    /// A trigger or rule: it acts on writes, so it must not act on the rows cutover writes:
+    /// created after the copy, and disabled while the database follows another
+    /// ([`Object::disable`]) until it becomes the primary ([`Object::enable`]).
     pub fires: bool,
+    /// A trigger's or a table rule's `ALTER TABLE … DISABLE TRIGGER|RULE …`.
+    pub disable: Option<String>,
+    /// The statement that gives it the state it has on the source (`ENABLE`, `ENABLE REPLICA`
+    /// or `ENABLE ALWAYS`); `None` where it is disabled there.
+    pub enable: Option<String>,
 }
 
 /// What the source holds, and the statements that recreate it.
@@ -729,18 +734,7 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
 /// order. Read with `search_path = pg_catalog`, so every name in the definitions is qualified.
 fn read_objects(client: &mut Client, grants: bool) -> Result<Vec<Object>, ConnectorError> {
     let ctx = "reading the source's views, functions, triggers and rules";
-    let version: i32 = client
-        .query_one("SELECT current_setting('server_version_num')::int", &[])
-        .and_then(|r| r.try_get(0))
-        .map_err(|e| map(ctx, e))?;
-    // A partition's clones of its parent's triggers come with the parent's (PostgreSQL 13+
-    // says which they are).
-    let not_clone = if version >= 130_000 {
-        "t.tgparentid = 0"
-    } else {
-        "true"
-    };
-    let user_ns = format!("n.nspname NOT IN {SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_%'");
+    let (not_clone, user_ns) = object_filters(client, ctx)?;
     let not_member = |class: &str, id: &str| {
         format!(
             "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{class}'::regclass AND d.objid = {id} AND d.deptype = 'e')"
@@ -849,13 +843,87 @@ fn read_objects(client: &mut Client, grants: bool) -> Result<Vec<Object>, Connec
         not_member("pg_class", "c.oid"),
     );
     let rows = client.query(&sql, &[]).map_err(|e| map(ctx, e))?;
+    let mut switches = switches(client)?;
     rows.iter()
         .map(|r| {
+            let name: String = r.try_get(1).map_err(|e| map(ctx, e))?;
+            let Switches { disable, enable } = switches.remove(&name).unwrap_or_default();
             Ok(Object {
-                name: r.try_get(1).map_err(|e| map(ctx, e))?,
                 sql: r.try_get(2).map_err(|e| map(ctx, e))?,
                 fires: r.try_get(3).map_err(|e| map(ctx, e))?,
+                name,
+                disable,
+                enable,
             })
+        })
+        .collect()
+}
+
+/// The filters of objects cutover carries: a trigger not cloned from a partitioned parent's
+/// (which comes with the parent's; PostgreSQL 13+ says which they are), and a schema of the
+/// user's.
+fn object_filters(
+    client: &mut Client,
+    ctx: &str,
+) -> Result<(&'static str, String), ConnectorError> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| map(ctx, e))?;
+    let not_clone = if version >= 130_000 {
+        "t.tgparentid = 0"
+    } else {
+        "true"
+    };
+    let user_ns = format!("n.nspname NOT IN {SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_%'");
+    Ok((not_clone, user_ns))
+}
+
+/// How a trigger or table rule is turned off and back to its state (see [`Object::disable`],
+/// [`Object::enable`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Switches {
+    pub disable: Option<String>,
+    pub enable: Option<String>,
+}
+
+/// Per trigger and table rule (named as [`read_objects`] names them): the statement that
+/// disables it, and the one that gives it its current state (`None` if disabled now). Rules
+/// of views are left out: they act on the view, which cutover never writes.
+pub(crate) fn switches(client: &mut Client) -> Result<HashMap<String, Switches>, ConnectorError> {
+    let ctx = "reading the state of the source's triggers and rules";
+    let (not_clone, user_ns) = object_filters(client, ctx)?;
+    let state = |kind: &str, flag: &str, table: &str, name: &str| {
+        format!(
+            "format('ALTER TABLE %s DISABLE {kind} %I', {table}::regclass, {name}),
+             CASE {flag} WHEN 'O' THEN format('ALTER TABLE %s ENABLE {kind} %I', {table}::regclass, {name})
+                         WHEN 'R' THEN format('ALTER TABLE %s ENABLE REPLICA {kind} %I', {table}::regclass, {name})
+                         WHEN 'A' THEN format('ALTER TABLE %s ENABLE ALWAYS {kind} %I', {table}::regclass, {name}) END"
+        )
+    };
+    let sql = format!(
+        "SELECT 'trigger ' || t.tgname || ' on ' || t.tgrelid::regclass::text, {}
+           FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE NOT t.tgisinternal AND {not_clone} AND {user_ns}
+         UNION ALL
+         SELECT 'rule ' || r.rulename || ' on ' || r.ev_class::regclass::text, {}
+           FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE r.rulename <> '_RETURN' AND c.relkind IN ('r', 'p') AND {user_ns}",
+        state("TRIGGER", "t.tgenabled", "t.tgrelid", "t.tgname"),
+        state("RULE", "r.ev_enabled", "r.ev_class", "r.rulename"),
+    );
+    // Names qualified whatever the session's search_path (the statements run in other sessions).
+    let mut tx = client.transaction().map_err(|e| map(ctx, e))?;
+    tx.batch_execute("SET LOCAL search_path = pg_catalog")
+        .map_err(|e| map(ctx, e))?;
+    let rows = tx.query(&sql, &[]).map_err(|e| map(ctx, e))?;
+    tx.commit().map_err(|e| map(ctx, e))?;
+    rows.iter()
+        .map(|r| {
+            let name: String = r.try_get(0).map_err(|e| map(ctx, e))?;
+            let disable = r.try_get(1).map_err(|e| map(ctx, e))?;
+            let enable = r.try_get(2).map_err(|e| map(ctx, e))?;
+            Ok((name, Switches { disable, enable }))
         })
         .collect()
 }

@@ -1381,23 +1381,10 @@ impl PgSink {
                     }
                 }
                 copy::record_migration(&mut tx, source.redacted(), "sync")?;
-                // Triggers and rules act on writes: only an apply session that runs with
-                // session_replication_role = replica (a superuser's) keeps them from acting on
-                // the rows sync writes. Otherwise they are left out, and switch names them.
-                let replica = tx
-                    .query_one("SELECT current_setting('is_superuser') = 'on'", &[])
-                    .and_then(|r| r.try_get::<_, bool>(0))
-                    .map_err(|e| map("preparing the target", e))?;
-                let firing: Vec<&str> = schema
-                    .objects
-                    .iter()
-                    .filter(|o| o.fires)
-                    .map(|o| o.name.as_str())
-                    .collect();
-                if !replica && !firing.is_empty() {
-                    tracing::warn!(objects = %firing.join(", "), "triggers and rules are not created on the target: its role cannot keep them from firing on replicated rows (session_replication_role needs a superuser); create them before the switch");
-                }
-                copy::record_steps_with(&mut tx, &schema, std::iter::empty(), replica)?;
+                // Triggers and rules are created disabled, so that they do not act on the rows
+                // sync writes (whether or not the apply session may use
+                // session_replication_role); the switch enables them.
+                copy::record_steps_with(&mut tx, &schema, std::iter::empty(), true)?;
                 tx.execute(
                     "INSERT INTO _cutover.replication (id, slot, publication) VALUES (1, $1, $2)",
                     &[&self.names.slot, &self.names.publication],

@@ -663,6 +663,9 @@ impl SwitchControl for PgSwitch {
                 // every table already copied.
                 Self::create_capture(&mut self.tgt, &way_back, &tables)?;
                 let ctx = "preparing the way back: the source's control store";
+                // How the source's triggers and rules stand now: disabled while it follows,
+                // enabled as they are now if a rollback makes it the primary again.
+                let switches = crate::schema::switches(&mut self.src)?;
                 let mut tx = self.src.transaction().map_err(|e| map(ctx, e))?;
                 tx.batch_execute(&format!(
                     "DROP SCHEMA IF EXISTS _cutover CASCADE; {}",
@@ -688,6 +691,11 @@ impl SwitchControl for PgSwitch {
                     &[&way_back.slot, &way_back.publication],
                 )
                 .map_err(|e| map(ctx, e))?;
+                let switches: Vec<(&str, crate::schema::Switches)> = switches
+                    .iter()
+                    .map(|(name, s)| (name.as_str(), s.clone()))
+                    .collect();
+                copy::record_trigger_steps(&mut tx, 0, &switches, true)?;
                 tx.commit().map_err(|e| map(ctx, e))?;
             }
             Orientation::Rollback => Self::create_capture(&mut self.src, &way_back, &tables)?,
@@ -769,7 +777,22 @@ impl SwitchControl for PgSwitch {
         };
         // Whatever fenced it before (a rollback's fence, or sync's read-only default).
         self.regrant(to_side)?;
-        let (_, to) = self.old_new();
+        let (from, to) = self.old_new();
+        // Its triggers and rules act on the application's writes again, as on the old primary.
+        match copy::enable_triggers(to) {
+            Ok(0) => {}
+            Ok(enabled) => tracing::info!(enabled, "triggers and rules enabled on the new primary"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not enable the new primary's triggers and rules: enable them by hand (`SELECT sql FROM _cutover.steps WHERE phase = 'enable' AND NOT done`)")
+            }
+        }
+        // And no longer on the old primary, which now follows: they must not act on the rows
+        // the way back replicates. A role that may not alter its tables leaves them enabled
+        // (an apply session with session_replication_role = replica still keeps ordinary ones
+        // from firing).
+        if let Err(e) = copy::disable_triggers(from) {
+            tracing::warn!(error = %e, "could not disable the old primary's triggers and rules: they may act on the rows replicated back to it");
+        }
         lift(to, &Fence::ReadOnly)?;
         if let Some(f @ Fence::Role(_)) = fence {
             lift(to, &f)?;

@@ -51,9 +51,34 @@ const OBJECTS: &str = "SELECT string_agg(x, E'\\n' ORDER BY x) FROM (
 
 #[test]
 fn pagila_arrives_whole_and_its_views_and_triggers_work_on_the_new_primary() {
+    pagila(None);
+}
+
+/// The same into a target whose role is not a superuser (as on managed PostgreSQL): the apply
+/// session cannot set `session_replication_role`, so the triggers must be there but disabled
+/// while sync writes (a replicated update keeps the source's `last_update`), and enabled by
+/// the switch.
+#[test]
+fn pagila_into_a_target_owned_by_a_role_that_is_not_superuser() {
+    pagila(Some("pagila_owner"));
+}
+
+fn pagila(owner: Option<&str>) {
     let pg = Postgres::shared().unwrap();
     let src = pg.fresh_database("pagila_s").unwrap();
     let dst = pg.fresh_database("pagila_t").unwrap();
+    if let Some(role) = owner {
+        pg.psql(
+            "postgres",
+            &format!(
+                "DO $$ BEGIN CREATE ROLE {role} LOGIN REPLICATION; EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+                 ALTER DATABASE {dst} OWNER TO {role};"
+            ),
+        )
+        .unwrap();
+        pg.psql(&dst, &format!("ALTER SCHEMA public OWNER TO {role}"))
+            .unwrap();
+    }
     load(pg, &src, "pagila-schema.sql");
     load(pg, &src, "pagila-data.sql");
     // What sync's refusal asks for (each named with its fix): updates and deletes of
@@ -65,7 +90,11 @@ fn pagila_arrives_whole_and_its_views_and_triggers_work_on_the_new_primary() {
          ALTER TABLE payment_p2007_07_max ADD PRIMARY KEY (payment_date, payment_id);",
     )
     .unwrap();
-    let (s, t) = (pg.url(&src), pg.url(&dst));
+    let s = pg.url(&src);
+    let t = match owner {
+        Some(role) => format!("postgres://{role}@127.0.0.1:{}/{dst}", pg.port()),
+        None => pg.url(&dst),
+    };
     let run = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--source", &s, "--target", &t]);
@@ -95,8 +124,41 @@ fn pagila_arrives_whole_and_its_views_and_triggers_work_on_the_new_primary() {
             .collect::<Vec<_>>()
     );
 
+    // While sync writes, the target's triggers and rules are disabled: an update replicated
+    // from the source keeps the source's values (the target's last_updated trigger would
+    // stamp its own time), compared outside cutover.
+    let disabled = |db: &str| -> i64 {
+        pg.psql(
+            db,
+            "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND tgenabled = 'D'",
+        )
+        .unwrap()
+        .parse()
+        .unwrap()
+    };
+    assert!(disabled(&dst) >= 15, "triggers disabled on the target");
+    pg.psql(
+        &src,
+        "UPDATE actor SET first_name = 'CUTOVER' WHERE actor_id <= 3",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let (code, out, err) = run(&["sync", "--stop-when-caught-up"]);
+    assert_eq!(code, Some(0), "sync again:\n{out}\n{err}");
+    let actors = "SELECT string_agg(actor_id || ' ' || first_name || ' ' || last_update, ',' ORDER BY actor_id) FROM actor WHERE actor_id <= 3";
+    assert_eq!(
+        pg.psql(&dst, actors).unwrap(),
+        pg.psql(&src, actors).unwrap(),
+        "replicated updates did not fire the target's trigger"
+    );
+
     let (code, out, err) = run(&["switch", "--json"]);
     assert_eq!(code, Some(0), "switch:\n{out}\n{err}");
+    assert_eq!(
+        disabled(&dst),
+        0,
+        "every trigger enabled on the new primary"
+    );
 
     // Pagila's own views and triggers on the new primary.
     let n: i64 = pg
@@ -118,6 +180,13 @@ fn pagila_arrives_whole_and_its_views_and_triggers_work_on_the_new_primary() {
         )
         .unwrap();
     assert_eq!(row, "t|t", "the last_updated and fulltext triggers fired");
+
+    // The old primary follows now: its triggers are disabled; a rollback turns both around.
+    assert!(disabled(&src) >= 15, "the old primary's triggers disabled");
+    let (code, out, err) = run(&["rollback", "--json"]);
+    assert_eq!(code, Some(0), "rollback:\n{out}\n{err}");
+    assert_eq!(disabled(&src), 0, "the source's triggers enabled again");
+    assert!(disabled(&dst) >= 15, "the target's triggers disabled again");
     let (code, _, err) = run(&["cleanup"]);
     assert_eq!(code, Some(0), "{err}");
 }
