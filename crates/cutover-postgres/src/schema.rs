@@ -521,7 +521,17 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
         extensions.push((name, schema));
     }
 
-    // User-defined types: enums, composites, domains, in creation (OID) order.
+    // User-defined types: enums, composites, domains, ranges, in creation (OID) order. A
+    // range's multirange (PostgreSQL 14+) is named as the source names it.
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| map(ctx, e))?;
+    let multirange = if version >= 140_000 {
+        "'MULTIRANGE_TYPE_NAME = ' || r.rngmultitypid::regtype::text"
+    } else {
+        "NULL"
+    };
     let types = q(
         client,
         &format!(
@@ -530,10 +540,19 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
                     format_type(t.typbasetype, t.typtypmod), t.typnotnull, t.typdefault,
                     array(SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c WHERE c.contypid = t.oid ORDER BY c.conname),
                     array(SELECT format('%I %s', a.attname, format_type(a.atttypid, a.atttypmod)) FROM pg_attribute a
-                           WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
+                           WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+                    (SELECT concat_ws(', ', 'SUBTYPE = ' || format_type(r.rngsubtype, NULL),
+                                      'SUBTYPE_OPCLASS = ' || quote_ident(on_.nspname) || '.' || quote_ident(o.opcname),
+                                      CASE WHEN r.rngcollation <> 0 THEN 'COLLATION = ' || quote_ident(cn.nspname) || '.' || quote_ident(co.collname) END,
+                                      CASE WHEN r.rngcanonical <> 0 THEN 'CANONICAL = ' || r.rngcanonical::regproc::text END,
+                                      CASE WHEN r.rngsubdiff <> 0 THEN 'SUBTYPE_DIFF = ' || r.rngsubdiff::regproc::text END,
+                                      {multirange})
+                       FROM pg_range r JOIN pg_opclass o ON o.oid = r.rngsubopc JOIN pg_namespace on_ ON on_.oid = o.opcnamespace
+                       LEFT JOIN pg_collation co ON co.oid = r.rngcollation LEFT JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                      WHERE r.rngtypid = t.oid)
                FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
               WHERE n.nspname NOT IN {SYSTEM_SCHEMAS} AND n.nspname NOT LIKE 'pg\\_%'
-                AND (t.typtype IN ('e', 'd') OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))
+                AND (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))
                 AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid AND d.deptype = 'e')
               ORDER BY t.oid"
         ),
@@ -571,6 +590,11 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
                 }
                 s
             }
+            // Its constructor functions and multirange come with it.
+            "r" => format!(
+                "CREATE TYPE {name} AS RANGE ({})",
+                r.get::<_, Option<String>>(10).unwrap_or_default()
+            ),
             _ => format!(
                 "CREATE TYPE {name} AS ({})",
                 r.get::<_, Vec<String>>(9).join(", ")
@@ -737,7 +761,7 @@ fn read_objects(client: &mut Client, grants: bool) -> Result<Vec<Object>, Connec
     let (not_clone, user_ns) = object_filters(client, ctx)?;
     let not_member = |class: &str, id: &str| {
         format!(
-            "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{class}'::regclass AND d.objid = {id} AND d.deptype = 'e')"
+            "NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = '{class}'::regclass AND d.objid = {id} AND d.deptype IN ('e', 'i'))"
         )
     };
     let grantee =

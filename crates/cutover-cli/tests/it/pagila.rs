@@ -190,3 +190,54 @@ fn pagila(owner: Option<&str>) {
     let (code, _, err) = run(&["cleanup"]);
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// Objects no table uses still belong to the application: a standalone sequence (its value
+/// too), an enum, a domain, a composite and a range type nobody's column has.
+#[test]
+fn standalone_sequences_and_types_arrive() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("alone_s").unwrap();
+    let dst = pg.fresh_database("alone_t").unwrap();
+    pg.psql(
+        &src,
+        "CREATE SCHEMA billing;
+         CREATE SEQUENCE billing.invoice_no START 1000 INCREMENT 5;
+         SELECT nextval('billing.invoice_no'), nextval('billing.invoice_no');
+         CREATE TYPE billing.mood AS ENUM ('sad', 'ok', 'happy');
+         CREATE DOMAIN billing.cents AS bigint CHECK (VALUE >= 0);
+         CREATE TYPE billing.pair AS (a int, b text);
+         CREATE TYPE billing.floatrange AS RANGE (subtype = float8);
+         CREATE TABLE t (id int PRIMARY KEY);
+         INSERT INTO t VALUES (1);",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = bin()
+            .args(args)
+            .arg("--source")
+            .arg(pg.url(&src))
+            .arg("--target")
+            .arg(pg.url(&dst))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["sync", "--stop-when-caught-up"]);
+    let types = "SELECT string_agg(typname || ':' || typtype::text, ',' ORDER BY typname) FROM pg_type
+                  WHERE typnamespace = 'billing'::regnamespace AND typname NOT LIKE '\\_%' AND typtype <> 'm'";
+    assert_eq!(pg.psql(&dst, types).unwrap(), pg.psql(&src, types).unwrap());
+    let seq = "SELECT seqstart || ' ' || seqincrement FROM pg_sequence WHERE seqrelid = 'billing.invoice_no'::regclass";
+    assert_eq!(pg.psql(&dst, seq).unwrap(), "1000 5");
+    run(&["switch"]);
+    assert_eq!(
+        pg.psql(&dst, "SELECT nextval('billing.invoice_no')")
+            .unwrap(),
+        "1010",
+        "the sequence continues where the source's stands"
+    );
+    run(&["cleanup"]);
+}
