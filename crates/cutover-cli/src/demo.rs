@@ -144,12 +144,8 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<u8> {
     let ui_done = AtomicBool::new(false);
     let outcome = std::thread::scope(|s| -> anyhow::Result<Outcome> {
         let _stop = StopOnDrop(&workload);
-        let load = s.spawn(|| workload.run(7));
-        println!(
-            "workload started: about {} transactions/s on the source",
-            args.rate
-        );
         let sync = s.spawn(|| cutover_pipeline::run(&source, &target, &opts, &control, &progress));
+        let load = start_workload(s, &workload, &progress, &sync, args.rate);
 
         // Copy, then follow the workload for a while.
         let copy_started = Instant::now();
@@ -370,14 +366,10 @@ fn run_into(
     println!("  target {}", paired.describe());
     let (copy_time, drain, report) = std::thread::scope(|s| -> anyhow::Result<_> {
         let _stop = StopOnDrop(&workload);
-        let load = s.spawn(|| workload.run(7));
-        println!(
-            "workload started: about {} transactions/s on the source",
-            args.rate
-        );
         let sync = s.spawn(|| {
             cutover_pipeline::run(source.as_ref(), paired.as_ref(), &opts, &control, &progress)
         });
+        let load = start_workload(s, &workload, &progress, &sync, args.rate);
         let copy_started = Instant::now();
         let follow_ui = s.spawn(|| ui::follow(&progress, &ui_done));
         while progress.phase() != Phase::Replicating && !sync.is_finished() {
@@ -477,13 +469,36 @@ fn run_into(
     Ok(0)
 }
 
-/// The summary's line on what the workload did and what sync applied of it.
+/// Starts the application's workload once sync captures changes (it is past preparing), so
+/// that every row the workload changes reaches the target as a change and the summary's counts
+/// add up; the copy still runs under the workload.
+fn start_workload<'s, 'e, T>(
+    s: &'s std::thread::Scope<'s, 'e>,
+    workload: &'e Workload,
+    progress: &Progress,
+    sync: &std::thread::ScopedJoinHandle<'s, T>,
+    rate: u32,
+) -> std::thread::ScopedJoinHandle<'s, Result<(), cutover_connector::ConnectorError>> {
+    while progress.phase() == Phase::Preparing && !sync.is_finished() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let load = s.spawn(move || workload.run(7));
+    println!("workload started: about {rate} transactions/s on the source");
+    load
+}
+
+/// The summary's line on what the workload did on the source and what sync applied of it: the
+/// rows it changed there add up to the changes applied (each row change is one change).
 fn print_replicated(changes: u64, w: &cutover_sqlite::demo::WorkloadStats, superseded: u64) {
-    println!(
-        "  replicated  {changes} changes from the live workload ({} transactions: {} inserts, {} updates, {} deletes); {superseded} copied rows superseded by newer changes",
-        w.transactions.load(Ordering::Relaxed),
+    let (i, u, d) = (
         w.inserts.load(Ordering::Relaxed),
         w.updates.load(Ordering::Relaxed),
         w.deletes.load(Ordering::Relaxed),
+    );
+    let rows = i + u + d;
+    println!(
+        "  replicated  {changes} changes: the workload's {} transactions on the source changed {rows} rows ({i} inserted, {u} updated, {d} deleted){}; {superseded} copied rows superseded by newer changes",
+        w.transactions.load(Ordering::Relaxed),
+        if rows == changes { "" } else { " — not the same count: see `cutover verify`" },
     );
 }

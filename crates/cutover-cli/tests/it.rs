@@ -1324,3 +1324,40 @@ fn a_config_file_takes_every_flags_key() {
         "unknown variant `sometimes`",
     );
 }
+
+/// The demo's summary adds up: the rows the workload changed on the source before the switch
+/// (inserted + updated + deleted, as SQLite counted them) are the changes sync applied, and
+/// the copy is verified equal.
+#[test]
+fn the_demo_summary_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cutover(&[
+        "demo",
+        "--dir",
+        dir.path().join("demo").to_str().unwrap(),
+        "--rows",
+        "20000",
+        "--seconds",
+        "1",
+        "--rate",
+        "300",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("replicated"))
+        .unwrap_or_else(|| panic!("no replicated line: {stdout}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // changes, transactions, rows, inserted, updated, deleted, superseded
+    let [changes, _, rows, ins, upd, del, _] = numbers[..] else {
+        panic!("unexpected summary line: {line}")
+    };
+    assert!(changes > 0, "{line}");
+    assert_eq!(rows, ins + upd + del, "{line}");
+    assert_eq!(changes, rows, "{line}");
+    assert!(stdout.contains("equal:"), "{stdout}");
+}

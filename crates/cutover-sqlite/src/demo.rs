@@ -280,15 +280,24 @@ pub fn create_dataset(
     Ok(shape)
 }
 
-/// Counts of what the workload did.
+/// Counts of what the workload did on the source: transactions, and rows inserted, updated and
+/// deleted (as SQLite reported them), so that they add up to the row changes sync captured.
 #[derive(Debug, Default)]
 pub struct WorkloadStats {
     pub transactions: AtomicU64,
     pub inserts: AtomicU64,
     pub updates: AtomicU64,
     pub deletes: AtomicU64,
-    /// Transactions committed on the database the workload was moved to.
+    /// Transactions committed on the database the workload was moved to (not counted above).
     pub after_switch: AtomicU64,
+}
+
+/// Rows one transaction changed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Changed {
+    inserted: u64,
+    updated: u64,
+    deleted: u64,
 }
 
 /// A steady stream of application writes against whichever database is current. Writes go
@@ -380,7 +389,8 @@ impl Workload {
                 conn = Some((path.clone(), c));
             }
             let Some((_, c)) = &conn else { continue };
-            self.transaction(c, &mut rng, &mut next_session)
+            let changed = self
+                .transaction(c, &mut rng, &mut next_session)
                 .map_err(|e| map("running the demo workload", e))?;
             let committed = Instant::now();
             drop(path);
@@ -389,9 +399,14 @@ impl Workload {
                 self.longest_gap_us.fetch_max(gap, Ordering::Relaxed);
             }
             last_commit = Some(committed);
-            self.stats.transactions.fetch_add(1, Ordering::Relaxed);
             if switched_from.is_some() {
                 self.stats.after_switch.fetch_add(1, Ordering::Relaxed);
+            } else {
+                let st = &self.stats;
+                st.transactions.fetch_add(1, Ordering::Relaxed);
+                st.inserts.fetch_add(changed.inserted, Ordering::Relaxed);
+                st.updates.fetch_add(changed.updated, Ordering::Relaxed);
+                st.deletes.fetch_add(changed.deleted, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -402,28 +417,29 @@ impl Workload {
         c: &Connection,
         rng: &mut fastrand::Rng,
         next_session: &mut i64,
-    ) -> rusqlite::Result<()> {
+    ) -> rusqlite::Result<Changed> {
         let s = &self.shape;
         let tx = c.unchecked_transaction()?;
+        let mut n = Changed::default();
+        let count = |rows: usize| rows as u64;
         match rng.u8(..10) {
             // A student starts a session and annotates it.
             0..=2 => {
                 *next_session += 1;
-                tx.execute(
+                n.inserted += count(tx.execute(
                     "INSERT INTO sessions (id, student_id, started_at, duration_s, score, answers) VALUES (?1, ?2, ?3, NULL, NULL, ?4)",
                     params![*next_session, rng.i64(1..=s.students.max(1)), timestamp(rng), answers_json(rng)],
-                )?;
+                )?);
                 for seq in 0..rng.i64(1..4) {
-                    tx.execute(
+                    n.inserted += count(tx.execute(
                         "INSERT INTO annotations (session_id, seq, body, color) VALUES (?1, ?2, ?3, '#ffcc00')",
                         params![*next_session, seq, sentence(rng, 6)],
-                    )?;
+                    )?);
                 }
-                self.stats.inserts.fetch_add(2, Ordering::Relaxed);
             }
             // A session is graded: JSON answers and the score change.
             3..=5 => {
-                tx.execute(
+                n.updated += count(tx.execute(
                     "UPDATE sessions SET score = ?2, duration_s = ?3, answers = ?4 WHERE id = ?1",
                     params![
                         rng.i64(1..=s.sessions.max(1)),
@@ -431,46 +447,41 @@ impl Workload {
                         rng.f64() * 3600.0,
                         answers_json(rng)
                     ],
-                )?;
-                self.stats.updates.fetch_add(1, Ordering::Relaxed);
+                )?);
             }
             // A student edits their profile.
             6 => {
-                tx.execute(
+                n.updated += count(tx.execute(
                     "UPDATE students SET profile = json_set(coalesce(profile, '{}'), '$.edited', ?2), grade = grade + 1 WHERE id = ?1",
                     params![rng.i64(1..=s.students.max(1)), rng.u32(..1_000_000)],
-                )?;
-                self.stats.updates.fetch_add(1, Ordering::Relaxed);
+                )?);
             }
             // Annotations are erased or rewritten.
             7 | 8 => {
                 let session = rng.i64(1..=s.sessions.max(1));
-                tx.execute(
+                n.deleted += count(tx.execute(
                     "DELETE FROM annotations WHERE session_id = ?1 AND seq = 0",
                     [session],
-                )?;
-                tx.execute(
+                )?);
+                n.updated += count(tx.execute(
                     "UPDATE annotations SET body = ?2, color = NULL WHERE session_id = ?1",
                     params![session, sentence(rng, 4)],
-                )?;
-                self.stats.deletes.fetch_add(1, Ordering::Relaxed);
-                self.stats.updates.fetch_add(1, Ordering::Relaxed);
+                )?);
             }
             // An attachment is replaced or removed.
             _ => {
                 let id = rng.i64(1..=s.attachments.max(1));
                 if rng.bool() {
-                    tx.execute("DELETE FROM attachments WHERE id = ?1", [id])?;
-                    self.stats.deletes.fetch_add(1, Ordering::Relaxed);
+                    n.deleted += count(tx.execute("DELETE FROM attachments WHERE id = ?1", [id])?);
                 } else {
-                    tx.execute(
+                    n.updated += count(tx.execute(
                         "UPDATE attachments SET content = ?2 WHERE id = ?1",
                         params![id, attachment(rng)],
-                    )?;
-                    self.stats.updates.fetch_add(1, Ordering::Relaxed);
+                    )?);
                 }
             }
         }
-        tx.commit()
+        tx.commit()?;
+        Ok(n)
     }
 }
