@@ -59,29 +59,29 @@ struct Connection {
     driver: Box<dyn Driver>,
 }
 
-impl Connection {
-    /// Does what the connection can without waiting. `Ready(Err)`: the connection failed (the
-    /// error every waiting request gets); `Ready(Ok)`: it closed; `Pending`: it waits for the
-    /// socket or for requests.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        loop {
-            match self.driver.poll_message(cx) {
-                Poll::Ready(Some(Ok(AsyncMessage::Notice(notice)))) => {
-                    tracing::debug!(
-                        severity = notice.severity(),
-                        code = notice.code().code(),
-                        "server notice: {}",
-                        notice.message()
-                    );
-                }
-                Poll::Ready(Some(Ok(_))) => {}
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Pending => return Poll::Pending,
+/// Does what the connection can without waiting. `Ready(Err)`: the connection failed (the
+/// error every waiting request gets); `Ready(Ok)`: it closed; `Pending`: it waits for the socket
+/// or for requests.
+fn poll(driver: &mut dyn Driver, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+    loop {
+        match driver.poll_message(cx) {
+            Poll::Ready(Some(Ok(AsyncMessage::Notice(notice)))) => {
+                tracing::debug!(
+                    severity = notice.severity(),
+                    code = notice.code().code(),
+                    "server notice: {}",
+                    notice.message()
+                );
             }
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+            Poll::Ready(None) => return Poll::Ready(Ok(())),
+            Poll::Pending => return Poll::Pending,
         }
     }
+}
 
+impl Connection {
     /// `request`, with the connection polled alongside so that it makes progress.
     async fn drive<F, T>(&mut self, request: F) -> Result<T, Error>
     where
@@ -89,7 +89,7 @@ impl Connection {
     {
         let mut request = pin!(request);
         std::future::poll_fn(|cx| {
-            if let Poll::Ready(Err(e)) = self.poll(cx) {
+            if let Poll::Ready(Err(e)) = poll(self.driver.as_mut(), cx) {
                 return Poll::Ready(Err(e));
             }
             request.as_mut().poll(cx)
@@ -113,14 +113,8 @@ impl Drop for Connection {
     fn drop(&mut self) {
         let mut driver = std::mem::replace(&mut self.driver, Box::new(Closed));
         runtime::handle().spawn(async move {
-            std::future::poll_fn(|cx| loop {
-                match driver.poll_message(cx) {
-                    Poll::Ready(Some(Ok(_))) => {}
-                    Poll::Ready(_) => return Poll::Ready(()),
-                    Poll::Pending => return Poll::Pending,
-                }
-            })
-            .await
+            // A failure now has no one to tell: the session is over either way.
+            let _ = std::future::poll_fn(|cx| poll(driver.as_mut(), cx)).await;
         });
     }
 }
