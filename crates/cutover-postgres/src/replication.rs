@@ -1,11 +1,12 @@
 //! A synchronous client for PostgreSQL's streaming replication protocol (logical, `pgoutput`),
 //! on top of `postgres-protocol`'s message builders and SCRAM/MD5 code.
 //!
-//! Why our own: the `postgres` driver cutover uses everywhere else has no replication mode
-//! (CopyBoth) upstream; the crates that have one are async-only and bring their own TLS and
-//! runtime. The protocol part needed here is small (startup and authentication, a simple query,
-//! `START_REPLICATION`, then CopyData frames both ways) and fits cutover's threads-and-blocking
-//! design: the change stream is read with a socket timeout from the applier's own thread.
+//! Why our own: tokio-postgres, the driver cutover uses everywhere else, has no replication
+//! mode (CopyBoth) upstream; the crates that have one are async-only and bring their own TLS
+//! and runtime. The protocol part needed here is small (startup and authentication, a simple
+//! query, `START_REPLICATION`, then CopyData frames both ways) and fits cutover's
+//! threads-and-blocking design: the change stream is read with a socket timeout from the
+//! applier's own thread.
 //!
 //! Framing is kept apart from decoding: [`Frame`] splits the byte stream into messages, and
 //! [`ReplicationMessage::parse`] turns CopyData payloads into XLogData and keepalives without
