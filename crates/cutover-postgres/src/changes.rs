@@ -65,7 +65,7 @@ pub(crate) trait Describe: Send {
     fn type_names(&mut self, types: &[(u32, i32)]) -> Result<Vec<String>, ConnectorError>;
 }
 
-impl Describe for postgres::Client {
+impl Describe for crate::Client {
     fn live_columns(&mut self, relid: u32) -> Result<Vec<PgColumn>, ConnectorError> {
         schema::live_columns(self, relid)
     }

@@ -26,8 +26,8 @@ use cutover_connector::{
     CancellationToken, ConnectorError, ErrorKind, Phase, Progress, TableProgress,
 };
 use cutover_model::TableName;
-use postgres::Client;
 
+use crate::blocking::{Client, Transaction};
 use crate::endpoint::{without_statement_timeout, PgEndpoint};
 use crate::error::{io, map};
 use crate::schema::{self, ident, literal, qualified, PgTable, Selection, SourceSchema, Switches};
@@ -461,7 +461,7 @@ pub(crate) fn existing_tables<'a>(
 /// Empties `existing` and runs the pre-data statements, inside the caller's transaction. With
 /// `truncate`, objects that already exist are kept.
 pub(crate) fn create_schema(
-    tx: &mut postgres::Transaction<'_>,
+    tx: &mut Transaction<'_>,
     schema: &SourceSchema,
     existing: &[&PgTable],
     truncate: bool,
@@ -501,7 +501,7 @@ pub(crate) fn create_schema(
 
 /// Creates the control store and records the migration (`mode` copy or sync).
 pub(crate) fn record_migration(
-    tx: &mut postgres::Transaction<'_>,
+    tx: &mut Transaction<'_>,
     source: &str,
     mode: &str,
 ) -> Result<(), ConnectorError> {
@@ -523,7 +523,7 @@ pub(crate) fn record_migration(
 /// Records the post-data steps: `first` (primary keys when they come after the data), the
 /// indexes and constraints, then the foreign keys.
 pub(crate) fn record_steps<'a>(
-    tx: &mut postgres::Transaction<'_>,
+    tx: &mut Transaction<'_>,
     schema: &'a SourceSchema,
     first: impl Iterator<Item = &'a String>,
 ) -> Result<(), ConnectorError> {
@@ -535,7 +535,7 @@ pub(crate) fn record_steps<'a>(
 /// and their `enable` steps (the source's state of each) run when the target becomes the
 /// primary ([`enable_triggers`]).
 pub(crate) fn record_steps_with<'a>(
-    tx: &mut postgres::Transaction<'_>,
+    tx: &mut Transaction<'_>,
     schema: &'a SourceSchema,
     first: impl Iterator<Item = &'a String>,
     firing: bool,
@@ -577,7 +577,7 @@ pub(crate) fn record_steps_with<'a>(
 /// Records, from id `from` on, each trigger's and rule's `enable` step (done: `enabled`, the
 /// state it is in now) and `disable` step.
 pub(crate) fn record_trigger_steps(
-    tx: &mut postgres::Transaction<'_>,
+    tx: &mut Transaction<'_>,
     from: i32,
     switches: &[(&str, Switches)],
     enabled: bool,
@@ -728,7 +728,7 @@ pub(crate) fn chunk_bounds(
         .collect();
     let (texts, cols) = (texts.join(", "), cols.join(", "));
     let table = qualified(&t.name);
-    let to_keys = |rows: Vec<postgres::Row>| -> Vec<Vec<String>> {
+    let to_keys = |rows: Vec<tokio_postgres::Row>| -> Vec<Vec<String>> {
         rows.iter()
             .map(|r| (0..key.len()).map(|i| r.get::<_, String>(i)).collect())
             .collect()
@@ -1024,7 +1024,7 @@ fn create_objects(tgt: &mut Client) -> Result<usize, ConnectorError> {
         .map_err(|e| map(ctx, e))?
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect::<Result<_, postgres::Error>>()
+        .collect::<Result<_, tokio_postgres::Error>>()
         .map_err(|e| map(ctx, e))?;
     let total = pending.len();
     loop {

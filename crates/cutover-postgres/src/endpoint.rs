@@ -5,11 +5,11 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cutover_connector::{ConnectorError, ErrorKind};
-use postgres::Client;
+use cutover_connector::{runtime, ConnectorError, ErrorKind};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::blocking::Client;
 use crate::conninfo::{self, Environment, Params};
 use crate::error::map;
 
@@ -33,8 +33,7 @@ pub enum TlsMode {
 /// A PostgreSQL database to connect to: the configuration half of the connector.
 #[derive(Clone)]
 pub struct PgEndpoint {
-    config: postgres::Config,
-    async_config: tokio_postgres::Config,
+    config: tokio_postgres::Config,
     tls: TlsMode,
     /// The TLS client settings (`None` for `disable`): roots, client certificate, verifier.
     tls_config: Option<Arc<rustls::ClientConfig>>,
@@ -234,8 +233,7 @@ impl PgEndpoint {
         };
         let tls_config = tls_config.map(|t| t.0);
 
-        // Everything the driver understands goes to it in one keyword/value string, so that
-        // the blocking and the asynchronous configurations are the same by construction.
+        // Everything the driver understands goes to it in one keyword/value string.
         let mut driver: Vec<String> = Vec::new();
         for k in DRIVER_KEYWORDS {
             if let Some(v) = params.get(*k).filter(|v| !v.is_empty()) {
@@ -267,28 +265,27 @@ impl PgEndpoint {
                 }
             },
         };
-        let mut async_config =
+        let mut config =
             tokio_postgres::Config::from_str(&driver.join(" ")).map_err(|e| invalid(&what, e))?;
         if let Some(t) = connect_timeout {
-            async_config.connect_timeout(t);
+            config.connect_timeout(t);
         }
         // A peer that vanished without closing (network cut, host down) is noticed after
         // about 90 s instead of the system's 2 hours, unless the string says otherwise.
-        if async_config.get_keepalives_idle() == DRIVER_KEEPALIVES_IDLE {
-            async_config.keepalives_idle(KEEPALIVES_IDLE);
+        if config.get_keepalives_idle() == DRIVER_KEEPALIVES_IDLE {
+            config.keepalives_idle(KEEPALIVES_IDLE);
         }
-        if async_config.get_keepalives_interval().is_none() {
-            async_config.keepalives_interval(KEEPALIVES_INTERVAL);
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVES_INTERVAL);
         }
-        if async_config.get_keepalives_retries().is_none() {
-            async_config.keepalives_retries(KEEPALIVES_RETRIES);
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(KEEPALIVES_RETRIES);
         }
-        async_config.ssl_mode(match tls {
+        config.ssl_mode(match tls {
             TlsMode::Disable => tokio_postgres::config::SslMode::Disable,
             TlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             _ => tokio_postgres::config::SslMode::Require,
         });
-        let config = postgres::Config::from(async_config.clone());
         let redacted = if conninfo::is_url(conn) {
             given
         } else {
@@ -299,7 +296,6 @@ impl PgEndpoint {
         }
         Ok(PgEndpoint {
             config,
-            async_config,
             tls,
             tls_config,
             connect_timeout,
@@ -313,7 +309,7 @@ impl PgEndpoint {
         &self.redacted
     }
 
-    pub(crate) fn config(&self) -> &postgres::Config {
+    pub(crate) fn config(&self) -> &tokio_postgres::Config {
         &self.config
     }
 
@@ -350,9 +346,9 @@ impl PgEndpoint {
     fn host_port(&self) -> String {
         let port = self.config.get_ports().first().copied().unwrap_or(5432);
         match self.config.get_hosts().first() {
-            Some(postgres::config::Host::Tcp(h)) => format!("{h}:{port}"),
+            Some(tokio_postgres::config::Host::Tcp(h)) => format!("{h}:{port}"),
             #[cfg(unix)]
-            Some(postgres::config::Host::Unix(dir)) => {
+            Some(tokio_postgres::config::Host::Unix(dir)) => {
                 format!("{}/.s.PGSQL.{port}", dir.display())
             }
             None => format!("port {port}"),
@@ -362,7 +358,7 @@ impl PgEndpoint {
     /// A failed connection attempt: the driver's error, except that a failure other than the
     /// server's or the network's when no password is known is the missing password (the
     /// driver only says "invalid configuration").
-    fn connect_error(&self, ctx: String, e: postgres::Error) -> ConnectorError {
+    fn connect_error(&self, ctx: String, e: tokio_postgres::Error) -> ConnectorError {
         let driver_side = e.as_db_error().is_none()
             && !e.is_closed()
             && crate::error::tls_refusal(&e).is_none()
@@ -418,50 +414,23 @@ impl PgEndpoint {
         self.open(Statements::Unbounded)
     }
 
-    /// The blocking driver cannot bound its own handshake (its `connect_timeout` covers the TCP
-    /// connect only), so it runs on a thread of its own that is waited for at most
-    /// [`PgEndpoint::handshake_timeout`]. After a timeout the thread is left to end by itself
-    /// when the server answers or closes; it then drops the connection it made.
+    /// The driver's own `connect_timeout` covers each TCP connect only; the whole of it runs
+    /// under one [`PgEndpoint::handshake_timeout`] on the process's runtime, waited for on this
+    /// thread. A connection that times out is dropped there and then.
     fn open(&self, statements: Statements) -> Result<Client, ConnectorError> {
-        let wait = self.handshake_timeout();
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let endpoint = self.clone();
-        std::thread::Builder::new()
-            .name("cutover-pg-connect".into())
-            .spawn(move || {
-                let _ = tx.send(endpoint.open_now(statements));
-            })
-            .map_err(|e| {
-                ConnectorError::new(
-                    ErrorKind::Database,
-                    format!(
-                        "connecting to {}: cannot start a thread: {e}",
-                        self.redacted
-                    ),
-                )
-            })?;
-        match rx.recv_timeout(wait) {
-            Ok(result) => result,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(self.handshake_timed_out(wait)),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(ConnectorError::new(
-                ErrorKind::Database,
-                format!(
-                    "connecting to {}: the connecting thread failed",
-                    self.redacted
-                ),
-            )),
-        }
+        runtime::block_on(self.within_handshake_timeout(self.open_now(statements)))
     }
 
-    fn open_now(&self, statements: Statements) -> Result<Client, ConnectorError> {
+    async fn open_now(&self, statements: Statements) -> Result<Client, ConnectorError> {
         let ctx = || format!("connecting to {}", self.redacted);
         let mut client = match self.tls_connector() {
-            None => self.config.connect(postgres::NoTls),
-            Some(tls) => self.config.connect(tls),
+            None => Client::connect(&self.config, tokio_postgres::NoTls).await,
+            Some(tls) => Client::connect(&self.config, tls).await,
         }
         .map_err(|e| self.connect_error(ctx(), e))?;
         client
-            .batch_execute(&statements.session_sql())
+            .batch_execute_async(&statements.session_sql())
+            .await
             .map_err(|e| map(ctx(), e))?;
         Ok(client)
     }
@@ -470,17 +439,26 @@ impl PgEndpoint {
 impl PgEndpoint {
     /// Connects with the asynchronous driver and runs the session settings and then `setup`,
     /// all within [`PgEndpoint::handshake_timeout`]; the connection runs as a task on the
-    /// caller's runtime (which needs its time driver). Statements have no timeout: this
-    /// connection carries apply batches.
+    /// caller's runtime (the process's, [`runtime::handle`]; it needs its time driver).
+    /// Statements have no timeout: this connection carries apply batches.
     pub(crate) async fn connect_async(
         &self,
         setup: &str,
     ) -> Result<tokio_postgres::Client, ConnectorError> {
+        self.within_handshake_timeout(self.connect_async_now(setup))
+            .await
+    }
+
+    /// `connecting`, or [`ErrorKind::Timeout`] if it takes longer than
+    /// [`PgEndpoint::handshake_timeout`] (then it is dropped: nothing is left connecting).
+    async fn within_handshake_timeout<T>(
+        &self,
+        connecting: impl std::future::Future<Output = Result<T, ConnectorError>>,
+    ) -> Result<T, ConnectorError> {
         let wait = self.handshake_timeout();
-        match tokio::time::timeout(wait, self.connect_async_now(setup)).await {
-            Ok(result) => result,
-            Err(_) => Err(self.handshake_timed_out(wait)),
-        }
+        tokio::time::timeout(wait, connecting)
+            .await
+            .unwrap_or_else(|_| Err(self.handshake_timed_out(wait)))
     }
 
     async fn connect_async_now(
@@ -491,7 +469,7 @@ impl PgEndpoint {
         let client = match self.tls_connector() {
             None => {
                 let (client, conn) = self
-                    .async_config
+                    .config
                     .connect(tokio_postgres::NoTls)
                     .await
                     .map_err(|e| self.connect_error(ctx(), e))?;
@@ -500,7 +478,7 @@ impl PgEndpoint {
             }
             Some(tls) => {
                 let (client, conn) = self
-                    .async_config
+                    .config
                     .connect(tls)
                     .await
                     .map_err(|e| self.connect_error(ctx(), e))?;

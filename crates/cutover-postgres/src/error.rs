@@ -1,11 +1,11 @@
 //! PostgreSQL errors (SQLSTATE) → cutover's portable error kinds.
 
 use cutover_connector::{ConnectorError, ErrorKind};
-use postgres::error::SqlState;
+use tokio_postgres::error::SqlState;
 
 /// Maps a driver error to a [`ConnectorError`] whose message starts with `context` and ends with
 /// the fix where there is an obvious one.
-pub(crate) fn map(context: impl std::fmt::Display, e: postgres::Error) -> ConnectorError {
+pub(crate) fn map(context: impl std::fmt::Display, e: tokio_postgres::Error) -> ConnectorError {
     if let Some(refused) = tls_refusal(&e) {
         return ConnectorError::new(ErrorKind::Auth, format!("{context}: {refused}"))
             .with_source(e);
@@ -89,7 +89,7 @@ pub(crate) fn server_error(
 /// every socket failure (refused, reset, timed out, TLS over a broken socket) carries an
 /// `io::Error` among its sources. What remains (a malformed message, a value cutover could not
 /// convert, a TLS or authentication setting the server refuses) is not cured by trying again.
-fn is_connection_error(e: &postgres::Error) -> bool {
+fn is_connection_error(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
@@ -139,7 +139,7 @@ pub(crate) fn io(context: impl std::fmt::Display, e: std::io::Error) -> Connecto
     // The driver wraps server errors raised mid-COPY in io::Error; unwrap them to classify.
     let inner = e
         .get_ref()
-        .and_then(|r| r.downcast_ref::<postgres::Error>())
+        .and_then(|r| r.downcast_ref::<tokio_postgres::Error>())
         .and_then(|pe| pe.code().cloned());
     let (kind, fix) = match inner {
         Some(code) => classify(&code),

@@ -3,6 +3,7 @@
 //! `COPY … FROM STDIN` chunk by chunk, each chunk committed with its "done" mark.
 
 pub mod applier;
+mod blocking;
 mod changes;
 mod connect;
 pub mod conninfo;
@@ -22,6 +23,7 @@ mod stream;
 mod switch;
 pub mod verify;
 
+pub use blocking::Client;
 pub use connect::{engine, PgConnect};
 pub use endpoint::{redact, PgEndpoint, TlsMode};
 pub use sink::PgSink;

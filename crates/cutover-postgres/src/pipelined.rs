@@ -2,12 +2,13 @@
 //! go out together and their answers come back together (the protocol's pipelining, which
 //! tokio-postgres does when requests are issued concurrently). An apply batch then costs one
 //! round trip to the target instead of one per statement, which is most of the replication lag
-//! on a busy source.
+//! on a busy source. The connection runs as a task on the process's runtime
+//! ([`cutover_connector::runtime`]); the calls wait for it with [`runtime::block_on`].
 
 use std::collections::HashMap;
 
 use bytes::BytesMut;
-use cutover_connector::ConnectorError;
+use cutover_connector::{runtime, ConnectorError};
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 use crate::endpoint::PgEndpoint;
@@ -48,7 +49,6 @@ pub(crate) struct Stmt {
 }
 
 pub(crate) struct Pipelined {
-    rt: tokio::runtime::Runtime,
     client: tokio_postgres::Client,
     prepared: HashMap<String, tokio_postgres::Statement>,
 }
@@ -57,18 +57,8 @@ impl Pipelined {
     /// Connects and runs `setup` (session settings), within the endpoint's connect timeout.
     /// Statements have no timeout (apply batches may rightly take long).
     pub(crate) fn connect(endpoint: &PgEndpoint, setup: &str) -> Result<Pipelined, ConnectorError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                ConnectorError::new(
-                    cutover_connector::ErrorKind::Database,
-                    format!("starting an I/O runtime: {e}"),
-                )
-            })?;
-        let client = rt.block_on(endpoint.connect_async(setup))?;
+        let client = runtime::block_on(endpoint.connect_async(setup))?;
         Ok(Pipelined {
-            rt,
             client,
             prepared: HashMap::new(),
         })
@@ -82,7 +72,7 @@ impl Pipelined {
 
     /// Runs `sql` alone (outside a batch).
     pub(crate) fn execute_simple(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
-        self.rt.block_on(self.client.batch_execute(sql))
+        runtime::block_on(self.client.batch_execute(sql))
     }
 
     /// Runs `stmts` in one transaction, sent at once. On any error nothing is committed and the
@@ -98,9 +88,7 @@ impl Pipelined {
         // Statements not seen before are prepared first (once per connection).
         for s in stmts {
             if !self.prepared.contains_key(&s.sql) {
-                let p = self
-                    .rt
-                    .block_on(self.client.prepare(&s.sql))
+                let p = runtime::block_on(self.client.prepare(&s.sql))
                     .map_err(|e| map(format!("{ctx}: {}", s.what), e))?;
                 self.prepared.insert(s.sql.clone(), p);
             }
@@ -118,7 +106,7 @@ impl Pipelined {
             futures_util::future::join(begin, writes).await
         };
         #[cfg(not(feature = "failpoints"))]
-        let (begin, writes, commit) = self.rt.block_on(async {
+        let (begin, writes, commit) = runtime::block_on(async {
             let commit = client.batch_execute("COMMIT");
             let ((begin, writes), commit) =
                 futures_util::future::join(begin_and_writes, commit).await;
@@ -128,14 +116,14 @@ impl Pipelined {
         // so that the failpoint falls between them.
         #[cfg(feature = "failpoints")]
         let (begin, writes, commit) = {
-            let (begin, writes) = self.rt.block_on(begin_and_writes);
+            let (begin, writes) = runtime::block_on(begin_and_writes);
             if begin.is_ok() && writes.iter().all(Result::is_ok) {
                 if let Err(e) = before_commit() {
                     let _ = self.execute_simple("ROLLBACK");
                     return Err(e);
                 }
             }
-            let commit = self.rt.block_on(self.client.batch_execute("COMMIT"));
+            let commit = runtime::block_on(self.client.batch_execute("COMMIT"));
             (begin, writes, commit)
         };
         let first_error = begin
@@ -162,7 +150,7 @@ impl Pipelined {
     /// `stmts` in one transaction, one round trip each (batches that change tables: rare).
     fn one_by_one(&mut self, stmts: &[Stmt], ctx: &str) -> Result<(), ConnectorError> {
         let client = &self.client;
-        let result = self.rt.block_on(async {
+        let result = runtime::block_on(async {
             client
                 .batch_execute("BEGIN")
                 .await

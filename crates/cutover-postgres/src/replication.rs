@@ -1,11 +1,12 @@
 //! A synchronous client for PostgreSQL's streaming replication protocol (logical, `pgoutput`),
 //! on top of `postgres-protocol`'s message builders and SCRAM/MD5 code.
 //!
-//! Why our own: the `postgres` driver cutover uses everywhere else has no replication mode
-//! (CopyBoth) upstream; the crates that have one are async-only and bring their own TLS and
-//! runtime. The protocol part needed here is small (startup and authentication, a simple query,
-//! `START_REPLICATION`, then CopyData frames both ways) and fits cutover's threads-and-blocking
-//! design: the change stream is read with a socket timeout from the applier's own thread.
+//! Why our own: tokio-postgres, the driver cutover uses everywhere else, has no replication
+//! mode (CopyBoth) upstream; the crates that have one are async-only and bring their own TLS
+//! and runtime. The protocol part needed here is small (startup and authentication, a simple
+//! query, `START_REPLICATION`, then CopyData frames both ways) and fits cutover's
+//! threads-and-blocking design: the change stream is read with a socket timeout from the
+//! applier's own thread.
 //!
 //! Framing is kept apart from decoding: [`Frame`] splits the byte stream into messages, and
 //! [`ReplicationMessage::parse`] turns CopyData payloads into XLogData and keepalives without
@@ -661,10 +662,10 @@ fn open_transport(endpoint: &PgEndpoint, patience: Duration) -> io::Result<Trans
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the URL names no host"))?;
     let tcp = match (host, config.get_hostaddrs().first()) {
         // `hostaddr`: connect there; the host name is for TLS.
-        (postgres::config::Host::Tcp(_), Some(addr)) => {
+        (tokio_postgres::config::Host::Tcp(_), Some(addr)) => {
             TcpStream::connect_timeout(&std::net::SocketAddr::new(*addr, port), timeout)?
         }
-        (postgres::config::Host::Tcp(name), None) => {
+        (tokio_postgres::config::Host::Tcp(name), None) => {
             use std::net::ToSocketAddrs;
             let mut last =
                 io::Error::new(io::ErrorKind::NotFound, format!("{name} has no address"));
@@ -681,7 +682,7 @@ fn open_transport(endpoint: &PgEndpoint, patience: Duration) -> io::Result<Trans
             found.ok_or(last)?
         }
         #[cfg(unix)]
-        (postgres::config::Host::Unix(dir), _) => {
+        (tokio_postgres::config::Host::Unix(dir), _) => {
             let path = dir.join(format!(".s.PGSQL.{port}"));
             let socket = std::os::unix::net::UnixStream::connect(path)?;
             socket.set_read_timeout(Some(patience))?;
@@ -712,9 +713,9 @@ fn open_transport(endpoint: &PgEndpoint, patience: Duration) -> io::Result<Trans
         ));
     }
     let name = match host {
-        postgres::config::Host::Tcp(n) => n.clone(),
+        tokio_postgres::config::Host::Tcp(n) => n.clone(),
         #[cfg(unix)]
-        postgres::config::Host::Unix(_) => "localhost".to_owned(),
+        tokio_postgres::config::Host::Unix(_) => "localhost".to_owned(),
     };
     let server_name = rustls::pki_types::ServerName::try_from(name)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -13,8 +13,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use cutover_connector::{ConnectorError, ErrorKind};
 use cutover_model::{Column, ColumnType, Index, TableName, TableSchema};
-use postgres::Client;
 
+use crate::blocking::Client;
 use crate::error::map;
 
 /// Schemas never migrated.
@@ -323,10 +323,7 @@ pub struct SourceSchema {
 
 /// The columns of the relations `oids` now (generated ones too), each with its relation's oid,
 /// in column order.
-fn columns_of<C: postgres::GenericClient>(
-    client: &mut C,
-    oids: &[u32],
-) -> Result<Vec<(u32, PgColumn)>, ConnectorError> {
+fn columns_of(client: &mut Client, oids: &[u32]) -> Result<Vec<(u32, PgColumn)>, ConnectorError> {
     let ctx = "reading the columns of the source's tables";
     // Types named as in `read`: qualified unless built in, whatever the session's search_path.
     let mut tx = client.transaction().map_err(|e| map(ctx, e))?;
@@ -376,8 +373,8 @@ fn columns_of<C: postgres::GenericClient>(
 }
 
 /// The columns relation `relid` has now (as change capture sees them: not generated ones).
-pub(crate) fn live_columns<C: postgres::GenericClient>(
-    client: &mut C,
+pub(crate) fn live_columns(
+    client: &mut Client,
     relid: u32,
 ) -> Result<Vec<PgColumn>, ConnectorError> {
     Ok(columns_of(client, &[relid])?
@@ -415,7 +412,11 @@ pub(crate) fn format_types(
         .collect()
 }
 
-fn q(client: &mut Client, sql: &str, ctx: &str) -> Result<Vec<postgres::Row>, ConnectorError> {
+fn q(
+    client: &mut Client,
+    sql: &str,
+    ctx: &str,
+) -> Result<Vec<tokio_postgres::Row>, ConnectorError> {
     client.query(sql, &[]).map_err(|e| map(ctx, e))
 }
 

@@ -16,9 +16,9 @@ use cutover_connector::{
     PositionOrder, PositionOrderExt, Progress, Sink,
 };
 use cutover_model::{Change, Key, Position, Row, TableName, TableSchema, Value};
-use postgres::Client;
 
 use crate::applier;
+use crate::blocking::Client;
 use crate::copy::{self, CopyOptions};
 use crate::endpoint::PgEndpoint;
 use crate::error::map;
@@ -1202,7 +1202,7 @@ impl PgSink {
     /// Creates `tables` (those missing) from their neutral schemas, with their primary keys,
     /// inside `tx`; returns the secondary indexes to build after the data.
     fn create_neutral(
-        tx: &mut postgres::Transaction<'_>,
+        tx: &mut crate::blocking::Transaction<'_>,
         tables: &[TableSchema],
     ) -> Result<Vec<String>, ConnectorError> {
         let mut post = Vec::new();

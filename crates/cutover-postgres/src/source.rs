@@ -13,8 +13,9 @@ use cutover_connector::{
     ChunkRows, ConnectorError, ErrorKind, KeyRange, PositionOrder, ReadView, Source, TableEstimate,
 };
 use cutover_model::{Key, Position, Row, TableName, TableSchema, Transaction, Value};
-use postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::SimpleQueryMessage;
 
+use crate::blocking::Client;
 use crate::changes::{Captured, ChangeStream, Decoder};
 use crate::copy::{chunk_bounds, range_predicate, row_count};
 use crate::endpoint::{without_statement_timeout, PgEndpoint};

@@ -10,8 +10,7 @@ use cutover_connector::{
 };
 use cutover_model::{Position, TableName};
 
-use postgres::{Client, GenericClient};
-
+use crate::blocking::Client;
 use crate::endpoint::PgEndpoint;
 use crate::error::map;
 
@@ -35,7 +34,7 @@ pub(crate) fn control_ddl() -> &'static str {
 
 /// The recorded version: `None` without a store; 1 for a store made before versions were
 /// recorded.
-pub(crate) fn stored_version<C: GenericClient>(c: &mut C) -> Result<Option<u32>, ConnectorError> {
+pub(crate) fn stored_version(c: &mut Client) -> Result<Option<u32>, ConnectorError> {
     let ctx = "reading the state store's version";
     let r = c
         .query_one(
@@ -60,10 +59,7 @@ pub(crate) fn stored_version<C: GenericClient>(c: &mut C) -> Result<Option<u32>,
 }
 
 /// Refuses a store written by a newer cutover before anything writes to it.
-pub(crate) fn check_version<C: GenericClient>(
-    c: &mut C,
-    store: &str,
-) -> Result<(), ConnectorError> {
+pub(crate) fn check_version(c: &mut Client, store: &str) -> Result<(), ConnectorError> {
     let stored = stored_version(c)?;
     cutover_state::pending(cutover_state::postgres::MIGRATIONS, stored, store).map(drop)
 }

@@ -12,8 +12,8 @@ use cutover_connector::{
     ConnectorError, Direction, ErrorKind, Fence, Journal, Observation, SwitchControl, SwitchStep,
 };
 use cutover_model::{Key, Position, TableName};
-use postgres::Client;
 
+use crate::blocking::Client;
 use crate::copy;
 use crate::endpoint::PgEndpoint;
 use crate::error::map;
@@ -234,7 +234,7 @@ impl PgSwitch {
             })?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect::<Result<_, postgres::Error>>()
+            .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(|e| map(ctx("reading the write privileges"), e))?;
         let mut tx = self
             .tgt
@@ -285,7 +285,7 @@ impl PgSwitch {
             .map_err(|e| map(ctx("reading the privileges to give back"), e))?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect::<Result<_, postgres::Error>>()
+            .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(|e| map(ctx("reading the privileges to give back"), e))?;
         if grants.is_empty() {
             return Ok(());
@@ -878,7 +878,7 @@ fn keys_in(
     let rows = match client.query(sql, &[]) {
         Ok(rows) => rows,
         // A control store from before these tables existed has none.
-        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
             return Ok(Vec::new())
         }
         Err(e) => return Err(map(ctx, e)),
@@ -907,8 +907,8 @@ fn keys_in(
 fn end_sessions(
     client: &mut Client,
     filter: &str,
-    params: &[&(dyn postgres::types::ToSql + Sync)],
-) -> Result<i64, postgres::Error> {
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<i64, tokio_postgres::Error> {
     let ended: Vec<i32> = client
         .query(
             &format!(
@@ -1023,7 +1023,9 @@ pub(crate) fn read_journal(client: &mut Client) -> Result<Option<Journal>, Conne
         &[],
     ) {
         Ok(row) => row,
-        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => return Ok(None),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+            return Ok(None)
+        }
         Err(e) => return Err(map(ctx, e)),
     };
     let Some(r) = row else { return Ok(None) };

@@ -16,8 +16,8 @@ use cutover_connector::{
     CanonicalRow, ConnectorError, ErrorKind, KeyRange, Mismatch, RangeChecksum, RangeDigest, Slice,
 };
 use cutover_model::{Key, Position, Row, TableName, TableSchema, Value};
-use postgres::Client;
 
+use crate::blocking::Client;
 use crate::endpoint::PgEndpoint;
 use crate::error::map;
 use crate::pgtext;
@@ -735,9 +735,9 @@ impl RangeChecksum for PgVerifier {
                         Some(other) => crate::pgtext::encode(other),
                     })
                     .collect();
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = values
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
                     .iter()
-                    .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+                    .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
                     .collect();
                 tx.execute(&stmt, &refs).map_err(|e| map(ctx(), e))?;
             }
