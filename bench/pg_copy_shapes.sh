@@ -19,7 +19,8 @@
 # Every run: a new target database, CHECKPOINT on both clusters, then the method; the result is
 # checked outside both tools (per-table row count and md5 over all rows in key order).
 #
-# Knobs: SCALE (1), ROUNDS (2), JOBS (2), METHODS ("cutover pgcopydb"), SHAPES, STATES,
+# Knobs: SCALE (1), ROUNDS (2), JOBS (2), METHODS ("cutover pgcopydb"; add "cutover_base" to
+# run BASE_BIN, another cutover binary, side by side), SHAPES, STATES,
 # BENCH_DIR (/tmp/cutover-bench-shapes), CUTOVER_BIN (target/release/cutover, built if missing).
 # Writes bench/results/pg-copy-shapes-<date>.md. Installs pgcopydb and GNU time from Debian if
 # missing. Never touches a server it did not start.
@@ -113,7 +114,10 @@ run() { # method → seconds on stdout, or "failed"
     rm -rf "$BENCH_DIR/pgcopydb"
     t0=$(now)
     case $1 in
-        cutover) "$CUTOVER_BIN" copy --source "$S/bench" --target "$T/$db" --jobs "$JOBS" --quiet \
+        cutover|cutover_base)
+                 local bin=$CUTOVER_BIN
+                 [[ $1 == cutover_base ]] && bin=${BASE_BIN:?BASE_BIN is the other cutover binary}
+                 "$bin" copy --source "$S/bench" --target "$T/$db" --jobs "$JOBS" --quiet \
                      >"$BENCH_DIR/$1.out" 2>&1 || { echo failed; return; } ;;
         pgcopydb) PGCOPYDB_DIR=$BENCH_DIR/pgcopydb pgcopydb clone --source "$S/bench" --target "$T/$db" \
                      --table-jobs "$JOBS" --index-jobs "$JOBS" --split-tables-larger-than 64MB \

@@ -112,10 +112,19 @@ impl Drop for Connection {
     /// client never blocks (nor needs a thread that may block).
     fn drop(&mut self) {
         let mut driver = std::mem::replace(&mut self.driver, Box::new(Closed));
-        runtime::handle().spawn(async move {
+        let close = async move {
             // A failure now has no one to tell: the session is over either way.
             let _ = std::future::poll_fn(|cx| poll(driver.as_mut(), cx)).await;
-        });
+        };
+        if runtime::is_local() {
+            // This thread drives its own I/O (the bulk copy): nobody else would run a task, so
+            // the goodbye is said here, waiting at most a second for the socket.
+            runtime::block_on(async {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
+            });
+        } else {
+            runtime::handle().spawn(close);
+        }
     }
 }
 

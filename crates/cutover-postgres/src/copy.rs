@@ -839,6 +839,14 @@ fn worker(
     stop: &CancellationToken,
     abort: &AtomicBool,
 ) -> Result<(), ConnectorError> {
+    // The two COPY streams are driven by this thread itself (see `runtime::LocalIo`): no
+    // hand-off to a runtime worker per socket event. Declared first, so it outlives them.
+    let _io = cutover_connector::runtime::local_io().map_err(|e| {
+        ConnectorError::new(
+            ErrorKind::Database,
+            format!("starting a copy worker's I/O: {e}"),
+        )
+    })?;
     // COPY streams of whole chunks: no statement timeout.
     let mut src = source.connect_bulk()?;
     let mut tgt = target.connect_bulk()?;
