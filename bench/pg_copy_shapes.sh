@@ -165,7 +165,7 @@ for shape in $SHAPES; do
                 times[$m]="${times[$m]:-} $s"
             done
         done
-        best() { printf '%s\n' $1 | grep -E '^[0-9.]+$' | sort -n | head -1; }
+        best() { printf '%s\n' $1 | { grep -E '^[0-9.]+$' || true; } | sort -n | head -1; }
         bc=$(best "${times[cutover]:-}"); bp=$(best "${times[pgcopydb]:-}")
         ratio=$(python3 -c "a, b = '$bc', '$bp'; print(round(float(b) / float(a), 2) if a and b else 'n/a')")
         for m in $METHODS; do
