@@ -662,8 +662,11 @@ fn shorten(sql: &str) -> String {
 /// Bytes gathered into one CopyData message to the target.
 const COPY_BUFFER: usize = 1 << 20;
 
-/// Up to this many rows, chunk boundaries are exact (one ordered pass on the server).
-const EXACT_PLAN_ROWS: u64 = 5_000_000;
+/// Up to this many rows, chunk boundaries are exact (one ordered pass on the server); above,
+/// they come from a sample of pages. The exact pass numbers every key in order: on a 2 M row
+/// table it took 0.6 s before any row was copied (1.2 s of an 8.7 s copy of three such tables),
+/// where a sample takes about 10 ms and cuts chunks within a few per cent of equal.
+const EXACT_PLAN_ROWS: u64 = 100_000;
 
 /// Chunk boundaries from a sample of the key's actual distribution (TABLESAMPLE), as the text
 /// form of each key column. Empty: the table is one chunk.
@@ -745,7 +748,7 @@ pub(crate) fn chunk_bounds(
         return Ok(to_keys(bounds));
     }
     // Large tables: sample pages, falling back to sampling rows if too few keys came back.
-    let sample_rows = (chunks * 64).min(200_000);
+    let sample_rows = (chunks * 1_000).min(200_000);
     let pct = (sample_rows as f64 / rows as f64 * 100.0 * 1.5).clamp(0.0001, 100.0);
     let mut keys = Vec::new();
     for method in ["SYSTEM", "BERNOULLI"] {
