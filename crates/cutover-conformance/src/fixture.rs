@@ -152,3 +152,18 @@ pub fn positions<C: Connect + Clone>(
     assert!(positions.windows(2).all(|w| order.after(&w[1], &w[0])));
     (positions, guard)
 }
+
+/// The key ranges that `bounds` (ascending) cut the key space into: unbounded below the first
+/// and above the last.
+pub fn ranges_between(bounds: &[cutover_model::Key]) -> Vec<cutover_connector::KeyRange> {
+    let mut ranges = Vec::with_capacity(bounds.len() + 1);
+    let mut start = None;
+    for b in bounds {
+        ranges.push(cutover_connector::KeyRange {
+            start: start.replace(b.clone()),
+            end: Some(b.clone()),
+        });
+    }
+    ranges.push(cutover_connector::KeyRange { start, end: None });
+    ranges
+}

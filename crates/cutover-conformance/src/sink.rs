@@ -1,11 +1,13 @@
 //! The [`Sink`] contract, sentence by sentence.
 
 use cutover_connector::{
-    ApplyOp, Connect, KeyRange, PlannedChunk, Sink, Source, SourceFactory, TargetFactory,
+    ApplyOp, Connect, PlannedChunk, Sink, Source, SourceFactory, TargetFactory,
 };
 use cutover_model::{Change, Row, TableName, TableSchema, Value};
 
-use crate::fixture::{changes_until, insert_items, item, positions, table, CaptureGuard, DDL};
+use crate::fixture::{
+    changes_until, insert_items, item, positions, ranges_between, table, CaptureGuard, DDL,
+};
 use crate::source::assert_same_rows;
 use crate::{Engine, Migration};
 
@@ -242,16 +244,7 @@ pub fn chunk_plan_returns_the_stored_plan_unchanged<E: Engine>(e: &E) {
     ];
     let mut first = Vec::new();
     for (t, bounds) in &cases {
-        let mut ranges = Vec::new();
-        let mut start = None;
-        for b in bounds {
-            ranges.push(KeyRange {
-                start: start.take(),
-                end: Some(b.clone()),
-            });
-            start = Some(b.clone());
-        }
-        ranges.push(KeyRange { start, end: None });
+        let ranges = ranges_between(bounds);
         let want: Vec<PlannedChunk> = ranges
             .iter()
             .enumerate()

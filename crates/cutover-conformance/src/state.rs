@@ -3,7 +3,7 @@
 
 use std::sync::Barrier;
 
-use cutover_connector::{ApplyOp, ErrorKind, KeyRange, StateStore, TargetFactory};
+use cutover_connector::{ApplyOp, ErrorKind, StateStore, TargetFactory};
 use cutover_model::{Position, Value};
 
 use crate::fixture::{table, DDL};
@@ -65,16 +65,7 @@ pub fn state_store_reads_what_the_sink_wrote<E: Engine>(e: &E) {
         vec![Value::Int(100)],
         vec![Value::Int(1 << 40)],
     ];
-    let mut ranges = Vec::new();
-    let mut start = None;
-    for b in &bounds {
-        ranges.push(KeyRange {
-            start: start.take(),
-            end: Some(b.clone()),
-        });
-        start = Some(b.clone());
-    }
-    ranges.push(KeyRange { start, end: None });
+    let ranges = crate::fixture::ranges_between(&bounds);
     sink.chunk_plan(&items, &mut || Ok(ranges.clone())).unwrap();
     // A real position of the source's engine: the store keeps what it is given.
     let (positions, _capture) = crate::fixture::positions(e, &m, 1);

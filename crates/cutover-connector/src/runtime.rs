@@ -29,9 +29,9 @@ thread_local! {
 
 /// While it lives, the connections this thread opens are driven by this thread alone, on a
 /// current-thread runtime of its own, instead of by the process's runtime's workers. Meant for
-/// the one place where the hand-off costs measurably: the bulk copy's COPY streams, where every
-/// socket event would otherwise wake this thread from a worker (measured: about 15 % more CPU
-/// for the copy). Everything else shares the process's runtime. Not `Send`: it belongs to the
+/// the one place where sharing cost measurably: the bulk copy's COPY streams (BENCHMARKS.md,
+/// run E: the copy's CPU 17–21 % higher by median with them on the shared runtime; the
+/// expected cause, each socket event waking this thread from a worker, was not measured). Everything else shares the process's runtime. Not `Send`: it belongs to the
 /// thread that made it; connections opened under it must be dropped before it.
 pub struct LocalIo {
     _thread: PhantomData<*const ()>,

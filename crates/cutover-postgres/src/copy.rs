@@ -505,13 +505,7 @@ pub(crate) fn record_migration(
     source: &str,
     mode: &str,
 ) -> Result<(), ConnectorError> {
-    crate::state::check_version(tx, "the target")?;
-    tx.batch_execute(crate::state::control_ddl()).map_err(|e| {
-        map(
-            "creating cutover's control store (schema _cutover) on the target",
-            e,
-        )
-    })?;
+    crate::state::migrate(tx, "the target")?;
     tx.execute(
         "INSERT INTO _cutover.migration (id, source, phase, mode) VALUES (1, $1, 'copying', $2)",
         &[&source, &mode],
@@ -665,7 +659,8 @@ const COPY_BUFFER: usize = 1 << 20;
 /// Up to this many rows, chunk boundaries are exact (one ordered pass on the server); above,
 /// they come from a sample of pages. The exact pass numbers every key in order: on a 2 M row
 /// table it took 0.6 s before any row was copied (1.2 s of an 8.7 s copy of three such tables),
-/// where a sample takes about 10 ms and cuts chunks within a few per cent of equal.
+/// where a sample of pages took about 10 ms (chunk sizes from a sample are not equal; how far
+/// apart they come out was not measured).
 const EXACT_PLAN_ROWS: u64 = 100_000;
 
 /// Chunk boundaries from a sample of the key's actual distribution (TABLESAMPLE), as the text

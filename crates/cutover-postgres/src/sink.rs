@@ -1281,9 +1281,7 @@ impl PgSink {
                     .client
                     .transaction()
                     .map_err(|e| map("upgrading cutover's control store", e))?;
-                crate::state::check_version(&mut tx, "the target")?;
-                tx.batch_execute(crate::state::control_ddl())
-                    .map_err(|e| map("upgrading cutover's control store", e))?;
+                crate::state::migrate(&mut tx, "the target")?;
                 // Tables new to this run: created, copied; their indexes are built with the
                 // others only if the copy has not finished yet.
                 let indexes = Self::create_neutral(&mut tx, tables)?;
@@ -1401,9 +1399,7 @@ impl PgSink {
                 // Primary keys may be built below on tables holding the copy's rows.
                 tx.batch_execute("SET LOCAL statement_timeout = 0")
                     .map_err(|e| map("converting the copy into a sync", e))?;
-                crate::state::check_version(&mut tx, "the target")?;
-                tx.batch_execute(crate::state::control_ddl())
-                    .map_err(|e| map("upgrading cutover's control store", e))?;
+                crate::state::migrate(&mut tx, "the target")?;
                 // `copy --capture` read its chunks in the slot's snapshot: those are exactly
                 // the rows before the slot's stream, and stay. Chunks copied without it (a copy
                 // without capture, or one resumed after an interruption) are copied again:
@@ -1459,10 +1455,7 @@ impl PgSink {
                     .map_err(|e| map("converting the copy into a sync", e))?;
             }
             Some(_) => {
-                crate::state::check_version(&mut self.client, "the target")?;
-                self.client
-                    .batch_execute(crate::state::control_ddl())
-                    .map_err(|e| map("upgrading cutover's control store", e))?;
+                crate::state::migrate(&mut self.client, "the target")?;
                 self.create_new_tables()?;
                 self.check_slot_name()?;
             }

@@ -14,27 +14,9 @@ use crate::blocking::Client;
 use crate::endpoint::PgEndpoint;
 use crate::error::map;
 
-/// The whole schema at the newest version, for the places that create the store inside a
-/// transaction of their own (the sink's `prepare`, `copy`'s plan, a switch's reverse store):
-/// every migration (each is idempotent) and the version, which never goes down.
-pub(crate) fn control_ddl() -> &'static str {
-    static DDL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DDL.get_or_init(|| {
-        let mut sql: String = cutover_state::postgres::MIGRATIONS
-            .iter()
-            .map(|m| m.sql)
-            .collect();
-        sql.push_str(&cutover_state::postgres::SET_VERSION.replace(
-            "$1",
-            &cutover_state::latest(cutover_state::postgres::MIGRATIONS).to_string(),
-        ));
-        sql
-    })
-}
-
-/// The recorded version: `None` without a store; 1 for a store made before versions were
-/// recorded.
-pub(crate) fn stored_version(c: &mut Client) -> Result<Option<u32>, ConnectorError> {
+/// Whether a store is there at all, and the version it records (stores made before version 2
+/// record none).
+fn recorded(c: &mut Client) -> Result<(bool, Option<u32>), ConnectorError> {
     let ctx = "reading the state store's version";
     let r = c
         .query_one(
@@ -47,7 +29,7 @@ pub(crate) fn stored_version(c: &mut Client) -> Result<Option<u32>, ConnectorErr
         r.try_get(1).map_err(|e| map(ctx, e))?,
     );
     if !store {
-        return Ok(migration.then_some(1));
+        return Ok((migration, None));
     }
     let v: Option<i32> = c
         .query_opt(cutover_state::postgres::VERSION, &[])
@@ -55,13 +37,39 @@ pub(crate) fn stored_version(c: &mut Client) -> Result<Option<u32>, ConnectorErr
         .map(|r| r.try_get(0))
         .transpose()
         .map_err(|e| map(ctx, e))?;
-    Ok(Some(v.map_or(1, |v| u32::try_from(v).unwrap_or(0))))
+    Ok((true, v.map(|v| u32::try_from(v).unwrap_or(0))))
 }
 
-/// Refuses a store written by a newer cutover before anything writes to it.
-pub(crate) fn check_version(c: &mut Client, store: &str) -> Result<(), ConnectorError> {
-    let stored = stored_version(c)?;
-    cutover_state::pending(cutover_state::postgres::MIGRATIONS, stored, store).map(drop)
+/// The store's version: `None` without a store; 1 for a store made before versions were
+/// recorded.
+pub(crate) fn stored_version(c: &mut Client) -> Result<Option<u32>, ConnectorError> {
+    let (exists, version) = recorded(c)?;
+    Ok(version.or(exists.then_some(1)))
+}
+
+/// Creates the store or brings it to the newest version, in a transaction of its own (a
+/// savepoint inside the caller's, where the sink, `copy` or a switch create it with their own
+/// writes): the migrations it lacks — every one, each idempotent, for a store that records no
+/// version — and the version. Refuses a store written by a newer cutover, naming `store`.
+pub(crate) fn migrate(c: &mut Client, store: &str) -> Result<u32, ConnectorError> {
+    let ctx = "creating or upgrading cutover's state store (schema _cutover)";
+    let mut tx = c.transaction().map_err(|e| map(ctx, e))?;
+    // One migrating process at a time; the others wait and then find nothing to do.
+    tx.batch_execute("SELECT pg_advisory_xact_lock(hashtextextended('cutover-state', 0))")
+        .map_err(|e| map(ctx, e))?;
+    let (_, version) = recorded(&mut tx)?;
+    for m in cutover_state::pending(cutover_state::postgres::MIGRATIONS, version, store)? {
+        tx.batch_execute(m.sql).map_err(|e| map(ctx, e))?;
+        tracing::debug!(version = m.version, "{}", m.summary);
+    }
+    let latest = cutover_state::latest(cutover_state::postgres::MIGRATIONS);
+    if version != Some(latest) {
+        let v = i32::try_from(latest).unwrap_or(i32::MAX);
+        tx.execute(cutover_state::postgres::SET_VERSION, &[&v])
+            .map_err(|e| map(ctx, e))?;
+    }
+    tx.commit().map_err(|e| map(ctx, e))?;
+    Ok(latest)
 }
 
 /// The state store of a PostgreSQL target.
@@ -99,25 +107,7 @@ impl StateStore for PgState {
 
     fn migrate(&mut self) -> Result<u32, ConnectorError> {
         let store = self.describe();
-        let ctx = "upgrading cutover's state store (schema _cutover)";
-        let mut tx = self.client.transaction().map_err(|e| map(ctx, e))?;
-        // One migrating process at a time; the others wait and then find nothing to do.
-        tx.batch_execute("SELECT pg_advisory_xact_lock(hashtextextended('cutover-state', 0))")
-            .map_err(|e| map(ctx, e))?;
-        let stored = stored_version(&mut tx)?;
-        let todo = cutover_state::pending(cutover_state::postgres::MIGRATIONS, stored, &store)?;
-        for m in todo {
-            tx.batch_execute(m.sql).map_err(|e| map(ctx, e))?;
-            tracing::debug!(version = m.version, "{}", m.summary);
-        }
-        let latest = cutover_state::latest(cutover_state::postgres::MIGRATIONS);
-        if stored != Some(latest) {
-            let v = i32::try_from(latest).unwrap_or(i32::MAX);
-            tx.execute(cutover_state::postgres::SET_VERSION, &[&v])
-                .map_err(|e| map(ctx, e))?;
-        }
-        tx.commit().map_err(|e| map(ctx, e))?;
-        Ok(latest)
+        migrate(&mut self.client, &store)
     }
 
     fn phase(&mut self) -> Result<Option<String>, ConnectorError> {

@@ -180,8 +180,7 @@ impl PgSwitch {
                     .and_then(|r| r.try_get(0))
                     .map_err(|e| map(ctx, e))?;
                 if exists {
-                    tgt.batch_execute(crate::state::control_ddl())
-                        .map_err(|e| map(ctx, e))?;
+                    crate::state::migrate(&mut tgt, "the target")?;
                 }
                 tgt
             },
@@ -667,11 +666,9 @@ impl SwitchControl for PgSwitch {
                 // enabled as they are now if a rollback makes it the primary again.
                 let switches = crate::schema::switches(&mut self.src)?;
                 let mut tx = self.src.transaction().map_err(|e| map(ctx, e))?;
-                tx.batch_execute(&format!(
-                    "DROP SCHEMA IF EXISTS _cutover CASCADE; {}",
-                    crate::state::control_ddl()
-                ))
-                .map_err(|e| map(ctx, e))?;
+                tx.batch_execute("DROP SCHEMA IF EXISTS _cutover CASCADE")
+                    .map_err(|e| map(ctx, e))?;
+                crate::state::migrate(&mut tx, "the source")?;
                 tx.execute(
                     "INSERT INTO _cutover.migration (id, source, phase, mode) VALUES (1, $1, 'replicating', 'sync')",
                     &[&self.target.redacted()],

@@ -15,6 +15,7 @@ use cutover_model::{decode_row, Position, TableName};
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::map;
+use crate::sink::table_exists;
 
 /// Brings the store in `conn` to this build's version, in the caller's transaction (the sink's
 /// `prepare`, or [`SqliteState::migrate`]); returns the version.
@@ -34,14 +35,10 @@ pub(crate) fn migrate(conn: &Connection, store: &str) -> Result<u32, ConnectorEr
     Ok(latest)
 }
 
-fn exists(conn: &Connection, table: &str) -> Result<bool, ConnectorError> {
-    crate::sink::table_exists(conn, table)
-}
-
 /// The recorded version: `None` without a store; 1 for a store made before versions were
 /// recorded (its tables are version 1's).
 fn stored_version(conn: &Connection, store: &str) -> Result<Option<u32>, ConnectorError> {
-    if !exists(conn, "_cutover_state")? {
+    if !table_exists(conn, "_cutover_state")? {
         return Ok(None);
     }
     let text: Option<String> = conn
@@ -64,8 +61,6 @@ pub struct SqliteState {
     path: PathBuf,
     /// `None` while the file does not exist: nothing to read, and reading creates nothing.
     file: Option<Connection>,
-    /// An in-memory database standing in for a missing file (no `_cutover_*` tables).
-    empty: Connection,
 }
 
 impl SqliteState {
@@ -80,33 +75,36 @@ impl SqliteState {
         Ok(SqliteState {
             path: path.to_owned(),
             file,
-            empty: Connection::open_in_memory()
-                .map_err(|e| map("opening an in-memory database", e))?,
         })
     }
 
-    fn conn(&self) -> &Connection {
-        self.file.as_ref().unwrap_or(&self.empty)
+    /// The file's connection if the file holds `table`: `None` reads as no state.
+    fn holding(&self, table: &str) -> Result<Option<&Connection>, ConnectorError> {
+        match &self.file {
+            Some(c) if table_exists(c, table)? => Ok(Some(c)),
+            _ => Ok(None),
+        }
     }
 
     fn store(&self) -> String {
         self.path.display().to_string()
     }
 
-    fn entries(&self) -> Result<HashMap<String, String>, ConnectorError> {
+    /// `_cutover_state`'s entries; `None` without a store.
+    fn entries(&self) -> Result<Option<HashMap<String, String>>, ConnectorError> {
+        let Some(conn) = self.holding("_cutover_state")? else {
+            return Ok(None);
+        };
         let ctx = || format!("reading cutover's state in {}", self.store());
-        let mut st = self
-            .conn()
+        let mut st = conn
             .prepare("SELECT key, value FROM _cutover_state")
             .map_err(|e| map(ctx(), e))?;
         let rows = st
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .map_err(|e| map(ctx(), e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| map(ctx(), e))
-    }
-
-    fn has_store(&self) -> Result<bool, ConnectorError> {
-        exists(self.conn(), "_cutover_state")
+        rows.collect::<Result<_, _>>()
+            .map(Some)
+            .map_err(|e| map(ctx(), e))
     }
 }
 
@@ -116,7 +114,10 @@ impl StateStore for SqliteState {
     }
 
     fn version(&mut self) -> Result<Option<u32>, ConnectorError> {
-        stored_version(self.conn(), &self.store())
+        match &self.file {
+            Some(c) => stored_version(c, &self.store()),
+            None => Ok(None),
+        }
     }
 
     fn migrate(&mut self) -> Result<u32, ConnectorError> {
@@ -135,27 +136,24 @@ impl StateStore for SqliteState {
     }
 
     fn phase(&mut self) -> Result<Option<String>, ConnectorError> {
-        if !self.has_store()? {
-            return Ok(None);
-        }
-        Ok(self.entries()?.remove("phase"))
+        Ok(self.entries()?.and_then(|mut e| e.remove("phase")))
     }
 
     fn swap_phase(&mut self, from: Option<&str>, to: &str) -> Result<bool, ConnectorError> {
         let ctx = || format!("moving the migration's phase in {}", self.store());
-        if !self.has_store()? {
+        let Some(conn) = self.holding("_cutover_state")? else {
             return Err(ConnectorError::new(
                 ErrorKind::NotFound,
                 format!("{} holds no migration of cutover's", self.store()),
             ));
-        }
+        };
         // One statement each: SQLite runs it atomically, and a writer holds the file's lock.
         let moved = match from {
-            Some(from) => self.conn().execute(
+            Some(from) => conn.execute(
                 "UPDATE _cutover_state SET value = ?2 WHERE key = 'phase' AND value = ?1",
                 [from, to],
             ),
-            None => self.conn().execute(
+            None => conn.execute(
                 "INSERT INTO _cutover_state (key, value) VALUES ('phase', ?1)
                  ON CONFLICT (key) DO NOTHING",
                 [to],
@@ -166,11 +164,8 @@ impl StateStore for SqliteState {
     }
 
     fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError> {
-        if !self.has_store()? {
-            return Ok(None);
-        }
         self.entries()?
-            .remove("checkpoint")
+            .and_then(|mut e| e.remove("checkpoint"))
             .map(|t| {
                 t.parse().map_err(|_| {
                     ConnectorError::new(
@@ -186,13 +181,12 @@ impl StateStore for SqliteState {
     }
 
     fn chunks(&mut self) -> Result<Vec<StoredChunk>, ConnectorError> {
-        if !exists(self.conn(), "_cutover_chunks")? {
+        let Some(conn) = self.holding("_cutover_chunks")? else {
             return Ok(Vec::new());
-        }
+        };
         let store = self.store();
         let ctx = || format!("reading the chunk plan in {store}");
-        let mut st = self
-            .conn()
+        let mut st = conn
             .prepare(
                 "SELECT table_name, chunk, start_key, end_key, done FROM _cutover_chunks
                  ORDER BY table_name, chunk",
@@ -235,10 +229,9 @@ impl StateStore for SqliteState {
     }
 
     fn status(&mut self) -> Result<Option<StoredStatus>, ConnectorError> {
-        if !self.has_store()? {
+        let Some(mut e) = self.entries()? else {
             return Ok(None);
-        }
-        let mut e = self.entries()?;
+        };
         let num = |e: &HashMap<String, String>, k: &str| e.get(k).and_then(|v| v.parse().ok());
         let int = |e: &HashMap<String, String>, k: &str| e.get(k).and_then(|v| v.parse().ok());
         Ok(Some(StoredStatus {
@@ -259,12 +252,11 @@ impl StateStore for SqliteState {
     }
 
     fn mismatches(&mut self, limit: usize) -> Result<Vec<StoredMismatch>, ConnectorError> {
-        if !exists(self.conn(), "_cutover_mismatches")? {
+        let Some(conn) = self.holding("_cutover_mismatches")? else {
             return Ok(Vec::new());
-        }
+        };
         let ctx = || format!("reading verify's mismatches in {}", self.store());
-        let mut st = self
-            .conn()
+        let mut st = conn
             .prepare(
                 "SELECT table_name, key, kind, columns, detail FROM _cutover_mismatches
                  ORDER BY id DESC LIMIT ?1",
