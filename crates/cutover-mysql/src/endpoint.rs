@@ -128,7 +128,9 @@ impl MySqlEndpoint {
         let host = if host.is_empty() {
             "localhost".to_owned()
         } else {
-            host.trim_start_matches('[').trim_end_matches(']').to_owned()
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
         };
         let database = percent_decode(path.trim_end_matches('/'), "database")?;
         if database.is_empty() {
@@ -185,9 +187,10 @@ impl MySqlEndpoint {
                     e.connect_timeout = Duration::from_secs(if secs == 0 { 86_400 } else { secs });
                 }
                 "server-id" => {
-                    e.server_id = Some(v.parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(
-                        || invalid(format!("server-id={v} is not a positive 32-bit number")),
-                    )?)
+                    e.server_id =
+                        Some(v.parse::<u32>().ok().filter(|&n| n > 0).ok_or_else(|| {
+                            invalid(format!("server-id={v} is not a positive 32-bit number"))
+                        })?)
                 }
                 "zero-date" => {
                     e.zero_date = match v.to_ascii_lowercase().as_str() {
@@ -286,22 +289,35 @@ mod tests {
     #[test]
     fn urls_parse_with_options_and_refuse_what_they_cannot_mean() {
         let o = OpenOptions::default();
-        let e = MySqlEndpoint::parse("mysql://app:p%40ss@db.example:3307/shop?ssl-mode=REQUIRED", &o)
-            .unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.user.as_str()), ("db.example", 3307, "app"));
+        let e = MySqlEndpoint::parse(
+            "mysql://app:p%40ss@db.example:3307/shop?ssl-mode=REQUIRED",
+            &o,
+        )
+        .unwrap();
+        assert_eq!(
+            (e.host.as_str(), e.port, e.user.as_str()),
+            ("db.example", 3307, "app")
+        );
         assert_eq!(e.password.as_deref(), Some("p@ss"));
         assert_eq!(e.database, "shop");
         assert_eq!(e.ssl, SslMode::Required);
         assert_eq!(e.describe(), "mysql://app@db.example:3307/shop");
         let e = MySqlEndpoint::parse("mariadb://root@127.0.0.1/x?zero-date=null", &o).unwrap();
         assert_eq!((e.port, e.zero_date), (3306, ZeroDate::Null));
-        let err = MySqlEndpoint::parse("mysql://root@h/", &o).unwrap_err().to_string();
+        let err = MySqlEndpoint::parse("mysql://root@h/", &o)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("names no database"), "{err}");
         let err = MySqlEndpoint::parse("mysql://root:secret@h/db?sslmode=verify-full&x=1", &o)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown parameter \"x\"") && !err.contains("secret"), "{err}");
-        let err = MySqlEndpoint::parse("mysql://h:port/db", &o).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown parameter \"x\"") && !err.contains("secret"),
+            "{err}"
+        );
+        let err = MySqlEndpoint::parse("mysql://h:port/db", &o)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a number"), "{err}");
         assert_eq!(redact("mysql://u:pw@h:1/d?a=b"), "mysql://u:***@h:1/d?a=b");
     }
