@@ -13,7 +13,7 @@
 //! | `Time { zoned: false }` | `time(6)` |
 //! | `Timestamp { zoned: false }` | `datetime(6)` |
 //! | `Timestamp { zoned: true }` | `timestamp(6)` (an instant, read in UTC; 1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC, others refused per value) |
-//! | `Uuid` | MariaDB 10.7+: `uuid`; else `char(36)` (lower-case text) |
+//! | `Uuid` | `char(36)` ascii, lower-case text (MariaDB's own `uuid` type refuses UUIDs whose variant bits are not RFC 4122's, which PostgreSQL accepts) |
 //! | `Json` | `json` |
 //! | `Other` (PostgreSQL enums, MySQL `bit`, …) | `longtext` (its exact text); key columns as text keys |
 //! | `Time { zoned: true }`, `Interval`, `Array` | refused: no MySQL type holds them exactly |
@@ -45,10 +45,6 @@ impl Flavor {
         } else {
             "utf8mb4_bin"
         }
-    }
-
-    fn has_uuid(&self) -> bool {
-        self.mariadb && self.version >= (10, 7, 0)
     }
 }
 
@@ -159,7 +155,6 @@ pub fn column_type(
         ColumnType::Interval => {
             return Err(refused(t, c, "none", "MySQL has no interval type"));
         }
-        ColumnType::Uuid if flavor.has_uuid() => "uuid".to_owned(),
         ColumnType::Uuid => "char(36) CHARACTER SET ascii COLLATE ascii_bin".to_owned(),
         ColumnType::Json { .. } => "json".to_owned(),
         ColumnType::Array(_) => {
@@ -273,7 +268,7 @@ mod tests {
             sql,
             "CREATE TABLE IF NOT EXISTS `Notes` (`id` varchar(768) CHARACTER SET utf8mb4 COLLATE \
              utf8mb4_nopad_bin NOT NULL, `n` decimal(65,30) NOT NULL, `at` timestamp(6) NOT NULL, \
-             `u` uuid NOT NULL, PRIMARY KEY (`id`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+             `u` char(36) CHARACTER SET ascii COLLATE ascii_bin NOT NULL, PRIMARY KEY (`id`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
         );
         let mysql = Flavor {
             mariadb: false,
