@@ -48,7 +48,10 @@ pub(crate) fn server_kind(code: u16) -> ErrorKind {
 pub(crate) fn map(context: impl std::fmt::Display, e: Error) -> ConnectorError {
     let kind = kind(&e);
     let detail = match &e {
-        Error::Server(s) => format!("{} (MySQL error {}, SQLSTATE {})", s.message, s.code, s.state),
+        Error::Server(s) => format!(
+            "{} (MySQL error {}, SQLSTATE {})",
+            s.message, s.code, s.state
+        ),
         other => other.to_string(),
     };
     ConnectorError::new(kind, format!("{context}: {detail}")).with_source(e)

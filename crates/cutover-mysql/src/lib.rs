@@ -6,9 +6,19 @@
 //! Every session is a blocking [`client::Client`] over `mysql_async` on the process's one
 //! runtime.
 
+mod binlog;
 mod client;
 mod endpoint;
 mod error;
+mod position;
+mod reader;
+mod schema;
+mod source;
+pub mod value;
 
 pub use client::Client;
 pub use endpoint::{redact, MySqlEndpoint, ZeroDate};
+pub use position::{BinlogPos, BinlogPositions, BINLOG_POSITIONS};
+pub use reader::MySqlReader;
+pub use schema::read_tables;
+pub use source::MySqlSource;
