@@ -790,7 +790,8 @@ impl Pump {
 
     async fn connect(&self) -> Result<Conn, ConnectorError> {
         let what = format!("opening the binlog stream of {}", self.ep.describe());
-        let opts = self.ep.opts(None)?;
+        // In the database (it shows in the process list as the reader's).
+        let opts = self.ep.opts(Some(&self.cap.database))?;
         let conn = tokio::time::timeout(self.ep.connect_timeout, Conn::new(opts))
             .await
             .map_err(|_| ConnectorError::new(ErrorKind::Timeout, format!("{what}: no answer")))?

@@ -12,7 +12,12 @@ use crate::value::{decode, param, DecodeError};
 
 /// `(a, b) > (?, ?)` written out as `a > ? OR (a = ? AND b > ?)` (`>=` for the last column when
 /// `inclusive`), so that every server uses the key's index for it.
-fn key_condition(table: &TableSchema, key: &Key, op: &str, inclusive: bool) -> (String, Vec<My>) {
+pub(crate) fn key_condition(
+    table: &TableSchema,
+    key: &Key,
+    op: &str,
+    inclusive: bool,
+) -> (String, Vec<My>) {
     let cols: Vec<String> = table.key_columns().map(|c| ident(&c.name)).collect();
     let n = cols.len().min(key.len());
     let mut ors = Vec::new();

@@ -17,7 +17,7 @@ use crate::binlog::{Captured, ChangeStream};
 use crate::client::{ident, qualified, Client};
 use crate::endpoint::MySqlEndpoint;
 use crate::position::{BinlogPos, BINLOG_POSITIONS};
-use crate::reader::{decode_row, order_by_key, params, select_range};
+use crate::reader::{decode_row, key_condition, order_by_key, params, select_range};
 use crate::schema::{non_utf8_columns, read_tables, text};
 use crate::value::decode;
 
@@ -29,7 +29,15 @@ pub struct MySqlSource {
     /// The tables the stream captures, to notice a call with others.
     streamed: Vec<TableSchema>,
     server_id: u32,
+    /// Whether the server is MariaDB, once asked.
+    mariadb: Option<bool>,
+    /// Stream failures in a row (a broken connection is opened again this many times before
+    /// `read_changes` reports it).
+    failures: u32,
 }
+
+/// Broken streams opened again without a word before `read_changes` reports the error.
+const QUIET_RESTARTS: u32 = 3;
 
 impl std::fmt::Debug for MySqlSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,6 +72,8 @@ impl MySqlSource {
             client: Some(client),
             stream: None,
             streamed: Vec::new(),
+            mariadb: None,
+            failures: 0,
         })
     }
 
@@ -82,7 +92,12 @@ impl MySqlSource {
     }
 
     fn is_mariadb(&mut self) -> Result<bool, ConnectorError> {
-        Ok(self.client()?.is_mariadb())
+        if let Some(m) = self.mariadb {
+            return Ok(m);
+        }
+        let m = self.client()?.is_mariadb();
+        self.mariadb = Some(m);
+        Ok(m)
     }
 
     /// The binlog position of the newest commit.
@@ -301,13 +316,8 @@ impl Source for MySqlSource {
             );
             let mut p = Vec::new();
             if let Some(last) = boundaries.last() {
-                // Everything from the last boundary on: written as the reads write it.
-                let (select, lp) = select_range(&db, table, Some((last, true)), None, None);
-                let cond = select
-                    .split_once(" WHERE ")
-                    .and_then(|(_, w)| w.split_once(" ORDER BY "))
-                    .map(|(c, _)| c.to_owned())
-                    .unwrap_or_default();
+                // Everything from the last boundary on.
+                let (cond, lp) = key_condition(table, last, ">", true);
                 sql.push_str(" WHERE ");
                 sql.push_str(&cond);
                 p = lp;
@@ -504,9 +514,29 @@ impl Source for MySqlSource {
             ));
             self.streamed = tables.to_vec();
         }
-        match self.stream.as_mut() {
-            Some(s) => s.next_batch(max_changes.max(1)),
-            None => Ok(Vec::new()),
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(Vec::new());
+        };
+        match stream.next_batch(max_changes.max(1)) {
+            Ok(batch) => {
+                if !batch.is_empty() {
+                    self.failures = 0;
+                }
+                Ok(batch)
+            }
+            // A broken connection: the stream is opened again from where it stood at the next
+            // call, a few times in a row before the caller hears of it (then its retry policy
+            // decides).
+            Err(e) if e.kind() == ErrorKind::Connect && self.failures < QUIET_RESTARTS => {
+                self.failures += 1;
+                tracing::warn!(error = %e, attempt = self.failures, "the binlog stream broke; opening it again");
+                self.stream = None;
+                Ok(Vec::new())
+            }
+            Err(e) => {
+                self.failures = 0;
+                Err(e)
+            }
         }
     }
 

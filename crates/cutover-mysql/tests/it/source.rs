@@ -74,6 +74,22 @@ fn changes_until(
     Ok(out)
 }
 
+/// The error `read_changes` after `after` comes to (within 20 s), with the changes before it
+/// ignored.
+fn first_error(
+    src: &mut MySqlSource,
+    tables: &[TableSchema],
+    after: &Position,
+) -> cutover_connector::ConnectorError {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no error after 20 s");
+        if let Err(e) = src.read_changes(tables, after.clone(), 100) {
+            return e;
+        }
+    }
+}
+
 const EVERY_TYPE: &str = "CREATE TABLE every_type (
     id int NOT NULL PRIMARY KEY,
     b tinyint(1), i8 tinyint, u8 tinyint unsigned, i16 smallint, i24 mediumint,
@@ -280,17 +296,8 @@ fn zero_dates_are_refused_naming_the_key_or_carried_as_null() -> R {
         }]
     );
     let mut strict = db.source("")?;
-    let mut err = None;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while err.is_none() && Instant::now() < deadline {
-        match strict.read_changes(&tables, after.clone(), 100) {
-            Ok(_) => {}
-            Err(e) => err = Some(e),
-        }
-    }
-    let msg = err
-        .ok_or("the zero date in the binlog was not refused")?
-        .to_string();
+    let err = first_error(&mut strict, &tables, &after);
+    let msg = err.to_string();
     assert!(
         msg.contains("table z, column d, key (6)") && msg.contains("zero-date=null"),
         "{msg}"
@@ -353,7 +360,7 @@ fn binlog_changes_of_every_type_decode_like_chunk_reads() -> R {
     db.sql(EDGE_ROW)?;
     db.sql("INSERT INTO every_type (id) VALUES (2)")?;
     db.sql(
-        "UPDATE every_type SET id = 3, vc = 'changed', u64 = 0, y = 1901, bits = b'1',
+        "UPDATE every_type SET id = 3, vc = 'changed', u64 = 0, i24 = -1, y = 1901, bits = b'1',
          e = 'big', s = '', d = '1000-01-01', t = '00:00:00', ts = '1970-01-01 00:00:01',
          u = '01890a5d-ac96-774b-bcce-b302099a8000'
          WHERE id = 1",
@@ -389,6 +396,7 @@ fn binlog_changes_of_every_type_decode_like_chunk_reads() -> R {
     assert_eq!(before.as_ref(), Some(&edge));
     assert_eq!(row, &now[0]);
     assert_eq!(row[t.column_index("y").unwrap()], Value::Int(1901));
+    assert_eq!(row[t.column_index("i24").unwrap()], Value::Int(-1));
     assert_eq!(
         row[t.column_index("bits").unwrap()],
         Value::Raw {
@@ -565,5 +573,60 @@ fn ddl_on_a_captured_table_stops_capture_naming_it_and_truncate_is_carried() -> 
     );
     // The insert before the ALTER came; nothing after it did.
     assert_eq!(seen.len(), 1, "{seen:?}");
+    Ok(())
+}
+
+#[test]
+fn a_purged_binlog_is_history_lost_saying_to_start_again() -> R {
+    let db = Db::new("my_purged")?;
+    db.sql("CREATE TABLE t (id int PRIMARY KEY)")?;
+    let mut src = db.source("")?;
+    let tables = src.tables()?;
+    // A file before the first one the server has: what a purged binlog looks like.
+    let gone: Position = "binlog:binlog.000000/4".parse()?;
+    let err = first_error(&mut src, &tables, &gone);
+    assert_eq!(err.kind(), ErrorKind::HistoryLost, "{err}");
+    assert!(
+        err.to_string().contains("start the migration again"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_broken_binlog_stream_is_opened_again_from_where_it_stood() -> R {
+    let db = Db::new("my_broken")?;
+    db.sql("CREATE TABLE t (id int PRIMARY KEY)")?;
+    let mut src = db.source("")?;
+    let tables = src.tables()?;
+    let after = src.start_capture(&tables)?;
+    db.sql("INSERT INTO t VALUES (1)")?;
+    let first = changes_until(&mut src, &tables, &after, 1)?;
+    // Cut the stream's connection (the reader's session is in this test's database).
+    let ids = db.sql(&format!(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%' AND DB = '{}'",
+        db.name
+    ))?;
+    assert_eq!(ids.lines().count(), 1, "one reader: {ids:?}");
+    db.sql(&format!("KILL CONNECTION {ids}"))?;
+    db.sql("INSERT INTO t VALUES (2)")?;
+    let next = changes_until(&mut src, &tables, &first[0].position, 1)?;
+    assert_eq!(
+        next[0].changes,
+        vec![Change::Insert {
+            table: tables[0].name.clone(),
+            row: vec![Value::Int(2)]
+        }]
+    );
+    Ok(())
+}
+
+#[test]
+fn spatial_columns_are_refused_naming_table_and_column() -> R {
+    let db = Db::new("my_spatial")?;
+    db.sql("CREATE TABLE places (id int PRIMARY KEY, at point)")?;
+    let err = db.source("")?.tables().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnsupportedType);
+    assert!(err.to_string().contains("table places, column at"), "{err}");
     Ok(())
 }
