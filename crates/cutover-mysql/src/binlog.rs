@@ -33,7 +33,7 @@ use mysql_async::{BinlogStreamRequest, Conn, Value as My};
 
 use crate::endpoint::{MySqlEndpoint, ZeroDate};
 use crate::error;
-use crate::position::BinlogPos;
+use crate::position::{compare, BinlogPos};
 use crate::reader::row_of;
 use crate::value::{decode, labels, DecodeError};
 
@@ -52,6 +52,9 @@ const MARIADB_ANNOTATE_ROWS: u8 = 160;
 const MARIADB_GTID: u8 = 162;
 /// An event the server made up for the stream (the rotate it starts with).
 const LOG_EVENT_ARTIFICIAL: u16 = 0x20;
+/// Events that stand between transactions: stop, rotate, format description, MySQL's previous
+/// GTIDs, MariaDB's binlog checkpoint and GTID list.
+const BETWEEN_TRANSACTIONS: &[u8] = &[3, 4, 15, 35, 161, 163];
 /// MariaDB's GTID event flag: the transaction is one statement with no XID or COMMIT after it.
 const MARIADB_FL_STANDALONE: u8 = 1;
 
@@ -374,6 +377,8 @@ pub(crate) struct Decoder {
     open: Option<Vec<Change>>,
     /// The open transaction is one statement (MariaDB's standalone GTID event: DDL).
     standalone: bool,
+    /// The position last given out (at first: where the stream started).
+    last: BinlogPos,
 }
 
 /// What one event completed.
@@ -386,12 +391,13 @@ pub(crate) enum Decoded {
 }
 
 impl Decoder {
-    pub(crate) fn new(cap: Arc<Captured>, file: &str) -> Decoder {
+    pub(crate) fn new(cap: Arc<Captured>, from: &BinlogPos) -> Decoder {
         Decoder {
             cap,
-            file: file.to_owned(),
+            file: from.file.clone(),
             open: None,
             standalone: false,
+            last: from.clone(),
         }
     }
 
@@ -412,8 +418,38 @@ impl Decoder {
         })
     }
 
-    /// The event's effect: `Some` when it ended a transaction.
+    /// The event's effect: `Some` when it ended a transaction, or when it stands between
+    /// transactions (a new file's header events, MariaDB's GTID list and binlog checkpoint):
+    /// then the stream stands past it, and an idle stream reaches positions such as a snapshot's
+    /// taken right after a rotation. Never a position at or before one already given (a stream
+    /// that starts mid-file sends the file's format description event first).
     pub(crate) fn event(
+        &mut self,
+        ev: &Event,
+        table_map: &dyn Fn(u64) -> Option<TableMapEvent<'static>>,
+    ) -> Result<Option<Decoded>, ConnectorError> {
+        let here = BinlogPos::new(self.file.clone(), u64::from(ev.header().log_pos()));
+        let was_open = self.open.is_some();
+        let between = BETWEEN_TRANSACTIONS.contains(&ev.header().event_type_raw())
+            && ev.header().log_pos() > 0
+            && ev.header().flags_raw() & LOG_EVENT_ARTIFICIAL == 0;
+        let out = match self.apply(ev, table_map)? {
+            Some(d) => d,
+            None if between && !was_open && self.open.is_none() => Decoded::Skip(here),
+            None => return Ok(None),
+        };
+        let at = match &out {
+            Decoded::Skip(p) => p.clone(),
+            Decoded::Transaction(t) => BinlogPos::of(&t.position)?,
+        };
+        if compare(&at, &self.last) != Some(std::cmp::Ordering::Greater) {
+            return Ok(None);
+        }
+        self.last = at;
+        Ok(Some(out))
+    }
+
+    fn apply(
         &mut self,
         ev: &Event,
         table_map: &dyn Fn(u64) -> Option<TableMapEvent<'static>>,
@@ -823,7 +859,7 @@ impl Pump {
                 &self.from,
             )
         })?;
-        let mut decoder = Decoder::new(Arc::clone(&self.cap), &self.from.file);
+        let mut decoder = Decoder::new(Arc::clone(&self.cap), &self.from);
         let mut skip: Option<BinlogPos> = None;
         let mut last_skip_sent = Instant::now();
         let mut heard = Instant::now();

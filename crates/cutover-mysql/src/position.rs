@@ -77,7 +77,8 @@ pub struct BinlogPositions;
 /// The one [`BinlogPositions`], for `Source::positions`.
 pub static BINLOG_POSITIONS: BinlogPositions = BinlogPositions;
 
-fn compare(a: &BinlogPos, b: &BinlogPos) -> Option<Ordering> {
+/// The order of two places of one server's binlog (`None`: files of different base names).
+pub(crate) fn compare(a: &BinlogPos, b: &BinlogPos) -> Option<Ordering> {
     let (ba, na) = a.key()?;
     let (bb, nb) = b.key()?;
     // Files of another base name are another server's (or a renamed log): not ordered.

@@ -630,3 +630,67 @@ fn spatial_columns_are_refused_naming_table_and_column() -> R {
     assert!(err.to_string().contains("table places, column at"), "{err}");
     Ok(())
 }
+
+#[test]
+fn the_stream_follows_a_rotation_and_reaches_a_snapshot_taken_after_it() -> R {
+    let db = Db::new("my_rotate")?;
+    db.sql("CREATE TABLE t (id int PRIMARY KEY)")?;
+    let mut src = db.source("")?;
+    let tables = src.tables()?;
+    let after = src.start_capture(&tables)?;
+    db.sql("INSERT INTO t VALUES (1); FLUSH BINARY LOGS")?;
+    let chunk = src.read_chunk(&tables[0], &KeyRange::all())?;
+    let order = src.positions();
+    assert!(order.after(&chunk.high, &after));
+    // The stream reaches the snapshot's position though nothing captured happened after it.
+    let mut at = after.clone();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !order.reached(&at, &chunk.high) {
+        assert!(
+            Instant::now() < deadline,
+            "stuck at {at}, snapshot at {}",
+            chunk.high
+        );
+        for t in src.read_changes(&tables, at.clone(), 100)? {
+            at = t.position;
+            seen.extend(t.changes);
+        }
+    }
+    db.sql("INSERT INTO t VALUES (2)")?;
+    let next = changes_until(&mut src, &tables, &at, 1)?;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        next[0].changes,
+        vec![Change::Insert {
+            table: tables[0].name.clone(),
+            row: vec![Value::Int(2)]
+        }]
+    );
+    Ok(())
+}
+
+#[test]
+fn capture_names_the_privileges_a_user_lacks() -> R {
+    let db = Db::new("my_grants")?;
+    db.sql("CREATE TABLE t (id int PRIMARY KEY)")?;
+    let user = format!("u_{}", &db.name[db.name.len() - 8..]);
+    db.sql(&format!(
+        "CREATE USER '{user}'@'127.0.0.1'; GRANT SELECT ON `{}`.* TO '{user}'@'127.0.0.1'",
+        db.name
+    ))?;
+    let url = db
+        .server
+        .url(&db.name)
+        .replace("root@", &format!("{user}@"));
+    let mut src = MySqlSource::open(&MySqlEndpoint::parse(&url, &OpenOptions::default())?)?;
+    let tables = src.tables()?;
+    let msg = src.check_capture(&tables).unwrap_err().to_string();
+    db.sql(&format!("DROP USER '{user}'@'127.0.0.1'"))?;
+    assert!(
+        msg.contains("lacks REPLICATION SLAVE") && msg.contains("BINLOG MONITOR"),
+        "{msg}"
+    );
+    assert!(!msg.contains("binlog_format"), "{msg}");
+    Ok(())
+}
