@@ -90,6 +90,27 @@ fn first_error(
     }
 }
 
+/// Inserts `id` into table `t` (one int column) and checks that the stream after `after`
+/// brings exactly that next.
+fn inserted_next(
+    db: &Db,
+    src: &mut MySqlSource,
+    tables: &[TableSchema],
+    after: &Position,
+    id: i64,
+) -> R {
+    db.sql(&format!("INSERT INTO t VALUES ({id})"))?;
+    let next = changes_until(src, tables, after, 1)?;
+    assert_eq!(
+        next[0].changes,
+        vec![Change::Insert {
+            table: tables[0].name.clone(),
+            row: vec![Value::Int(id)]
+        }]
+    );
+    Ok(())
+}
+
 const EVERY_TYPE: &str = "CREATE TABLE every_type (
     id int NOT NULL PRIMARY KEY,
     b tinyint(1), i8 tinyint, u8 tinyint unsigned, i16 smallint, i24 mediumint,
@@ -609,16 +630,7 @@ fn a_broken_binlog_stream_is_opened_again_from_where_it_stood() -> R {
     ))?;
     assert_eq!(ids.lines().count(), 1, "one reader: {ids:?}");
     db.sql(&format!("KILL CONNECTION {ids}"))?;
-    db.sql("INSERT INTO t VALUES (2)")?;
-    let next = changes_until(&mut src, &tables, &first[0].position, 1)?;
-    assert_eq!(
-        next[0].changes,
-        vec![Change::Insert {
-            table: tables[0].name.clone(),
-            row: vec![Value::Int(2)]
-        }]
-    );
-    Ok(())
+    inserted_next(&db, &mut src, &tables, &first[0].position, 2)
 }
 
 #[test]
@@ -657,17 +669,8 @@ fn the_stream_follows_a_rotation_and_reaches_a_snapshot_taken_after_it() -> R {
             seen.extend(t.changes);
         }
     }
-    db.sql("INSERT INTO t VALUES (2)")?;
-    let next = changes_until(&mut src, &tables, &at, 1)?;
     assert_eq!(seen.len(), 1);
-    assert_eq!(
-        next[0].changes,
-        vec![Change::Insert {
-            table: tables[0].name.clone(),
-            row: vec![Value::Int(2)]
-        }]
-    );
-    Ok(())
+    inserted_next(&db, &mut src, &tables, &at, 2)
 }
 
 #[test]
