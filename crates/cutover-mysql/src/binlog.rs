@@ -214,8 +214,10 @@ pub(crate) enum Statement {
     Commit,
     Rollback,
     Truncate(Vec<TableName>),
-    /// DDL (or a statement-logged change) naming a captured table.
+    /// DDL naming a captured table.
     Touches(String),
+    /// A change of a captured table logged as a statement (a session not in ROW format).
+    Logged(String),
 }
 
 /// Tokens of a statement: identifiers (`` `quoted` `` or bare words, as written), `.`, and
@@ -364,6 +366,7 @@ pub(crate) fn classify(sql: &str, schema: &str, cap: &Captured) -> Statement {
         // CREATE TABLE … LIKE / AS SELECT a captured table creates another one; CREATE TRIGGER,
         // VIEW, … change nothing captured. CREATE INDEX does (the brief of capture: stop).
         "CREATE" if !toks.iter().any(|t| t.eq_ignore_ascii_case("INDEX")) => Statement::Nothing,
+        "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD" | "WITH" => Statement::Logged(table),
         _ => Statement::Touches(table),
     }
 }
@@ -537,6 +540,19 @@ impl Decoder {
                             .push(Change::Truncate { tables });
                         Ok(Some(self.end(ev)))
                     }
+                    Statement::Logged(table) => Err(ConnectorError::new(
+                        ErrorKind::SchemaMismatch,
+                        format!(
+                            "table {table} was changed by a statement logged as SQL, not as rows \
+                             (`{}` at binlog position {}): the session that ran it did not use \
+                             binlog_format=ROW, and its rows cannot be known. Set \
+                             binlog_format=ROW globally (SET GLOBAL binlog_format='ROW', and in \
+                             the option file), make the sessions reconnect, and migrate the \
+                             table again",
+                            shorten(&sql),
+                            here().position()
+                        ),
+                    )),
                     Statement::Touches(table) => Err(ConnectorError::new(
                         ErrorKind::SchemaMismatch,
                         format!(
@@ -1038,7 +1054,7 @@ mod tests {
         );
         assert_eq!(
             classify("INSERT INTO orders VALUES (1)", "shop", &c),
-            Statement::Touches("orders".into())
+            Statement::Logged("orders".into())
         );
     }
 }

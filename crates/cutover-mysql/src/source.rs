@@ -138,6 +138,7 @@ impl MySqlSource {
             "server_id",
             "binlog_expire_logs_seconds",
             "expire_logs_days",
+            "binlog_row_value_options",
         ] {
             let v: Option<Option<String>> =
                 match client.query_first(&format!("SELECT CAST(@@GLOBAL.{name} AS CHAR)")) {
@@ -209,6 +210,13 @@ pub(crate) fn capture_problems(s: &Settings) -> Vec<String> {
              option file)",
             other.unwrap_or("unknown")
         )),
+    }
+    if get("binlog_row_value_options").is_some_and(|v| v.contains("PARTIAL_JSON")) {
+        out.push(
+            "binlog_row_value_options is PARTIAL_JSON (MySQL): JSON updates are logged as \
+             patches cutover cannot apply; SET GLOBAL binlog_row_value_options = ''"
+                .to_owned(),
+        );
     }
     if matches!(get("server_id").as_deref(), None | Some("0")) {
         out.push(

@@ -697,3 +697,75 @@ fn capture_names_the_privileges_a_user_lacks() -> R {
     assert!(!msg.contains("binlog_format"), "{msg}");
     Ok(())
 }
+
+#[test]
+fn a_change_logged_as_a_statement_stops_capture_naming_binlog_format() -> R {
+    let db = Db::new("my_stmt")?;
+    db.sql("CREATE TABLE t (id int PRIMARY KEY)")?;
+    let mut src = db.source("")?;
+    let tables = src.tables()?;
+    let after = src.start_capture(&tables)?;
+    // Only this session logs statements: the shared server stays in ROW format.
+    db.sql("SET SESSION binlog_format = 'STATEMENT'; INSERT INTO t VALUES (5)")?;
+    let err = first_error(&mut src, &tables, &after);
+    let msg = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::SchemaMismatch, "{msg}");
+    assert!(
+        msg.contains("table t was changed by a statement logged as SQL")
+            && msg.contains("SET GLOBAL binlog_format='ROW'"),
+        "{msg}"
+    );
+    Ok(())
+}
+
+#[test]
+fn batches_hold_about_max_changes_and_a_larger_transaction_whole() -> R {
+    let db = Db::new("my_batches")?;
+    db.sql("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")?;
+    let mut src = db.source("")?;
+    let tables = src.tables()?;
+    let after = src.start_capture(&tables)?;
+    // 2000 transactions of one row, then one of 3000 rows, then 10 more.
+    let mut singles = String::new();
+    for i in 1..=2000 {
+        singles.push_str(&format!("INSERT INTO t VALUES ({i}, 'single');"));
+    }
+    db.sql(&singles)?;
+    db.sql("INSERT INTO t SELECT seq, 'big' FROM seq_2001_to_5000")?;
+    db.sql("UPDATE t SET v = 'after' WHERE id <= 10")?;
+    let mut at = after;
+    let mut ids = Vec::new();
+    let mut biggest = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ids.len() < 5010 {
+        assert!(
+            Instant::now() < deadline,
+            "{} changes after 60 s",
+            ids.len()
+        );
+        let batch = src.read_changes(&tables, at.clone(), 500)?;
+        let n: usize = batch.iter().map(|t| t.changes.len()).sum();
+        let largest = batch.iter().map(|t| t.changes.len()).max().unwrap_or(0);
+        assert!(
+            n <= 500 || batch.len() == 1 || largest < 500 && n < 500 + largest,
+            "{n} changes in {} transactions",
+            batch.len()
+        );
+        biggest = biggest.max(largest);
+        for t in batch {
+            at = t.position;
+            for c in t.changes {
+                match c {
+                    Change::Insert { row, .. } | Change::Update { row, .. } => {
+                        ids.push(row[0].clone())
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
+    assert_eq!(biggest, 3000, "the big transaction came whole");
+    let want: Vec<Value> = (1..=5000).chain(1..=10).map(Value::Int).collect();
+    assert_eq!(ids, want);
+    Ok(())
+}
