@@ -17,7 +17,7 @@
 //! the schema, `BINARY(n)` padding) and decodes them like chunk reads.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -39,8 +39,10 @@ use crate::value::{decode, labels, DecodeError};
 
 /// How long `next_batch` waits for the first transaction when none is ready.
 const IDLE_WAIT: Duration = Duration::from_millis(10);
-/// Transactions waiting for `read_changes` (the queue's bound).
+/// Transactions waiting for `read_changes` (the queue's bound)…
 const QUEUE: usize = 1024;
+/// …and the bytes of their values (a few huge transactions fill memory before 1024 do).
+const BUFFER_BYTES: usize = 64 << 20;
 /// A stream that sends nothing (not even a heartbeat, asked for every second) for this long is
 /// taken for broken.
 const SILENCE: Duration = Duration::from_secs(30);
@@ -713,11 +715,28 @@ fn shorten(sql: &str) -> String {
 
 type Item = Result<Transaction, ConnectorError>;
 
+/// Roughly the bytes a transaction holds.
+fn txn_bytes(t: &Transaction) -> usize {
+    let row = |r: &[Value]| r.iter().map(|v| 16 + v.payload_len()).sum::<usize>();
+    t.changes
+        .iter()
+        .map(|c| match c {
+            Change::Insert { row: r, .. } => row(r),
+            Change::Update { row: r, before, .. } => row(r) + before.as_deref().map_or(0, row),
+            Change::Delete { before, .. } => before.as_deref().map_or(0, row),
+            _ => 64,
+        })
+        .sum::<usize>()
+        + 64
+}
+
 /// The binlog stream, read on its own thread. Dropping it stops the thread and closes the
 /// connection.
 pub(crate) struct ChangeStream {
     rx: Receiver<Item>,
     stop: Arc<AtomicBool>,
+    /// Bytes of the values of the transactions in the queue.
+    buffered: Arc<AtomicUsize>,
     handle: Option<JoinHandle<()>>,
     /// The position of the last transaction handed out (where the next read continues).
     pub delivered: BinlogPos,
@@ -735,6 +754,7 @@ impl ChangeStream {
     ) -> ChangeStream {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let stop = Arc::new(AtomicBool::new(false));
+        let buffered = Arc::new(AtomicUsize::new(0));
         let pump = Pump {
             ep: ep.clone(),
             server_id,
@@ -742,6 +762,7 @@ impl ChangeStream {
             cap,
             tx,
             stop: Arc::clone(&stop),
+            buffered: Arc::clone(&buffered),
         };
         let handle = std::thread::Builder::new()
             .name("cutover-mysql-binlog".into())
@@ -750,6 +771,7 @@ impl ChangeStream {
         ChangeStream {
             rx,
             stop,
+            buffered,
             handle,
             delivered: from,
             failed: false,
@@ -778,6 +800,7 @@ impl ChangeStream {
         while let Some(item) = next.take() {
             match item {
                 Ok(t) => {
+                    self.buffered.fetch_sub(txn_bytes(&t), Ordering::Relaxed);
                     if let Some(p) = BinlogPos::parse(&t.position) {
                         self.delivered = p;
                     }
@@ -827,6 +850,7 @@ struct Pump {
     cap: Arc<Captured>,
     tx: SyncSender<Item>,
     stop: Arc<AtomicBool>,
+    buffered: Arc<AtomicUsize>,
 }
 
 impl Pump {
@@ -934,6 +958,15 @@ impl Pump {
     }
 
     async fn send(&self, t: Transaction) -> Result<(), ConnectorError> {
+        // The applier is behind by more than the byte budget: the server waits (its socket
+        // is simply not read), as it waits for a slow replica.
+        while self.buffered.load(Ordering::Relaxed) > BUFFER_BYTES {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.buffered.fetch_add(txn_bytes(&t), Ordering::Relaxed);
         let mut item = Ok(t);
         loop {
             match self.tx.try_send(item) {

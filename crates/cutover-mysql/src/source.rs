@@ -10,7 +10,7 @@ use std::sync::Arc;
 use cutover_connector::{
     key_text, ChunkRows, ConnectorError, ErrorKind, KeyRange, PositionOrder, Source, TableEstimate,
 };
-use cutover_model::{Key, Position, TableSchema, Transaction};
+use cutover_model::{ColumnType, Key, Position, TableSchema, Transaction};
 use mysql_async::{Params, Row};
 
 use crate::binlog::{Captured, ChangeStream};
@@ -449,6 +449,20 @@ impl Source for MySqlSource {
                 t.name
             ));
         }
+        for t in tables {
+            for c in &t.columns {
+                if let ColumnType::Other { name } = &c.ty {
+                    if name != "bit" {
+                        problems.push(format!(
+                            "table {}, column {} has type {}, which cutover copies as text but \
+                             cannot decode from the binlog; leave the table out of the \
+                             migration or change the column's type",
+                            t.name, c.name, c.declared_type
+                        ));
+                    }
+                }
+            }
+        }
         let db = self.endpoint.database.clone();
         for (t, c, cs) in non_utf8_columns(self.client()?, &db, tables)? {
             problems.push(format!(
@@ -580,6 +594,13 @@ mod tests {
         ("binlog_row_image", "FULL"),
         ("server_id", "1"),
     ];
+
+    #[test]
+    fn a_source_moves_between_threads() {
+        fn send<T: Send>() {}
+        send::<MySqlSource>();
+        send::<crate::MySqlReader>();
+    }
 
     #[test]
     fn capture_settings_are_listed_with_their_fix() {

@@ -536,6 +536,7 @@ fn capture_refuses_a_latin1_column_and_a_table_without_a_key_naming_the_fix() ->
     db.sql(
         "CREATE TABLE old (id int PRIMARY KEY, name varchar(20) CHARACTER SET latin1);
          CREATE TABLE nokey (v int);
+         CREATE TABLE hosts (id int PRIMARY KEY, addr inet6);
          INSERT INTO old VALUES (1, 'caf\u{e9}')",
     )?;
     let mut src = db.source("")?;
@@ -551,7 +552,8 @@ fn capture_refuses_a_latin1_column_and_a_table_without_a_key_naming_the_fix() ->
     assert!(
         msg.contains("table old, column name is in character set latin1")
             && msg.contains("CONVERT TO CHARACTER SET utf8mb4")
-            && msg.contains("table nokey has no primary key"),
+            && msg.contains("table nokey has no primary key")
+            && msg.contains("table hosts, column addr has type inet6"),
         "{msg}"
     );
     Ok(())
