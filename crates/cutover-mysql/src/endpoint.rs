@@ -8,7 +8,7 @@ use cutover_connector::{ConnectorError, ErrorKind, OpenOptions};
 use mysql_async::{Opts, OptsBuilder, SslOpts};
 
 /// The URL's query parameters cutover understands.
-const PARAMS: &str = "ssl-mode, ssl-ca, connect-timeout, server-id, zero-date";
+const PARAMS: &str = "ssl-mode, ssl-ca, connect-timeout, server-id, zero-date, tinyint1";
 
 /// What a zero date (`0000-00-00`, or a date with a zero month or day) becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,12 +35,17 @@ pub struct MySqlEndpoint {
     /// derived from the migration's name.
     pub(crate) server_id: Option<u32>,
     pub(crate) zero_date: ZeroDate,
+    /// Whether `tinyint(1)` columns are booleans (the default) or integers (`?tinyint1=int`).
+    pub(crate) tinyint1_bool: bool,
     /// The migration's name (names nothing on a MySQL source; the target's state is in the
     /// target database).
+    #[allow(dead_code)] // read by the target side (branch `mysql`)
     pub(crate) name: Option<String>,
     pub(crate) tables: Vec<String>,
     pub(crate) exclude: Vec<String>,
+    #[allow(dead_code)] // read by the target side (branch `mysql`)
     pub(crate) truncate: bool,
+    #[allow(dead_code)] // read by the target side (branch `mysql`)
     pub(crate) jobs: usize,
 }
 
@@ -156,6 +161,7 @@ impl MySqlEndpoint {
             connect_timeout: Duration::from_secs(10),
             server_id: None,
             zero_date: ZeroDate::Error,
+            tinyint1_bool: true,
             name: opts.name.clone(),
             tables: opts.tables.clone(),
             exclude: opts.exclude.clone(),
@@ -199,6 +205,17 @@ impl MySqlEndpoint {
                         other => {
                             return Err(invalid(format!(
                                 "zero-date={other} is not one of error (the default), null"
+                            )))
+                        }
+                    }
+                }
+                "tinyint1" => {
+                    e.tinyint1_bool = match v.to_ascii_lowercase().as_str() {
+                        "bool" | "boolean" => true,
+                        "int" | "integer" => false,
+                        other => {
+                            return Err(invalid(format!(
+                                "tinyint1={other} is not one of bool (the default), int"
                             )))
                         }
                     }
@@ -304,6 +321,9 @@ mod tests {
         assert_eq!(e.describe(), "mysql://app@db.example:3307/shop");
         let e = MySqlEndpoint::parse("mariadb://root@127.0.0.1/x?zero-date=null", &o).unwrap();
         assert_eq!((e.port, e.zero_date), (3306, ZeroDate::Null));
+        assert!(e.tinyint1_bool);
+        let e = MySqlEndpoint::parse("mysql://root@h/x?tinyint1=int", &o).unwrap();
+        assert!(!e.tinyint1_bool);
         let err = MySqlEndpoint::parse("mysql://root@h/", &o)
             .unwrap_err()
             .to_string();

@@ -6,37 +6,48 @@
 //! Every session is a blocking [`client::Client`] over `mysql_async` on the process's one
 //! runtime.
 
+mod binlog;
 mod client;
 pub mod ddl;
 mod encode;
 mod endpoint;
 mod error;
+mod position;
+mod reader;
+mod schema;
 mod sink;
+mod source;
 mod state;
+pub mod value;
 
 pub use client::Client;
 pub use endpoint::{redact, MySqlEndpoint, ZeroDate};
+pub use position::{BinlogPos, BinlogPositions, BINLOG_POSITIONS};
+pub use reader::MySqlReader;
+pub use schema::read_tables;
 pub use sink::MySqlSink;
+pub use source::MySqlSource;
 pub use state::MySqlState;
 
 use std::any::Any;
 
 use cutover_connector::{
-    ConnectorError, Engine, ErrorKind, OpenOptions, Sink, SourceFactory, StateStore, TableReader,
+    ConnectorError, Engine, OpenOptions, Sink, Source, SourceFactory, StateStore, TableReader,
     TargetFactory,
 };
 
-/// A MySQL/MariaDB target: opens sinks on the database and the state store it hosts.
+/// A MySQL/MariaDB database as either side: sources and readers, sinks and the state store it
+/// hosts as a target.
 #[derive(Debug, Clone)]
-pub struct MySqlTarget {
+pub struct MySqlConnect {
     endpoint: MySqlEndpoint,
     /// The source is MySQL too ([`TargetFactory::pair`]): declared types kept as they are.
     native: bool,
 }
 
-impl MySqlTarget {
-    pub fn new(endpoint: MySqlEndpoint) -> MySqlTarget {
-        MySqlTarget {
+impl MySqlConnect {
+    pub fn new(endpoint: MySqlEndpoint) -> MySqlConnect {
+        MySqlConnect {
             endpoint,
             native: false,
         }
@@ -47,15 +58,27 @@ impl MySqlTarget {
     }
 }
 
-impl TargetFactory for MySqlTarget {
+impl SourceFactory for MySqlConnect {
+    fn source(&self) -> Result<Box<dyn Source + Send>, ConnectorError> {
+        Ok(Box::new(MySqlSource::open(&self.endpoint)?))
+    }
+    fn reader(&self) -> Result<Box<dyn TableReader + Send>, ConnectorError> {
+        Ok(Box::new(MySqlReader::open(&self.endpoint)?))
+    }
+    fn describe(&self) -> String {
+        self.endpoint.describe()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl TargetFactory for MySqlConnect {
     fn sink(&self) -> Result<Box<dyn Sink + Send>, ConnectorError> {
         Ok(Box::new(MySqlSink::open(&self.endpoint, self.native)?))
     }
     fn reader(&self) -> Result<Box<dyn TableReader + Send>, ConnectorError> {
-        Err(ConnectorError::new(
-            ErrorKind::UnsupportedType,
-            "reading a MySQL target in key order is not in this build yet",
-        ))
+        Ok(Box::new(MySqlReader::open(&self.endpoint)?))
     }
     fn describe(&self) -> String {
         self.endpoint.describe()
@@ -65,7 +88,7 @@ impl TargetFactory for MySqlTarget {
         Some(self.endpoint.database.clone())
     }
     fn pair(&mut self, source: &dyn SourceFactory) -> Result<(), ConnectorError> {
-        self.native = source.as_any().is::<MySqlTarget>();
+        self.native = source.as_any().is::<MySqlConnect>();
         Ok(())
     }
     fn state(&self) -> Result<Option<Box<dyn StateStore>>, ConnectorError> {
@@ -84,9 +107,15 @@ pub fn engine() -> Engine {
         plain_paths: false,
         claims: None,
         example: "mysql://user@host:3306/db",
-        source: None,
+        source: Some(|url, opts: &OpenOptions| {
+            Ok(Box::new(MySqlConnect::new(MySqlEndpoint::parse(
+                url, opts,
+            )?)))
+        }),
         target: Some(|url, opts: &OpenOptions| {
-            Ok(Box::new(MySqlTarget::new(MySqlEndpoint::parse(url, opts)?)))
+            Ok(Box::new(MySqlConnect::new(MySqlEndpoint::parse(
+                url, opts,
+            )?)))
         }),
         verify: None,
     }

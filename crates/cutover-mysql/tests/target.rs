@@ -6,7 +6,7 @@ use cutover_connector::{ApplyOp, ErrorKind, KeyRange, OpenOptions, Sink, TargetF
 use cutover_model::{
     Change, Column, ColumnType, Position, TableName, TableSchema, Timestamp, Value,
 };
-use cutover_mysql::{MySqlEndpoint, MySqlTarget};
+use cutover_mysql::{MySqlEndpoint, MySqlConnect};
 use cutover_testkit::MariaDb;
 
 fn col(name: &str, ty: ColumnType, declared: &str, nullable: bool) -> Column {
@@ -78,8 +78,8 @@ fn row(id: &str, amount: &str, price: &str) -> Vec<Value> {
     ]
 }
 
-fn target(server: &MariaDb, db: &str) -> MySqlTarget {
-    MySqlTarget::new(MySqlEndpoint::parse(&server.url(db), &OpenOptions::default()).unwrap())
+fn target(server: &MariaDb, db: &str) -> MySqlConnect {
+    MySqlConnect::new(MySqlEndpoint::parse(&server.url(db), &OpenOptions::default()).unwrap())
 }
 
 fn upsert(t: &TableSchema, r: Vec<Value>) -> ApplyOp {
