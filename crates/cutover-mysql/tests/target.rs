@@ -6,7 +6,7 @@ use cutover_connector::{ApplyOp, ErrorKind, KeyRange, OpenOptions, Sink, TargetF
 use cutover_model::{
     Change, Column, ColumnType, Position, TableName, TableSchema, Timestamp, Value,
 };
-use cutover_mysql::{MySqlEndpoint, MySqlConnect};
+use cutover_mysql::{MySqlConnect, MySqlEndpoint};
 use cutover_testkit::MariaDb;
 
 fn col(name: &str, ty: ColumnType, declared: &str, nullable: bool) -> Column {
