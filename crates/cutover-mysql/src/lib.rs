@@ -19,6 +19,7 @@ mod sink;
 mod source;
 mod state;
 pub mod value;
+mod verify;
 
 pub use client::Client;
 pub use endpoint::{redact, MySqlEndpoint, ZeroDate};
@@ -28,12 +29,13 @@ pub use schema::read_tables;
 pub use sink::MySqlSink;
 pub use source::MySqlSource;
 pub use state::MySqlState;
+pub use verify::MySqlVerifier;
 
 use std::any::Any;
 
 use cutover_connector::{
-    ConnectorError, Engine, OpenOptions, Sink, Source, SourceFactory, StateStore, TableReader,
-    TargetFactory,
+    ConnectorError, Engine, OpenOptions, RangeChecksum, Sink, Source, SourceFactory, StateStore,
+    TableReader, TargetFactory, VerifyFactory,
 };
 
 /// A MySQL/MariaDB database as either side: sources and readers, sinks and the state store it
@@ -99,6 +101,30 @@ impl TargetFactory for MySqlConnect {
     }
 }
 
+/// One side of a MySQL verify: the database's tables, hashed by [`MySqlVerifier`].
+#[derive(Debug, Clone)]
+pub struct MySqlVerifySide {
+    endpoint: MySqlEndpoint,
+}
+
+impl VerifyFactory for MySqlVerifySide {
+    fn tables(&self) -> Result<Vec<cutover_model::TableSchema>, ConnectorError> {
+        Ok(MySqlVerifier::open(&self.endpoint)?.tables())
+    }
+    fn open(&self) -> Result<Box<dyn RangeChecksum + Send>, ConnectorError> {
+        Ok(Box::new(MySqlVerifier::open(&self.endpoint)?))
+    }
+    fn describe(&self) -> String {
+        self.endpoint.describe()
+    }
+    fn live(&self) -> bool {
+        true
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 /// MySQL and MariaDB as the binary registers them: `mysql://…` and `mariadb://…`.
 pub fn engine() -> Engine {
     Engine {
@@ -117,6 +143,10 @@ pub fn engine() -> Engine {
                 url, opts,
             )?)))
         }),
-        verify: None,
+        verify: Some(|url, opts: &OpenOptions| {
+            Ok(Box::new(MySqlVerifySide {
+                endpoint: MySqlEndpoint::parse(url, opts)?,
+            }))
+        }),
     }
 }
