@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rusqlite::Connection;
 
-use super::{create_source, cutover, pg_source, pg_writer, text, write_load};
+use super::{
+    create_source, cutover, differences, pg_source, pg_writer, text, verify_json, write_load,
+};
 
 fn sqlite_lines(path: &Path, sql: &str) -> Vec<String> {
     let c = Connection::open(path).unwrap();
@@ -153,6 +155,19 @@ fn postgres_to_mariadb_killed_with_sigkill_under_writes_ends_equal() {
             a.iter().zip(&b).find(|(x, y)| x != y)
         );
     }
+    // verify across the engines: equal, then a planted difference on MariaDB found by its key.
+    let v = verify_json(&["--source", &s, "--target", &t], 0);
+    assert!(v["rows_compared"].as_u64().unwrap() > 100_000, "{v}");
+    m.sql(
+        &db,
+        "UPDATE notes SET body = 'planted' WHERE a = 42 AND b = 'n4242'",
+    )
+    .unwrap();
+    let v = verify_json(&["--source", &s, "--target", &t], 1);
+    assert_eq!(
+        differences(&v),
+        ["school.notes {\"a\":42,\"b\":\"n4242\"} different body"]
+    );
     let o = cutover(&["cleanup", "--source", &s, "--target", &t]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
 }
@@ -248,6 +263,17 @@ fn mariadb_to_postgres_killed_with_sigkill_under_writes_ends_equal() {
             a.iter().zip(&b).find(|(x, y)| x != y)
         );
     }
+    // verify across the engines, digests computed in MariaDB and in PostgreSQL: equal, then a
+    // planted difference found by its key.
+    let v = verify_json(&["--source", &s, "--target", &t], 0);
+    assert!(v["rows_compared"].as_u64().unwrap() > 40_000, "{v}");
+    pg.psql(
+        &dst,
+        "SET default_transaction_read_only = off; UPDATE students SET score = 77.7 WHERE id = 4242",
+    )
+    .unwrap();
+    let v = verify_json(&["--source", &s, "--target", &t], 1);
+    assert_eq!(differences(&v), ["students {\"id\":4242} different score"]);
     let o = cutover(&["cleanup", "--source", &s, "--target", &t]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
 }
