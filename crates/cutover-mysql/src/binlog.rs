@@ -199,7 +199,9 @@ fn epoch_instant(
             ZeroDate::Error => Err(DecodeError::ZeroDate("0000-00-00 00:00:00".into())),
         };
     }
-    cutover_model::Timestamp::from_unix_micros(secs * 1_000_000 + us)
+    secs.checked_mul(1_000_000)
+        .and_then(|m| m.checked_add(us))
+        .and_then(cutover_model::Timestamp::from_unix_micros)
         .map(Value::TimestampTz)
         .ok_or_else(|| DecodeError::Unexpected {
             expected: col.declared_type.clone(),
@@ -1089,5 +1091,103 @@ mod tests {
             classify("INSERT INTO orders VALUES (1)", "shop", &c),
             Statement::Logged("orders".into())
         );
+    }
+
+    /// Decoding bytes from the network never panics: arbitrary statements through the
+    /// classifier, arbitrary raw values through every column type.
+    #[test]
+    fn arbitrary_statements_and_values_never_panic() {
+        let c = cap();
+        let alphabet = b"`'\"#-/* .;()abTRUNCATEorders\n\\";
+        for _ in 0..5000 {
+            let n = fastrand::usize(0..40);
+            let sql: String = (0..n)
+                .map(|_| char::from(alphabet[fastrand::usize(..alphabet.len())]))
+                .collect();
+            let _ = classify(&sql, "shop", &c);
+        }
+        let types = [
+            ("tinyint(1)", ColumnType::Bool),
+            (
+                "mediumint",
+                ColumnType::Int {
+                    bits: 24,
+                    unsigned: false,
+                },
+            ),
+            (
+                "bigint unsigned",
+                ColumnType::Int {
+                    bits: 64,
+                    unsigned: true,
+                },
+            ),
+            (
+                "year",
+                ColumnType::Int {
+                    bits: 16,
+                    unsigned: false,
+                },
+            ),
+            (
+                "decimal(10,2)",
+                ColumnType::Decimal {
+                    precision: Some(10),
+                    scale: Some(2),
+                },
+            ),
+            ("float", ColumnType::Float { bits: 32 }),
+            ("enum('a','b')", ColumnType::Text { max_len: None }),
+            ("set('a','b')", ColumnType::Text { max_len: None }),
+            ("binary(4)", ColumnType::Bytes { max_len: Some(4) }),
+            ("date", ColumnType::Date),
+            ("time(6)", ColumnType::Time { zoned: false }),
+            ("datetime(6)", ColumnType::Timestamp { zoned: false }),
+            ("timestamp(6)", ColumnType::Timestamp { zoned: true }),
+            ("bit(10)", ColumnType::Other { name: "bit".into() }),
+            ("uuid", ColumnType::Uuid),
+            ("json", ColumnType::Json { binary: false }),
+        ];
+        for _ in 0..2000 {
+            let bytes: Vec<u8> = (0..fastrand::usize(0..20))
+                .map(|_| fastrand::u8(..))
+                .collect();
+            let values = [
+                My::Bytes(bytes),
+                My::Int(fastrand::i64(..)),
+                My::UInt(fastrand::u64(..)),
+                My::Float(f32::from_bits(fastrand::u32(..))),
+                My::Double(f64::from_bits(fastrand::u64(..))),
+                My::Date(
+                    fastrand::u16(..),
+                    fastrand::u8(..),
+                    fastrand::u8(..),
+                    fastrand::u8(..),
+                    fastrand::u8(..),
+                    fastrand::u8(..),
+                    fastrand::u32(..),
+                ),
+                My::Time(
+                    fastrand::bool(),
+                    fastrand::u32(..),
+                    fastrand::u8(..),
+                    fastrand::u8(..),
+                    fastrand::u8(..),
+                    fastrand::u32(..),
+                ),
+            ];
+            for (declared, ty) in &types {
+                let col = Column {
+                    name: "c".into(),
+                    ty: ty.clone(),
+                    declared_type: (*declared).into(),
+                    nullable: true,
+                    default: None,
+                };
+                for v in &values {
+                    let _ = binlog_value(BinlogValue::Value(v.clone()), &col, ZeroDate::Error);
+                }
+            }
+        }
     }
 }
