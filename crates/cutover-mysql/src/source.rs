@@ -368,6 +368,12 @@ impl Source for MySqlSource {
         let mariadb = self.is_mariadb()?;
         let db = self.endpoint.database.clone();
         let zero_date = self.endpoint.zero_date;
+        // MySQL (untested here) tells no snapshot position: the positions before and after the
+        // snapshot began bracket it. A known gap, to close on a MySQL server: a transaction is
+        // written to the binlog before InnoDB commits it, so one at or before `before` may not
+        // be visible yet to the snapshot (group commit's window), and the watermark rule would
+        // take the chunk's rows for newer than it. mysqldump closes the window with FLUSH TABLES
+        // WITH READ LOCK around START TRANSACTION … and SHOW MASTER STATUS.
         let before = if mariadb {
             None
         } else {
