@@ -903,3 +903,33 @@ fn chunks_read_under_writes_plus_the_changes_after_their_position_equal_the_tabl
     );
     Ok(())
 }
+
+#[test]
+fn odd_names_and_large_values_travel_through_chunks_and_the_binlog() -> R {
+    let db = Db::new("my_odd")?;
+    db.sql(
+        "CREATE TABLE `odd ``name`` \u{e9}` (`key col` varchar(20) PRIMARY KEY, `select` longtext)",
+    )?;
+    let mut src = db.source("")?;
+    let tables = src.tables()?;
+    let t = &tables[0];
+    assert_eq!(t.name.name, "odd `name` \u{e9}");
+    let after = src.start_capture(&tables)?;
+    db.sql(
+        "INSERT INTO `odd ``name`` \u{e9}` VALUES ('a b', REPEAT('x', 5000000)), ('\u{1f600}', 'small')",
+    )?;
+    let got = changes_until(&mut src, &tables, &after, 2)?;
+    let rows = src.read_chunk(t, &KeyRange::all())?.rows;
+    let inserted: Vec<&Row> = got[0]
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::Insert { row, .. } => row,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| inserted.contains(&r)));
+    assert!(matches!(&inserted[0][1], Value::Text(s) if s.len() == 5_000_000));
+    Ok(())
+}
