@@ -9,7 +9,12 @@ use cutover_postgres::PgConnect;
 /// Every engine this build knows: the one list of connectors. Any source composes with any
 /// target through their factories; an engine may offer only some sides.
 pub fn engines() -> Engines {
-    Engines::new([cutover_postgres::engine(), cutover_sqlite::engine()])
+    Engines::new([
+        cutover_postgres::engine(),
+        cutover_sqlite::engine(),
+        #[cfg(feature = "mysql")]
+        cutover_mysql::engine(),
+    ])
 }
 
 /// The two sides when both are PostgreSQL: what switch, rollback and the switch journal need

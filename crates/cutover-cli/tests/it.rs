@@ -14,6 +14,9 @@ mod campaign;
 mod cross;
 #[path = "it/libpq.rs"]
 mod libpq;
+#[cfg(feature = "mysql")]
+#[path = "it/mysql.rs"]
+mod mysql;
 #[path = "it/pagila.rs"]
 mod pagila;
 #[path = "it/refusals.rs"]
@@ -177,12 +180,12 @@ fn bad_input_is_refused_with_exit_2_and_a_reason() {
         &cutover(&[
             "sync",
             "--source",
-            "mysql://u:secret@127.0.0.1:1/db",
+            "oracle://u:secret@127.0.0.1:1/db",
             "--target",
             target,
         ]),
         2,
-        "mysql:// is not a database this build of cutover knows",
+        "oracle:// is not a database this build of cutover knows",
     );
     assert_exit(
         &cutover(&[

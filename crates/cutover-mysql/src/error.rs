@@ -44,17 +44,22 @@ pub(crate) fn server_kind(code: u16) -> ErrorKind {
     }
 }
 
-/// `context: what the driver said`, with the driver's error as the source.
+/// `context: what the server said (MySQL error N, SQLSTATE S)`; other driver errors become the
+/// source of `context`.
 pub(crate) fn map(context: impl std::fmt::Display, e: Error) -> ConnectorError {
     let kind = kind(&e);
-    let detail = match &e {
-        Error::Server(s) => format!(
-            "{} (MySQL error {}, SQLSTATE {})",
-            s.message, s.code, s.state
+    match &e {
+        // The server's message is the whole story; no source to repeat it.
+        Error::Server(s) => ConnectorError::new(
+            kind,
+            format!(
+                "{context}: {} (MySQL error {}, SQLSTATE {})",
+                s.message, s.code, s.state
+            ),
         ),
-        other => other.to_string(),
-    };
-    ConnectorError::new(kind, format!("{context}: {detail}")).with_source(e)
+        // The driver's error follows as the source (`context: cause`).
+        _ => ConnectorError::new(kind, context.to_string()).with_source(e),
+    }
 }
 
 /// The server's error code, if `e` is a server error.

@@ -8,12 +8,16 @@
 
 mod binlog;
 mod client;
+pub mod ddl;
+mod encode;
 mod endpoint;
 mod error;
 mod position;
 mod reader;
 mod schema;
+mod sink;
 mod source;
+mod state;
 pub mod value;
 
 pub use client::Client;
@@ -21,4 +25,98 @@ pub use endpoint::{redact, MySqlEndpoint, ZeroDate};
 pub use position::{BinlogPos, BinlogPositions, BINLOG_POSITIONS};
 pub use reader::MySqlReader;
 pub use schema::read_tables;
+pub use sink::MySqlSink;
 pub use source::MySqlSource;
+pub use state::MySqlState;
+
+use std::any::Any;
+
+use cutover_connector::{
+    ConnectorError, Engine, OpenOptions, Sink, Source, SourceFactory, StateStore, TableReader,
+    TargetFactory,
+};
+
+/// A MySQL/MariaDB database as either side: sources and readers, sinks and the state store it
+/// hosts as a target.
+#[derive(Debug, Clone)]
+pub struct MySqlConnect {
+    endpoint: MySqlEndpoint,
+    /// The source is MySQL too ([`TargetFactory::pair`]): declared types kept as they are.
+    native: bool,
+}
+
+impl MySqlConnect {
+    pub fn new(endpoint: MySqlEndpoint) -> MySqlConnect {
+        MySqlConnect {
+            endpoint,
+            native: false,
+        }
+    }
+
+    pub fn endpoint(&self) -> &MySqlEndpoint {
+        &self.endpoint
+    }
+}
+
+impl SourceFactory for MySqlConnect {
+    fn source(&self) -> Result<Box<dyn Source + Send>, ConnectorError> {
+        Ok(Box::new(MySqlSource::open(&self.endpoint)?))
+    }
+    fn reader(&self) -> Result<Box<dyn TableReader + Send>, ConnectorError> {
+        Ok(Box::new(MySqlReader::open(&self.endpoint)?))
+    }
+    fn describe(&self) -> String {
+        self.endpoint.describe()
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+impl TargetFactory for MySqlConnect {
+    fn sink(&self) -> Result<Box<dyn Sink + Send>, ConnectorError> {
+        Ok(Box::new(MySqlSink::open(&self.endpoint, self.native)?))
+    }
+    fn reader(&self) -> Result<Box<dyn TableReader + Send>, ConnectorError> {
+        Ok(Box::new(MySqlReader::open(&self.endpoint)?))
+    }
+    fn describe(&self) -> String {
+        self.endpoint.describe()
+    }
+    /// The target database's name, as PostgreSQL's.
+    fn migration_name(&self) -> Option<String> {
+        Some(self.endpoint.database.clone())
+    }
+    fn pair(&mut self, source: &dyn SourceFactory) -> Result<(), ConnectorError> {
+        self.native = source.as_any().is::<MySqlConnect>();
+        Ok(())
+    }
+    fn state(&self) -> Result<Option<Box<dyn StateStore>>, ConnectorError> {
+        Ok(Some(Box::new(MySqlState::open(&self.endpoint))))
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// MySQL and MariaDB as the binary registers them: `mysql://…` and `mariadb://…`.
+pub fn engine() -> Engine {
+    Engine {
+        name: "MySQL/MariaDB",
+        schemes: &["mysql", "mariadb"],
+        plain_paths: false,
+        claims: None,
+        example: "mysql://user@host:3306/db",
+        source: Some(|url, opts: &OpenOptions| {
+            Ok(Box::new(MySqlConnect::new(MySqlEndpoint::parse(
+                url, opts,
+            )?)))
+        }),
+        target: Some(|url, opts: &OpenOptions| {
+            Ok(Box::new(MySqlConnect::new(MySqlEndpoint::parse(
+                url, opts,
+            )?)))
+        }),
+        verify: None,
+    }
+}

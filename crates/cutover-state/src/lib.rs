@@ -221,13 +221,68 @@ CREATE TABLE IF NOT EXISTS _cutover_watch (table_name TEXT NOT NULL, key BLOB NO
     ];
 }
 
+/// MySQL and MariaDB: `_cutover_*` tables in the target database (InnoDB, so the sink writes
+/// them in its data transactions). MySQL commits DDL implicitly: each statement is idempotent
+/// on its own, and the version is recorded after all of them.
+pub mod mysql {
+    use super::Migration;
+
+    /// Records `?` (text) as the store's version.
+    pub const SET_VERSION: &str = "INSERT INTO `_cutover_state` (`key`, `value`) \
+        VALUES ('store_version', ?) ON DUPLICATE KEY UPDATE `value` = VALUES(`value`)";
+
+    /// The store's version; run only once `_cutover_state` exists.
+    pub const VERSION: &str = "SELECT `value` FROM `_cutover_state` WHERE `key` = 'store_version'";
+
+    /// Verify's mismatches (also created on its own by a verify that records mismatches in a
+    /// database holding no migration).
+    pub const MISMATCHES: &str = "
+CREATE TABLE IF NOT EXISTS `_cutover_mismatches` (
+    `id` BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    `found_at` DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    `table_name` VARCHAR(255) NOT NULL,
+    `key` TEXT NOT NULL,
+    `kind` VARCHAR(16) NOT NULL,
+    `columns` TEXT NOT NULL,
+    `detail` TEXT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+";
+
+    /// Every version, oldest first.
+    pub const MIGRATIONS: &[Migration] = &[Migration {
+        version: 1,
+        summary: "the control store: checkpoint, phase and status entries, tables, chunk plan \
+                  with typed keys, watched keys, verify's mismatches",
+        sql: "
+CREATE TABLE IF NOT EXISTS `_cutover_state` (`key` VARCHAR(64) NOT NULL PRIMARY KEY,
+    `value` TEXT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE TABLE IF NOT EXISTS `_cutover_tables` (`name` VARCHAR(255) NOT NULL PRIMARY KEY,
+    `phase` VARCHAR(32) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE TABLE IF NOT EXISTS `_cutover_chunks` (`table_name` VARCHAR(255) NOT NULL,
+    `chunk` INT NOT NULL, `start_key` LONGBLOB NULL, `end_key` LONGBLOB NULL,
+    `done` TINYINT NOT NULL DEFAULT 0, `rows_copied` BIGINT NULL,
+    PRIMARY KEY (`table_name`, `chunk`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE TABLE IF NOT EXISTS `_cutover_watch` (`table_name` VARCHAR(255) NOT NULL,
+    `key_md5` BINARY(16) NOT NULL, `key_bytes` LONGBLOB NOT NULL,
+    PRIMARY KEY (`table_name`, `key_md5`)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE TABLE IF NOT EXISTS `_cutover_mismatches` (
+    `id` BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    `found_at` DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+    `table_name` VARCHAR(255) NOT NULL,
+    `key` TEXT NOT NULL,
+    `kind` VARCHAR(16) NOT NULL,
+    `columns` TEXT NOT NULL,
+    `detail` TEXT NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+",
+    }];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn versions_ascend_from_one_without_gaps() {
-        for list in [postgres::MIGRATIONS, sqlite::MIGRATIONS] {
+        for list in [postgres::MIGRATIONS, sqlite::MIGRATIONS, mysql::MIGRATIONS] {
             for (i, m) in list.iter().enumerate() {
                 assert_eq!(m.version as usize, i + 1, "{}", m.summary);
             }
@@ -254,7 +309,11 @@ mod tests {
     fn every_migration_can_run_twice() {
         // Idempotence is what lets a store made before versions were recorded be adopted; the
         // backends' tests run the SQL, this checks the spelling that makes it so.
-        for m in postgres::MIGRATIONS.iter().chain(sqlite::MIGRATIONS) {
+        for m in postgres::MIGRATIONS
+            .iter()
+            .chain(sqlite::MIGRATIONS)
+            .chain(mysql::MIGRATIONS)
+        {
             for stmt in m.sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 assert!(
                     stmt.contains("IF NOT EXISTS"),

@@ -18,7 +18,7 @@ use super::{
 
 /// Runs `sync ARGS` `rounds` times, each killed with SIGKILL after a random 0.3–2.5 s, then
 /// once more with `--stop-when-caught-up` after `stop` ended the writer.
-fn kill_and_resume(args: &[&str], rounds: usize, stop: impl FnOnce(), seed: u64) {
+pub(crate) fn kill_and_resume(args: &[&str], rounds: usize, stop: impl FnOnce(), seed: u64) {
     let log = tempfile::NamedTempFile::new().unwrap();
     let mut rng = fastrand::Rng::with_seed(seed);
     for round in 0..rounds {
