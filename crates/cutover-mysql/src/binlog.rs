@@ -12,6 +12,13 @@
 //! [`Change::Truncate`]; any other DDL naming a captured table stops the stream with
 //! `SchemaMismatch`, and nothing past it is returned.
 //!
+//! Seen on MariaDB 10.11 with `@mariadb_slave_capability = 4`: a stream starts with an
+//! artificial rotate (flag 0x20, position 0) and the file's format description (position 0);
+//! every transaction begins with a GTID event (162; standalone flag for DDL, which follows as a
+//! query event with no commit after it); row events are the version 1 ones (23–25) after a
+//! table map (19); InnoDB transactions end with an XID event (16), MyISAM/Aria ones with a
+//! `COMMIT` query. No annotate-rows events (160) unless asked for.
+//!
 //! Binlog values are raw: [`binlog_value`] puts them into the driver's forms where they differ
 //! (enum and set indexes → labels, `TIMESTAMP` seconds → an instant, `YEAR`, signedness from
 //! the schema, `BINARY(n)` padding) and decodes them like chunk reads.
