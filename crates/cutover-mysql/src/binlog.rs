@@ -64,6 +64,11 @@ const LOG_EVENT_ARTIFICIAL: u16 = 0x20;
 /// Events that stand between transactions: stop, rotate, format description, MySQL's previous
 /// GTIDs, MariaDB's binlog checkpoint and GTID list.
 const BETWEEN_TRANSACTIONS: &[u8] = &[3, 4, 15, 35, 161, 163];
+/// MySQL's compressed transaction (`binlog_transaction_compression`).
+const TRANSACTION_PAYLOAD: u8 = 40;
+/// MariaDB's compressed query and row events (`log_bin_compress`), which mysql_common does not
+/// read: skipping them would lose changes.
+const MARIADB_COMPRESSED: std::ops::RangeInclusive<u8> = 165..=171;
 /// MariaDB's GTID event flag: the transaction is one statement with no XID or COMMIT after it.
 const MARIADB_FL_STANDALONE: u8 = 1;
 
@@ -393,6 +398,8 @@ pub(crate) struct Decoder {
     standalone: bool,
     /// The position last given out (at first: where the stream started).
     last: BinlogPos,
+    /// The end of the MySQL transaction payload whose events are being read.
+    payload_end: Option<u32>,
 }
 
 /// What one event completed.
@@ -412,11 +419,21 @@ impl Decoder {
             open: None,
             standalone: false,
             last: from.clone(),
+            payload_end: None,
+        }
+    }
+
+    /// Where `ev` ends: its header's position, or for the events inside a MySQL transaction
+    /// payload (compressed: their headers say 0), the payload event's.
+    fn pos_of(&self, ev: &Event) -> u64 {
+        match (ev.header().log_pos(), self.payload_end) {
+            (0, Some(end)) => u64::from(end),
+            (p, _) => u64::from(p),
         }
     }
 
     fn end(&mut self, ev: &Event) -> Decoded {
-        let pos = BinlogPos::new(self.file.clone(), u64::from(ev.header().log_pos()));
+        let pos = BinlogPos::new(self.file.clone(), self.pos_of(ev));
         self.standalone = false;
         let changes = self.open.take().unwrap_or_default();
         if changes.is_empty() {
@@ -442,9 +459,29 @@ impl Decoder {
         ev: &Event,
         table_map: &dyn Fn(u64) -> Option<TableMapEvent<'static>>,
     ) -> Result<Option<Decoded>, ConnectorError> {
-        let here = BinlogPos::new(self.file.clone(), u64::from(ev.header().log_pos()));
+        let raw = ev.header().event_type_raw();
+        if raw == TRANSACTION_PAYLOAD {
+            // MySQL's compressed transaction: its events follow, decompressed by the driver.
+            self.payload_end = Some(ev.header().log_pos());
+            return Ok(None);
+        }
+        if ev.header().log_pos() != 0 {
+            self.payload_end = None;
+        }
+        if MARIADB_COMPRESSED.contains(&raw) {
+            return Err(ConnectorError::new(
+                ErrorKind::UnsupportedType,
+                format!(
+                    "the binlog at {} holds a compressed event (MariaDB's log_bin_compress is \
+                     ON), which cutover cannot read: SET GLOBAL log_bin_compress = OFF (and in \
+                     the option file), then migrate again from a position after it",
+                    BinlogPos::new(self.file.clone(), self.pos_of(ev)).position()
+                ),
+            ));
+        }
+        let here = BinlogPos::new(self.file.clone(), self.pos_of(ev));
         let was_open = self.open.is_some();
-        let between = BETWEEN_TRANSACTIONS.contains(&ev.header().event_type_raw())
+        let between = BETWEEN_TRANSACTIONS.contains(&raw)
             && ev.header().log_pos() > 0
             && ev.header().flags_raw() & LOG_EVENT_ARTIFICIAL == 0;
         let out = match self.apply(ev, table_map)? {
@@ -457,6 +494,20 @@ impl Decoder {
             Decoded::Transaction(t) => BinlogPos::of(&t.position)?,
         };
         if compare(&at, &self.last) != Some(std::cmp::Ordering::Greater) {
+            if let Decoded::Transaction(t) = &out {
+                // Never dropped in silence: a binlog whose positions do not advance is one
+                // cutover does not understand.
+                return Err(ConnectorError::new(
+                    ErrorKind::Database,
+                    format!(
+                        "reading the binlog: a transaction ends at {}, not after {}: the stream's \
+                         positions do not advance; nothing past {} was applied",
+                        t.position,
+                        self.last.position(),
+                        self.last.position()
+                    ),
+                ));
+            }
             return Ok(None);
         }
         self.last = at;
@@ -469,13 +520,14 @@ impl Decoder {
         table_map: &dyn Fn(u64) -> Option<TableMapEvent<'static>>,
     ) -> Result<Option<Decoded>, ConnectorError> {
         let raw = ev.header().event_type_raw();
-        let here = || BinlogPos::new(self.file.clone(), u64::from(ev.header().log_pos()));
+        let at = BinlogPos::new(self.file.clone(), self.pos_of(ev));
+        let here = || at.clone();
         let bad = |e: std::io::Error| {
             ConnectorError::new(
                 ErrorKind::Database,
                 format!(
                     "reading the binlog at {}: an event cannot be decoded: {e}",
-                    BinlogPos::new(self.file.clone(), u64::from(ev.header().log_pos())).position()
+                    at.position()
                 ),
             )
         };
@@ -1195,6 +1247,46 @@ mod tests {
                     let _ = binlog_value(BinlogValue::Value(v.clone()), &col, ZeroDate::Error);
                 }
             }
+        }
+    }
+
+    /// An event of type `ty` ending at `log_pos`, with `data` after its header.
+    fn event(ty: u8, log_pos: u32, data: &[u8]) -> Event {
+        let mut b = Vec::new();
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.push(ty);
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&(19 + data.len() as u32).to_le_bytes());
+        b.extend_from_slice(&log_pos.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(data);
+        let fde = mysql_async::binlog::events::FormatDescriptionEvent::new(
+            mysql_async::binlog::BinlogVersion::Version4,
+        );
+        Event::read(&fde, &b[..]).unwrap()
+    }
+
+    #[test]
+    fn compressed_events_are_refused_and_positions_never_go_back() {
+        let from = BinlogPos::new("binlog.000001", 1000);
+        let mut d = Decoder::new(Arc::new(cap()), &from);
+        let none = |_: u64| None;
+        // A GTID event (MariaDB), then a compressed row event: an error, not a skip.
+        assert!(d
+            .event(&event(MARIADB_GTID, 1050, &[0; 13]), &none)
+            .unwrap()
+            .is_none());
+        let err = d.event(&event(169, 1100, &[0; 8]), &none).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnsupportedType);
+        assert!(err.to_string().contains("log_bin_compress"), "{err}");
+        // An event between transactions before the start (as a stream starting mid-file
+        // sends the file's header events): no position from it.
+        let mut d = Decoder::new(Arc::new(cap()), &from);
+        assert!(d.event(&event(3, 256, &[]), &none).unwrap().is_none());
+        // A binlog checkpoint after it: the stream stands there.
+        match d.event(&event(161, 1200, &[0; 8]), &none).unwrap() {
+            Some(Decoded::Skip(p)) => assert_eq!(p, BinlogPos::new("binlog.000001", 1200)),
+            other => panic!("{other:?}"),
         }
     }
 }

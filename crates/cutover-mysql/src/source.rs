@@ -139,6 +139,7 @@ impl MySqlSource {
             "binlog_expire_logs_seconds",
             "expire_logs_days",
             "binlog_row_value_options",
+            "log_bin_compress",
         ] {
             let v: Option<Option<String>> =
                 match client.query_first(&format!("SELECT CAST(@@GLOBAL.{name} AS CHAR)")) {
@@ -215,6 +216,13 @@ pub(crate) fn capture_problems(s: &Settings) -> Vec<String> {
         out.push(
             "binlog_row_value_options is PARTIAL_JSON (MySQL): JSON updates are logged as \
              patches cutover cannot apply; SET GLOBAL binlog_row_value_options = ''"
+                .to_owned(),
+        );
+    }
+    if matches!(get("log_bin_compress").as_deref(), Some("1" | "ON")) {
+        out.push(
+            "log_bin_compress is ON (MariaDB): cutover cannot read compressed binlog events; \
+             SET GLOBAL log_bin_compress = OFF (and in the option file)"
                 .to_owned(),
         );
     }
@@ -618,11 +626,13 @@ mod tests {
                 ("binlog_format", "STATEMENT"),
                 ("binlog_row_image", "MINIMAL"),
                 ("server_id", "0"),
+                ("log_bin_compress", "ON"),
             ],
             &["GRANT SELECT ON *.* TO `app`@`%`"],
         ));
         let text = p.join("\n");
-        assert_eq!(p.len(), 6, "{text}");
+        assert_eq!(p.len(), 7, "{text}");
+        assert!(text.contains("log_bin_compress is ON"));
         assert!(
             text.contains("binlog_format is STATEMENT, not ROW: SET GLOBAL binlog_format = 'ROW'")
         );
