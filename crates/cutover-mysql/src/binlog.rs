@@ -423,6 +423,24 @@ impl Decoder {
         }
     }
 
+    /// A transaction begins; one still open with captured changes never ended, which the
+    /// binlog does not do: an error, never a silent loss.
+    fn begin(&mut self, at: &BinlogPos) -> Result<(), ConnectorError> {
+        if self.open.as_ref().is_some_and(|c| !c.is_empty()) {
+            return Err(ConnectorError::new(
+                ErrorKind::Database,
+                format!(
+                    "reading the binlog: a transaction begins at {} before the one before it \
+                     ended; nothing past {} was applied",
+                    at.position(),
+                    self.last.position()
+                ),
+            ));
+        }
+        self.open = Some(Vec::new());
+        Ok(())
+    }
+
     /// Where `ev` ends: its header's position, or for the events inside a MySQL transaction
     /// payload (compressed: their headers say 0), the payload event's.
     fn pos_of(&self, ev: &Event) -> u64 {
@@ -532,7 +550,7 @@ impl Decoder {
             )
         };
         if raw == MARIADB_GTID {
-            self.open = Some(Vec::new());
+            self.begin(&at)?;
             // flags: after the 8-byte sequence number and 4-byte domain id.
             self.standalone = ev
                 .data()
@@ -574,12 +592,28 @@ impl Decoder {
                 Ok(None)
             }
             EventData::XidEvent(_) => Ok(Some(self.end(ev))),
+            EventData::XaPrepareLogEvent(_) => {
+                if self.open.as_ref().is_some_and(|c| !c.is_empty()) {
+                    return Err(ConnectorError::new(
+                        ErrorKind::UnsupportedType,
+                        format!(
+                            "an XA transaction changed captured tables (prepared at binlog \
+                             position {}): cutover cannot tell yet whether it commits; nothing \
+                             past it was applied. Avoid XA transactions on the captured tables \
+                             (XA COMMIT … ONE PHASE is fine), and migrate again",
+                            here().position()
+                        ),
+                    ));
+                }
+                Ok(Some(self.end(ev)))
+            }
             EventData::QueryEvent(q) => {
                 let sql = q.query();
                 let schema = q.schema();
                 match classify(&sql, &schema, &self.cap) {
                     Statement::Begin => {
-                        self.open = Some(Vec::new());
+                        // MySQL: after its GTID event (which began nothing here).
+                        self.begin(&here())?;
                         self.standalone = false;
                         Ok(None)
                     }

@@ -946,3 +946,20 @@ fn a_non_transactional_table_s_changes_end_at_their_commit_query() -> R {
     assert!(matches!(&got[1].changes[0], Change::Update { row, .. } if row[1] == Value::Int(3)));
     Ok(())
 }
+
+#[test]
+fn an_xa_transaction_on_a_captured_table_is_refused_not_lost() -> R {
+    let (db, mut src, tables, after) = capturing("my_xa", "CREATE TABLE t (id int PRIMARY KEY)")?;
+    db.sql(
+        "XA START 'x1'; INSERT INTO t VALUES (1); XA END 'x1'; XA PREPARE 'x1'; XA COMMIT 'x1'",
+    )?;
+    let err = first_error(&mut src, &tables, &after);
+    assert_eq!(err.kind(), ErrorKind::UnsupportedType, "{err}");
+    assert!(err.to_string().contains("XA transaction"), "{err}");
+    // One phase is an ordinary transaction.
+    let (db, mut src, tables, after) = capturing("my_xa1", "CREATE TABLE t (id int PRIMARY KEY)")?;
+    db.sql("XA START 'x2'; INSERT INTO t VALUES (2); XA END 'x2'; XA COMMIT 'x2' ONE PHASE")?;
+    let got = changes_until(&mut src, &tables, &after, 1)?;
+    assert_eq!(got[0].changes.len(), 1);
+    Ok(())
+}
