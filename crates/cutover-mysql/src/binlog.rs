@@ -1025,7 +1025,7 @@ impl Pump {
                     ))
                 }
                 Ok(Some(Err(e))) => {
-                    let at = BinlogPos::new(decoder.file.clone(), 0);
+                    let at = decoder.last.clone();
                     return Err(history(error::map("reading the binlog", e), &at));
                 }
                 Ok(Some(Ok(ev))) => ev,

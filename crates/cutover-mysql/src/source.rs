@@ -122,9 +122,13 @@ impl MySqlSource {
                 ),
             )
         })?;
-        let file = text(row, 0).unwrap_or_default();
-        let offset = text(row, 1).and_then(|p| p.parse().ok()).unwrap_or(4);
-        Ok(BinlogPos::new(file, offset))
+        match (text(row, 0), text(row, 1).and_then(|p| p.parse().ok())) {
+            (Some(file), Some(offset)) if !file.is_empty() => Ok(BinlogPos::new(file, offset)),
+            _ => Err(ConnectorError::new(
+                ErrorKind::Database,
+                format!("{sql} gave no binlog file and position"),
+            )),
+        }
     }
 
     /// The server's capture settings, by name (`None` where it has no such variable).
@@ -406,9 +410,15 @@ impl Source for MySqlSource {
                         .and_then(|r| text(r, 1))
                 };
                 match (get("Binlog_snapshot_file"), get("Binlog_snapshot_position")) {
-                    (Some(f), Some(p)) if !f.is_empty() => {
-                        Some(BinlogPos::new(f, p.parse().unwrap_or(4)))
-                    }
+                    (Some(f), Some(p)) if !f.is_empty() => Some(BinlogPos::new(
+                        f,
+                        p.parse().map_err(|_| {
+                            ConnectorError::new(
+                                ErrorKind::Database,
+                                format!("the server's binlog_snapshot_position is {p:?}"),
+                            )
+                        })?,
+                    )),
                     _ => None,
                 }
             } else {
