@@ -27,7 +27,7 @@ fn options() -> SyncOptions {
 }
 
 #[test]
-fn mariadb_to_mariadb_under_a_writer_ends_equal() -> R {
+fn mariadb_to_mariadb_under_a_writer_with_the_stream_cut_ends_equal() -> R {
     let server = MariaDb::shared()?;
     let src = server.fresh_database("my_sync_src")?;
     let dst = server.fresh_database("my_sync_dst")?;
@@ -88,6 +88,34 @@ fn mariadb_to_mariadb_under_a_writer_ends_equal() -> R {
             Ok(n)
         })
     };
+    // The binlog stream's connection is cut now and then while sync runs: opened again from
+    // where it stood, the same changes come again (at-least-once), the target stays exact.
+    let killer = {
+        let stop = Arc::clone(&stop);
+        let src = src.clone();
+        std::thread::spawn(move || -> Result<u32, String> {
+            let mut kills = 0;
+            while !stop.load(Ordering::Relaxed) && kills < 4 {
+                std::thread::sleep(Duration::from_millis(400));
+                let ids = server
+                    .sql(
+                        &src,
+                        &format!(
+                            "SELECT ID FROM information_schema.PROCESSLIST \
+                             WHERE COMMAND LIKE 'Binlog Dump%' AND DB = '{src}'"
+                        ),
+                    )
+                    .map_err(|e| e.to_string())?;
+                for id in ids.lines().filter(|l| !l.is_empty()) {
+                    // Gone already is fine.
+                    if server.sql(&src, &format!("KILL CONNECTION {id}")).is_ok() {
+                        kills += 1;
+                    }
+                }
+            }
+            Ok(kills)
+        })
+    };
     let sync = |what: &str| -> Result<(), String> {
         run(
             &source,
@@ -102,7 +130,9 @@ fn mariadb_to_mariadb_under_a_writer_ends_equal() -> R {
     sync("sync")?;
     stop.store(true, Ordering::Relaxed);
     let writes = writer.join().map_err(|_| "the writer panicked")??;
+    let kills = killer.join().map_err(|_| "the killer panicked")??;
     assert!(writes > 100, "only {writes} writes");
+    eprintln!("{writes} write transactions, the binlog stream cut {kills} times");
     // Resumed from the target's checkpoint: the writes after the first run stopped.
     sync("resumed sync")?;
     let q = "SET NAMES utf8mb4; SELECT id, v, note, amount, at, flag, big FROM items ORDER BY id";
