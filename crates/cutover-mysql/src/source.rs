@@ -402,7 +402,8 @@ impl Source for MySqlSource {
         client.query_drop("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
         client.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")?;
         let read = (|| -> Result<(Vec<Row>, Option<BinlogPos>), ConnectorError> {
-            let snapshot = if mariadb {
+            // MariaDB and Percona Server tell the snapshot's binlog position; MySQL does not.
+            let snapshot = {
                 let rows: Vec<Row> = client.query("SHOW STATUS LIKE 'binlog_snapshot_%'")?;
                 let get = |name: &str| {
                     rows.iter()
@@ -421,8 +422,6 @@ impl Source for MySqlSource {
                     )),
                     _ => None,
                 }
-            } else {
-                None
             };
             let rows: Vec<Row> = client.exec(&sql, params(p))?;
             Ok((rows, snapshot))
