@@ -963,3 +963,35 @@ fn an_xa_transaction_on_a_captured_table_is_refused_not_lost() -> R {
     assert_eq!(got[0].changes.len(), 1);
     Ok(())
 }
+
+#[test]
+fn idle_polling_keeps_one_stream_and_opens_no_connections() -> R {
+    let (db, mut src, tables, after) = capturing("my_idle", "CREATE TABLE t (id int PRIMARY KEY)")?;
+    let readers = || {
+        db.sql(&format!(
+            "SELECT ID FROM information_schema.PROCESSLIST \
+             WHERE COMMAND LIKE 'Binlog Dump%' AND DB = '{}'",
+            db.name
+        ))
+    };
+    let mut at = after;
+    let started = Instant::now();
+    let mut first = None;
+    for i in 0..300 {
+        for t in src.read_changes(&tables, at.clone(), 100)? {
+            at = t.position;
+        }
+        if i == 10 {
+            first = Some(readers()?);
+        }
+    }
+    let per_call = started.elapsed() / 300;
+    let first = first.ok_or("no reader seen")?;
+    assert_eq!(first.lines().count(), 1, "one binlog reader: {first:?}");
+    assert_eq!(readers()?, first, "the same reader connection all along");
+    assert!(
+        per_call < Duration::from_millis(50),
+        "{per_call:?} per idle call"
+    );
+    inserted_next(&db, &mut src, &tables, &at, 1)
+}
