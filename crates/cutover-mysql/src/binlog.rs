@@ -12,6 +12,13 @@
 //! [`Change::Truncate`]; any other DDL naming a captured table stops the stream with
 //! `SchemaMismatch`, and nothing past it is returned.
 //!
+//! Seen on MariaDB 10.11 with `@mariadb_slave_capability = 4`: a stream starts with an
+//! artificial rotate (flag 0x20, position 0) and the file's format description (position 0);
+//! every transaction begins with a GTID event (162; standalone flag for DDL, which follows as a
+//! query event with no commit after it); row events are the version 1 ones (23–25) after a
+//! table map (19); InnoDB transactions end with an XID event (16), MyISAM/Aria ones with a
+//! `COMMIT` query. No annotate-rows events (160) unless asked for.
+//!
 //! Binlog values are raw: [`binlog_value`] puts them into the driver's forms where they differ
 //! (enum and set indexes → labels, `TIMESTAMP` seconds → an instant, `YEAR`, signedness from
 //! the schema, `BINARY(n)` padding) and decodes them like chunk reads.
@@ -57,6 +64,11 @@ const LOG_EVENT_ARTIFICIAL: u16 = 0x20;
 /// Events that stand between transactions: stop, rotate, format description, MySQL's previous
 /// GTIDs, MariaDB's binlog checkpoint and GTID list.
 const BETWEEN_TRANSACTIONS: &[u8] = &[3, 4, 15, 35, 161, 163];
+/// MySQL's compressed transaction (`binlog_transaction_compression`).
+const TRANSACTION_PAYLOAD: u8 = 40;
+/// MariaDB's compressed query and row events (`log_bin_compress`), which mysql_common does not
+/// read: skipping them would lose changes.
+const MARIADB_COMPRESSED: std::ops::RangeInclusive<u8> = 165..=171;
 /// MariaDB's GTID event flag: the transaction is one statement with no XID or COMMIT after it.
 const MARIADB_FL_STANDALONE: u8 = 1;
 
@@ -199,7 +211,9 @@ fn epoch_instant(
             ZeroDate::Error => Err(DecodeError::ZeroDate("0000-00-00 00:00:00".into())),
         };
     }
-    cutover_model::Timestamp::from_unix_micros(secs * 1_000_000 + us)
+    secs.checked_mul(1_000_000)
+        .and_then(|m| m.checked_add(us))
+        .and_then(cutover_model::Timestamp::from_unix_micros)
         .map(Value::TimestampTz)
         .ok_or_else(|| DecodeError::Unexpected {
             expected: col.declared_type.clone(),
@@ -384,6 +398,8 @@ pub(crate) struct Decoder {
     standalone: bool,
     /// The position last given out (at first: where the stream started).
     last: BinlogPos,
+    /// The end of the MySQL transaction payload whose events are being read.
+    payload_end: Option<u32>,
 }
 
 /// What one event completed.
@@ -403,11 +419,39 @@ impl Decoder {
             open: None,
             standalone: false,
             last: from.clone(),
+            payload_end: None,
+        }
+    }
+
+    /// A transaction begins; one still open with captured changes never ended, which the
+    /// binlog does not do: an error, never a silent loss.
+    fn begin(&mut self, at: &BinlogPos) -> Result<(), ConnectorError> {
+        if self.open.as_ref().is_some_and(|c| !c.is_empty()) {
+            return Err(ConnectorError::new(
+                ErrorKind::Database,
+                format!(
+                    "reading the binlog: a transaction begins at {} before the one before it \
+                     ended; nothing past {} was applied",
+                    at.position(),
+                    self.last.position()
+                ),
+            ));
+        }
+        self.open = Some(Vec::new());
+        Ok(())
+    }
+
+    /// Where `ev` ends: its header's position, or for the events inside a MySQL transaction
+    /// payload (compressed: their headers say 0), the payload event's.
+    fn pos_of(&self, ev: &Event) -> u64 {
+        match (ev.header().log_pos(), self.payload_end) {
+            (0, Some(end)) => u64::from(end),
+            (p, _) => u64::from(p),
         }
     }
 
     fn end(&mut self, ev: &Event) -> Decoded {
-        let pos = BinlogPos::new(self.file.clone(), u64::from(ev.header().log_pos()));
+        let pos = BinlogPos::new(self.file.clone(), self.pos_of(ev));
         self.standalone = false;
         let changes = self.open.take().unwrap_or_default();
         if changes.is_empty() {
@@ -433,9 +477,29 @@ impl Decoder {
         ev: &Event,
         table_map: &dyn Fn(u64) -> Option<TableMapEvent<'static>>,
     ) -> Result<Option<Decoded>, ConnectorError> {
-        let here = BinlogPos::new(self.file.clone(), u64::from(ev.header().log_pos()));
+        let raw = ev.header().event_type_raw();
+        if raw == TRANSACTION_PAYLOAD {
+            // MySQL's compressed transaction: its events follow, decompressed by the driver.
+            self.payload_end = Some(ev.header().log_pos());
+            return Ok(None);
+        }
+        if ev.header().log_pos() != 0 {
+            self.payload_end = None;
+        }
+        if MARIADB_COMPRESSED.contains(&raw) {
+            return Err(ConnectorError::new(
+                ErrorKind::UnsupportedType,
+                format!(
+                    "the binlog at {} holds a compressed event (MariaDB's log_bin_compress is \
+                     ON), which cutover cannot read: SET GLOBAL log_bin_compress = OFF (and in \
+                     the option file), then migrate again from a position after it",
+                    BinlogPos::new(self.file.clone(), self.pos_of(ev)).position()
+                ),
+            ));
+        }
+        let here = BinlogPos::new(self.file.clone(), self.pos_of(ev));
         let was_open = self.open.is_some();
-        let between = BETWEEN_TRANSACTIONS.contains(&ev.header().event_type_raw())
+        let between = BETWEEN_TRANSACTIONS.contains(&raw)
             && ev.header().log_pos() > 0
             && ev.header().flags_raw() & LOG_EVENT_ARTIFICIAL == 0;
         let out = match self.apply(ev, table_map)? {
@@ -448,6 +512,20 @@ impl Decoder {
             Decoded::Transaction(t) => BinlogPos::of(&t.position)?,
         };
         if compare(&at, &self.last) != Some(std::cmp::Ordering::Greater) {
+            if let Decoded::Transaction(t) = &out {
+                // Never dropped in silence: a binlog whose positions do not advance is one
+                // cutover does not understand.
+                return Err(ConnectorError::new(
+                    ErrorKind::Database,
+                    format!(
+                        "reading the binlog: a transaction ends at {}, not after {}: the stream's \
+                         positions do not advance; nothing past {} was applied",
+                        t.position,
+                        self.last.position(),
+                        self.last.position()
+                    ),
+                ));
+            }
             return Ok(None);
         }
         self.last = at;
@@ -460,18 +538,19 @@ impl Decoder {
         table_map: &dyn Fn(u64) -> Option<TableMapEvent<'static>>,
     ) -> Result<Option<Decoded>, ConnectorError> {
         let raw = ev.header().event_type_raw();
-        let here = || BinlogPos::new(self.file.clone(), u64::from(ev.header().log_pos()));
+        let at = BinlogPos::new(self.file.clone(), self.pos_of(ev));
+        let here = || at.clone();
         let bad = |e: std::io::Error| {
             ConnectorError::new(
                 ErrorKind::Database,
                 format!(
                     "reading the binlog at {}: an event cannot be decoded: {e}",
-                    BinlogPos::new(self.file.clone(), u64::from(ev.header().log_pos())).position()
+                    at.position()
                 ),
             )
         };
         if raw == MARIADB_GTID {
-            self.open = Some(Vec::new());
+            self.begin(&at)?;
             // flags: after the 8-byte sequence number and 4-byte domain id.
             self.standalone = ev
                 .data()
@@ -513,12 +592,28 @@ impl Decoder {
                 Ok(None)
             }
             EventData::XidEvent(_) => Ok(Some(self.end(ev))),
+            EventData::XaPrepareLogEvent(_) => {
+                if self.open.as_ref().is_some_and(|c| !c.is_empty()) {
+                    return Err(ConnectorError::new(
+                        ErrorKind::UnsupportedType,
+                        format!(
+                            "an XA transaction changed captured tables (prepared at binlog \
+                             position {}): cutover cannot tell yet whether it commits; nothing \
+                             past it was applied. Avoid XA transactions on the captured tables \
+                             (XA COMMIT … ONE PHASE is fine), and migrate again",
+                            here().position()
+                        ),
+                    ));
+                }
+                Ok(Some(self.end(ev)))
+            }
             EventData::QueryEvent(q) => {
                 let sql = q.query();
                 let schema = q.schema();
                 match classify(&sql, &schema, &self.cap) {
                     Statement::Begin => {
-                        self.open = Some(Vec::new());
+                        // MySQL: after its GTID event (which began nothing here).
+                        self.begin(&here())?;
                         self.standalone = false;
                         Ok(None)
                     }
@@ -930,7 +1025,7 @@ impl Pump {
                     ))
                 }
                 Ok(Some(Err(e))) => {
-                    let at = BinlogPos::new(decoder.file.clone(), 0);
+                    let at = decoder.last.clone();
                     return Err(history(error::map("reading the binlog", e), &at));
                 }
                 Ok(Some(Ok(ev))) => ev,
@@ -1089,5 +1184,143 @@ mod tests {
             classify("INSERT INTO orders VALUES (1)", "shop", &c),
             Statement::Logged("orders".into())
         );
+    }
+
+    /// Decoding bytes from the network never panics: arbitrary statements through the
+    /// classifier, arbitrary raw values through every column type.
+    #[test]
+    fn arbitrary_statements_and_values_never_panic() {
+        let c = cap();
+        let alphabet = b"`'\"#-/* .;()abTRUNCATEorders\n\\";
+        for _ in 0..5000 {
+            let n = fastrand::usize(0..40);
+            let sql: String = (0..n)
+                .map(|_| char::from(alphabet[fastrand::usize(..alphabet.len())]))
+                .collect();
+            let _ = classify(&sql, "shop", &c);
+        }
+        let types = [
+            ("tinyint(1)", ColumnType::Bool),
+            (
+                "mediumint",
+                ColumnType::Int {
+                    bits: 24,
+                    unsigned: false,
+                },
+            ),
+            (
+                "bigint unsigned",
+                ColumnType::Int {
+                    bits: 64,
+                    unsigned: true,
+                },
+            ),
+            (
+                "year",
+                ColumnType::Int {
+                    bits: 16,
+                    unsigned: false,
+                },
+            ),
+            (
+                "decimal(10,2)",
+                ColumnType::Decimal {
+                    precision: Some(10),
+                    scale: Some(2),
+                },
+            ),
+            ("float", ColumnType::Float { bits: 32 }),
+            ("enum('a','b')", ColumnType::Text { max_len: None }),
+            ("set('a','b')", ColumnType::Text { max_len: None }),
+            ("binary(4)", ColumnType::Bytes { max_len: Some(4) }),
+            ("date", ColumnType::Date),
+            ("time(6)", ColumnType::Time { zoned: false }),
+            ("datetime(6)", ColumnType::Timestamp { zoned: false }),
+            ("timestamp(6)", ColumnType::Timestamp { zoned: true }),
+            ("bit(10)", ColumnType::Other { name: "bit".into() }),
+            ("uuid", ColumnType::Uuid),
+            ("json", ColumnType::Json { binary: false }),
+        ];
+        for _ in 0..2000 {
+            let bytes: Vec<u8> = (0..fastrand::usize(0..20))
+                .map(|_| fastrand::u8(..))
+                .collect();
+            let values = [
+                My::Bytes(bytes),
+                My::Int(fastrand::i64(..)),
+                My::UInt(fastrand::u64(..)),
+                My::Float(f32::from_bits(fastrand::u32(..))),
+                My::Double(f64::from_bits(fastrand::u64(..))),
+                My::Date(
+                    fastrand::u16(..),
+                    fastrand::u8(..),
+                    fastrand::u8(..),
+                    fastrand::u8(..),
+                    fastrand::u8(..),
+                    fastrand::u8(..),
+                    fastrand::u32(..),
+                ),
+                My::Time(
+                    fastrand::bool(),
+                    fastrand::u32(..),
+                    fastrand::u8(..),
+                    fastrand::u8(..),
+                    fastrand::u8(..),
+                    fastrand::u32(..),
+                ),
+            ];
+            for (declared, ty) in &types {
+                let col = Column {
+                    name: "c".into(),
+                    ty: ty.clone(),
+                    declared_type: (*declared).into(),
+                    nullable: true,
+                    default: None,
+                };
+                for v in &values {
+                    let _ = binlog_value(BinlogValue::Value(v.clone()), &col, ZeroDate::Error);
+                }
+            }
+        }
+    }
+
+    /// An event of type `ty` ending at `log_pos`, with `data` after its header.
+    fn event(ty: u8, log_pos: u32, data: &[u8]) -> Event {
+        let mut b = Vec::new();
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.push(ty);
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&(19 + data.len() as u32).to_le_bytes());
+        b.extend_from_slice(&log_pos.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(data);
+        let fde = mysql_async::binlog::events::FormatDescriptionEvent::new(
+            mysql_async::binlog::BinlogVersion::Version4,
+        );
+        Event::read(&fde, &b[..]).unwrap()
+    }
+
+    #[test]
+    fn compressed_events_are_refused_and_positions_never_go_back() {
+        let from = BinlogPos::new("binlog.000001", 1000);
+        let mut d = Decoder::new(Arc::new(cap()), &from);
+        let none = |_: u64| None;
+        // A GTID event (MariaDB), then a compressed row event: an error, not a skip.
+        assert!(d
+            .event(&event(MARIADB_GTID, 1050, &[0; 13]), &none)
+            .unwrap()
+            .is_none());
+        let err = d.event(&event(169, 1100, &[0; 8]), &none).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnsupportedType);
+        assert!(err.to_string().contains("log_bin_compress"), "{err}");
+        // An event between transactions before the start (as a stream starting mid-file
+        // sends the file's header events): no position from it.
+        let mut d = Decoder::new(Arc::new(cap()), &from);
+        assert!(d.event(&event(3, 256, &[]), &none).unwrap().is_none());
+        // A binlog checkpoint after it: the stream stands there.
+        match d.event(&event(161, 1200, &[0; 8]), &none).unwrap() {
+            Some(Decoded::Skip(p)) => assert_eq!(p, BinlogPos::new("binlog.000001", 1200)),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -372,4 +372,20 @@ mod tests {
             .unwrap_err()
             .contains("spatial"));
     }
+
+    #[test]
+    fn the_selection_takes_names_and_database_qualified_names_never_cutovers_own() {
+        let opts = cutover_connector::OpenOptions {
+            tables: vec!["orders".into(), "shop.items".into(), "other.users".into()],
+            exclude: vec!["shop.orders".into()],
+            ..Default::default()
+        };
+        let ep = MySqlEndpoint::parse("mysql://root@h/shop", &opts).unwrap();
+        assert!(selected(&ep, "items"));
+        assert!(!selected(&ep, "orders"), "excluded");
+        assert!(!selected(&ep, "users"), "another database's");
+        let all = MySqlEndpoint::parse("mysql://root@h/shop", &Default::default()).unwrap();
+        assert!(selected(&all, "anything"));
+        assert!(!selected(&all, "_cutover_state"));
+    }
 }

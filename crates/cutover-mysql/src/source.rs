@@ -122,9 +122,13 @@ impl MySqlSource {
                 ),
             )
         })?;
-        let file = text(row, 0).unwrap_or_default();
-        let offset = text(row, 1).and_then(|p| p.parse().ok()).unwrap_or(4);
-        Ok(BinlogPos::new(file, offset))
+        match (text(row, 0), text(row, 1).and_then(|p| p.parse().ok())) {
+            (Some(file), Some(offset)) if !file.is_empty() => Ok(BinlogPos::new(file, offset)),
+            _ => Err(ConnectorError::new(
+                ErrorKind::Database,
+                format!("{sql} gave no binlog file and position"),
+            )),
+        }
     }
 
     /// The server's capture settings, by name (`None` where it has no such variable).
@@ -139,6 +143,7 @@ impl MySqlSource {
             "binlog_expire_logs_seconds",
             "expire_logs_days",
             "binlog_row_value_options",
+            "log_bin_compress",
         ] {
             let v: Option<Option<String>> =
                 match client.query_first(&format!("SELECT CAST(@@GLOBAL.{name} AS CHAR)")) {
@@ -215,6 +220,13 @@ pub(crate) fn capture_problems(s: &Settings) -> Vec<String> {
         out.push(
             "binlog_row_value_options is PARTIAL_JSON (MySQL): JSON updates are logged as \
              patches cutover cannot apply; SET GLOBAL binlog_row_value_options = ''"
+                .to_owned(),
+        );
+    }
+    if matches!(get("log_bin_compress").as_deref(), Some("1" | "ON")) {
+        out.push(
+            "log_bin_compress is ON (MariaDB): cutover cannot read compressed binlog events; \
+             SET GLOBAL log_bin_compress = OFF (and in the option file)"
                 .to_owned(),
         );
     }
@@ -368,6 +380,12 @@ impl Source for MySqlSource {
         let mariadb = self.is_mariadb()?;
         let db = self.endpoint.database.clone();
         let zero_date = self.endpoint.zero_date;
+        // MySQL (untested here) tells no snapshot position: the positions before and after the
+        // snapshot began bracket it. A known gap, to close on a MySQL server: a transaction is
+        // written to the binlog before InnoDB commits it, so one at or before `before` may not
+        // be visible yet to the snapshot (group commit's window), and the watermark rule would
+        // take the chunk's rows for newer than it. mysqldump closes the window with FLUSH TABLES
+        // WITH READ LOCK around START TRANSACTION … and SHOW MASTER STATUS.
         let before = if mariadb {
             None
         } else {
@@ -384,7 +402,8 @@ impl Source for MySqlSource {
         client.query_drop("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
         client.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")?;
         let read = (|| -> Result<(Vec<Row>, Option<BinlogPos>), ConnectorError> {
-            let snapshot = if mariadb {
+            // MariaDB and Percona Server tell the snapshot's binlog position; MySQL does not.
+            let snapshot = {
                 let rows: Vec<Row> = client.query("SHOW STATUS LIKE 'binlog_snapshot_%'")?;
                 let get = |name: &str| {
                     rows.iter()
@@ -392,13 +411,17 @@ impl Source for MySqlSource {
                         .and_then(|r| text(r, 1))
                 };
                 match (get("Binlog_snapshot_file"), get("Binlog_snapshot_position")) {
-                    (Some(f), Some(p)) if !f.is_empty() => {
-                        Some(BinlogPos::new(f, p.parse().unwrap_or(4)))
-                    }
+                    (Some(f), Some(p)) if !f.is_empty() => Some(BinlogPos::new(
+                        f,
+                        p.parse().map_err(|_| {
+                            ConnectorError::new(
+                                ErrorKind::Database,
+                                format!("the server's binlog_snapshot_position is {p:?}"),
+                            )
+                        })?,
+                    )),
                     _ => None,
                 }
-            } else {
-                None
             };
             let rows: Vec<Row> = client.exec(&sql, params(p))?;
             Ok((rows, snapshot))
@@ -612,11 +635,13 @@ mod tests {
                 ("binlog_format", "STATEMENT"),
                 ("binlog_row_image", "MINIMAL"),
                 ("server_id", "0"),
+                ("log_bin_compress", "ON"),
             ],
             &["GRANT SELECT ON *.* TO `app`@`%`"],
         ));
         let text = p.join("\n");
-        assert_eq!(p.len(), 6, "{text}");
+        assert_eq!(p.len(), 7, "{text}");
+        assert!(text.contains("log_bin_compress is ON"));
         assert!(
             text.contains("binlog_format is STATEMENT, not ROW: SET GLOBAL binlog_format = 'ROW'")
         );

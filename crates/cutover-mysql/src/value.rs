@@ -156,7 +156,11 @@ pub fn decode(v: &My, col: &Column, zero_date: ZeroDate) -> Result<Value, Decode
                 }
                 return Err(bad());
             };
-            let ts = Timestamp::Micros(i64::from(days) * MICROS_PER_DAY + micros);
+            let ts = i64::from(days)
+                .checked_mul(MICROS_PER_DAY)
+                .and_then(|d| d.checked_add(micros))
+                .map(Timestamp::Micros)
+                .ok_or_else(bad)?;
             Ok(if *zoned {
                 Value::TimestampTz(ts)
             } else {
@@ -249,11 +253,11 @@ fn date_time(v: &My) -> Option<(u16, u8, u8, i64)> {
 fn time(v: &My) -> Option<i64> {
     match v {
         My::Time(neg, days, h, m, s, us) => {
-            let micros = (((i64::from(*days) * 24 + i64::from(*h)) * 60 + i64::from(*m)) * 60
-                + i64::from(*s))
+            let micros = (((i128::from(*days) * 24 + i128::from(*h)) * 60 + i128::from(*m)) * 60
+                + i128::from(*s))
                 * 1_000_000
-                + i64::from(*us);
-            Some(if *neg { -micros } else { micros })
+                + i128::from(*us);
+            i64::try_from(if *neg { -micros } else { micros }).ok()
         }
         My::Bytes(b) => {
             let t = std::str::from_utf8(b).ok()?;
@@ -287,7 +291,9 @@ fn parse_clock(t: &str) -> Option<i64> {
     } else {
         format!("{frac:0<6}").parse().ok()?
     };
-    Some(((h * 60 + m) * 60 + s) * 1_000_000 + us)
+    let total =
+        ((i128::from(h) * 60 + i128::from(m)) * 60 + i128::from(s)) * 1_000_000 + i128::from(us);
+    i64::try_from(total).ok()
 }
 
 fn time_text(micros: i64) -> String {

@@ -90,6 +90,16 @@ fn first_error(
     }
 }
 
+/// A fresh database with `ddl` run in it, a source on it, its tables, and capture started.
+fn capturing(prefix: &str, ddl: &str) -> R<(Db, MySqlSource, Vec<TableSchema>, Position)> {
+    let db = Db::new(prefix)?;
+    db.sql(ddl)?;
+    let mut src = db.source("")?;
+    let tables = src.tables()?;
+    let after = src.start_capture(&tables)?;
+    Ok((db, src, tables, after))
+}
+
 /// Inserts `id` into table `t` (one int column) and checks that the stream after `after`
 /// brings exactly that next.
 fn inserted_next(
@@ -516,11 +526,10 @@ fn transactions_come_whole_in_commit_order_and_rollbacks_never() -> R {
 
 #[test]
 fn chunk_positions_meet_the_stream() -> R {
-    let db = Db::new("my_watermark")?;
-    db.sql("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")?;
-    let mut src = db.source("")?;
-    let tables = src.tables()?;
-    let start = src.start_capture(&tables)?;
+    let (db, mut src, tables, start) = capturing(
+        "my_watermark",
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)",
+    )?;
     db.sql("INSERT INTO t VALUES (2)")?;
     let chunk = src.read_chunk(&tables[0], &KeyRange::all())?;
     assert_eq!(chunk.rows.len(), 2);
@@ -618,11 +627,8 @@ fn a_purged_binlog_is_history_lost_saying_to_start_again() -> R {
 
 #[test]
 fn a_broken_binlog_stream_is_opened_again_from_where_it_stood() -> R {
-    let db = Db::new("my_broken")?;
-    db.sql("CREATE TABLE t (id int PRIMARY KEY)")?;
-    let mut src = db.source("")?;
-    let tables = src.tables()?;
-    let after = src.start_capture(&tables)?;
+    let (db, mut src, tables, after) =
+        capturing("my_broken", "CREATE TABLE t (id int PRIMARY KEY)")?;
     db.sql("INSERT INTO t VALUES (1)")?;
     let first = changes_until(&mut src, &tables, &after, 1)?;
     // Cut the stream's connection (the reader's session is in this test's database).
@@ -647,11 +653,8 @@ fn spatial_columns_are_refused_naming_table_and_column() -> R {
 
 #[test]
 fn the_stream_follows_a_rotation_and_reaches_a_snapshot_taken_after_it() -> R {
-    let db = Db::new("my_rotate")?;
-    db.sql("CREATE TABLE t (id int PRIMARY KEY)")?;
-    let mut src = db.source("")?;
-    let tables = src.tables()?;
-    let after = src.start_capture(&tables)?;
+    let (db, mut src, tables, after) =
+        capturing("my_rotate", "CREATE TABLE t (id int PRIMARY KEY)")?;
     db.sql("INSERT INTO t VALUES (1); FLUSH BINARY LOGS")?;
     let chunk = src.read_chunk(&tables[0], &KeyRange::all())?;
     let order = src.positions();
@@ -702,11 +705,7 @@ fn capture_names_the_privileges_a_user_lacks() -> R {
 
 #[test]
 fn a_change_logged_as_a_statement_stops_capture_naming_binlog_format() -> R {
-    let db = Db::new("my_stmt")?;
-    db.sql("CREATE TABLE t (id int PRIMARY KEY)")?;
-    let mut src = db.source("")?;
-    let tables = src.tables()?;
-    let after = src.start_capture(&tables)?;
+    let (db, mut src, tables, after) = capturing("my_stmt", "CREATE TABLE t (id int PRIMARY KEY)")?;
     // Only this session logs statements: the shared server stays in ROW format.
     db.sql("SET SESSION binlog_format = 'STATEMENT'; INSERT INTO t VALUES (5)")?;
     let err = first_error(&mut src, &tables, &after);
@@ -722,11 +721,10 @@ fn a_change_logged_as_a_statement_stops_capture_naming_binlog_format() -> R {
 
 #[test]
 fn batches_hold_about_max_changes_and_a_larger_transaction_whole() -> R {
-    let db = Db::new("my_batches")?;
-    db.sql("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")?;
-    let mut src = db.source("")?;
-    let tables = src.tables()?;
-    let after = src.start_capture(&tables)?;
+    let (db, mut src, tables, after) = capturing(
+        "my_batches",
+        "CREATE TABLE t (id int PRIMARY KEY, v varchar(20))",
+    )?;
     // 2000 transactions of one row, then one of 3000 rows, then 10 more.
     let mut singles = String::new();
     for i in 1..=2000 {
@@ -902,4 +900,98 @@ fn chunks_read_under_writes_plus_the_changes_after_their_position_equal_the_tabl
         format!("{}\t{sum}", rebuilt.len())
     );
     Ok(())
+}
+
+#[test]
+fn odd_names_and_large_values_travel_through_chunks_and_the_binlog() -> R {
+    let db = Db::new("my_odd")?;
+    db.sql(
+        "CREATE TABLE `odd ``name`` \u{e9}` (`key col` varchar(20) PRIMARY KEY, `select` longtext)",
+    )?;
+    let mut src = db.source("")?;
+    let tables = src.tables()?;
+    let t = &tables[0];
+    assert_eq!(t.name.name, "odd `name` \u{e9}");
+    let after = src.start_capture(&tables)?;
+    db.sql(
+        "INSERT INTO `odd ``name`` \u{e9}` VALUES ('a b', REPEAT('x', 5000000)), ('\u{1f600}', 'small')",
+    )?;
+    let got = changes_until(&mut src, &tables, &after, 2)?;
+    let rows = src.read_chunk(t, &KeyRange::all())?.rows;
+    let inserted: Vec<&Row> = got[0]
+        .changes
+        .iter()
+        .map(|c| match c {
+            Change::Insert { row, .. } => row,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| inserted.contains(&r)));
+    assert!(matches!(&inserted[0][1], Value::Text(s) if s.len() == 5_000_000));
+    Ok(())
+}
+
+#[test]
+fn a_non_transactional_table_s_changes_end_at_their_commit_query() -> R {
+    let (db, mut src, tables, after) = capturing(
+        "my_myisam",
+        "CREATE TABLE m (id int PRIMARY KEY, v int) ENGINE = MyISAM",
+    )?;
+    // MariaDB ends these with a COMMIT query, not an XID event.
+    db.sql("INSERT INTO m VALUES (1, 1), (2, 2); UPDATE m SET v = 3 WHERE id = 2")?;
+    let got = changes_until(&mut src, &tables, &after, 3)?;
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].changes.len(), 2);
+    assert!(matches!(&got[1].changes[0], Change::Update { row, .. } if row[1] == Value::Int(3)));
+    Ok(())
+}
+
+#[test]
+fn an_xa_transaction_on_a_captured_table_is_refused_not_lost() -> R {
+    let (db, mut src, tables, after) = capturing("my_xa", "CREATE TABLE t (id int PRIMARY KEY)")?;
+    db.sql(
+        "XA START 'x1'; INSERT INTO t VALUES (1); XA END 'x1'; XA PREPARE 'x1'; XA COMMIT 'x1'",
+    )?;
+    let err = first_error(&mut src, &tables, &after);
+    assert_eq!(err.kind(), ErrorKind::UnsupportedType, "{err}");
+    assert!(err.to_string().contains("XA transaction"), "{err}");
+    // One phase is an ordinary transaction.
+    let (db, mut src, tables, after) = capturing("my_xa1", "CREATE TABLE t (id int PRIMARY KEY)")?;
+    db.sql("XA START 'x2'; INSERT INTO t VALUES (2); XA END 'x2'; XA COMMIT 'x2' ONE PHASE")?;
+    let got = changes_until(&mut src, &tables, &after, 1)?;
+    assert_eq!(got[0].changes.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn idle_polling_keeps_one_stream_and_opens_no_connections() -> R {
+    let (db, mut src, tables, after) = capturing("my_idle", "CREATE TABLE t (id int PRIMARY KEY)")?;
+    let readers = || {
+        db.sql(&format!(
+            "SELECT ID FROM information_schema.PROCESSLIST \
+             WHERE COMMAND LIKE 'Binlog Dump%' AND DB = '{}'",
+            db.name
+        ))
+    };
+    let mut at = after;
+    let started = Instant::now();
+    let mut first = None;
+    for i in 0..300 {
+        for t in src.read_changes(&tables, at.clone(), 100)? {
+            at = t.position;
+        }
+        if i == 10 {
+            first = Some(readers()?);
+        }
+    }
+    let per_call = started.elapsed() / 300;
+    let first = first.ok_or("no reader seen")?;
+    assert_eq!(first.lines().count(), 1, "one binlog reader: {first:?}");
+    assert_eq!(readers()?, first, "the same reader connection all along");
+    assert!(
+        per_call < Duration::from_millis(50),
+        "{per_call:?} per idle call"
+    );
+    inserted_next(&db, &mut src, &tables, &at, 1)
 }
