@@ -176,7 +176,7 @@ OUT="$ROOT/bench/results/mysql-copy-$(date -u +%Y%m%dT%H%M%S).md"
 {
     echo "## MariaDB ⇄ PostgreSQL copy, $(date -u +%F)"
     echo
-    echo "JOBS=$JOBS, $(nproc) cores, MariaDB $(mariadbd --version | grep -o '[0-9]*\.[0-9]*\.[0-9]*-MariaDB' | head -1), PostgreSQL $(pg_ctl --version | awk '{print $3}'), $(pgloader --version | head -1), SCALE=$SCALE, $ROUNDS rounds, methods alternated. Seconds: wall time of the whole copy; cutover's peak RSS by GNU time. Every result checked outside the tools (rows and md5 per table by the target's own client)."
+    echo "JOBS=$JOBS, $(nproc) cores, MariaDB $(mariadbd --version | grep -o '[0-9]*\.[0-9]*\.[0-9]*-MariaDB' | head -1), PostgreSQL $(pg_ctl --version | awk '{print $3}'), $(pgloader --version 2>/dev/null | sed -n 1p), SCALE=$SCALE, $ROUNDS rounds, methods alternated. Seconds: wall time of the whole copy; cutover's peak RSS by GNU time. Every result checked outside the tools (rows and md5 per table by the target's own client)."
     echo
     echo "| shape | direction | MB | method | best s | all rounds s | peak RSS MB | cutover vs method (best time ratio) |"
     echo "|---|---|---|---|---|---|---|---|"
