@@ -278,6 +278,48 @@ impl MySqlSink {
         }
     }
 
+    /// Deletes rows by key, up to [`ROWS_PER_INSERT`] keys a statement.
+    fn delete_keys(&mut self, table: &TableName, keys: &[&[Value]]) -> Result<(), ConnectorError> {
+        let t = lookup(&self.tables, table)?;
+        if keys.len() == 1 || t.schema.primary_key.len() != 1 {
+            for k in keys {
+                self.delete(table, k)?;
+            }
+            return Ok(());
+        }
+        let key_col = t
+            .schema
+            .key_columns()
+            .map(|c| ident(&c.name))
+            .collect::<Vec<_>>()
+            .join("");
+        let mut statements = Vec::new();
+        for group in keys.chunks(ROWS_PER_INSERT) {
+            let mut values = Vec::with_capacity(group.len());
+            for k in group {
+                params(
+                    t,
+                    "deleting from",
+                    k,
+                    t.schema.key_columns().zip(k.iter()),
+                    &mut values,
+                )?;
+            }
+            let sql = format!(
+                "DELETE FROM {} WHERE {key_col} IN ({})",
+                ident(&table.name),
+                vec!["?"; group.len()].join(", ")
+            );
+            statements.push((sql, values, t.key_desc(group[0])));
+        }
+        for (sql, values, first) in statements {
+            self.exec(&sql, values, || {
+                format!("deleting rows of {table} from key {first}")
+            })?;
+        }
+        Ok(())
+    }
+
     fn delete(&mut self, table: &TableName, key: &[Value]) -> Result<(), ConnectorError> {
         let t = lookup(&self.tables, table)?;
         if !t.schema.has_primary_key() {
@@ -310,20 +352,44 @@ impl MySqlSink {
         let mut i = 0;
         while i < ops.len() {
             match &ops[i] {
-                ApplyOp::Upsert { table, .. } => {
-                    // Consecutive rows of one table go in multi-row statements.
+                op if whole_row(&self.tables, op).is_some() => {
+                    // Consecutive whole rows of one table (chunk rows, inserts, updates that
+                    // keep their key) go in multi-row upserts: MySQL applies a statement's rows
+                    // in order, so a key written twice ends as its last row.
+                    let Some((table, _)) = whole_row(&self.tables, op) else {
+                        unreachable!("matched above")
+                    };
                     let mut rows = Vec::new();
-                    while let Some(ApplyOp::Upsert { table: t2, row }) = ops.get(i) {
+                    while let Some((t2, row)) =
+                        ops.get(i).and_then(|op| whole_row(&self.tables, op))
+                    {
                         if t2 != table {
                             break;
                         }
-                        rows.push(row.as_slice());
+                        rows.push(row);
                         i += 1;
                     }
                     self.upsert_rows(table, &rows)?;
                     continue;
                 }
+                ApplyOp::Change(Change::Delete { table, .. }) => {
+                    let mut keys = Vec::new();
+                    while let Some(ApplyOp::Change(Change::Delete {
+                        table: t2, old_key, ..
+                    })) = ops.get(i)
+                    {
+                        if t2 != table {
+                            break;
+                        }
+                        keys.push(old_key.as_slice());
+                        i += 1;
+                    }
+                    self.delete_keys(table, &keys)?;
+                    continue;
+                }
                 ApplyOp::Change(change) => self.apply_change(change)?,
+                // Matched by the whole-row arm above.
+                ApplyOp::Upsert { table, row } => self.upsert_rows(table, &[row.as_slice()])?,
                 ApplyOp::Alter { table, change } => {
                     return Err(ConnectorError::new(
                         ErrorKind::UnsupportedType,
@@ -389,6 +455,33 @@ impl MySqlSink {
             })?;
         }
         before_commit()
+    }
+}
+
+/// The table and whole row an op writes, if it is an upsert by key: chunk rows, inserts, and
+/// updates that send every column and keep their key (a moved key deletes the old row first:
+/// `apply_change`).
+fn whole_row<'a>(
+    tables: &HashMap<TableName, TableSql>,
+    op: &'a ApplyOp,
+) -> Option<(&'a TableName, &'a [Value])> {
+    match op {
+        ApplyOp::Upsert { table, row } => Some((table, row)),
+        ApplyOp::Change(Change::Insert { table, row }) => Some((table, row)),
+        ApplyOp::Change(Change::Update {
+            table,
+            old_key,
+            row,
+            unchanged,
+            ..
+        }) if unchanged.is_empty()
+            && tables.get(table).is_some_and(|t| {
+                t.schema.has_primary_key() && &t.schema.key_of(row) == old_key
+            }) =>
+        {
+            Some((table, row))
+        }
+        _ => None,
     }
 }
 
