@@ -30,6 +30,9 @@ use crate::state::{self, table_exists};
 /// Rows per multi-row `INSERT` (fewer for wide tables: at most 65,535 parameters).
 pub const ROWS_PER_INSERT: usize = 500;
 
+/// Bytes of values per multi-row statement, about (a single larger row goes alone).
+pub const BYTES_PER_INSERT: usize = 4 << 20;
+
 const APPLY_SESSION: &[&str] = &[
     "SET SESSION foreign_key_checks = 0",
     "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
@@ -177,11 +180,25 @@ impl MySqlSink {
             .map_err(|e| e.context(what()))
     }
 
+    /// Upserts `rows` in multi-row statements of at most [`ROWS_PER_INSERT`] rows (fewer for
+    /// wide tables) and about [`BYTES_PER_INSERT`] of values, each sent before the next is
+    /// built: one statement's copy of the values is in memory at a time, and statements stay
+    /// under the server's `max_allowed_packet` (16 MB by default on MariaDB).
     fn upsert_rows(&mut self, table: &TableName, rows: &[&[Value]]) -> Result<(), ConnectorError> {
-        let t = lookup(&self.tables, table)?;
-        let per = t.rows_per_insert;
-        let mut statements = Vec::new();
-        for group in rows.chunks(per) {
+        let mut at = 0;
+        while at < rows.len() {
+            let t = lookup(&self.tables, table)?;
+            let mut end = at;
+            let mut bytes = 0;
+            while end < rows.len() && end - at < t.rows_per_insert {
+                let size: usize = rows[end].iter().map(|v| 8 + v.payload_len()).sum();
+                if end > at && bytes + size > BYTES_PER_INSERT {
+                    break;
+                }
+                bytes += size;
+                end += 1;
+            }
+            let group = &rows[at..end];
             let mut values = Vec::with_capacity(group.len() * t.schema.columns.len());
             for row in group {
                 params(
@@ -194,12 +211,10 @@ impl MySqlSink {
             }
             let sql = t.upsert_sql(group.len());
             let first = t.key_desc(group[0]);
-            statements.push((sql, values, first));
-        }
-        for (sql, values, first) in statements {
             self.exec(&sql, values, || {
                 format!("writing rows of {table} from key {first}")
             })?;
+            at = end;
         }
         Ok(())
     }

@@ -264,3 +264,48 @@ fn a_table_with_rows_cutover_did_not_write_is_refused_and_the_chunk_plan_is_kept
     let stored = factory.state().unwrap().unwrap().chunks().unwrap();
     assert_eq!(stored[1].range.start, Some(vec![Value::Text("m".into())]));
 }
+
+#[test]
+fn a_batch_of_large_rows_is_split_under_the_servers_packet_limit() {
+    let server = MariaDb::shared().unwrap();
+    let db = server.fresh_database("target_large").unwrap();
+    let t = TableSchema {
+        name: TableName::bare("files"),
+        columns: vec![
+            col(
+                "id",
+                ColumnType::Int {
+                    bits: 64,
+                    unsigned: false,
+                },
+                "bigint",
+                false,
+            ),
+            col("body", ColumnType::Bytes { max_len: None }, "bytea", false),
+        ],
+        primary_key: vec![0],
+        indexes: vec![],
+    };
+    let mut sink = target(server, &db).sink().unwrap();
+    sink.prepare(std::slice::from_ref(&t)).unwrap();
+    // 100 rows of 1 MiB: 100 MiB in one batch, over the server's 64 MiB max_allowed_packet
+    // if sent as one statement.
+    let batch: Vec<ApplyOp> = (0..100)
+        .map(|i| {
+            upsert(
+                &t,
+                vec![Value::Int(i), Value::Bytes(vec![i as u8; 1 << 20])],
+            )
+        })
+        .collect();
+    sink.apply(&batch, pos(1)).unwrap();
+    assert_eq!(
+        server
+            .sql(
+                &db,
+                "SELECT COUNT(*), SUM(LENGTH(body)), SUM(ASCII(SUBSTR(body, 1000, 1))) FROM files"
+            )
+            .unwrap(),
+        format!("100\t{}\t{}", 100 << 20, (0..100).sum::<i64>())
+    );
+}
