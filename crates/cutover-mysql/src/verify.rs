@@ -40,6 +40,10 @@ pub(crate) fn canonical_sql(c: &Column) -> Option<String> {
     let col = ident(&c.name);
     let trim = |e: String| format!("TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM {e}))");
     Some(match &c.ty {
+        // `YEAR` prints four digits (`0000`); its value, as read, is the number (`0`).
+        ColumnType::Int { .. } if c.declared_type.starts_with("year") => {
+            format!("CAST({col} + 0 AS CHAR)")
+        }
         ColumnType::Int { .. } => format!("CAST({col} AS CHAR)"),
         ColumnType::Bool => {
             format!("CASE {col} WHEN 0 THEN 'f' WHEN 1 THEN 't' ELSE CAST({col} AS CHAR) END")
