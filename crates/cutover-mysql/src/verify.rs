@@ -217,8 +217,12 @@ impl MySqlVerifier {
         };
         let (filter, p) = Self::range_where(t, range.start.as_ref(), range.end.as_ref());
         ps.extend(p);
+        // Grouped over a derived table whose only columns are the bucket and the hash: MySQL
+        // resolves a GROUP BY name against the table's columns before the select list's
+        // aliases, so a column named like the bucket's alias would be grouped by instead.
         let sql = format!(
-            "SELECT {bucket} AS b, COUNT(*), CAST(SUM({}) AS CHAR) FROM {}{filter} GROUP BY b",
+            "SELECT x.b, COUNT(*), CAST(SUM(x.h) AS CHAR) FROM (SELECT {bucket} AS b, {} AS h \
+             FROM {}{filter}) AS x GROUP BY x.b",
             hash_sql(exprs),
             ident(&t.name.name)
         );

@@ -2,3 +2,4 @@
 //! here: no MySQL 8 server is available on this machine). Each test has a database of its own.
 
 mod source;
+mod verify;
