@@ -1,5 +1,7 @@
 //! The conformance suite, run for every engine (see the crate's documentation).
 
+#[path = "it/mariadb.rs"]
+mod mariadb;
 #[path = "it/postgres.rs"]
 mod postgres;
 #[path = "it/sqlite.rs"]

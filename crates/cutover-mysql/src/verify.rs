@@ -40,6 +40,10 @@ pub(crate) fn canonical_sql(c: &Column) -> Option<String> {
     let col = ident(&c.name);
     let trim = |e: String| format!("TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM {e}))");
     Some(match &c.ty {
+        // `YEAR` prints four digits (`0000`); its value, as read, is the number (`0`).
+        ColumnType::Int { .. } if c.declared_type.starts_with("year") => {
+            format!("CAST({col} + 0 AS CHAR)")
+        }
         ColumnType::Int { .. } => format!("CAST({col} AS CHAR)"),
         ColumnType::Bool => {
             format!("CASE {col} WHEN 0 THEN 'f' WHEN 1 THEN 't' ELSE CAST({col} AS CHAR) END")
@@ -213,8 +217,12 @@ impl MySqlVerifier {
         };
         let (filter, p) = Self::range_where(t, range.start.as_ref(), range.end.as_ref());
         ps.extend(p);
+        // Grouped over a derived table whose only columns are the bucket and the hash: MySQL
+        // resolves a GROUP BY name against the table's columns before the select list's
+        // aliases, so a column named like the bucket's alias would be grouped by instead.
         let sql = format!(
-            "SELECT {bucket} AS b, COUNT(*), CAST(SUM({}) AS CHAR) FROM {}{filter} GROUP BY b",
+            "SELECT x.b, COUNT(*), CAST(SUM(x.h) AS CHAR) FROM (SELECT {bucket} AS b, {} AS h \
+             FROM {}{filter}) AS x GROUP BY x.b",
             hash_sql(exprs),
             ident(&t.name.name)
         );
@@ -243,19 +251,27 @@ impl MySqlVerifier {
         Ok(out)
     }
 
-    /// Rows of `[start, end)` in key order, a page at a time, each given to `each`.
+    /// Rows of `[start, end)` in key order (the first `max` of them, if given and the table has
+    /// a key), a page at a time, each given to `each`.
     fn for_each_row(
         &mut self,
         t: &TableSchema,
         start: Option<&Key>,
         end: Option<&Key>,
+        max: Option<usize>,
         mut each: impl FnMut(&TableSchema, Row) -> Result<(), ConnectorError>,
     ) -> Result<(), ConnectorError> {
         let db = self.ep.database.clone();
         let zero = self.ep.zero_date;
-        let limit = t.has_primary_key().then_some(PAGE);
+        let mut left = max;
         let mut after: Option<(Key, bool)> = start.map(|k| (k.clone(), true));
         loop {
+            let limit = t
+                .has_primary_key()
+                .then(|| left.map_or(PAGE, |l| l.min(PAGE)));
+            if limit == Some(0) {
+                return Ok(());
+            }
             let (sql, p) = select_range(&db, t, after.as_ref().map(|(k, i)| (k, *i)), end, limit);
             let rows: Vec<mysql_async::Row> = self.live()?.exec(&sql, params(p))?;
             let n = rows.len();
@@ -264,6 +280,9 @@ impl MySqlVerifier {
                 let row = decode_row(t, r, zero)?;
                 last = Some(t.key_of(&row));
                 each(t, row)?;
+            }
+            if let Some(l) = left.as_mut() {
+                *l -= n.min(*l);
             }
             match (limit, last) {
                 (Some(l), Some(k)) if n == l => after = Some((k, false)),
@@ -278,6 +297,108 @@ impl MySqlVerifier {
             .zip(&t.columns)
             .map(|(v, c)| value_text(v).map_err(|e| e.at(&t.name, &c.name, &t.key_of(row))))
             .collect()
+    }
+
+    /// [`RangeChecksum::canonical_rows`], of the first `max` rows of the range if given (and
+    /// the table has a key).
+    fn canonical_rows_upto(
+        &mut self,
+        table: &TableSchema,
+        range: &KeyRange,
+        max: Option<usize>,
+    ) -> Result<Vec<CanonicalRow>, ConnectorError> {
+        let t = self.local(table)?;
+        let pushed: Vec<Option<String>> = t.columns.iter().map(canonical_sql).collect();
+        if pushed.iter().all(Option::is_none) || !t.has_primary_key() {
+            let mut out = Vec::new();
+            let (start, end) = (range.start.as_ref(), range.end.as_ref());
+            self.for_each_row(&t, start, end, max, |t, row| {
+                out.push(CanonicalRow {
+                    key: t.key_of(&row),
+                    values: Self::canonical_values(t, &row)?,
+                });
+                Ok(())
+            })?;
+            if !t.has_primary_key() {
+                out.sort_by(|a, b| a.values.cmp(&b.values));
+            }
+            return Ok(out);
+        }
+        // Key columns as values, then each column's canonical text where the server makes it
+        // (the same expressions as the digests), or the column to canonicalise here.
+        let keys: Vec<String> = t.key_columns().map(|c| ident(&c.name)).collect();
+        let cols: Vec<String> = t
+            .columns
+            .iter()
+            .zip(&pushed)
+            .map(|(c, p)| p.clone().unwrap_or_else(|| ident(&c.name)))
+            .collect();
+        let (filter, p) = Self::range_where(&t, range.start.as_ref(), range.end.as_ref());
+        let limit = max.map_or(String::new(), |n| format!(" LIMIT {n}"));
+        let sql = format!(
+            "SELECT {}, {} FROM {}{filter}{}{limit}",
+            keys.join(", "),
+            cols.join(", "),
+            ident(&t.name.name),
+            order_by_key(&t)
+        );
+        let rows: Vec<mysql_async::Row> = self.live()?.exec(&sql, params(p))?;
+        let nk = keys.len();
+        let key_cols: Vec<Column> = t.key_columns().cloned().collect();
+        let zero = self.ep.zero_date;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let key = key_cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    decode(r.as_ref(i).unwrap_or(&My::NULL), c, zero).map_err(|e| {
+                        ConnectorError::new(
+                            e.kind(),
+                            format!("table {}, column {}: {e}", t.name, c.name),
+                        )
+                    })
+                })
+                .collect::<Result<Key, _>>()?;
+            let mut values = Vec::with_capacity(t.columns.len());
+            for (i, (c, p)) in t.columns.iter().zip(&pushed).enumerate() {
+                let raw = r.as_ref(nk + i).unwrap_or(&My::NULL);
+                let text = match (p, raw) {
+                    (_, My::NULL) => None,
+                    (Some(_), My::Bytes(b)) => {
+                        Some(String::from_utf8(b.clone()).map_err(|_| {
+                            ConnectorError::new(
+                                ErrorKind::UnsupportedType,
+                                format!(
+                                    "table {}, column {}, key {}: not valid UTF-8",
+                                    t.name,
+                                    c.name,
+                                    key_text(&key)
+                                ),
+                            )
+                        })?)
+                    }
+                    (Some(_), other) => Some(other.as_sql(true).trim_matches('\'').to_owned()),
+                    (None, raw) => {
+                        let v = decode(raw, c, zero).map_err(|e| {
+                            ConnectorError::new(
+                                e.kind(),
+                                format!(
+                                    "table {}, column {}, key {}: {e}",
+                                    t.name,
+                                    c.name,
+                                    key_text(&key)
+                                ),
+                            )
+                        })?;
+                        value_text(&v).map_err(|e| e.at(&t.name, &c.name, &key))?
+                    }
+                };
+                values.push(text);
+            }
+            out.push(CanonicalRow { key, values });
+        }
+        Ok(out)
     }
 }
 
@@ -311,7 +432,7 @@ impl RangeChecksum for MySqlVerifier {
         let mut out = Vec::with_capacity(bounds.len() + 1);
         for w in edges.windows(2) {
             let mut d = RangeDigest::default();
-            self.for_each_row(&t, w[0], w[1], |t, row| {
+            self.for_each_row(&t, w[0], w[1], None, |t, row| {
                 let values = Self::canonical_values(t, &row)?;
                 let h = row_hash(&row_text(values.iter().map(|v| v.as_deref())));
                 d = d + RangeDigest {
@@ -386,96 +507,7 @@ impl RangeChecksum for MySqlVerifier {
         table: &TableSchema,
         range: &KeyRange,
     ) -> Result<Vec<CanonicalRow>, ConnectorError> {
-        let t = self.local(table)?;
-        let pushed: Vec<Option<String>> = t.columns.iter().map(canonical_sql).collect();
-        if pushed.iter().all(Option::is_none) || !t.has_primary_key() {
-            let mut out = Vec::new();
-            self.for_each_row(&t, range.start.as_ref(), range.end.as_ref(), |t, row| {
-                out.push(CanonicalRow {
-                    key: t.key_of(&row),
-                    values: Self::canonical_values(t, &row)?,
-                });
-                Ok(())
-            })?;
-            if !t.has_primary_key() {
-                out.sort_by(|a, b| a.values.cmp(&b.values));
-            }
-            return Ok(out);
-        }
-        // Key columns as values, then each column's canonical text where the server makes it
-        // (the same expressions as the digests), or the column to canonicalise here.
-        let keys: Vec<String> = t.key_columns().map(|c| ident(&c.name)).collect();
-        let cols: Vec<String> = t
-            .columns
-            .iter()
-            .zip(&pushed)
-            .map(|(c, p)| p.clone().unwrap_or_else(|| ident(&c.name)))
-            .collect();
-        let (filter, p) = Self::range_where(&t, range.start.as_ref(), range.end.as_ref());
-        let sql = format!(
-            "SELECT {}, {} FROM {}{filter}{}",
-            keys.join(", "),
-            cols.join(", "),
-            ident(&t.name.name),
-            order_by_key(&t)
-        );
-        let rows: Vec<mysql_async::Row> = self.live()?.exec(&sql, params(p))?;
-        let nk = keys.len();
-        let key_cols: Vec<Column> = t.key_columns().cloned().collect();
-        let zero = self.ep.zero_date;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let key = key_cols
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    decode(r.as_ref(i).unwrap_or(&My::NULL), c, zero).map_err(|e| {
-                        ConnectorError::new(
-                            e.kind(),
-                            format!("table {}, column {}: {e}", t.name, c.name),
-                        )
-                    })
-                })
-                .collect::<Result<Key, _>>()?;
-            let mut values = Vec::with_capacity(t.columns.len());
-            for (i, (c, p)) in t.columns.iter().zip(&pushed).enumerate() {
-                let raw = r.as_ref(nk + i).unwrap_or(&My::NULL);
-                let text = match (p, raw) {
-                    (_, My::NULL) => None,
-                    (Some(_), My::Bytes(b)) => {
-                        Some(String::from_utf8(b.clone()).map_err(|_| {
-                            ConnectorError::new(
-                                ErrorKind::UnsupportedType,
-                                format!(
-                                    "table {}, column {}, key {}: not valid UTF-8",
-                                    t.name,
-                                    c.name,
-                                    key_text(&key)
-                                ),
-                            )
-                        })?)
-                    }
-                    (Some(_), other) => Some(other.as_sql(true).trim_matches('\'').to_owned()),
-                    (None, raw) => {
-                        let v = decode(raw, c, zero).map_err(|e| {
-                            ConnectorError::new(
-                                e.kind(),
-                                format!(
-                                    "table {}, column {}, key {}: {e}",
-                                    t.name,
-                                    c.name,
-                                    key_text(&key)
-                                ),
-                            )
-                        })?;
-                        value_text(&v).map_err(|e| e.at(&t.name, &c.name, &key))?
-                    }
-                };
-                values.push(text);
-            }
-            out.push(CanonicalRow { key, values });
-        }
-        Ok(out)
+        self.canonical_rows_upto(table, range, None)
     }
 
     fn canonical_rows_by_key(
@@ -486,13 +518,15 @@ impl RangeChecksum for MySqlVerifier {
         let mut out = Vec::new();
         for k in keys {
             // A range of exactly one key: [k, k] is [k, k) ∪ {k}; ask for k ≤ key < k⁺ by
-            // reading [k, ∞) and keeping the first row if it is k.
-            let rows = self.canonical_rows(
+            // reading the first row of [k, ∞) (one row, not the rest of the table) and keeping
+            // it if it is k.
+            let rows = self.canonical_rows_upto(
                 table,
                 &KeyRange {
                     start: Some(k.clone()),
                     end: None,
                 },
+                Some(1),
             )?;
             if let Some(first) = rows.into_iter().next() {
                 if &first.key == k {

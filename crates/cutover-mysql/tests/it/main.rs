@@ -4,3 +4,4 @@
 mod source;
 mod sync;
 mod target;
+mod verify;
