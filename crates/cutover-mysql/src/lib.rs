@@ -117,8 +117,10 @@ impl VerifyFactory for MySqlVerifySide {
     fn describe(&self) -> String {
         self.endpoint.describe()
     }
+    /// `--live` waits on a source's change-stream position; for MySQL that is written
+    /// (`current_position`, `applied_position`) but not tested yet, so it is not offered.
     fn live(&self) -> bool {
-        true
+        false
     }
     fn as_any(&self) -> &dyn Any {
         self
