@@ -896,20 +896,42 @@ fn plan_chunks(
     chunk_bounds(src, t, rows, chunks)
 }
 
-/// The planner's row estimate, or an exact count for a table never analyzed.
+/// Heap pages up to which a table never analyzed has its rows counted; above, they are
+/// estimated from a sample of about this many pages.
+const COUNTED_PAGES: i64 = 1_000;
+
+/// The planner's row estimate; for a table never analyzed, a count of its rows, or above
+/// [`COUNTED_PAGES`] an estimate from a sample of its pages. Counting every row of the
+/// row-heavy shape's three tables (4 M rows, 51,000 pages) took 0.2-0.3 s, one after the
+/// other, before any row moved; samples of 1,000 pages took 32 ms together and came within
+/// 2.1 % of the counts (BENCHMARKS.md). The plan only needs the number to size chunks.
 pub(crate) fn row_count(src: &mut Client, t: &PgTable) -> Result<u64, ConnectorError> {
     if t.rows_estimate > 0 || t.bytes == 0 {
         return Ok(t.rows_estimate);
     }
-    let n: i64 = without_statement_timeout(src, |c| {
-        c.query_one(
-            &format!("SELECT count(*) FROM ONLY {}", qualified(&t.name)),
-            &[],
+    let ctx = || format!("counting the rows of {}", t.name);
+    let table = qualified(&t.name);
+    let pages: i64 = src
+        .query_one(
+            "SELECT pg_relation_size($1::text::regclass) / current_setting('block_size')::int",
+            &[&table],
         )
         .and_then(|r| r.try_get(0))
-        .map_err(|e| map(format!("counting the rows of {}", t.name), e))
+        .map_err(|e| map(ctx(), e))?;
+    let sql = if pages <= COUNTED_PAGES {
+        format!("SELECT count(*)::float8 FROM ONLY {table}")
+    } else {
+        let pct = COUNTED_PAGES as f64 / pages as f64 * 100.0;
+        format!(
+            "SELECT count(*) / {pct}::float8 * 100 FROM ONLY {table} TABLESAMPLE SYSTEM ({pct})"
+        )
+    };
+    let n: f64 = without_statement_timeout(src, |c| {
+        c.query_one(&sql, &[])
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| map(ctx(), e))
     })?;
-    Ok(n.max(0) as u64)
+    Ok(n.round().max(0.0) as u64)
 }
 
 /// Boundaries that split `t` (about `rows` rows) into `chunks` key ranges from the key's actual

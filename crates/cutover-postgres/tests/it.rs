@@ -382,6 +382,45 @@ fn a_tables_indexes_are_built_while_other_tables_still_copy_and_a_resumed_copy_k
 }
 
 #[test]
+fn a_large_table_never_analyzed_is_sized_from_a_sample_and_copied_whole() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("fresh_s").unwrap();
+    // About 2,400 pages, no statistics: rows estimated from a sample of 1,000 pages.
+    pg.psql(
+        &src,
+        "CREATE TABLE t (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off);
+         INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 300000) i;",
+    )
+    .unwrap();
+    assert_eq!(
+        pg.psql(
+            &src,
+            "SELECT reltuples < 0 FROM pg_class WHERE relname = 't'"
+        )
+        .unwrap(),
+        "t"
+    );
+    let dst = pg.fresh_database("fresh_t").unwrap();
+    let (s, t) = endpoints(pg, &src, &dst);
+    let opts = CopyOptions {
+        jobs: 2,
+        chunk_rows: 50_000,
+        ..CopyOptions::default()
+    };
+    copy_now(&s, &t, &opts).unwrap();
+    let chunks: i64 = pg
+        .psql(&dst, "SELECT count(*) FROM _cutover.chunks")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (5..=7).contains(&chunks),
+        "{chunks} chunks of about 50,000 rows"
+    );
+    assert_eq!(dump(pg, &src, "t", "id"), dump(pg, &dst, "t", "id"));
+}
+
+#[test]
 fn a_target_with_data_is_refused_unless_truncate() {
     let pg = Postgres::shared().unwrap();
     let src = pg.fresh_database("occupied_s").unwrap();
