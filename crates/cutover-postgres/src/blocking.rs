@@ -266,6 +266,8 @@ impl Client {
             connection: &mut self.connection,
             stream: Box::pin(stream),
             cur: Bytes::new(),
+            ended: false,
+            failed: None,
         })
     }
 }
@@ -365,30 +367,73 @@ impl io::Write for CopyInWriter<'_> {
 
 /// The data of a `COPY … TO STDOUT`, as it arrives. A server error mid-stream is an
 /// [`io::Error`] holding the driver's [`Error`].
+///
+/// The server sends a CopyData message per row: one `read` takes every message already
+/// received that fits in its buffer, so that waiting on the connection (a `block_on`, the
+/// driver's poll) is paid per socket read, not per row. Measured: per row, that wait was most of
+/// what the copy's own process spent (BENCHMARKS.md, "Where the row-heavy time went").
 pub(crate) struct CopyOutReader<'a> {
     connection: &'a mut Connection,
     stream: Pin<Box<CopyOutStream>>,
-    /// The rest of the last CopyData message.
+    /// The rest of the last CopyData message, when it did not fit in the reader's buffer.
     cur: Bytes,
+    /// The stream ended (it is not polled again).
+    ended: bool,
+    /// An error that came after data this reader handed over: the next `read` returns it.
+    failed: Option<Error>,
 }
 
 impl io::Read for CopyOutReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while !self.cur.has_remaining() {
-            let stream = &mut self.stream;
-            match self
-                .connection
-                .block_on(async { stream.next().await.transpose() })
-            {
-                Ok(Some(data)) => self.cur = data,
-                Ok(None) => return Ok(0),
-                Err(e) => return Err(io::Error::other(e)),
-            }
+        if buf.is_empty() {
+            return Ok(0);
         }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        self.cur.advance(n);
-        Ok(n)
+        if self.cur.has_remaining() {
+            let n = buf.len().min(self.cur.len());
+            buf[..n].copy_from_slice(&self.cur[..n]);
+            self.cur.advance(n);
+            return Ok(n);
+        }
+        if let Some(e) = self.failed.take() {
+            self.ended = true;
+            return Err(io::Error::other(e));
+        }
+        if self.ended {
+            return Ok(0);
+        }
+        let (stream, cur) = (&mut self.stream, &mut self.cur);
+        let (ended, failed) = (&mut self.ended, &mut self.failed);
+        let mut n = 0;
+        let filled = std::future::poll_fn(|cx| loop {
+            match stream.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(mut data))) => {
+                    let take = (buf.len() - n).min(data.len());
+                    buf[n..n + take].copy_from_slice(&data[..take]);
+                    n += take;
+                    data.advance(take);
+                    if data.has_remaining() || n == buf.len() {
+                        *cur = data;
+                        return Poll::Ready(Ok(n));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) if n == 0 => {
+                    *ended = true;
+                    return Poll::Ready(Err(e));
+                }
+                // What came before the error first; the next read returns the error.
+                Poll::Ready(Some(Err(e))) => {
+                    *failed = Some(e);
+                    return Poll::Ready(Ok(n));
+                }
+                Poll::Ready(None) => {
+                    *ended = true;
+                    return Poll::Ready(Ok(n));
+                }
+                Poll::Pending if n > 0 => return Poll::Ready(Ok(n)),
+                Poll::Pending => return Poll::Pending,
+            }
+        });
+        self.connection.block_on(filled).map_err(io::Error::other)
     }
 }
 
@@ -545,6 +590,8 @@ mod tests {
             .unwrap();
         let mut sink = Vec::new();
         let err = out.read_to_end(&mut sink).unwrap_err();
+        // Every row before the error is handed over first.
+        assert_eq!(sink.iter().filter(|&&b| b == b'\n').count(), 4999);
         let code = err
             .get_ref()
             .and_then(|e| e.downcast_ref::<Error>())
@@ -559,6 +606,31 @@ mod tests {
         drop(tx);
         assert_eq!(one(&mut src, "SELECT 7::bigint"), 7);
         assert_eq!(one(&mut dst, "SELECT count(*) FROM t"), 20000);
+    }
+
+    #[test]
+    fn copy_out_gives_the_same_bytes_whatever_the_reads_size() {
+        let pg = Postgres::shared().unwrap();
+        let db = pg.fresh_database("blocking_copy_reads").unwrap();
+        let mut c = client(pg, &db);
+        let sql = "COPY (SELECT i, repeat('y', i % 97) FROM generate_series(1, 5000) i) TO STDOUT (FORMAT binary)";
+        let mut whole = Vec::new();
+        c.copy_out(sql).unwrap().read_to_end(&mut whole).unwrap();
+        for size in [1, 7, 4096, 1 << 20] {
+            let mut out = c.copy_out(sql).unwrap();
+            let (mut got, mut buf) = (Vec::new(), vec![0; size]);
+            loop {
+                let n = out.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            // Ended: it stays ended.
+            assert_eq!(out.read(&mut buf).unwrap(), 0);
+            assert!(got == whole, "reads of {size} bytes");
+        }
+        assert_eq!(one(&mut c, "SELECT 7::bigint"), 7);
     }
 
     #[test]

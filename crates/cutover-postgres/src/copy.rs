@@ -10,7 +10,9 @@
 //!   (read in preference to the text; a row without them is read as text, as before).
 //! - `store`: the control store's version (schema and migrations: `cutover_state::postgres`).
 //! - `steps`: post-data statements (indexes, constraints, foreign keys), each marked done in the
-//!   transaction that ran it.
+//!   transaction that ran it. A table's index and constraint steps run as soon as its chunks
+//!   are all copied, while other tables still copy (`Jobs`); foreign keys and the other
+//!   objects after every chunk.
 //!
 //! The pre-data schema, the control store and the chunk plan are created in ONE target
 //! transaction (PostgreSQL's DDL is transactional), so a kill at any instant leaves either
@@ -100,6 +102,216 @@ struct Chunk {
     index: i32,
     lower: Option<Vec<String>>,
     upper: Option<Vec<String>>,
+}
+
+/// An index or constraint step (phase `index` of `_cutover.steps`) of one table: it may run as
+/// soon as every chunk of the tables it builds on is copied.
+struct IndexStep {
+    id: i32,
+    sql: String,
+    /// The tables that hold its rows: the table itself, or a partitioned table's partitions.
+    tables: Vec<usize>,
+    /// Their bytes on the source: the larger, the longer the build, the sooner it starts.
+    bytes: u64,
+}
+
+/// What the copy's workers do: the chunks not yet copied, and the index steps of the tables
+/// whose chunks are all copied. A worker takes a chunk while there is one and an index step
+/// when there is none; it waits while a step may still become ready by a chunk another worker
+/// is copying. So a table's indexes are built while the other workers still copy, without
+/// more than `--jobs` sessions.
+///
+/// Chunks before steps, not steps as soon as they are ready (as pgcopydb does, with index
+/// workers of its own): on 2 cores the copy is CPU-bound, so starting an index early only moves
+/// work, and replayed with the durations measured on the row-heavy shape, steps first left the
+/// last table's two chunks to one worker after the others' index builds (10.6 s against 9.3 s;
+/// BENCHMARKS.md, "Where the row-heavy time went").
+struct Jobs {
+    state: Mutex<JobState>,
+    /// Signalled when a job ends (a step may have become ready, or nothing is left).
+    wake: std::sync::Condvar,
+}
+
+struct JobState {
+    /// Largest first (see [`Jobs::new`]).
+    chunks: VecDeque<Chunk>,
+    /// Steps whose tables are copied, longest (by bytes) first.
+    ready: Vec<IndexStep>,
+    /// Steps waiting for chunks.
+    waiting: Vec<IndexStep>,
+    /// Per table: its chunks not yet copied (queued or being copied).
+    chunks_left: Vec<usize>,
+    /// Chunks being copied.
+    copying: usize,
+    /// Steps run to the end (done).
+    steps_run: usize,
+}
+
+enum Job {
+    Chunk(Chunk),
+    Step(IndexStep),
+}
+
+impl Jobs {
+    fn new(schema: &SourceSchema, mut chunks: Vec<Chunk>, steps: Vec<IndexStep>) -> Jobs {
+        let mut chunks_left = vec![0; schema.tables.len()];
+        for c in &chunks {
+            chunks_left[c.table] += 1;
+        }
+        // Largest tables first, so the long ones start early and the tail is short. (Largest
+        // chunks first measured no different on the row-heavy shape: BENCHMARKS.md.)
+        chunks.sort_by_key(|c| {
+            (
+                std::cmp::Reverse(schema.tables[c.table].bytes),
+                c.table,
+                c.index,
+            )
+        });
+        let mut state = JobState {
+            chunks: chunks.into(),
+            ready: Vec::new(),
+            waiting: steps,
+            chunks_left,
+            copying: 0,
+            steps_run: 0,
+        };
+        state.release_ready();
+        Jobs {
+            state: Mutex::new(state),
+            wake: std::sync::Condvar::new(),
+        }
+    }
+
+    /// The next job, waiting while none is left but one may become ready; `None`: nothing is
+    /// left for this worker (or `quit` says stop).
+    fn next(&self, quit: impl Fn() -> bool) -> Option<Job> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if quit() {
+                return None;
+            }
+            if let Some(c) = st.chunks.pop_front() {
+                st.copying += 1;
+                return Some(Job::Chunk(c));
+            }
+            if !st.ready.is_empty() {
+                return Some(Job::Step(st.ready.remove(0)));
+            }
+            if st.copying == 0 || st.waiting.is_empty() {
+                return None;
+            }
+            // A chunk another worker copies may make a step ready. Woken when a job ends; the
+            // timeout is for `quit` (a stop is a token, not this condition variable).
+            st = self
+                .wake
+                .wait_timeout(st, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// A job ended: `Some(table)` a chunk of that table was copied, `None` a step (or a chunk
+    /// that failed: its table's steps stay waiting).
+    fn finished(&self, chunk_of: Option<usize>, copied: bool) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match chunk_of {
+            Some(t) => {
+                st.copying -= 1;
+                if copied {
+                    st.chunks_left[t] -= 1;
+                    if st.chunks_left[t] == 0 {
+                        st.release_ready();
+                    }
+                }
+            }
+            None if copied => st.steps_run += 1,
+            None => {}
+        }
+        drop(st);
+        self.wake.notify_all();
+    }
+
+    fn into_inner(self) -> JobState {
+        self.state.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl JobState {
+    /// Moves the steps whose tables are all copied to `ready`.
+    fn release_ready(&mut self) {
+        let left = &self.chunks_left;
+        let (ready, waiting): (Vec<IndexStep>, Vec<IndexStep>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|s| s.tables.iter().all(|&t| left[t] == 0));
+        self.waiting = waiting;
+        self.ready.extend(ready);
+        self.ready
+            .sort_by_key(|s| (std::cmp::Reverse(s.bytes), s.id));
+    }
+}
+
+/// The index steps not yet done that build on a selected table (matched by their statement to
+/// [`SourceSchema::primary_keys`] and [`SourceSchema::post_data`]), with the tables that hold
+/// their rows. Steps not matched (a source changed since the plan) run after the data, in
+/// [`post_data`], as every step did before.
+fn index_steps(tgt: &mut Client, schema: &SourceSchema) -> Result<Vec<IndexStep>, ConnectorError> {
+    let ctx = "reading the post-data steps";
+    let rows = tgt
+        .query(
+            "SELECT id, sql FROM _cutover.steps WHERE phase = 'index' AND NOT done ORDER BY id",
+            &[],
+        )
+        .map_err(|e| map(ctx, e))?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<Vec<(i32, String)>, tokio_postgres::Error>>()
+        .map_err(|e| map(ctx, e))?;
+    Ok(tables_of_steps(schema, rows))
+}
+
+/// [`index_steps`]: the steps (id, statement) matched to the tables that hold their rows.
+fn tables_of_steps(schema: &SourceSchema, steps: Vec<(i32, String)>) -> Vec<IndexStep> {
+    let index_of: std::collections::HashMap<&TableName, usize> = schema
+        .tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (&t.name, i))
+        .collect();
+    let mut partitions: Vec<Vec<usize>> = vec![Vec::new(); schema.tables.len()];
+    for (i, t) in schema.tables.iter().enumerate() {
+        if let Some(&p) = t.partition_of.as_ref().and_then(|(p, _)| index_of.get(p)) {
+            partitions[p].push(i);
+        }
+    }
+    let table_of: std::collections::HashMap<&str, usize> = schema
+        .primary_keys
+        .iter()
+        .chain(&schema.post_data)
+        .filter_map(|s| Some((s.sql.as_str(), *index_of.get(&s.table)?)))
+        .collect();
+    let mut matched = Vec::new();
+    for (id, sql) in steps {
+        let Some(&t) = table_of.get(sql.as_str()) else {
+            continue;
+        };
+        // The table and its partitions, theirs, and so on.
+        let mut tables = Vec::new();
+        let mut todo = vec![t];
+        while let Some(i) = todo.pop() {
+            if schema.tables[i].has_data() {
+                tables.push(i);
+            }
+            todo.extend(&partitions[i]);
+        }
+        let bytes = tables.iter().map(|&i| schema.tables[i].bytes).sum();
+        matched.push(IndexStep {
+            id,
+            sql,
+            tables,
+            bytes,
+        });
+    }
+    matched
 }
 
 pub(crate) fn control_phase(tgt: &mut Client) -> Result<Option<String>, ConnectorError> {
@@ -233,20 +445,13 @@ pub fn copy(
         }
     }
     *progress.tables.lock().unwrap_or_else(|p| p.into_inner()) = table_progress.clone();
-    // Largest tables first, so the long ones start early and the tail is short.
-    let mut sorted: Vec<Chunk> = chunks.into();
-    sorted.sort_by_key(|c| {
-        (
-            std::cmp::Reverse(schema.tables[c.table].bytes),
-            c.table,
-            c.index,
-        )
-    });
-    let queue = Mutex::new(VecDeque::from(sorted));
+    let mut steps_run = 0;
 
     let mut interrupted = false;
     if phase.as_deref() == Some("copying") {
         progress.set_phase(Phase::Copying);
+        let steps = index_steps(&mut tgt, &schema)?;
+        let jobs = Jobs::new(&schema, chunks.into(), steps);
         // One snapshot for every chunk: the copy is one instant of the source.
         let mut snapshot_holder = None;
         let mut capture_holder = None;
@@ -284,7 +489,8 @@ pub fn copy(
                         source,
                         target,
                         &schema,
-                        &queue,
+                        &jobs,
+                        opts.truncate,
                         snapshot.as_deref(),
                         throttle.as_ref(),
                         progress,
@@ -293,8 +499,12 @@ pub fn copy(
                         &abort,
                     ) {
                         abort.store(true, Ordering::SeqCst);
-                        let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
-                        f.get_or_insert(e);
+                        failed
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                        // The others may be waiting for a chunk of this one's to finish.
+                        jobs.wake.notify_all();
                     }
                 });
             }
@@ -304,8 +514,9 @@ pub fn copy(
         if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
-        interrupted =
-            stop.is_cancelled() && !queue.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        let jobs = jobs.into_inner();
+        steps_run = jobs.steps_run;
+        interrupted = stop.is_cancelled() && !jobs.chunks.is_empty();
         if !interrupted {
             tgt.execute(
                 "UPDATE _cutover.migration SET phase = 'post-data', updated_at = now()",
@@ -315,10 +526,10 @@ pub fn copy(
             phase = Some("post-data".to_owned());
         }
     }
-    let mut post_data_steps = 0;
+    let mut post_data_steps = steps_run;
     if phase.as_deref() == Some("post-data") && !stop.is_cancelled() {
         progress.set_phase(Phase::Indexing);
-        post_data_steps = post_data(target, opts, stop)?;
+        post_data_steps += post_data(target, opts, stop)?;
         set_sequences(&mut src, &mut tgt, &schema)?;
         // Triggers and rules were created disabled. A copy that no sync follows is the
         // migration's end: they act on writes from now on. With --capture, sync follows and
@@ -381,7 +592,7 @@ fn prepare(
         .map_err(|e| map("starting the target's schema transaction", e))?;
     create_schema(&mut tx, schema, &existing, opts.truncate)?;
     record_migration(&mut tx, source.redacted(), "copy")?;
-    record_steps(&mut tx, schema, schema.primary_keys.iter())?;
+    record_steps(&mut tx, schema, schema.primary_keys.iter().map(|s| &s.sql))?;
     for t in schema.tables.iter().filter(|t| t.has_data()) {
         let bounds = plan_chunks(src, t, opts)?;
         let mut lower: Option<Vec<String>> = None;
@@ -536,7 +747,7 @@ pub(crate) fn record_steps_with<'a>(
 ) -> Result<(), ConnectorError> {
     let objects = schema.objects.iter().filter(|o| firing || !o.fires);
     let steps = first
-        .chain(&schema.post_data)
+        .chain(schema.post_data.iter().map(|s| &s.sql))
         .map(|s| ("index", s.clone(), None))
         .chain(schema.foreign_keys.iter().map(|s| ("fk", s.clone(), None)))
         .chain(objects.clone().map(|o| {
@@ -685,20 +896,42 @@ fn plan_chunks(
     chunk_bounds(src, t, rows, chunks)
 }
 
-/// The planner's row estimate, or an exact count for a table never analyzed.
+/// Heap pages up to which a table never analyzed has its rows counted; above, they are
+/// estimated from a sample of about this many pages.
+const COUNTED_PAGES: i64 = 1_000;
+
+/// The planner's row estimate; for a table never analyzed, a count of its rows, or above
+/// [`COUNTED_PAGES`] an estimate from a sample of its pages. Counting every row of the
+/// row-heavy shape's three tables (4 M rows, 51,000 pages) took 0.2-0.3 s, one after the
+/// other, before any row moved; samples of 1,000 pages took 32 ms together and came within
+/// 2.1 % of the counts (BENCHMARKS.md). The plan only needs the number to size chunks.
 pub(crate) fn row_count(src: &mut Client, t: &PgTable) -> Result<u64, ConnectorError> {
     if t.rows_estimate > 0 || t.bytes == 0 {
         return Ok(t.rows_estimate);
     }
-    let n: i64 = without_statement_timeout(src, |c| {
-        c.query_one(
-            &format!("SELECT count(*) FROM ONLY {}", qualified(&t.name)),
-            &[],
+    let ctx = || format!("counting the rows of {}", t.name);
+    let table = qualified(&t.name);
+    let pages: i64 = src
+        .query_one(
+            "SELECT pg_relation_size($1::text::regclass) / current_setting('block_size')::int",
+            &[&table],
         )
         .and_then(|r| r.try_get(0))
-        .map_err(|e| map(format!("counting the rows of {}", t.name), e))
+        .map_err(|e| map(ctx(), e))?;
+    let sql = if pages <= COUNTED_PAGES {
+        format!("SELECT count(*)::float8 FROM ONLY {table}")
+    } else {
+        let pct = COUNTED_PAGES as f64 / pages as f64 * 100.0;
+        format!(
+            "SELECT count(*) / {pct}::float8 * 100 FROM ONLY {table} TABLESAMPLE SYSTEM ({pct})"
+        )
+    };
+    let n: f64 = without_statement_timeout(src, |c| {
+        c.query_one(&sql, &[])
+            .and_then(|r| r.try_get(0))
+            .map_err(|e| map(ctx(), e))
     })?;
-    Ok(n.max(0) as u64)
+    Ok(n.round().max(0.0) as u64)
 }
 
 /// Boundaries that split `t` (about `rows` rows) into `chunks` key ranges from the key's actual
@@ -829,7 +1062,8 @@ fn worker(
     source: &PgEndpoint,
     target: &PgEndpoint,
     schema: &SourceSchema,
-    queue: &Mutex<VecDeque<Chunk>>,
+    jobs: &Jobs,
+    truncate: bool,
     snapshot: Option<&str>,
     throttle: Option<&Throttle>,
     progress: &Progress,
@@ -845,89 +1079,146 @@ fn worker(
             format!("starting a copy worker's I/O: {e}"),
         )
     })?;
-    // COPY streams of whole chunks: no statement timeout.
+    // COPY streams of whole chunks, index builds: no statement timeout.
     let mut src = source.connect_bulk()?;
     let mut tgt = target.connect_bulk()?;
-    loop {
-        if stop.is_cancelled() || abort.load(Ordering::SeqCst) {
-            return Ok(());
+    while let Some(job) = jobs.next(|| stop.is_cancelled() || abort.load(Ordering::SeqCst)) {
+        let started = Instant::now();
+        match job {
+            Job::Chunk(chunk) => {
+                let t = &schema.tables[chunk.table];
+                let tp = &table_progress[chunk.table];
+                let copied = copy_chunk(
+                    &mut src, &mut tgt, t, &chunk, snapshot, throttle, progress, tp,
+                );
+                jobs.finished(Some(chunk.table), copied.is_ok());
+                let (rows, bytes) = copied?;
+                tracing::debug!(table = %t.name, chunk = chunk.index, rows, bytes, seconds = started.elapsed().as_secs_f64(), "chunk copied");
+            }
+            Job::Step(step) => {
+                let built = run_step(&mut tgt, step.id, &step.sql, truncate);
+                jobs.finished(None, built.is_ok());
+                built?;
+                tracing::debug!(step = %shorten(&step.sql), seconds = started.elapsed().as_secs_f64(), "built while copying");
+            }
         }
-        let Some(chunk) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() else {
-            return Ok(());
-        };
-        let t = &schema.tables[chunk.table];
-        let range = describe_range(chunk.lower.as_deref(), chunk.upper.as_deref());
-        let ctx = || format!("copying table {} chunk {} ({range})", t.name, chunk.index);
-        let cols: Vec<String> = t.copied_columns().map(|c| ident(&c.name)).collect();
-        let cols = cols.join(", ");
-        let format = if t.binary_copy() { "binary" } else { "text" };
-        let out_sql = format!(
-            "COPY (SELECT {cols} FROM ONLY {} WHERE {}) TO STDOUT (FORMAT {format})",
-            qualified(&t.name),
-            range_predicate(t, chunk.lower.as_deref(), chunk.upper.as_deref())
-        );
-        let in_sql = format!(
-            "COPY {} ({cols}) FROM STDIN (FORMAT {format})",
-            qualified(&t.name)
-        );
-        let tp = &table_progress[chunk.table];
-        let mut stx = src.transaction().map_err(|e| map(ctx(), e))?;
-        stx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .map_err(|e| map(ctx(), e))?;
-        if let Some(id) = snapshot {
-            stx.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", literal(id)))
-                .map_err(|e| map(format!("{}: joining the copy's snapshot", ctx()), e))?;
-        }
-        if scattered(t) && (chunk.lower.is_some() || chunk.upper.is_some()) {
-            stx.batch_execute(
-                "SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off",
-            )
-            .map_err(|e| map(ctx(), e))?;
-        }
-        let mut ttx = tgt.transaction().map_err(|e| map(ctx(), e))?;
-        let reader = stx.copy_out(&out_sql).map_err(|e| map(ctx(), e))?;
-        let mut counting = Counting::new(
-            reader,
-            format == "binary",
-            throttle,
-            &tp.rows_copied,
-            &tp.bytes_copied,
-        );
-        let writer = ttx.copy_in(&in_sql).map_err(|e| map(ctx(), e))?;
-        // The driver sends a CopyData message per 4 KB written; gather 1 MB per message.
-        let mut writer = std::io::BufWriter::with_capacity(COPY_BUFFER, writer);
-        let copied = std::io::copy(&mut counting, &mut writer);
-        let (rows, bytes) = (counting.rows, counting.bytes);
-        let finish = copied
-            .and_then(|_| writer.into_inner().map_err(|e| e.into_error()))
-            .map_err(|e| io(ctx(), e))
-            .and_then(|w| w.finish().map_err(|e| map(ctx(), e)));
-        if let Err(e) = finish {
-            // The rows of this chunk were not committed: take them off the live counters.
-            tp.rows_copied.fetch_sub(rows, Ordering::Relaxed);
-            tp.bytes_copied.fetch_sub(bytes, Ordering::Relaxed);
-            return Err(e.context("nothing of this chunk was committed; chunks already copied are kept, run the same command again after fixing"));
-        }
-        drop(counting);
-        ttx.execute(
-            "UPDATE _cutover.chunks SET done = true, rows = $4, bytes = $5, done_at = now(), in_snapshot = $6
-              WHERE table_schema = $1 AND table_name = $2 AND chunk = $3",
-            &[
-                &t.name.schema,
-                &t.name.name,
-                &chunk.index,
-                &(rows as i64),
-                &(bytes as i64),
-                &snapshot.is_some(),
-            ],
-        )
-        .map_err(|e| map(ctx(), e))?;
-        ttx.commit().map_err(|e| map(ctx(), e))?;
-        stx.commit().map_err(|e| map(ctx(), e))?;
-        tp.chunks_done.fetch_add(1, Ordering::Relaxed);
-        progress.rows_copied.fetch_add(rows, Ordering::Relaxed);
-        progress.bytes_copied.fetch_add(bytes, Ordering::Relaxed);
     }
+    Ok(())
+}
+
+/// Copies one chunk: its rows and its done mark in one target transaction. Returns its rows and
+/// bytes.
+#[allow(clippy::too_many_arguments)]
+fn copy_chunk(
+    src: &mut Client,
+    tgt: &mut Client,
+    t: &PgTable,
+    chunk: &Chunk,
+    snapshot: Option<&str>,
+    throttle: Option<&Throttle>,
+    progress: &Progress,
+    tp: &TableProgress,
+) -> Result<(u64, u64), ConnectorError> {
+    let range = describe_range(chunk.lower.as_deref(), chunk.upper.as_deref());
+    let ctx = || format!("copying table {} chunk {} ({range})", t.name, chunk.index);
+    let cols: Vec<String> = t.copied_columns().map(|c| ident(&c.name)).collect();
+    let cols = cols.join(", ");
+    let format = if t.binary_copy() { "binary" } else { "text" };
+    let out_sql = format!(
+        "COPY (SELECT {cols} FROM ONLY {} WHERE {}) TO STDOUT (FORMAT {format})",
+        qualified(&t.name),
+        range_predicate(t, chunk.lower.as_deref(), chunk.upper.as_deref())
+    );
+    let in_sql = format!(
+        "COPY {} ({cols}) FROM STDIN (FORMAT {format})",
+        qualified(&t.name)
+    );
+    let mut stx = src.transaction().map_err(|e| map(ctx(), e))?;
+    stx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .map_err(|e| map(ctx(), e))?;
+    if let Some(id) = snapshot {
+        stx.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", literal(id)))
+            .map_err(|e| map(format!("{}: joining the copy's snapshot", ctx()), e))?;
+    }
+    if scattered(t) && (chunk.lower.is_some() || chunk.upper.is_some()) {
+        stx.batch_execute("SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off")
+            .map_err(|e| map(ctx(), e))?;
+    }
+    let mut ttx = tgt.transaction().map_err(|e| map(ctx(), e))?;
+    let reader = stx.copy_out(&out_sql).map_err(|e| map(ctx(), e))?;
+    let mut counting = Counting::new(
+        reader,
+        format == "binary",
+        throttle,
+        &tp.rows_copied,
+        &tp.bytes_copied,
+    );
+    let writer = ttx.copy_in(&in_sql).map_err(|e| map(ctx(), e))?;
+    // The driver sends a CopyData message per 4 KB written; gather 1 MB per message.
+    let mut writer = std::io::BufWriter::with_capacity(COPY_BUFFER, writer);
+    let copied = std::io::copy(&mut counting, &mut writer);
+    let (rows, bytes) = (counting.rows, counting.bytes);
+    let finish = copied
+        .and_then(|_| writer.into_inner().map_err(|e| e.into_error()))
+        .map_err(|e| io(ctx(), e))
+        .and_then(|w| w.finish().map_err(|e| map(ctx(), e)));
+    if let Err(e) = finish {
+        // The rows of this chunk were not committed: take them off the live counters.
+        tp.rows_copied.fetch_sub(rows, Ordering::Relaxed);
+        tp.bytes_copied.fetch_sub(bytes, Ordering::Relaxed);
+        return Err(e.context("nothing of this chunk was committed; chunks already copied are kept, run the same command again after fixing"));
+    }
+    drop(counting);
+    ttx.execute(
+        "UPDATE _cutover.chunks SET done = true, rows = $4, bytes = $5, done_at = now(), in_snapshot = $6
+          WHERE table_schema = $1 AND table_name = $2 AND chunk = $3",
+        &[
+            &t.name.schema,
+            &t.name.name,
+            &chunk.index,
+            &(rows as i64),
+            &(bytes as i64),
+            &snapshot.is_some(),
+        ],
+    )
+    .map_err(|e| map(ctx(), e))?;
+    ttx.commit().map_err(|e| map(ctx(), e))?;
+    stx.commit().map_err(|e| map(ctx(), e))?;
+    tp.chunks_done.fetch_add(1, Ordering::Relaxed);
+    progress.rows_copied.fetch_add(rows, Ordering::Relaxed);
+    progress.bytes_copied.fetch_add(bytes, Ordering::Relaxed);
+    Ok((rows, bytes))
+}
+
+/// Runs one post-data step and marks it done, in one transaction (a step interrupted half way
+/// is rolled back and runs again). With `truncate`, a step whose object is already there (kept
+/// by --truncate) is marked done.
+fn run_step(c: &mut Client, id: i32, sql: &str, truncate: bool) -> Result<(), ConnectorError> {
+    let ctx = || format!("building on the target: {}", shorten(sql));
+    let mut tx = c.transaction().map_err(|e| map(ctx(), e))?;
+    tx.batch_execute(
+        "SET LOCAL search_path = pg_catalog; SET LOCAL maintenance_work_mem = '256MB'",
+    )
+    .map_err(|e| map(ctx(), e))?;
+    match tx.batch_execute(sql) {
+        Ok(()) => {}
+        // Already there (kept by --truncate): fine.
+        Err(e)
+            if truncate
+                && e.code()
+                    .is_some_and(|c| matches!(c.code(), "42P07" | "42710" | "42P16")) =>
+        {
+            drop(tx);
+            tx = c.transaction().map_err(|e| map(ctx(), e))?;
+        }
+        Err(e) => return Err(map(ctx(), e)),
+    }
+    tx.execute(
+        "UPDATE _cutover.steps SET done = true WHERE id = $1",
+        &[&id],
+    )
+    .map_err(|e| map(ctx(), e))?;
+    tx.commit().map_err(|e| map(ctx(), e))
 }
 
 /// Runs the post-data steps not yet done: indexes and constraints in parallel, then foreign
@@ -958,10 +1249,6 @@ pub(crate) fn post_data(
                     let run = || -> Result<(), ConnectorError> {
                         // Index builds may rightly take hours: no statement timeout.
                         let mut c = target.connect_bulk()?;
-                        c.batch_execute(
-                            "SET search_path = pg_catalog; SET maintenance_work_mem = '256MB'",
-                        )
-                        .map_err(|e| map("preparing to build indexes", e))?;
                         loop {
                             if stop.is_cancelled()
                                 || failed.lock().map(|f| f.is_some()).unwrap_or(true)
@@ -973,28 +1260,7 @@ pub(crate) fn post_data(
                             else {
                                 return Ok(());
                             };
-                            let ctx = || format!("building on the target: {}", shorten(&sql));
-                            let mut tx = c.transaction().map_err(|e| map(ctx(), e))?;
-                            match tx.batch_execute(&sql) {
-                                Ok(()) => {}
-                                // Already there (kept by --truncate): fine.
-                                Err(e)
-                                    if opts.truncate
-                                        && e.code().is_some_and(|c| {
-                                            matches!(c.code(), "42P07" | "42710" | "42P16")
-                                        }) =>
-                                {
-                                    drop(tx);
-                                    tx = c.transaction().map_err(|e| map(ctx(), e))?;
-                                }
-                                Err(e) => return Err(map(ctx(), e)),
-                            }
-                            tx.execute(
-                                "UPDATE _cutover.steps SET done = true WHERE id = $1",
-                                &[&id],
-                            )
-                            .map_err(|e| map(ctx(), e))?;
-                            tx.commit().map_err(|e| map(ctx(), e))?;
+                            run_step(&mut c, id, &sql, opts.truncate)?;
                         }
                     };
                     if let Err(e) = run() {
@@ -1124,7 +1390,7 @@ pub(crate) fn set_sequences(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::PgColumn;
+    use crate::schema::{PgColumn, TableStep};
 
     fn table() -> PgTable {
         PgTable::plain(
@@ -1135,6 +1401,132 @@ mod tests {
             ],
             &["A", "b"],
         )
+    }
+
+    fn step(table: &TableName, sql: &str) -> TableStep {
+        TableStep {
+            table: table.clone(),
+            sql: sql.into(),
+        }
+    }
+
+    fn chunk(table: usize, index: i32) -> Chunk {
+        Chunk {
+            table,
+            index,
+            lower: None,
+            upper: None,
+        }
+    }
+
+    /// Takes the next job without waiting (the test is one thread): `None` when the next call
+    /// would wait or nothing is left.
+    fn take(jobs: &Jobs) -> Option<Job> {
+        let st = jobs.state.lock().unwrap();
+        let would_wait = st.chunks.is_empty() && st.ready.is_empty();
+        drop(st);
+        if would_wait {
+            return None;
+        }
+        jobs.next(|| false)
+    }
+
+    #[test]
+    fn a_tables_index_steps_become_ready_once_its_chunks_and_its_partitions_are_copied() {
+        let name = |n: &str| TableName::new(Some("s"), n);
+        let mut tables = vec![
+            table(),
+            PgTable::plain(name("p"), vec![], &["a"]),
+            PgTable::plain(name("p1"), vec![], &["a"]),
+            PgTable::plain(name("p2"), vec![], &["a"]),
+        ];
+        tables[0].bytes = 100;
+        tables[1].kind = 'p';
+        for (i, bytes) in [(2, 30), (3, 50)] {
+            tables[i].partition_of = Some((name("p"), "FOR VALUES …".into()));
+            tables[i].bytes = bytes;
+        }
+        let schema = SourceSchema {
+            primary_keys: vec![step(&tables[0].name, "pk t"), step(&tables[1].name, "pk p")],
+            post_data: vec![step(&tables[2].name, "index p1")],
+            tables,
+            ..SourceSchema::default()
+        };
+        // Step 3 is not one of this schema's (the source changed): left to post_data.
+        let steps = tables_of_steps(
+            &schema,
+            [(0, "pk t"), (1, "pk p"), (2, "index p1"), (3, "other")]
+                .map(|(id, sql)| (id, sql.to_owned()))
+                .into(),
+        );
+        let deps: Vec<(i32, Vec<usize>, u64)> = steps
+            .iter()
+            .map(|s| (s.id, s.tables.clone(), s.bytes))
+            .collect();
+        assert_eq!(
+            deps,
+            vec![(0, vec![0], 100), (1, vec![3, 2], 80), (2, vec![2], 30)]
+        );
+
+        let jobs = Jobs::new(
+            &schema,
+            vec![chunk(2, 0), chunk(0, 0), chunk(3, 0), chunk(0, 1)],
+            steps,
+        );
+        // Largest table first.
+        let order: Vec<(usize, i32)> = jobs
+            .state
+            .lock()
+            .unwrap()
+            .chunks
+            .iter()
+            .map(|c| (c.table, c.index))
+            .collect();
+        assert_eq!(order, vec![(0, 0), (0, 1), (3, 0), (2, 0)]);
+        let mut copied = Vec::new();
+        let mut built = Vec::new();
+        while let Some(job) = take(&jobs) {
+            match job {
+                Job::Chunk(c) => {
+                    copied.push((c.table, c.index));
+                    jobs.finished(Some(c.table), true);
+                }
+                Job::Step(s) => {
+                    built.push((s.id, copied.len()));
+                    jobs.finished(None, true);
+                }
+            }
+        }
+        // Each step after the chunks it needs: t's key after its 2 chunks, p1's index after
+        // p1's chunk (the 4th), p's key after both partitions.
+        assert_eq!(copied.len(), 4);
+        let after = |id: i32| built.iter().find(|b| b.0 == id).map(|b| b.1);
+        assert!(after(0) >= Some(2), "{built:?}");
+        assert_eq!(after(1), Some(4), "{built:?}");
+        assert_eq!(after(2), Some(4), "{built:?}");
+        let st = jobs.into_inner();
+        assert_eq!(st.steps_run, 3);
+        assert!(st.waiting.is_empty() && st.ready.is_empty());
+    }
+
+    #[test]
+    fn a_failed_chunk_keeps_its_tables_steps_waiting() {
+        let mut t = table();
+        t.bytes = 10;
+        let schema = SourceSchema {
+            primary_keys: vec![step(&t.name, "pk t")],
+            tables: vec![t],
+            ..SourceSchema::default()
+        };
+        let steps = tables_of_steps(&schema, vec![(0, "pk t".to_owned())]);
+        let jobs = Jobs::new(&schema, vec![chunk(0, 0)], steps);
+        let Some(Job::Chunk(c)) = take(&jobs) else {
+            panic!("a chunk first")
+        };
+        jobs.finished(Some(c.table), false);
+        // Nothing is being copied any more: no wait, nothing to do.
+        assert!(jobs.next(|| false).is_none());
+        assert_eq!(jobs.into_inner().waiting.len(), 1);
     }
 
     #[test]

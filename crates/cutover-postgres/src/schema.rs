@@ -291,6 +291,14 @@ pub struct Object {
     pub enable: Option<String>,
 }
 
+/// A statement after the data that builds on one table: a primary key, an index, a unique,
+/// check or exclusion constraint. On a partitioned table it builds on every partition too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableStep {
+    pub table: TableName,
+    pub sql: String,
+}
+
 /// What the source holds, and the statements that recreate it.
 #[derive(Debug, Clone, Default)]
 pub struct SourceSchema {
@@ -298,10 +306,10 @@ pub struct SourceSchema {
     /// Statements before the data, in order.
     pub pre_data: Vec<String>,
     /// Primary keys: after the data for `copy`, before it for `sync` (upserts need them).
-    pub primary_keys: Vec<String>,
+    pub primary_keys: Vec<TableStep>,
     /// Statements after the data that may run in parallel (indexes, unique, check and exclusion
     /// constraints).
-    pub post_data: Vec<String>,
+    pub post_data: Vec<TableStep>,
     /// Foreign keys: after every index exists.
     pub foreign_keys: Vec<String>,
     /// Foreign keys of selected tables that reference a table left out of the selection:
@@ -701,7 +709,7 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
     // Post-data.
     let indexes = client
         .query(
-            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+            "SELECT i.indrelid, pg_get_indexdef(i.indexrelid) FROM pg_index i
               WHERE i.indrelid = ANY($1)
                 AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x'))
                 AND NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
@@ -709,8 +717,24 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
             &[&oids],
         )
         .map_err(|e| map(ctx, e))?;
-    let primary_keys: Vec<String> = tables.iter().filter_map(primary_key_sql).collect();
-    let mut post_data: Vec<String> = indexes.iter().map(|r| r.get::<_, String>(0)).collect();
+    let primary_keys: Vec<TableStep> = tables
+        .iter()
+        .filter_map(|t| {
+            primary_key_sql(t).map(|sql| TableStep {
+                table: t.name.clone(),
+                sql,
+            })
+        })
+        .collect();
+    let mut post_data = Vec::new();
+    for r in &indexes {
+        if let Some(&i) = index_of.get(&r.try_get::<_, u32>(0).map_err(|e| map(ctx, e))?) {
+            post_data.push(TableStep {
+                table: tables[i].name.clone(),
+                sql: r.try_get(1).map_err(|e| map(ctx, e))?,
+            });
+        }
+    }
     let cons = client
         .query(
             "SELECT c.conrelid, c.conname, c.contype::text, pg_get_constraintdef(c.oid), c.confrelid,
@@ -745,7 +769,10 @@ pub fn read(client: &mut Client, selection: &Selection) -> Result<SourceSchema, 
         if r.get::<_, String>(2) == "f" {
             foreign_keys.push(sql);
         } else {
-            post_data.push(sql);
+            post_data.push(TableStep {
+                table: tables[i].name.clone(),
+                sql,
+            });
         }
     }
 

@@ -1358,7 +1358,7 @@ impl PgSink {
                     .transaction()
                     .map_err(|e| map("starting the target's schema transaction", e))?;
                 copy::create_schema(&mut tx, &schema, &existing, self.truncate)?;
-                for pk in &schema.primary_keys {
+                for pk in schema.primary_keys.iter().map(|s| &s.sql) {
                     let sp = "cutover_pk";
                     tx.batch_execute(&format!("SAVEPOINT {sp}"))
                         .map_err(|e| map("preparing the target", e))?;

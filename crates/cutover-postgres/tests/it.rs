@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use cutover_connector::{ErrorKind, Progress};
-use cutover_postgres::copy::{copy, CopyOptions};
+use cutover_postgres::copy::{copy, CopyOptions, CopyReport};
 use cutover_postgres::schema::Selection;
 use cutover_postgres::PgEndpoint;
 use cutover_testkit::Postgres;
@@ -144,6 +144,21 @@ fn endpoints(pg: &Postgres, src: &str, dst: &str) -> (PgEndpoint, PgEndpoint) {
     )
 }
 
+/// A copy that nothing stops, with progress nobody reads.
+fn copy_now(
+    s: &PgEndpoint,
+    t: &PgEndpoint,
+    opts: &CopyOptions,
+) -> Result<CopyReport, cutover_connector::ConnectorError> {
+    copy(
+        s,
+        t,
+        opts,
+        &Progress::default(),
+        &cutover_connector::CancellationToken::new(),
+    )
+}
+
 fn small_chunks() -> CopyOptions {
     CopyOptions {
         jobs: 3,
@@ -226,14 +241,7 @@ fn awkward_types_and_names_arrive_identical_row_by_row() {
     );
 
     // Running it again finds the copy complete and changes nothing.
-    let again = copy(
-        &s,
-        &t,
-        &small_chunks(),
-        &Progress::default(),
-        &cutover_connector::CancellationToken::new(),
-    )
-    .unwrap();
+    let again = copy_now(&s, &t, &small_chunks()).unwrap();
     assert!(again.resumed);
     assert_identical(pg, &src, &dst);
 }
@@ -281,14 +289,7 @@ fn an_interrupted_copy_resumes_without_copying_chunks_twice() {
         "{done} of {total} chunks done after the stop"
     );
 
-    let second = copy(
-        &s,
-        &t,
-        &small_chunks(),
-        &Progress::default(),
-        &cutover_connector::CancellationToken::new(),
-    )
-    .unwrap();
+    let second = copy_now(&s, &t, &small_chunks()).unwrap();
     assert!(second.resumed && !second.interrupted);
     let resumed: u64 = second.tables.iter().map(|r| r.resumed_chunks).sum();
     assert_eq!(
@@ -296,6 +297,127 @@ fn an_interrupted_copy_resumes_without_copying_chunks_twice() {
         "chunks done in the first run were not copied again"
     );
     assert_identical(pg, &src, &dst);
+}
+
+#[test]
+fn a_tables_indexes_are_built_while_other_tables_still_copy_and_a_resumed_copy_keeps_them() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("overlap_s").unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE big (id int PRIMARY KEY, v text);
+         INSERT INTO big SELECT i, md5(i::text) FROM generate_series(1, 3000) i;
+         CREATE TABLE small (id int PRIMARY KEY, v text UNIQUE);
+         INSERT INTO small SELECT i, md5(i::text) FROM generate_series(1, 10) i;
+         ANALYZE;",
+    )
+    .unwrap();
+    let dst = pg.fresh_database("overlap_t").unwrap();
+    let (s, t) = endpoints(pg, &src, &dst);
+    // Three chunks of big (largest table first), then small's one: the worker that copies
+    // small finds no chunk left and builds small's key and unique index while the other still
+    // copies big's last chunk (half a second at 2,000 rows/s).
+    let opts = CopyOptions {
+        jobs: 2,
+        chunk_rows: 1_000,
+        max_rows_per_sec: NonZeroU32::new(2_000),
+        ..CopyOptions::default()
+    };
+    let stop = cutover_connector::CancellationToken::new();
+    let (first, seen) = std::thread::scope(|sc| {
+        let _stop_copy = stop.clone().drop_guard();
+        let h = sc.spawn(|| copy(&s, &t, &opts, &Progress::default(), &stop));
+        let mut seen = None;
+        while !h.is_finished() && seen.is_none() {
+            // Fails until the control store exists.
+            let state = pg.psql(
+                &dst,
+                "SELECT (SELECT count(*) FROM pg_index WHERE indrelid = 'public.small'::regclass)
+                     || ' ' || (SELECT count(*) FROM _cutover.chunks WHERE table_name = 'big' AND NOT done)
+                     || ' ' || (SELECT phase FROM _cutover.migration)",
+            );
+            if let Some(state) = state.ok().filter(|s| s.starts_with("2 ")) {
+                seen = Some(state);
+                // Stopped there: big's key is not built.
+                stop.cancel();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        (h.join().unwrap().unwrap(), seen)
+    });
+    let seen = seen.expect("small's indexes were seen before the copy ended");
+    let v: Vec<&str> = seen.split(' ').collect();
+    assert!(
+        v[1] != "0" && v[2] == "copying",
+        "small's two indexes were there while big still had chunks to copy: (indexes, big's chunks left, phase) = {seen}"
+    );
+    assert!(first.interrupted);
+    assert_eq!(first.post_data_steps, 2, "small's key and unique index");
+    let done = pg
+        .psql(
+            &dst,
+            "SELECT string_agg(done::text, ' ' ORDER BY id) FROM _cutover.steps WHERE phase = 'index'",
+        )
+        .unwrap();
+    assert_eq!(
+        done, "false true true",
+        "big's key, small's key, small's index"
+    );
+
+    // Run again: small's steps are not run again (they would fail: the indexes exist), big's
+    // key is built.
+    let second = copy_now(&s, &t, &opts).unwrap();
+    assert!(second.resumed && !second.interrupted);
+    for table in ["big", "small"] {
+        assert_eq!(dump(pg, &src, table, "id"), dump(pg, &dst, table, "id"));
+    }
+    assert_eq!(
+        pg.psql(
+            &dst,
+            "SELECT count(*) FROM pg_index WHERE indrelid IN ('big'::regclass, 'small'::regclass)"
+        )
+        .unwrap(),
+        "3"
+    );
+}
+
+#[test]
+fn a_large_table_never_analyzed_is_sized_from_a_sample_and_copied_whole() {
+    let pg = Postgres::shared().unwrap();
+    let src = pg.fresh_database("fresh_s").unwrap();
+    // About 2,400 pages, no statistics: rows estimated from a sample of 1,000 pages.
+    pg.psql(
+        &src,
+        "CREATE TABLE t (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off);
+         INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 300000) i;",
+    )
+    .unwrap();
+    assert_eq!(
+        pg.psql(
+            &src,
+            "SELECT reltuples < 0 FROM pg_class WHERE relname = 't'"
+        )
+        .unwrap(),
+        "t"
+    );
+    let dst = pg.fresh_database("fresh_t").unwrap();
+    let (s, t) = endpoints(pg, &src, &dst);
+    let opts = CopyOptions {
+        jobs: 2,
+        chunk_rows: 50_000,
+        ..CopyOptions::default()
+    };
+    copy_now(&s, &t, &opts).unwrap();
+    let chunks: i64 = pg
+        .psql(&dst, "SELECT count(*) FROM _cutover.chunks")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (5..=7).contains(&chunks),
+        "{chunks} chunks of about 50,000 rows"
+    );
+    assert_eq!(dump(pg, &src, "t", "id"), dump(pg, &dst, "t", "id"));
 }
 
 #[test]
@@ -311,14 +433,7 @@ fn a_target_with_data_is_refused_unless_truncate() {
     )
     .unwrap();
     let (s, t) = endpoints(pg, &src, &dst);
-    let err = copy(
-        &s,
-        &t,
-        &small_chunks(),
-        &Progress::default(),
-        &cutover_connector::CancellationToken::new(),
-    )
-    .unwrap_err();
+    let err = copy_now(&s, &t, &small_chunks()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
     assert!(
         err.to_string().contains("public.t") && err.to_string().contains("--truncate"),
@@ -334,14 +449,7 @@ fn a_target_with_data_is_refused_unless_truncate() {
         truncate: true,
         ..small_chunks()
     };
-    copy(
-        &s,
-        &t,
-        &opts,
-        &Progress::default(),
-        &cutover_connector::CancellationToken::new(),
-    )
-    .unwrap();
+    copy_now(&s, &t, &opts).unwrap();
     assert_eq!(dump(pg, &src, "t", "id"), dump(pg, &dst, "t", "id"));
 }
 
@@ -364,14 +472,7 @@ fn a_value_the_target_refuses_names_table_and_chunk_and_keeps_finished_chunks() 
         jobs: 1,
         ..small_chunks()
     };
-    let err = copy(
-        &s,
-        &t,
-        &opts,
-        &Progress::default(),
-        &cutover_connector::CancellationToken::new(),
-    )
-    .unwrap_err();
+    let err = copy_now(&s, &t, &opts).unwrap_err();
     let msg = err.to_string();
     assert_eq!(err.kind(), ErrorKind::Conflict, "{msg}");
     assert!(msg.contains("copying table public.t chunk"), "{msg}");
@@ -413,14 +514,7 @@ fn missing_tables_and_unreachable_servers_are_clear_errors() {
         },
         ..small_chunks()
     };
-    let err = copy(
-        &s,
-        &t,
-        &opts,
-        &Progress::default(),
-        &cutover_connector::CancellationToken::new(),
-    )
-    .unwrap_err();
+    let err = copy_now(&s, &t, &opts).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(err.to_string().contains("nosuch"), "{err}");
 
@@ -431,14 +525,7 @@ fn missing_tables_and_unreachable_servers_are_clear_errors() {
         .unwrap()
         .port();
     let gone = PgEndpoint::from_url(&format!("postgres://u:hunter2@127.0.0.1:{port}/x")).unwrap();
-    let err = copy(
-        &gone,
-        &t,
-        &small_chunks(),
-        &Progress::default(),
-        &cutover_connector::CancellationToken::new(),
-    )
-    .unwrap_err();
+    let err = copy_now(&gone, &t, &small_chunks()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Connect, "{err}");
     assert!(
         err.to_string().contains(&format!("127.0.0.1:{port}")),
@@ -530,14 +617,7 @@ fn a_wrong_password_is_an_auth_error_with_the_fix_and_no_password() {
     let url = |pw: &str| format!("postgres://{role}:{pw}@127.0.0.1:{}/{db}", pg.port());
     let wrong = PgEndpoint::from_url(&url("wrong-one")).unwrap();
     let right = PgEndpoint::from_url(&url("right-one")).unwrap();
-    let err = copy(
-        &wrong,
-        &right,
-        &small_chunks(),
-        &Progress::default(),
-        &cutover_connector::CancellationToken::new(),
-    )
-    .unwrap_err();
+    let err = copy_now(&wrong, &right, &small_chunks()).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Auth, "{err}");
     let msg = err.to_string();
     assert!(msg.contains("password authentication failed"), "{msg}");
@@ -643,14 +723,7 @@ fn a_full_target_disk_stops_with_the_fix_keeps_finished_chunks_and_resumes() {
         chunk_bytes: 512 << 10,
         ..CopyOptions::default()
     };
-    let err = copy(
-        &s,
-        &t,
-        &opts,
-        &Progress::default(),
-        &cutover_connector::CancellationToken::new(),
-    )
-    .unwrap_err();
+    let err = copy_now(&s, &t, &opts).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::DiskFull, "{err}");
     let msg = err.to_string();
     assert!(msg.contains("copying table public.big chunk"), "{msg}");
@@ -691,14 +764,7 @@ fn a_full_target_disk_stops_with_the_fix_keeps_finished_chunks_and_resumes() {
          ALTER INDEX _cutover.steps_pkey SET TABLESPACE pg_default;",
     )
     .unwrap();
-    let report = copy(
-        &s,
-        &t,
-        &opts,
-        &Progress::default(),
-        &cutover_connector::CancellationToken::new(),
-    )
-    .unwrap();
+    let report = copy_now(&s, &t, &opts).unwrap();
     assert!(report.resumed);
     assert_eq!(dump(pg, &src, "big", "id"), dump(pg, &dst, "big", "id"));
 }
