@@ -17,7 +17,10 @@
 #             method pays for them
 #   analyzed  after VACUUM (FREEZE, ANALYZE) and a checkpoint
 # Every run: a new target database, CHECKPOINT on both clusters, then the method; the result is
-# checked outside both tools (per-table row count and md5 over all rows in key order).
+# checked outside both tools (per-table row count and md5 over all rows in key order). Beside
+# each time: the CPU seconds the machine spent during the run outside the method (the two
+# clusters and the tool's processes), i.e. what else ran (another build): a time is only
+# comparable with others measured under a like load.
 #
 # Knobs: SCALE (1), ROUNDS (2), JOBS (2), METHODS ("cutover pgcopydb"; add "cutover_base" to
 # run BASE_BIN, another cutover binary, side by side), SHAPES, STATES,
@@ -38,9 +41,9 @@ CUTOVER_BIN=${CUTOVER_BIN:-$ROOT/target/release/cutover}
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 
-if ! need pgcopydb; then
-    echo "installing pgcopydb (Debian)…"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgcopydb >/dev/null
+if ! need pgcopydb || [[ ! -x /usr/bin/time ]]; then
+    echo "installing pgcopydb and time (Debian)…"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgcopydb time >/dev/null
 fi
 [[ -x $CUTOVER_BIN ]] || cargo build --release --quiet
 
@@ -107,26 +110,54 @@ checksum() { # db port → one line per table: rows + md5 of rows in key order
     done
 }
 
-run() { # method → seconds on stdout, or "failed"
-    local db=t_$1 t0 t1
+# CPU ticks: of the whole machine; of a cluster's processes (the exited ones, which the
+# postmaster reaped, and the live ones).
+busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+cluster_ticks() { # cluster name
+    python3 - "$(head -1 "$BENCH_DIR/$1/postmaster.pid")" <<'PY'
+import os, sys
+pm = sys.argv[1]
+def stat(p):
+    d = open(f"/proc/{p}/stat").read()
+    return d[d.rindex(")") + 2:].split()
+f = stat(pm)
+ticks = int(f[13]) + int(f[14])
+for p in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        g = stat(p)
+        if g[1] == pm:
+            ticks += sum(int(x) for x in g[11:15])
+    except (OSError, IndexError):
+        pass
+print(ticks)
+PY
+}
+ours_ticks() { echo $(( $(cluster_ticks src) + $(cluster_ticks dst) )); }
+
+run() { # method → "seconds others-cpu-seconds" on stdout, or "failed"
+    local db=t_$1 t0 t1 b0 b1 o0 o1
     psql_t postgres "DROP DATABASE IF EXISTS $db"; psql_t postgres "CREATE DATABASE $db"
     psql_s bench "CHECKPOINT"; psql_t postgres "CHECKPOINT"; sync
     rm -rf "$BENCH_DIR/pgcopydb"
+    local timed=(/usr/bin/time -f "%e %U %S" -o "$BENCH_DIR/time.txt")
+    b0=$(busy_ticks); o0=$(ours_ticks)
     t0=$(now)
     case $1 in
         cutover|cutover_base)
                  local bin=$CUTOVER_BIN
                  [[ $1 == cutover_base ]] && bin=${BASE_BIN:?BASE_BIN is the other cutover binary}
-                 "$bin" copy --source "$S/bench" --target "$T/$db" --jobs "$JOBS" --quiet \
+                 "${timed[@]}" "$bin" copy --source "$S/bench" --target "$T/$db" --jobs "$JOBS" --quiet \
                      >"$BENCH_DIR/$1.out" 2>&1 || { echo failed; return; } ;;
-        pgcopydb) PGCOPYDB_DIR=$BENCH_DIR/pgcopydb pgcopydb clone --source "$S/bench" --target "$T/$db" \
+        pgcopydb) PGCOPYDB_DIR=$BENCH_DIR/pgcopydb "${timed[@]}" pgcopydb clone --source "$S/bench" --target "$T/$db" \
                      --table-jobs "$JOBS" --index-jobs "$JOBS" --split-tables-larger-than 64MB \
                      --no-owner --no-acl --dir "$BENCH_DIR/pgcopydb" >"$BENCH_DIR/$1.out" 2>&1 || { echo failed; return; } ;;
     esac
     t1=$(now)
+    b1=$(busy_ticks); o1=$(ours_ticks)
     if [[ $(checksum "$db" "$DST_PORT") != "$REFERENCE" ]]; then echo mismatch; return; fi
     psql_t postgres "DROP DATABASE $db"
-    python3 -c "print(round($t1 - $t0, 2))"
+    local tool; tool=$(awk '{print $2 + $3}' "$BENCH_DIR/time.txt")
+    python3 -c "hz = $(getconf CLK_TCK); print(round($t1 - $t0, 2), max(0.0, round(($b1 - $b0 - ($o1 - $o0)) / hz - $tool, 1)))"
 }
 
 OUT="$ROOT/bench/results/pg-copy-shapes-$(date -u +%Y%m%dT%H%M%S).md"
@@ -135,8 +166,8 @@ OUT="$ROOT/bench/results/pg-copy-shapes-$(date -u +%Y%m%dT%H%M%S).md"
     echo
     echo "JOBS=$JOBS, $(nproc) cores, PostgreSQL $(pg_ctl --version | awk '{print $3}'), pgcopydb $(pgcopydb --version 2>&1 | grep -o 'version [0-9.-]*' | head -1 | cut -d' ' -f2), SCALE=$SCALE, $ROUNDS rounds, methods alternated (the first method changes every round). Seconds are wall time of the whole copy (schema, data, indexes, constraints); every result was checked identical outside both tools."
     echo
-    echo "| shape | source | MB | method | best s | all rounds s | cutover ÷ pgcopydb time (best) |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| shape | source | MB | method | best s | all rounds s | other processes' CPU s, by round | cutover ÷ pgcopydb time (best) |"
+    echo "|---|---|---|---|---|---|---|---|"
 } > "$OUT"
 
 for shape in $SHAPES; do
@@ -153,25 +184,26 @@ for shape in $SHAPES; do
         fi
         analyzed=$(psql_s bench "SELECT count(*) FROM pg_stats WHERE schemaname IN ('public','school')")
         echo "# $shape / $state ($MB MB, $analyzed pg_stats rows)"
-        declare -A times=()
+        declare -A times=() others=()
         methods=($METHODS)
         for ((r = 0; r < ROUNDS; r++)); do
             # Alternate: round 0 in the given order, round 1 reversed, …
             order=("${methods[@]}")
             if (( r % 2 == 1 )); then order=($(printf '%s\n' "${methods[@]}" | tac)); fi
             for m in "${order[@]}"; do
-                s=$(run "$m")
-                echo "#   round $((r + 1)) $m: $s"
+                read -r s o <<<"$(run "$m")"
+                echo "#   round $((r + 1)) $m: $s (other processes: ${o:-?} CPU s)"
                 times[$m]="${times[$m]:-} $s"
+                others[$m]="${others[$m]:-} ${o:-?}"
             done
         done
         best() { printf '%s\n' $1 | { grep -E '^[0-9.]+$' || true; } | sort -n | head -1; }
         bc=$(best "${times[cutover]:-}"); bp=$(best "${times[pgcopydb]:-}")
         ratio=$(python3 -c "a, b = '$bc', '$bp'; print(round(float(b) / float(a), 2) if a and b else 'n/a')")
         for m in $METHODS; do
-            echo "| $shape | $state | $MB | $m | $(best "${times[$m]}") | ${times[$m]# } | $([[ $m == cutover ]] && echo "${ratio}× faster" || echo) |" >> "$OUT"
+            echo "| $shape | $state | $MB | $m | $(best "${times[$m]}") | ${times[$m]# } | ${others[$m]# } | $([[ $m == cutover ]] && echo "${ratio}× faster" || echo) |" >> "$OUT"
         done
-        unset times
+        unset times others
     done
 done
 echo >> "$OUT"
