@@ -16,6 +16,7 @@
 //! retry_for = 600          # sync: --retry-for, seconds
 //! skip_foreign_keys = true # --skip-foreign-keys
 //! grants = true            # --grants
+//! state = "sqlite://school.state.db"   # targets without transactions: --state
 //! ```
 
 use std::path::Path;
@@ -43,6 +44,7 @@ pub struct FileConfig {
     pub retry_for: Option<u64>,
     pub skip_foreign_keys: Option<bool>,
     pub grants: Option<bool>,
+    pub state: Option<String>,
 }
 
 pub fn load(path: &Path) -> anyhow::Result<FileConfig> {

@@ -138,10 +138,16 @@ struct Endpoints {
     target_env_prefix: Option<String>,
     /// Read settings from a TOML file (source, target, source_env_prefix, target_env_prefix,
     /// tables, exclude_tables, jobs, max_rows_per_sec, truncate, snapshot, name, capture,
-    /// chunk_mb, ddl, retry_for, skip_foreign_keys, grants); flags and CUTOVER_* variables
-    /// override it.
+    /// chunk_mb, ddl, retry_for, skip_foreign_keys, grants, state); flags and CUTOVER_*
+    /// variables override it.
     #[arg(long, env = "CUTOVER_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// Targets without transactions (nats://): where the migration's state (checkpoint, chunk
+    /// plan, status) is kept — a SQLite file (sqlite://state.db or a path), or a PostgreSQL or
+    /// MySQL database. Default: NAME.cutover-state.sqlite beside the --config file, else in the
+    /// current directory. Keep it: it is what a resumed sync starts from.
+    #[arg(long, env = "CUTOVER_STATE", value_name = "URL")]
+    state: Option<String>,
 }
 
 /// A migration's two sides as given: connection strings and where each side's environment
@@ -150,9 +156,21 @@ struct Ends {
     source: String,
     target: String,
     env: cutover_connector::EnvPrefixes,
+    /// `--state` (or the file's `state`), and where the default state file goes.
+    state: Option<String>,
+    state_dir: Option<std::path::PathBuf>,
 }
 
 impl Ends {
+    /// `opts` with where a target without transactions keeps its state.
+    fn with_state(&self, opts: cutover_connector::OpenOptions) -> cutover_connector::OpenOptions {
+        cutover_connector::OpenOptions {
+            state: self.state.clone(),
+            state_dir: self.state_dir.clone(),
+            ..opts
+        }
+    }
+
     /// Options for opening the source (`Side::Source`) or the target alone, with its prefix.
     fn opts(
         &self,
@@ -225,10 +243,20 @@ impl Endpoints {
                 source,
                 target,
                 env,
+                state: self.state.clone().or_else(|| file.state.clone()),
+                state_dir: config_dir(self.config.as_deref()),
             },
             file,
         ))
     }
+}
+
+/// The directory of a config file (where the default state file goes), if one is given.
+pub(crate) fn config_dir(config: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    config.map(|p| match p.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    })
 }
 
 /// Which tables to take.

@@ -72,6 +72,12 @@ pub struct StatusArgs {
     /// Read the target from a TOML file (`target = "…"`).
     #[arg(long, env = "CUTOVER_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// Targets without transactions (nats://): the state store sync was given (--state).
+    #[arg(long, env = "CUTOVER_STATE", value_name = "URL")]
+    state: Option<String>,
+    /// The migration's name, as given to sync (names the default state file).
+    #[arg(long)]
+    name: Option<String>,
     /// Print one JSON document instead of text.
     #[arg(long)]
     json: bool,
@@ -136,7 +142,7 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
     );
     let control = cutover_pipeline::Control::with_token(stop.clone());
     (opts.tables, opts.exclude) = (tables, exclude);
-    let open = args.tables.open_options(
+    let open = ends.with_state(args.tables.open_options(
         &file,
         args.name.as_ref(),
         OpenOptions {
@@ -144,7 +150,7 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
             jobs: opts.jobs,
             ..OpenOptions::default()
         },
-    );
+    ));
     let engines = endpoint::engines();
     loop {
         let (s, t) = engines
@@ -252,9 +258,11 @@ fn print_report(report: &cutover_pipeline::SyncReport) {
 pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<u8> {
     let (ends, file) = args.endpoints.resolve()?;
     let (source, target) = (ends.source.clone(), ends.target.clone());
-    let open = args
-        .tables
-        .open_options(&file, args.name.as_ref(), OpenOptions::default());
+    let open = ends.with_state(args.tables.open_options(
+        &file,
+        args.name.as_ref(),
+        OpenOptions::default(),
+    ));
     let (s, t) = endpoint::engines().pair(&source, &target, &open, &ends.env)?;
     if let Some((ps, pt)) = endpoint::pg_pair(s.as_ref(), t.as_ref()) {
         // Both directions, the fences and the switch's state too.
@@ -343,6 +351,9 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<u8> {
     let engines = endpoint::engines();
     let open = OpenOptions {
         env_prefix: target_env,
+        name: args.name.clone().or(file.name.clone()),
+        state: args.state.clone().or(file.state.clone()),
+        state_dir: crate::config_dir(args.config.as_deref()),
         ..OpenOptions::default()
     };
     let t = engines.target(&target, &open).context("--target")?;

@@ -39,6 +39,13 @@ pub struct OpenOptions {
     /// `OLD_PGPASSWORD`, … and no plain `PG*` variable); `None`: the engine's plain variables.
     /// [`Engines::pair`] sets it for each side from [`EnvPrefixes`].
     pub env_prefix: Option<String>,
+    /// Where a target that does not host the migration's state keeps it (`--state URL`: a
+    /// SQLite file, a PostgreSQL or MySQL database); `None`: a SQLite file named after the
+    /// migration in [`OpenOptions::state_dir`].
+    pub state: Option<String>,
+    /// The directory of the default state file (the directory of the migration's config file,
+    /// where there is one); `None`: the current directory.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// The environment prefix of each side of a migration ([`OpenOptions::env_prefix`]), so that
@@ -85,6 +92,25 @@ pub trait TargetFactory: Send + Sync {
     /// transactional keeps its state in a store of the user's choosing).
     fn state(&self) -> Result<Option<Box<dyn crate::StateStore>>, ConnectorError> {
         Ok(None)
+    }
+    /// Whether this target keeps the migration's state in a store of the user's choosing
+    /// (`--state URL`, [`OpenOptions::state`]) instead of hosting it: a target without
+    /// transactions (a change stream, files). `false` by default.
+    fn needs_state(&self) -> bool {
+        false
+    }
+    /// Gives a target that [`TargetFactory::needs_state`] the store its state goes to: the
+    /// target of another engine that hosts state (SQLite, PostgreSQL, MySQL), whose sink then
+    /// keeps only the control store. [`Engines::target`] calls it.
+    fn attach_state(&mut self, state: Box<dyn TargetFactory>) -> Result<(), ConnectorError> {
+        let _ = state;
+        Err(ConnectorError::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} keeps the migration's state itself; --state is for targets without transactions",
+                self.describe()
+            ),
+        ))
     }
     /// For capabilities two particular engines share (a switch between them).
     fn as_any(&self) -> &dyn Any;
@@ -250,12 +276,69 @@ impl Engines {
         self.side(url, Role::Source, |e| e.source, opts)
     }
 
+    /// Opens a target; one that keeps its state elsewhere ([`TargetFactory::needs_state`]) gets
+    /// its state store opened here, from [`OpenOptions::state`] or the default file.
     pub fn target(
         &self,
         url: &str,
         opts: &OpenOptions,
     ) -> Result<Box<dyn TargetFactory>, ConnectorError> {
-        self.side(url, Role::Target, |e| e.target, opts)
+        let mut t = self.side(url, Role::Target, |e| e.target, opts)?;
+        if !t.needs_state() {
+            if let Some(state) = &opts.state {
+                return Err(ConnectorError::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "--state {state}: {} keeps the migration's state itself (in the same \
+                         transactions as the data); leave --state out",
+                        t.describe()
+                    ),
+                ));
+            }
+            return Ok(t);
+        }
+        let state_url = match &opts.state {
+            Some(url) => url.clone(),
+            None => {
+                let name = opts
+                    .name
+                    .clone()
+                    .or_else(|| t.migration_name())
+                    .unwrap_or_else(|| "cutover".to_owned());
+                let file = format!("{}.cutover-state.sqlite", sanitize_file_name(&name));
+                let path = match &opts.state_dir {
+                    Some(dir) => dir.join(file),
+                    None => std::path::PathBuf::from(file),
+                };
+                path.to_string_lossy().into_owned()
+            }
+        };
+        let state_opts = OpenOptions {
+            state: None,
+            tables: Vec::new(),
+            exclude: Vec::new(),
+            truncate: false,
+            ..opts.clone()
+        };
+        let state = self
+            .side(&state_url, Role::Target, |e| e.target, &state_opts)
+            .map_err(|e| {
+                e.context(format!(
+                    "opening the migration's state store (--state {state_url})"
+                ))
+            })?;
+        if state.needs_state() {
+            return Err(ConnectorError::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "--state {state_url}: {} cannot keep a migration's state; use a SQLite file, \
+                     a PostgreSQL or a MySQL database",
+                    state.describe()
+                ),
+            ));
+        }
+        t.attach_state(state)?;
+        Ok(t)
     }
 
     pub fn verifier(
@@ -295,6 +378,40 @@ impl Engines {
         t.pair(s.as_ref())?;
         Ok((s, t))
     }
+}
+
+/// Decodes a URL part's `%XX` escapes; `Err` says what is wrong (a bad escape, not UTF-8).
+pub fn percent_decode(s: &str) -> Result<String, &'static str> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("a bad percent-escape")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "not UTF-8 once decoded")
+}
+
+/// `name` as a file name: letters, digits, `-`, `_` and `.` kept, anything else `_`.
+fn sanitize_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The lower-case scheme of `url` (`postgres` of `postgres://…`), `None` for a plain path.
@@ -431,6 +548,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     }
     fn cleanup(&mut self) -> Result<(), ConnectorError> {
         (**self).cleanup()
+    }
+    fn wants_origins(&self) -> bool {
+        (**self).wants_origins()
     }
 }
 

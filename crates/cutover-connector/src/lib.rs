@@ -15,18 +15,20 @@ mod progress;
 mod retry;
 pub mod runtime;
 mod state;
+mod stateful;
 mod switch;
 
 pub use checksum::{CanonicalRow, Mismatch, RangeChecksum, RangeDigest, Slice};
 pub use engine::{
-    scheme_of, Connect, Engine, Engines, EnvPrefixes, OpenOptions, Role, Sides, SourceFactory,
-    TargetFactory, VerifyFactory,
+    percent_decode, scheme_of, Connect, Engine, Engines, EnvPrefixes, OpenOptions, Role, Sides,
+    SourceFactory, TargetFactory, VerifyFactory,
 };
 pub use error::{ConnectorError, ErrorKind};
 pub use positions::{Counter, Distance, PositionOrder, PositionOrderExt};
 pub use progress::{Phase, Progress, TableProgress};
 pub use retry::{RetryPolicy, Side};
 pub use state::{StateStore, StoredChunk, StoredMismatch, StoredStatus};
+pub use stateful::{StatefulSink, Writer};
 pub use switch::{Direction, Fence, Journal, Observation, SwitchControl, SwitchStep};
 /// How every long operation is asked to stop: cancelled once, seen by every task at once.
 pub use tokio_util::sync::CancellationToken;
@@ -210,6 +212,21 @@ pub enum ApplyOp {
         table: TableName,
         columns: Vec<String>,
     },
+    /// Where the next [`ApplyOp::Change`] comes from: its transaction's position, its index
+    /// among the row changes of the [`Transaction`] as the source handed it over (descriptions
+    /// of a table's shape, which one delivery may carry and the next not, are not counted), the
+    /// commit time and the source's
+    /// tag. The same each time the source delivers that transaction again (at least once), so
+    /// a target that is not idempotent by key (a change stream) can name each change the same
+    /// way every time it is sent. A source that hands a large transaction over in pieces at one
+    /// position starts each piece at index 0: such a target adds the change's content to the
+    /// name. Only sent to a sink whose [`Sink::wants_origins`] says so.
+    Origin {
+        position: Position,
+        index: u32,
+        committed_at: Option<std::time::SystemTime>,
+        tag: Option<u64>,
+    },
 }
 
 /// Writes a target idempotently, with its progress in the same transaction.
@@ -280,6 +297,11 @@ pub trait Sink {
     }
     /// Removes the control store.
     fn cleanup(&mut self) -> Result<(), ConnectorError>;
+    /// Whether each captured change should come with its [`ApplyOp::Origin`]. `false` by
+    /// default: a target idempotent by key needs no more than the batch's checkpoint.
+    fn wants_origins(&self) -> bool {
+        false
+    }
 }
 
 /// A chunk as the control store keeps it.

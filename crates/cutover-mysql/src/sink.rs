@@ -430,6 +430,8 @@ impl MySqlSink {
                         ));
                     }
                 }
+                // Only for sinks that ask (`wants_origins`).
+                ApplyOp::Origin { .. } => {}
                 ApplyOp::Watch { table, keys } => {
                     for k in keys {
                         let bytes = encode_row(k);

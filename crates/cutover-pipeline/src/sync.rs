@@ -376,6 +376,7 @@ pub fn run(
             order,
             backlog: VecDeque::new(),
             recent: VecDeque::new(),
+            origins: sink.wants_origins(),
         };
         let result = applier.run(
             &mut src,
@@ -514,6 +515,8 @@ struct Applier<'a> {
     backlog: VecDeque<Transaction>,
     /// Keys of the latest changes applied, with when.
     recent: VecDeque<(Instant, TableName, Key)>,
+    /// Whether the sink wants each change's [`ApplyOp::Origin`].
+    origins: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -643,6 +646,9 @@ impl Applier<'_> {
                     refused = Some(e);
                     break;
                 }
+                // The index among the transaction's row changes: a source may describe a
+                // table's shape before its first row in one delivery and not in the next.
+                let mut index = 0u32;
                 for change in txn.changes {
                     if let Change::Schema {
                         table,
@@ -668,7 +674,16 @@ impl Applier<'_> {
                         let shape = self.stream_shapes[ti].clone();
                         self.write_as(ti, &shape.columns, &mut ops);
                     }
+                    if self.origins {
+                        ops.push(ApplyOp::Origin {
+                            position: txn.position.clone(),
+                            index,
+                            committed_at: txn.committed_at,
+                            tag: txn.tag,
+                        });
+                    }
                     ops.push(ApplyOp::Change(change));
+                    index = index.saturating_add(1);
                 }
                 position = txn.position;
                 if txn.committed_at.is_some() {

@@ -777,7 +777,7 @@ fn writes<'a>(ops: &'a [ApplyOp], tables: &HashMap<TableName, TableSql>) -> Vec<
             }
             ApplyOp::Watch { table, keys } => out.push(Write::Watch(table, keys)),
             // Handled between the stretches of writes (see `commit_batch`).
-            ApplyOp::Alter { .. } | ApplyOp::Columns { .. } => {}
+            ApplyOp::Alter { .. } | ApplyOp::Columns { .. } | ApplyOp::Origin { .. } => {}
             ApplyOp::Change(c) => match c {
                 Change::Insert { table, row } => out.push(Write::Upsert(table, row)),
                 Change::Update {

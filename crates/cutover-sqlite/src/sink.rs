@@ -482,6 +482,8 @@ impl Sink for SqliteSink {
                             .map_err(|e| map(&ctx, e))?;
                     }
                 }
+                // Only for sinks that ask (`wants_origins`).
+                ApplyOp::Origin { .. } => {}
                 ApplyOp::ChunkDone { table, chunk, .. } => {
                     tx.prepare_cached(&format!(
                         "UPDATE {CHUNKS} SET done = 1 WHERE table_name = ?1 AND chunk = ?2"
