@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Makes sure the PostgreSQL and MariaDB server binaries and clients that
+# Makes sure the PostgreSQL, MariaDB and NATS server binaries and clients that
 # cutover-testkit starts throwaway servers from are installed (Debian/Ubuntu).
 #
 # - Everything present: prints nothing, exits 0.
 # - Something missing: runs `apt-get update` and
-#   `apt-get install -y postgresql mariadb-server` (via sudo when not root),
+#   `apt-get install -y postgresql mariadb-server nats-server` (via sudo when not root),
 #   saying what it does.
 #
 # This script never starts, stops or reconfigures a system service itself.
@@ -35,6 +35,7 @@ for p in /usr/lib/postgresql/*/bin/psql; do [[ -x $p ]] && psql_found=1; done
 [[ -x /usr/sbin/mariadbd ]] || missing+=("/usr/sbin/mariadbd (MariaDB server)")
 have_program mariadb-install-db || missing+=("mariadb-install-db")
 have_program mariadb || missing+=("mariadb (MariaDB client)")
+have_program nats-server || missing+=("nats-server (NATS with JetStream)")
 
 if ((${#missing[@]} == 0)); then
     exit 0
@@ -51,7 +52,7 @@ elif command -v sudo >/dev/null 2>&1; then
     as_root=(sudo)
 else
     echo "ensure-servers: not root and sudo is not available; as root run:" >&2
-    echo "  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql mariadb-server" >&2
+    echo "  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql mariadb-server nats-server" >&2
     exit 1
 fi
 
@@ -67,6 +68,6 @@ run() {
 }
 
 run "${as_root[@]}" apt-get update
-run "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql mariadb-server
+run "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql mariadb-server nats-server
 
 echo "ensure-servers: installed postgresql and mariadb-server" >&2

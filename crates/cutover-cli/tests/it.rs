@@ -17,6 +17,9 @@ mod libpq;
 #[cfg(feature = "mysql")]
 #[path = "it/mysql.rs"]
 mod mysql;
+#[cfg(all(feature = "nats", feature = "failpoints"))]
+#[path = "it/nats.rs"]
+mod nats;
 #[path = "it/pagila.rs"]
 mod pagila;
 #[path = "it/refusals.rs"]
@@ -94,6 +97,15 @@ fn still_running(child: &mut KillOnDrop, what: &str, log: &Path) -> Result<(), S
         "{what} exited early ({status}); its stderr ends with:\n{}\n",
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     ))
+}
+
+/// How many replication slots the source database `db` has (as psql prints it).
+fn slots(pg: &cutover_testkit::Postgres, db: &str) -> String {
+    pg.psql(
+        db,
+        "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()",
+    )
+    .unwrap_or_default()
 }
 
 fn text(o: &Output) -> (String, String) {
@@ -905,14 +917,7 @@ fn pg_sync_killed_with_sigkill_in_copy_and_apply_resumes_to_equal() {
 
     let o = cutover(&["cleanup", "--source", &s, "--target", &t]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
-    assert_eq!(
-        pg.psql(
-            &src,
-            "SELECT count(*) FROM pg_replication_slots WHERE database = current_database()"
-        )
-        .unwrap(),
-        "0"
-    );
+    assert_eq!(slots(pg, &src), "0");
     assert_eq!(
         pg.psql(&dst, "SELECT to_regnamespace('_cutover') IS NULL")
             .unwrap(),
