@@ -121,11 +121,13 @@ enum Command {
 struct Endpoints {
     /// The database to migrate from: postgres://user@host:5432/db?sslmode=verify-full, a libpq
     /// keyword/value string ('host=db dbname=app sslmode=require'), '' (everything from PG*
-    /// variables or a service), or sqlite://app.db. Passwords need not be here: PGPASSWORD,
-    /// ~/.pgpass and service files are read as libpq reads them (README: Connecting).
+    /// variables or a service), sqlite://app.db, or mysql://user@host:3306/db (MariaDB; also
+    /// mariadb://). Passwords need not be here: PGPASSWORD, ~/.pgpass and service files are read
+    /// as libpq reads them (README: Connecting), MYSQL_PWD for MySQL.
     #[arg(long, env = "CUTOVER_SOURCE")]
     source: Option<String>,
-    /// The database to migrate to, same forms (a SQLite file is created if missing).
+    /// The database to migrate to, same forms (a SQLite file is created if missing), or a
+    /// change stream: nats://host:4222?stream=NAME (NATS JetStream; its state goes to --state).
     #[arg(long, env = "CUTOVER_TARGET")]
     target: Option<String>,
     /// Read the source's libpq variables with this prefix: `--source-env-prefix OLD_` reads
