@@ -46,6 +46,8 @@ pub struct NatsWriter {
     stream: String,
     subject: String,
     tables: HashMap<TableName, Table>,
+    /// The largest message the server takes (its `max_payload`).
+    max_payload: usize,
     /// Messages the stream reported as duplicates (a replayed batch), for the log.
     pub duplicates: u64,
     pub published: u64,
@@ -127,6 +129,10 @@ impl NatsWriter {
                 })?
                 .map_err(|err| map(format!("connecting to {}", e.redacted()), err))
         })?;
+        let max_payload = match client.server_info().max_payload {
+            0 => 1 << 20,
+            n => n,
+        };
         let js = jetstream::ContextBuilder::new()
             .timeout(std::time::Duration::from_secs(30))
             .max_ack_inflight(IN_FLIGHT)
@@ -139,6 +145,7 @@ impl NatsWriter {
             stream,
             subject,
             tables: HashMap::new(),
+            max_payload,
             duplicates: 0,
             published: 0,
         })
@@ -200,13 +207,30 @@ impl NatsWriter {
         id: String,
         event: &Json,
     ) -> Result<Message, ConnectorError> {
-        let key = envelope::key(&t.schema, key).map_err(|e| at(&t.schema.name, key, e))?;
+        let key_json = envelope::key(&t.schema, key).map_err(|e| at(&t.schema.name, key, e))?;
+        let payload = serde_json::to_vec(event)
+            .map_err(|e| ConnectorError::new(ErrorKind::Database, e.to_string()))?;
+        // Headers and the subject count too; a little room for them.
+        if payload.len() + id.len() + 1024 > self.max_payload {
+            return Err(ConnectorError::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "{} key {}: its event is {} bytes, more than the NATS server takes in one message \
+                     (max_payload {} bytes). Raise max_payload in the server's configuration (up to 64 MB), \
+                     or leave the table out (--exclude-tables {})",
+                    t.schema.name,
+                    cutover_connector::key_text(key),
+                    payload.len(),
+                    self.max_payload,
+                    t.schema.name
+                ),
+            ));
+        }
         Ok(Message {
             subject: t.subject.clone(),
             id,
-            key: key.to_string(),
-            payload: serde_json::to_vec(event)
-                .map_err(|e| ConnectorError::new(ErrorKind::Database, e.to_string()))?,
+            key: key_json.to_string(),
+            payload,
         })
     }
 

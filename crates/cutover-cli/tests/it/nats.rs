@@ -409,3 +409,54 @@ fn sqlite_to_nats_killed_under_writes_loses_and_repeats_no_update() {
         "tags folded from the stream differ from the source"
     );
 }
+
+/// A row whose event is larger than the server's max_payload (1 MB by default) stops sync with
+/// the table, the key, the size and the fix; nothing after it is published.
+#[test]
+fn a_row_over_the_servers_max_payload_is_refused_naming_table_key_and_size() {
+    let pg = cutover_testkit::Postgres::shared().unwrap();
+    let nats = cutover_testkit::Nats::shared().unwrap();
+    let src = pg.fresh_database("nats_big").unwrap();
+    pg.psql(
+        &src,
+        "CREATE TABLE files (id int PRIMARY KEY, body text);
+         INSERT INTO files VALUES (1, 'small'), (2, repeat('x', 1500000));",
+    )
+    .unwrap();
+    let s = pg.url(&src);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.db");
+    let name = format!("nb_{}", fastrand::u32(..));
+    let t = nats.url();
+    let o = cutover(&[
+        "sync",
+        "--source",
+        &s,
+        "--target",
+        &t,
+        "--name",
+        &name,
+        "--state",
+        state.to_str().unwrap(),
+        "--stop-when-caught-up",
+        "--retry-for",
+        "0",
+    ]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}\n{err}");
+    assert!(
+        err.contains("files key (2)") && err.contains("max_payload"),
+        "names table, key and the setting: {err}"
+    );
+    let _ = cutover(&[
+        "cleanup",
+        "--source",
+        &s,
+        "--target",
+        &t,
+        "--name",
+        &name,
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+}
