@@ -22,6 +22,9 @@ mod mysql;
 mod nats;
 #[path = "it/pagila.rs"]
 mod pagila;
+#[cfg(all(feature = "parquet", feature = "failpoints"))]
+#[path = "it/parquet.rs"]
+mod parquet;
 #[path = "it/refusals.rs"]
 mod refusals;
 #[cfg(feature = "failpoints")]
@@ -97,6 +100,167 @@ fn still_running(child: &mut KillOnDrop, what: &str, log: &Path) -> Result<(), S
         "{what} exited early ({status}); its stderr ends with:\n{}\n",
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     ))
+}
+
+/// One change the writer committed: (id, op, v after it; for a delete the v it had).
+pub(crate) type Committed = (i64, char, i64);
+
+/// A writer on table `acct (id bigint PRIMARY KEY, v int, note text)` with ids 1..=3000 to start
+/// with: inserts (v = 0), updates (v + 1) and deletes, each its own transaction, every one
+/// logged as (id, op, v) once committed: what a stream or a lake target must hold exactly once.
+pub(crate) fn logging_writer(
+    url: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    log: &std::sync::Mutex<Vec<Committed>>,
+) {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let mut rng = fastrand::Rng::with_seed(13);
+    let mut next_id = 100_000i64;
+    let mut live: Vec<i64> = (1..=3_000).collect();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match rng.u8(0..10) {
+            0..=2 => {
+                next_id += 1;
+                c.execute(
+                    "INSERT INTO acct (id, v, note) VALUES ($1, 0, 'new')",
+                    &[&next_id],
+                )
+                .unwrap();
+                live.push(next_id);
+                log.lock().unwrap().push((next_id, 'c', 0));
+            }
+            3..=8 if !live.is_empty() => {
+                let id = live[rng.usize(0..live.len())];
+                let v: i32 = c
+                    .query_one(
+                        "UPDATE acct SET v = v + 1, note = repeat('u', v % 50) WHERE id = $1 RETURNING v",
+                        &[&id],
+                    )
+                    .unwrap()
+                    .get(0);
+                log.lock().unwrap().push((id, 'u', i64::from(v)));
+            }
+            _ if !live.is_empty() => {
+                let id = live.swap_remove(rng.usize(0..live.len()));
+                let v: i32 = c
+                    .query_one("DELETE FROM acct WHERE id = $1 RETURNING v", &[&id])
+                    .unwrap()
+                    .get(0);
+                log.lock().unwrap().push((id, 'd', i64::from(v)));
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_micros(rng.u64(200..2_000)));
+    }
+}
+
+/// Runs `args` (a `sync` from PostgreSQL database `src`) under [`logging_writer`]: started once
+/// the slot exists, SIGKILLed `kills` times at random moments (seeded), then once ended by the
+/// failpoint `failpoint` (`name=…->panic`, whose name its stderr must show), the writer
+/// stopped, and the sync drained with `--stop-when-caught-up`. Returns what the writer
+/// committed.
+pub(crate) fn sync_under_logged_writes(
+    pg: &cutover_testkit::Postgres,
+    src: &str,
+    args: &[&str],
+    kills: usize,
+    failpoint: &str,
+    seed: u64,
+) -> Vec<Committed> {
+    let url = pg.url(src);
+    let stop = AtomicBool::new(false);
+    let committed = std::sync::Mutex::new(Vec::new());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    std::thread::scope(|sc| {
+        let _stop_writer = cutover_testkit::stop_on_drop(&stop);
+        let mut child = spawn_cutover(args, log.path());
+        wait_for(
+            "the replication slot",
+            Duration::from_secs(60),
+            || still_running(&mut child, "sync", log.path()),
+            |seen| {
+                let n = slots(pg, src);
+                *seen = n.clone();
+                (n.trim() == "1").then_some(())
+            },
+        );
+        let writer = sc.spawn(|| logging_writer(&url, &stop, &committed));
+        let mut rng = fastrand::Rng::with_seed(seed);
+        for round in 0..kills {
+            if round > 0 {
+                child = spawn_cutover(args, log.path());
+            }
+            std::thread::sleep(Duration::from_millis(rng.u64(500..2_500)));
+            if let Err(e) = still_running(&mut child, &format!("sync (round {round})"), log.path())
+            {
+                panic!("{e}");
+            }
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+        }
+        let o = command(args).env("FAILPOINTS", failpoint).output().unwrap();
+        let (out, err) = text(&o);
+        assert_ne!(
+            o.status.code(),
+            Some(0),
+            "the failpoint ended it: {out}\n{err}"
+        );
+        let name = failpoint.split('=').next().unwrap_or(failpoint);
+        assert!(err.contains(name), "{err}");
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+    });
+    let mut last: Vec<&str> = args.to_vec();
+    last.push("--stop-when-caught-up");
+    let o = cutover(&last);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    let committed = committed.into_inner().unwrap();
+    assert!(committed.len() > 50, "the writer wrote {}", committed.len());
+    committed
+}
+
+/// Delivery counts: the change events a target holds, per id in its order as (op, v; -1 for a
+/// delete), are exactly what the writer committed, each once, in the writer's order per id.
+pub(crate) fn assert_each_change_once(
+    events: &std::collections::HashMap<i64, Vec<(char, i64)>>,
+    committed: &[Committed],
+) {
+    let mut expected: std::collections::HashMap<i64, Vec<(char, i64)>> = Default::default();
+    for &(id, op, v) in committed {
+        expected
+            .entry(id)
+            .or_default()
+            .push((op, if op == 'd' { -1 } else { v }));
+    }
+    for (id, got) in events {
+        assert_eq!(
+            expected.get(id),
+            Some(got),
+            "the changes of id {id}: committed (left), in the target (right)"
+        );
+    }
+    let held: usize = events.values().map(Vec::len).sum();
+    assert_eq!(
+        held,
+        committed.len(),
+        "change events in the target vs changes committed"
+    );
+}
+
+/// `SELECT id, v FROM acct` on the source, by id.
+pub(crate) fn acct_rows(
+    pg: &cutover_testkit::Postgres,
+    db: &str,
+) -> std::collections::HashMap<i64, i64> {
+    pg.psql(db, "SELECT id, v FROM acct")
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once('|').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect()
 }
 
 /// How many replication slots the source database `db` has (as psql prints it).

@@ -552,6 +552,9 @@ impl<S: Sink + ?Sized> Sink for Box<S> {
     fn wants_origins(&self) -> bool {
         (**self).wants_origins()
     }
+    fn close(&mut self) -> Result<(), ConnectorError> {
+        (**self).close()
+    }
 }
 
 impl<R: TableReader + ?Sized> TableReader for Box<R> {

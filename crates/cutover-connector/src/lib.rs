@@ -28,7 +28,7 @@ pub use positions::{Counter, Distance, PositionOrder, PositionOrderExt};
 pub use progress::{Phase, Progress, TableProgress};
 pub use retry::{RetryPolicy, Side};
 pub use state::{StateStore, StoredChunk, StoredMismatch, StoredStatus};
-pub use stateful::{StatefulSink, Writer};
+pub use stateful::{AttachedState, StatefulSink, Writer, Written};
 pub use switch::{Direction, Fence, Journal, Observation, SwitchControl, SwitchStep};
 /// How every long operation is asked to stop: cancelled once, seen by every task at once.
 pub use tokio_util::sync::CancellationToken;
@@ -301,6 +301,12 @@ pub trait Sink {
     /// default: a target idempotent by key needs no more than the batch's checkpoint.
     fn wants_origins(&self) -> bool {
         false
+    }
+    /// Called once when a run ends without an error (done, or stopped): a sink that holds
+    /// applied batches back (a file that rolls by size and time) writes them out and records
+    /// their checkpoint. Nothing to do by default.
+    fn close(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
     }
 }
 

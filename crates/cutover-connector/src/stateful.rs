@@ -11,13 +11,28 @@
 
 use cutover_model::{Column, Key, Position, TableName, TableSchema};
 
-use crate::{ApplyOp, ConnectorError, KeyRange, PlannedChunk, PositionOrder, Progress, Sink};
+use crate::{
+    ApplyOp, ConnectorError, ErrorKind, KeyRange, PlannedChunk, PositionOrder, Progress, Sink,
+    StateStore, TargetFactory,
+};
+
+/// What [`Writer::write`] did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// Everything written so far is durable in the target.
+    Durable,
+    /// The batch is held (a file that rolls by size and time), to be written out by a later
+    /// `write` or `flush`: its checkpoint waits until then.
+    Held,
+}
 
 /// The data half of a target that keeps no state of its own.
 ///
 /// Contract:
-/// - `write(ops, upto)` returns once every op is durable in the target (as far as the target
-///   promises durability; say what it promises in the engine's documentation). Ops are row
+/// - `write(ops, upto)` returns [`Written::Durable`] once every op so far is durable in the
+///   target (as far as the target promises durability; say what it promises in the engine's
+///   documentation), or [`Written::Held`] if it keeps them to write out later, all together
+///   and in order (then a crash loses what is held, and the batches come again). Ops are row
 ///   upserts (chunk rows), captured changes, each after its [`ApplyOp::Origin`] when
 ///   [`Writer::wants_origins`], and column changes; the control ops among them (`ChunkDone`,
 ///   `Watch`) belong to the state store and are ignored.
@@ -32,7 +47,14 @@ pub trait Writer {
     }
     /// Creates what the target needs for `tables` (streams, tables, files), idempotently.
     fn prepare(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError>;
-    fn write(&mut self, ops: &[ApplyOp], upto: &Position) -> Result<(), ConnectorError>;
+    fn write(&mut self, ops: &[ApplyOp], upto: &Position) -> Result<Written, ConnectorError>;
+    /// Writes out what is held if `force`, or if the writer's own rule (size, age) says it is
+    /// time; returns whether nothing is held any more. Called about once a second while
+    /// batches are held, and with `force` when the run ends.
+    fn flush(&mut self, force: bool) -> Result<bool, ConnectorError> {
+        let _ = force;
+        Ok(true)
+    }
     /// Whether captured changes should come with their [`ApplyOp::Origin`].
     fn wants_origins(&self) -> bool {
         true
@@ -53,11 +75,29 @@ pub trait Writer {
 pub struct StatefulSink<W> {
     writer: W,
     state: Box<dyn Sink + Send>,
+    /// Control ops and the checkpoint of batches the writer holds: committed to the state
+    /// store once the writer has written them out.
+    held: Vec<ApplyOp>,
+    held_checkpoint: Option<Position>,
 }
 
 impl<W: Writer> StatefulSink<W> {
     pub fn new(writer: W, state: Box<dyn Sink + Send>) -> StatefulSink<W> {
-        StatefulSink { writer, state }
+        StatefulSink {
+            writer,
+            state,
+            held: Vec::new(),
+            held_checkpoint: None,
+        }
+    }
+
+    /// Commits the checkpoint of what the writer held and has now written out.
+    fn commit_held(&mut self) -> Result<(), ConnectorError> {
+        if let Some(checkpoint) = self.held_checkpoint.take() {
+            let control = std::mem::take(&mut self.held);
+            self.state.apply(&control, checkpoint)?;
+        }
+        Ok(())
     }
 
     pub fn writer(&mut self) -> &mut W {
@@ -85,15 +125,26 @@ impl<W: Writer> Sink for StatefulSink<W> {
     }
 
     fn apply(&mut self, ops: &[ApplyOp], checkpoint: Position) -> Result<(), ConnectorError> {
-        let control: Vec<ApplyOp> = ops
+        let control = ops
             .iter()
             .filter(|op| matches!(op, ApplyOp::ChunkDone { .. } | ApplyOp::Watch { .. }))
-            .cloned()
-            .collect();
-        if ops.len() > control.len() {
-            self.writer.write(ops, &checkpoint)?;
+            .cloned();
+        let before = self.held.len();
+        self.held.extend(control);
+        let data = ops.len() - (self.held.len() - before);
+        let written = if data > 0 {
+            self.writer.write(ops, &checkpoint)?
+        } else if self.held_checkpoint.is_some() {
+            // Only control ops, behind batches still held: they wait with them.
+            Written::Held
+        } else {
+            Written::Durable
+        };
+        self.held_checkpoint = Some(checkpoint);
+        match written {
+            Written::Durable => self.commit_held(),
+            Written::Held => Ok(()),
         }
-        self.state.apply(&control, checkpoint)
     }
 
     fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError> {
@@ -108,8 +159,23 @@ impl<W: Writer> Sink for StatefulSink<W> {
         self.writer.finish_tables(tables)
     }
 
+    /// While the writer holds batches, only the state store's last checkpoint is durable.
     fn durable(&mut self, applied: Position) -> Result<Option<Position>, ConnectorError> {
+        if self.held_checkpoint.is_some() && self.writer.flush(false)? {
+            self.commit_held()?;
+        }
+        if self.held_checkpoint.is_some() {
+            return self.state.checkpoint();
+        }
         self.state.durable(applied)
+    }
+
+    fn close(&mut self) -> Result<(), ConnectorError> {
+        if self.held_checkpoint.is_some() {
+            self.writer.flush(true)?;
+            self.commit_held()?;
+        }
+        Ok(())
     }
 
     fn set_order(&mut self, order: &'static dyn PositionOrder) {
@@ -136,5 +202,40 @@ impl<W: Writer> Sink for StatefulSink<W> {
 
     fn wants_origins(&self) -> bool {
         self.writer.wants_origins()
+    }
+}
+
+/// The state store a target without transactions was given ([`TargetFactory::attach_state`]),
+/// for its factory to hold: it opens the [`StatefulSink`] and answers `state`.
+#[derive(Clone, Default)]
+pub struct AttachedState(Option<std::sync::Arc<dyn TargetFactory>>);
+
+impl AttachedState {
+    pub fn attach(&mut self, state: Box<dyn TargetFactory>) {
+        self.0 = Some(std::sync::Arc::from(state));
+    }
+
+    fn factory(&self, target: &str) -> Result<&dyn TargetFactory, ConnectorError> {
+        self.0.as_deref().ok_or_else(|| {
+            ConnectorError::new(
+                ErrorKind::InvalidInput,
+                format!("{target} needs a state store (--state URL); none was given"),
+            )
+        })
+    }
+
+    /// `writer` joined with a sink of the state store.
+    pub fn sink<W: Writer + Send + 'static>(
+        &self,
+        target: &str,
+        writer: impl FnOnce() -> Result<W, ConnectorError>,
+    ) -> Result<Box<dyn Sink + Send>, ConnectorError> {
+        let state = self.factory(target)?.sink()?;
+        Ok(Box::new(StatefulSink::new(writer()?, state)))
+    }
+
+    /// The state store, for `cutover status`.
+    pub fn state(&self, target: &str) -> Result<Option<Box<dyn StateStore>>, ConnectorError> {
+        self.factory(target)?.state()
     }
 }

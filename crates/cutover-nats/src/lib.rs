@@ -14,10 +14,9 @@ pub mod envelope;
 pub mod writer;
 
 use std::any::Any;
-use std::sync::Arc;
 
 use cutover_connector::{
-    ConnectorError, Engine, ErrorKind, OpenOptions, Sink, StatefulSink, TableReader, TargetFactory,
+    AttachedState, ConnectorError, Engine, ErrorKind, OpenOptions, Sink, TableReader, TargetFactory,
 };
 
 pub use endpoint::NatsEndpoint;
@@ -49,7 +48,7 @@ fn open_target(url: &str, opts: &OpenOptions) -> Result<Box<dyn TargetFactory>, 
     Ok(Box::new(NatsTarget {
         endpoint,
         name,
-        state: None,
+        state: AttachedState::default(),
     }))
 }
 
@@ -60,33 +59,14 @@ pub struct NatsTarget {
     /// The migration's name: the default stream (`cutover_<name>`) and subjects
     /// (`cutover.<name>.…`).
     pub name: String,
-    state: Option<Arc<dyn TargetFactory>>,
-}
-
-impl NatsTarget {
-    pub fn new(endpoint: NatsEndpoint, name: &str, state: Box<dyn TargetFactory>) -> NatsTarget {
-        NatsTarget {
-            endpoint,
-            name: name.to_owned(),
-            state: Some(Arc::from(state)),
-        }
-    }
-
-    fn state_factory(&self) -> Result<&dyn TargetFactory, ConnectorError> {
-        self.state.as_deref().ok_or_else(|| {
-            ConnectorError::new(
-                ErrorKind::InvalidInput,
-                "a NATS target needs a state store (--state URL); none was given",
-            )
-        })
-    }
+    state: AttachedState,
 }
 
 impl TargetFactory for NatsTarget {
     fn sink(&self) -> Result<Box<dyn Sink + Send>, ConnectorError> {
-        let state = self.state_factory()?.sink()?;
-        let writer = NatsWriter::connect(&self.endpoint, &self.name)?;
-        Ok(Box::new(StatefulSink::new(writer, state)))
+        self.state.sink("a NATS target", || {
+            NatsWriter::connect(&self.endpoint, &self.name)
+        })
     }
 
     fn reader(&self) -> Result<Box<dyn TableReader + Send>, ConnectorError> {
@@ -114,7 +94,7 @@ impl TargetFactory for NatsTarget {
     }
 
     fn state(&self) -> Result<Option<Box<dyn cutover_connector::StateStore>>, ConnectorError> {
-        self.state_factory()?.state()
+        self.state.state("a NATS target")
     }
 
     fn needs_state(&self) -> bool {
@@ -122,7 +102,7 @@ impl TargetFactory for NatsTarget {
     }
 
     fn attach_state(&mut self, state: Box<dyn TargetFactory>) -> Result<(), ConnectorError> {
-        self.state = Some(Arc::from(state));
+        self.state.attach(state);
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use std::time::SystemTime;
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use cutover_connector::{canonical, runtime, ApplyOp, ConnectorError, ErrorKind, Writer};
+use cutover_connector::{canonical, runtime, ApplyOp, ConnectorError, ErrorKind, Writer, Written};
 use cutover_model::{Change, Key, Position, Row, TableName, TableSchema};
 use serde_json::Value as Json;
 
@@ -567,7 +567,7 @@ impl Writer for NatsWriter {
         Ok(())
     }
 
-    fn write(&mut self, ops: &[ApplyOp], upto: &Position) -> Result<(), ConnectorError> {
+    fn write(&mut self, ops: &[ApplyOp], upto: &Position) -> Result<Written, ConnectorError> {
         let messages = self.messages(ops)?;
         // Columns announced in this batch hold for the batches after it.
         for op in ops {
@@ -579,7 +579,8 @@ impl Writer for NatsWriter {
         }
         self.publish(messages)
             .map_err(|e| e.context(format!("writing the batch up to {upto}")))?;
-        after_publish()
+        after_publish()?;
+        Ok(Written::Durable)
     }
 }
 

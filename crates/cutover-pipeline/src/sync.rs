@@ -397,6 +397,8 @@ pub fn run(
             panicked |= h.join().is_err();
         }
         let ended = result?;
+        // What the target held back (a file not yet rolled) is written out before the run ends.
+        retry.target("writing out what the target holds", || sink.close())?;
         let interrupted = ended != Ended::Done;
         let recent_keys = applier.recent_keys();
         if opts.recent_keys > 0 {

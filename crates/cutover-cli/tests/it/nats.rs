@@ -6,55 +6,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
-use std::time::Duration;
 
-use super::{cutover, spawn_cutover, still_running, text};
-
-/// One change the writer committed: (id, op, v after it; for a delete the v it had).
-type Committed = (i64, char, i64);
-
-fn writer(url: &str, stop: &AtomicBool, log: &Mutex<Vec<Committed>>) {
-    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
-    let mut rng = fastrand::Rng::with_seed(13);
-    let mut next_id = 100_000i64;
-    let mut live: Vec<i64> = (1..=3_000).collect();
-    while !stop.load(Ordering::Relaxed) {
-        match rng.u8(0..10) {
-            0..=2 => {
-                next_id += 1;
-                c.execute(
-                    "INSERT INTO acct (id, v, note) VALUES ($1, 0, 'new')",
-                    &[&next_id],
-                )
-                .unwrap();
-                live.push(next_id);
-                log.lock().unwrap().push((next_id, 'c', 0));
-            }
-            3..=8 if !live.is_empty() => {
-                let id = live[rng.usize(0..live.len())];
-                let v: i32 = c
-                    .query_one(
-                        "UPDATE acct SET v = v + 1, note = repeat('u', v % 50) WHERE id = $1 RETURNING v",
-                        &[&id],
-                    )
-                    .unwrap()
-                    .get(0);
-                log.lock().unwrap().push((id, 'u', i64::from(v)));
-            }
-            _ if !live.is_empty() => {
-                let id = live.swap_remove(rng.usize(0..live.len()));
-                let v: i32 = c
-                    .query_one("DELETE FROM acct WHERE id = $1 RETURNING v", &[&id])
-                    .unwrap()
-                    .get(0);
-                log.lock().unwrap().push((id, 'd', i64::from(v)));
-            }
-            _ => {}
-        }
-        std::thread::sleep(Duration::from_micros(rng.u64(200..2_000)));
-    }
-}
+use super::{cutover, text};
 
 /// Every message of `stream`, in order: (Nats-Msg-Id, the event).
 fn read_stream(url: &str, stream: &str) -> Vec<(String, serde_json::Value)> {
@@ -102,61 +55,14 @@ fn postgres_to_nats_killed_under_writes_delivers_every_change_exactly_once() {
     let args = [
         "sync", "--source", &s, "--target", &t, "--name", &name, "--state", state, "--jobs", "2",
     ];
-    let stop = AtomicBool::new(false);
-    let committed = Mutex::new(Vec::new());
-    let log = tempfile::NamedTempFile::new().unwrap();
-    std::thread::scope(|sc| {
-        let _stop_writer = cutover_testkit::stop_on_drop(&stop);
-        // The first run creates the slot; the writer starts once it exists, so every change it
-        // commits is captured.
-        let mut child = spawn_cutover(&args, log.path());
-        super::wait_for(
-            "the replication slot",
-            Duration::from_secs(60),
-            || still_running(&mut child, "sync", log.path()),
-            |seen| {
-                let n = super::slots(pg, &src);
-                *seen = n.clone();
-                (n.trim() == "1").then_some(())
-            },
-        );
-        let writer = sc.spawn(|| writer(&s, &stop, &committed));
-        let mut rng = fastrand::Rng::with_seed(1313);
-        for round in 0..4 {
-            if round > 0 {
-                child = spawn_cutover(&args, log.path());
-            }
-            std::thread::sleep(Duration::from_millis(rng.u64(400..2_000)));
-            if let Err(e) = still_running(&mut child, &format!("sync (round {round})"), log.path())
-            {
-                panic!("{e}");
-            }
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-        }
-        // A crash right after a batch is in the stream, before its checkpoint is stored: the
-        // next run publishes that batch again, and the stream must drop it.
-        let o = super::command(&args)
-            .env("FAILPOINTS", "nats::writer::after-publish=2*off->panic")
-            .output()
-            .unwrap();
-        let (out, err) = text(&o);
-        assert_ne!(
-            o.status.code(),
-            Some(0),
-            "the failpoint ended it: {out}\n{err}"
-        );
-        assert!(err.contains("after-publish"), "{err}");
-        stop.store(true, Ordering::Relaxed);
-        writer.join().unwrap();
-    });
-    let mut last: Vec<&str> = args.to_vec();
-    last.push("--stop-when-caught-up");
-    let o = cutover(&last);
-    let (out, err) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
-    let committed = committed.into_inner().unwrap();
-    assert!(committed.len() > 50, "the writer wrote {}", committed.len());
+    let committed = super::sync_under_logged_writes(
+        pg,
+        &src,
+        &args,
+        4,
+        "nats::writer::after-publish=2*off->panic",
+        1313,
+    );
 
     let messages = read_stream(&t, &format!("cutover_{name}"));
     // No message twice.
@@ -191,51 +97,8 @@ fn postgres_to_nats_killed_under_writes_delivers_every_change_exactly_once() {
             other => panic!("unexpected op {other}: {e}"),
         }
     }
-    let mut expected: HashMap<i64, Vec<(char, i64)>> = HashMap::new();
-    for &(id, op, v) in &committed {
-        expected
-            .entry(id)
-            .or_default()
-            .push((op, if op == 'd' { -1 } else { v }));
-    }
-    for (id, got) in &events {
-        if expected.get(id) != Some(got) {
-            for (mid, e) in &messages {
-                let row = if e["op"] == "d" {
-                    &e["before"]
-                } else {
-                    &e["after"]
-                };
-                if row["id"].as_i64() == Some(*id) {
-                    eprintln!("{mid} {} {}", e["op"], e["source"]);
-                }
-            }
-        }
-        assert_eq!(
-            expected.get(id),
-            Some(got),
-            "the changes of id {id} in the stream (right) vs committed (left)"
-        );
-    }
-    for (id, want) in &expected {
-        assert_eq!(events.get(id), Some(want), "the changes of id {id}");
-    }
-    let changes: usize = events.values().map(Vec::len).sum();
-    assert_eq!(
-        changes,
-        committed.len(),
-        "change events in the stream vs changes committed"
-    );
-    // The events folded by key are the source's rows.
-    let source: HashMap<i64, i64> = pg
-        .psql(&src, "SELECT id, v FROM acct")
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (a, b) = l.split_once('|').unwrap();
-            (a.parse().unwrap(), b.parse().unwrap())
-        })
-        .collect();
+    super::assert_each_change_once(&events, &committed);
+    let source = super::acct_rows(pg, &src);
     assert_eq!(fold.len(), source.len(), "rows from folding the stream");
     assert!(
         fold == source,
