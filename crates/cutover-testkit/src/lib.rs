@@ -1,4 +1,5 @@
-//! Throwaway PostgreSQL and MariaDB servers for cutover's integration tests.
+//! Throwaway PostgreSQL, MariaDB and Redis servers for cutover's integration tests
+//! ([`Redis`]: one server per test, started from `redis-server`, killed on drop).
 //!
 //! [`Postgres::shared`] and [`MariaDb::shared`] start one server of each kind per
 //! test process, on first use, from the locally installed binaries:
@@ -99,6 +100,7 @@ mod limit;
 mod mariadb;
 mod pki;
 mod postgres;
+mod redis;
 mod sys;
 
 pub use error::HarnessError;
@@ -107,3 +109,4 @@ pub use limit::{time_limit, DEFAULT_TIMEOUT, TIMEOUT_ENV};
 pub use mariadb::MariaDb;
 pub use pki::{CertPair, Pki};
 pub use postgres::{Postgres, ServerSetup};
+pub use redis::Redis;
