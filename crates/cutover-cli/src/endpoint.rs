@@ -14,6 +14,8 @@ pub fn engines() -> Engines {
         cutover_sqlite::engine(),
         #[cfg(feature = "mysql")]
         cutover_mysql::engine(),
+        #[cfg(feature = "redis")]
+        cutover_redis::engine(),
     ])
 }
 

@@ -19,6 +19,9 @@ mod libpq;
 mod mysql;
 #[path = "it/pagila.rs"]
 mod pagila;
+#[cfg(feature = "redis")]
+#[path = "it/redis.rs"]
+mod redis_target;
 #[path = "it/refusals.rs"]
 mod refusals;
 #[cfg(feature = "failpoints")]
