@@ -19,12 +19,12 @@ mod switch;
 
 pub use checksum::{CanonicalRow, Mismatch, RangeChecksum, RangeDigest, Slice};
 pub use engine::{
-    scheme_of, Connect, Engine, Engines, EnvPrefixes, OpenOptions, Role, Sides, SourceFactory,
-    TargetFactory, VerifyFactory,
+    percent_decode, scheme_of, Connect, Engine, Engines, EnvPrefixes, OpenOptions, Role, Sides,
+    SourceFactory, TargetFactory, VerifyFactory,
 };
 pub use error::{ConnectorError, ErrorKind};
 pub use positions::{Counter, Distance, PositionOrder, PositionOrderExt};
-pub use progress::{Phase, Progress, TableProgress};
+pub use progress::{epoch_secs, Phase, Progress, TableProgress};
 pub use retry::{RetryPolicy, Side};
 pub use state::{StateStore, StoredChunk, StoredMismatch, StoredStatus};
 pub use switch::{Direction, Fence, Journal, Observation, SwitchControl, SwitchStep};

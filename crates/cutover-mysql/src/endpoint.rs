@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cutover_connector::{ConnectorError, ErrorKind, OpenOptions};
+use cutover_connector::{percent_decode, ConnectorError, ErrorKind, OpenOptions};
 use mysql_async::{Opts, OptsBuilder, SslOpts};
 
 /// The URL's query parameters cutover understands.
@@ -60,26 +60,6 @@ pub(crate) enum SslMode {
 
 fn invalid(msg: impl Into<String>) -> ConnectorError {
     ConnectorError::new(ErrorKind::InvalidInput, msg)
-}
-
-fn percent_decode(s: &str, what: &str) -> Result<String, ConnectorError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| invalid(format!("bad percent-escape in the URL's {what}")))?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| invalid(format!("the URL's {what} is not UTF-8")))
 }
 
 impl MySqlEndpoint {

@@ -108,27 +108,13 @@ impl Layout {
         match (self.format, carried) {
             (Format::Hash, None) => {
                 pipe.cmd("DEL").arg(&rk).ignore();
-                if !fields.is_empty() {
-                    let mut hset = redis::cmd("HSET");
-                    hset.arg(&rk);
-                    for (f, v) in &fields {
-                        hset.arg(*f).arg(v);
-                    }
-                    pipe.add_command(hset).ignore();
-                }
+                hset(pipe, &rk, &fields);
             }
             (Format::Hash, Some(_)) => {
                 if !nulls.is_empty() {
                     pipe.cmd("HDEL").arg(&rk).arg(&nulls).ignore();
                 }
-                if !fields.is_empty() {
-                    let mut hset = redis::cmd("HSET");
-                    hset.arg(&rk);
-                    for (f, v) in &fields {
-                        hset.arg(*f).arg(v);
-                    }
-                    pipe.add_command(hset).ignore();
-                }
+                hset(pipe, &rk, &fields);
             }
             (Format::Json, None) => {
                 pipe.cmd("SET").arg(&rk).arg(json_row(t, &fields)).ignore();
@@ -308,6 +294,19 @@ impl Layout {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
+}
+
+/// `HSET key field value …` of `fields` (nothing when there are none).
+fn hset(pipe: &mut redis::Pipeline, key: &[u8], fields: &[(&str, Vec<u8>)]) {
+    if fields.is_empty() {
+        return;
+    }
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg(key);
+    for (f, v) in fields {
+        cmd.arg(*f).arg(v);
+    }
+    pipe.add_command(cmd).ignore();
 }
 
 /// A row in the schema's column order from its stored fields.

@@ -8,11 +8,11 @@
 //! holds only commands that cannot fail on keys cutover owns.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use cutover_connector::{
-    ApplyOp, ColumnChange, ConnectorError, ErrorKind, KeyRange, PlannedChunk, PositionOrder,
-    Progress, Sink,
+    epoch_secs, ApplyOp, ColumnChange, ConnectorError, ErrorKind, KeyRange, PlannedChunk,
+    PositionOrder, Progress, Sink,
 };
 use cutover_model::{
     decode_row, encode_row, Change, Column, Key, Position, TableName, TableSchema, Value,
@@ -96,6 +96,8 @@ pub struct RedisSink {
     shapes: HashMap<TableName, Vec<usize>>,
     /// Positions applied, with when, for `durable` under `appendfsync everysec`.
     applied: VecDeque<(Instant, Position)>,
+    /// The newest position known durable under `everysec`.
+    floor: Option<Position>,
     warned: bool,
     last_note: Option<(Instant, u64)>,
 }
@@ -118,9 +120,25 @@ impl RedisSink {
             tables,
             shapes: HashMap::new(),
             applied: VecDeque::new(),
+            floor: None,
             warned: false,
             last_note: None,
         })
+    }
+
+    /// Refuses a server that may lose what it acknowledged, and a state store written by a
+    /// newer cutover; returns the store's version (`None`: no store yet).
+    fn usable_store(&mut self) -> Result<Option<u32>, ConnectorError> {
+        self.check_durability()?;
+        let version: Option<u32> = self
+            .conn
+            .query(redis::cmd("GET").arg(self.layout.control("store_version")))?;
+        cutover_state::pending(
+            cutover_state::redis::MIGRATIONS,
+            version,
+            &self.endpoint.describe(),
+        )?;
+        Ok(version)
     }
 
     fn check_durability(&mut self) -> Result<(), ConnectorError> {
@@ -320,11 +338,6 @@ fn alter(t: &mut TableSchema, change: &ColumnChange) {
     }
 }
 
-pub(crate) fn epoch_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 fn bound(k: &Option<Key>) -> Value {
     match k {
         None => Value::Null,
@@ -347,15 +360,7 @@ pub(crate) fn decode_bounds(b: &[u8]) -> Option<KeyRange> {
 
 impl Sink for RedisSink {
     fn check(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
-        self.check_durability()?;
-        let version: Option<u32> = self
-            .conn
-            .query(redis::cmd("GET").arg(self.layout.control("store_version")))?;
-        cutover_state::pending(
-            cutover_state::redis::MIGRATIONS,
-            version,
-            &self.endpoint.describe(),
-        )?;
+        let version = self.usable_store()?;
         for t in tables {
             if t.name.name == "_cutover" {
                 return Err(ConnectorError::new(
@@ -389,15 +394,7 @@ impl Sink for RedisSink {
     }
 
     fn prepare(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
-        self.check_durability()?;
-        let version: Option<u32> = self
-            .conn
-            .query(redis::cmd("GET").arg(self.layout.control("store_version")))?;
-        cutover_state::pending(
-            cutover_state::redis::MIGRATIONS,
-            version,
-            &self.endpoint.describe(),
-        )?;
+        self.usable_store()?;
         let mut pipe = redis::pipe();
         pipe.atomic();
         pipe.cmd("SET")
@@ -558,20 +555,13 @@ impl Sink for RedisSink {
         match self.persistence {
             Persistence::EverySec => {
                 let cut = Instant::now().checked_sub(Duration::from_secs(2));
-                let mut newest = None;
                 while let Some((at, _)) = self.applied.front() {
-                    if cut.is_some_and(|c| *at <= c) {
-                        newest = self.applied.pop_front().map(|(_, p)| p);
-                    } else {
+                    if !cut.is_some_and(|c| *at <= c) {
                         break;
                     }
+                    self.floor = self.applied.pop_front().map(|(_, p)| p);
                 }
-                if let Some(p) = &newest {
-                    // Keep it as the floor for the next call.
-                    self.applied
-                        .push_front((Instant::now() - Duration::from_secs(3600), p.clone()));
-                }
-                Ok(newest)
+                Ok(self.floor.clone())
             }
             _ => {
                 self.applied.clear();
@@ -598,40 +588,7 @@ impl Sink for RedisSink {
     }
 
     fn note(&mut self, progress: &Progress) -> Result<(), ConnectorError> {
-        let now = Instant::now();
-        let applied = progress
-            .changes_applied
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let rate = self.last_note.and_then(|(at, n)| {
-            let secs = now.duration_since(at).as_secs_f64();
-            (secs > 0.0).then(|| applied.saturating_sub(n) as f64 / secs)
-        });
-        self.last_note = Some((now, applied));
-        let lag = progress.lag();
-        let fields: [(&str, Option<String>); 7] = [
-            (
-                "source_position",
-                progress.source_position().map(|p| p.to_string()),
-            ),
-            (
-                "lag_bytes",
-                lag.and_then(|l| l.bytes).map(|b| b.to_string()),
-            ),
-            (
-                "lag_changes",
-                lag.and_then(|l| l.changes).map(|c| c.to_string()),
-            ),
-            (
-                "committed_at",
-                progress.committed_at().map(|t| epoch_secs(t).to_string()),
-            ),
-            ("changes_applied", Some(applied.to_string())),
-            ("changes_per_sec", rate.map(|r| format!("{r:.1}"))),
-            (
-                "updated_at",
-                Some(epoch_secs(SystemTime::now()).to_string()),
-            ),
-        ];
+        let fields = progress.status_fields(&mut self.last_note);
         let key = self.layout.control("status");
         let mut pipe = redis::pipe();
         for (f, v) in fields {

@@ -203,7 +203,7 @@ impl RangeChecksum for RedisVerifier {
             return Ok(());
         }
         let key = self.layout.control("mismatches");
-        let now = crate::sink::epoch_secs(std::time::SystemTime::now());
+        let now = cutover_connector::epoch_secs(std::time::SystemTime::now());
         let mut pipe = redis::pipe();
         for m in found {
             let entry = encode_row(&[

@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rusqlite::Connection;
 
+use super::cross::sync_killed_under_writes;
 use super::{
     create_source, cutover, differences, pg_source, pg_writer, text, verify_json, write_load,
 };
@@ -80,22 +80,10 @@ fn postgres_to_redis_killed_with_sigkill_under_writes_ends_equal() {
     let src = pg_source(pg);
     let s = pg.url(&src);
     let t = redis.url();
-    let stop = AtomicBool::new(false);
-    let writes = AtomicU64::new(0);
-    std::thread::scope(|sc| {
-        let _stop_writer = cutover_testkit::stop_on_drop(&stop);
-        let writer = sc.spawn(|| pg_writer(s.clone(), &stop, &writes));
-        super::cross::kill_and_resume(
-            &["sync", "--source", &s, "--target", &t, "--jobs", "2"],
-            3,
-            || {
-                stop.store(true, Ordering::Relaxed);
-                writer.join().unwrap();
-            },
-            34,
-        );
+    let writes = sync_killed_under_writes(&s, &t, 3, 34, |stop, writes| {
+        pg_writer(s.clone(), stop, writes)
     });
-    assert!(writes.load(Ordering::Relaxed) > 100, "the writer wrote");
+    assert!(writes > 100, "the writer wrote");
 
     let pairs = [
         (
@@ -181,22 +169,9 @@ fn sqlite_to_redis_killed_with_sigkill_under_writes_ends_equal() {
     create_source(&src);
     let t = redis.url();
     let s = src.to_str().unwrap().to_owned();
-    let stop = AtomicBool::new(false);
-    let writes = AtomicU64::new(0);
-    std::thread::scope(|sc| {
-        let _stop_writer = cutover_testkit::stop_on_drop(&stop);
-        let writer = sc.spawn(|| write_load(&src, &stop, &writes));
-        super::cross::kill_and_resume(
-            &["sync", "--source", &s, "--target", &t, "--jobs", "2"],
-            3,
-            || {
-                stop.store(true, Ordering::Relaxed);
-                writer.join().unwrap();
-            },
-            35,
-        );
-    });
-    assert!(writes.load(Ordering::Relaxed) > 100, "the writer wrote");
+    let writes =
+        sync_killed_under_writes(&s, &t, 3, 35, |stop, writes| write_load(&src, stop, writes));
+    assert!(writes > 100, "the writer wrote");
     let docs = "SELECT CAST(id AS TEXT), owner, \
         CASE WHEN body IS NULL THEN '\\N' ELSE '\\\\x' || lower(hex(body)) END, CAST(v AS TEXT) FROM docs";
     same(
