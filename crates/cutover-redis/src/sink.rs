@@ -195,12 +195,24 @@ impl RedisSink {
     }
 
     fn build(&mut self, ops: &[ApplyOp], pipe: &mut redis::Pipeline) -> Result<(), ConnectorError> {
+        // A truncate must also remove the rows this batch wrote before it, which the key index
+        // read before the block does not list yet.
+        let truncating = ops
+            .iter()
+            .any(|o| matches!(o, ApplyOp::Change(Change::Truncate { .. })));
+        let mut written: HashMap<TableName, Vec<Key>> = HashMap::new();
         for op in ops {
             match op {
                 ApplyOp::Upsert { table, row } | ApplyOp::Change(Change::Insert { table, row }) => {
                     let t = self.table(table)?.clone();
                     let (full, carried) = self.full_row(&t, row, &[]);
                     self.layout.put_row(pipe, &t, &full, carried.as_deref())?;
+                    if truncating {
+                        written
+                            .entry(t.name.clone())
+                            .or_default()
+                            .push(t.key_of(&full));
+                    }
                 }
                 ApplyOp::Change(Change::Update {
                     table,
@@ -228,6 +240,9 @@ impl RedisSink {
                         self.layout.delete_row(pipe, &t, old_key)?;
                     }
                     self.layout.put_row(pipe, &t, &full, carried.as_deref())?;
+                    if truncating {
+                        written.entry(t.name.clone()).or_default().push(new_key);
+                    }
                 }
                 ApplyOp::Change(Change::Delete { table, old_key, .. }) => {
                     let t = self.table(table)?.clone();
@@ -237,12 +252,25 @@ impl RedisSink {
                     for name in tables {
                         let t = self.table(name)?.clone();
                         // Read before the block: this sink is the target's one writer.
-                        let mut keys_ = Vec::new();
-                        self.layout
-                            .scan(&mut self.conn, &t, b"-", b"+", usize::MAX, |k, _| {
-                                keys_.push(k);
-                                Ok(())
-                            })?;
+                        let mut keys_ = written.remove(name).unwrap_or_default();
+                        let mut offset = 0;
+                        loop {
+                            let page = self.layout.members(
+                                &mut self.conn,
+                                &t,
+                                b"-",
+                                b"+",
+                                offset,
+                                crate::layout::PAGE,
+                            )?;
+                            offset += page.len();
+                            for m in &page {
+                                keys_.push(keys::key_of_member(&t, m)?);
+                            }
+                            if page.len() < crate::layout::PAGE {
+                                break;
+                            }
+                        }
                         for k in keys_ {
                             pipe.cmd("DEL")
                                 .arg(keys::row_key(&self.layout.prefix, &t, &k)?)

@@ -228,3 +228,44 @@ fn a_redis_without_an_append_only_file_is_refused() {
     assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
     assert!(err.contains("durability=none"), "a loud warning: {err}");
 }
+
+/// `format=json` and a prefix: every row a JSON object at `{prefix}{table}:{key}`, the state
+/// under `{prefix}_cutover:`, and verify across the engines equal, then a planted difference
+/// in one document found by its key and column.
+#[test]
+fn sqlite_to_redis_as_json_rows_with_a_prefix_verifies_equal() {
+    let redis = cutover_testkit::Redis::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("source.db");
+    create_source(&src);
+    let s = src.to_str().unwrap().to_owned();
+    let t = format!("{}?prefix=app:&format=json", redis.url());
+    let o = cutover(&[
+        "sync",
+        "--source",
+        &s,
+        "--target",
+        &t,
+        "--stop-when-caught-up",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let mut c = conn(&redis.url());
+    let doc: String = redis::cmd("GET").arg("app:docs:7").query(&mut c).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(v["id"], "7", "{doc}");
+    let n: u64 = redis::cmd("EXISTS")
+        .arg("app:_cutover:checkpoint")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1, "the state is under the prefix");
+    verify_json(&["--source", &s, "--target", &t], 0);
+    let mut planted = v.clone();
+    planted["owner"] = serde_json::Value::String("planted".into());
+    redis::cmd("SET")
+        .arg("app:docs:7")
+        .arg(planted.to_string())
+        .query::<()>(&mut c)
+        .unwrap();
+    let out = verify_json(&["--source", &s, "--target", &t], 1);
+    assert_eq!(differences(&out), ["docs {\"id\":7} different owner"]);
+}
