@@ -584,7 +584,7 @@ impl Sink for RedisSink {
             Persistence::EverySec => {
                 let cut = Instant::now().checked_sub(Duration::from_secs(2));
                 while let Some((at, _)) = self.applied.front() {
-                    if !cut.is_some_and(|c| *at <= c) {
+                    if cut.is_none_or(|c| *at > c) {
                         break;
                     }
                     self.floor = self.applied.pop_front().map(|(_, p)| p);
