@@ -37,10 +37,15 @@ source "$ROOT/bench/lib.sh"
 prepare_bench_dir
 PG_PORT=$(free_port)
 REDIS_PID=
+# Every Redis this script starts is listed in $BENCH_DIR/redis.pids and stopped by pid.
 stop_redis() {
-    if [[ -n $REDIS_PID ]]; then kill "$REDIS_PID" 2>/dev/null || true; wait "$REDIS_PID" 2>/dev/null || true; REDIS_PID=; fi
+    if [[ -n $REDIS_PID ]]; then kill "$REDIS_PID" 2>/dev/null || true; REDIS_PID=; fi
 }
-trap 'stop_redis; stop_all' EXIT
+stop_every_redis() {
+    local p
+    for p in $(cat "$BENCH_DIR/redis.pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+}
+trap 'stop_every_redis; stop_all' EXIT
 start_cluster pg "$PG_PORT"
 P="postgres://postgres@127.0.0.1:$PG_PORT"
 pg() { psql -X -q -v ON_ERROR_STOP=1 -At "$P/$1" "${@:2}"; }
@@ -53,8 +58,9 @@ start_redis() {
     local d=$BENCH_DIR/redis-$R_PORT
     mkdir -p "$d"
     redis-server --port "$R_PORT" --bind 127.0.0.1 --dir "$d" --appendonly yes --appendfsync everysec \
-        --save '' --daemonize no --logfile "$d/redis.log" &
+        --save '' --daemonize no --logfile "$d/redis.log" >/dev/null 2>&1 </dev/null &
     REDIS_PID=$!
+    echo "$REDIS_PID" >> "$BENCH_DIR/redis.pids"
     for _ in $(seq 100); do redis-cli -p "$R_PORT" ping >/dev/null 2>&1 && return; sleep 0.05; done
     echo "redis-server did not start" >&2; exit 1
 }
@@ -72,8 +78,11 @@ SQL
             TABLE=students; FIELDS="id school_id name email score" ;;
         bytes) pg bench <<SQL
 CREATE TABLE attachments (id bigint PRIMARY KEY, mime text NOT NULL, body bytea NOT NULL);
+-- Incompressible bodies of 4–16 KB, stored uncompressed (the MB column is what crosses).
+ALTER TABLE attachments ALTER body SET STORAGE EXTERNAL;
 INSERT INTO attachments SELECT i, (ARRAY['image/png', 'application/pdf', 'audio/ogg'])[1 + i % 3],
-    decode(repeat(md5(i::text) || md5((i + 1)::text), 64 + (i * 37) % 193), 'hex')
+    (SELECT decode(string_agg(md5((i * 1000 + g)::text), ''), 'hex')
+       FROM generate_series(1, 256 + (i * 37) % 769) g)
     FROM generate_series(1, $(n_of 15000)) i;
 SQL
             TABLE=attachments; FIELDS="id mime body" ;;
@@ -100,20 +109,45 @@ for line in sys.stdin.buffer:
 ' "$FIELDS" "$TABLE"
 }
 
-# Rows and an md5 over every row's fields in id order, read back by redis-cli / psql.
+# Rows and an md5 over every row's fields in id order, read back from Redis with HMGET over one
+# pipelined socket (RESP), never through cutover.
 check_redis() {
     python3 - "$R_PORT" "$TABLE" "$FIELDS" <<'PY'
-import hashlib, subprocess, sys
-port, table, fields = sys.argv[1], sys.argv[2], sys.argv[3].split()
-keys = subprocess.run(["redis-cli", "-p", port, "--scan", "--pattern", table + ":*"], capture_output=True, check=True).stdout.split()
+import hashlib, socket, subprocess, sys
+port, table, fields = int(sys.argv[1]), sys.argv[2], sys.argv[3].split()
+keys = subprocess.run(["redis-cli", "-p", str(port), "--scan", "--pattern", table + ":*"],
+                      capture_output=True, check=True).stdout.split()
 ids = sorted(int(k.split(b":", 1)[1]) for k in keys)
+s = socket.create_connection(("127.0.0.1", port))
+f = s.makefile("rb", buffering=1 << 20)
+def line():
+    return f.readline()[:-2]
+def reply():
+    l = line()
+    if l[:1] == b"*":
+        return [reply() for _ in range(int(l[1:]))]
+    if l[:1] == b"$":
+        n = int(l[1:])
+        if n < 0: return None
+        b = f.read(n + 2)[:-2]
+        return b
+    raise SystemExit("unexpected reply %r" % l)
 h = hashlib.md5()
-cmds = "".join(f"HMGET {table}:{i} {' '.join(fields)}\n" for i in ids).encode()
-out = subprocess.run(["redis-cli", "-p", port, "--no-raw"], input=cmds, capture_output=True, check=True).stdout
-h.update(out)
+def cmd(args):
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+fb = [x.encode() for x in fields]
+for i in range(0, len(ids), 5000):
+    batch = ids[i:i + 5000]
+    s.sendall(b"".join(cmd([b"HMGET", ("%s:%d" % (table, k)).encode()] + fb) for k in batch))
+    for k in batch:
+        for v in reply():
+            h.update(b"\\N" if v is None else v)
+            h.update(b"\t")
+        h.update(b"\n")
 print(len(ids), h.hexdigest())
 PY
 }
+
 run() { # method → "seconds rss_kb" or failed/mismatch
     local m=$1 t0 t1 rss=-
     start_redis
@@ -132,6 +166,7 @@ run() { # method → "seconds rss_kb" or failed/mismatch
     t1=$(now)
     local got
     got=$(check_redis)
+    stop_redis
     if [[ $got != "$REF" ]]; then echo "mismatch"; echo "$got" >"$BENCH_DIR/$m.mismatch"; return; fi
     python3 -c "print(round($t1 - $t0, 2), '$rss')"
 }
@@ -156,6 +191,7 @@ for shape in $SHAPES; do
     start_redis
     pg bench -c "COPY $TABLE TO STDOUT" | pipe_transform | rc --pipe >/dev/null
     REF=$(check_redis)
+    stop_redis
     [[ ${REF%% *} == "$ROWS" ]] || { echo "the reference load holds ${REF%% *} rows, not $ROWS" >&2; exit 1; }
     methods=(cutover pipe)
     declare -A times=() rsss=()
