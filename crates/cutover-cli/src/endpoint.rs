@@ -18,6 +18,8 @@ pub fn engines() -> Engines {
         cutover_nats::engine(),
         #[cfg(feature = "parquet")]
         cutover_parquet::engine(),
+        #[cfg(feature = "redis")]
+        cutover_redis::engine(),
     ])
 }
 

@@ -79,13 +79,13 @@ enum Command {
     /// target has caught up. PostgreSQL: logical replication (slot and publication cutover_NAME
     /// on the source; needs wal_level=logical).
     #[command(
-        after_help = "Examples:\n  cutover sync --source postgres://app@old/app --target postgres://app@new/app &\n  cutover sync --source sqlite://app.db --target postgres://app@new/app --stop-when-caught-up\n  cutover sync --source mysql://repl@old/shop --target postgres://app@new/shop   # MariaDB's binlog\n  cutover sync --source postgres://app@old/app --target sqlite://copy.db --tables students,sessions\n\nEngines: any source with any target among SQLite, PostgreSQL and MySQL/MariaDB (MySQL 8: as a target; MariaDB 10.6+: both).\nExit codes: 0 caught up (--stop-when-caught-up) or stopped cleanly, 2 error (what was applied is kept: run the same command to resume), 130 stopped by a second Ctrl-C."
+        after_help = "Examples:\n  cutover sync --source postgres://app@old/app --target postgres://app@new/app &\n  cutover sync --source sqlite://app.db --target postgres://app@new/app --stop-when-caught-up\n  cutover sync --source mysql://repl@old/shop --target postgres://app@new/shop   # MariaDB's binlog\n  cutover sync --source postgres://app@old/app --target sqlite://copy.db --tables students,sessions\n  cutover sync --source postgres://app@old/app --target 'redis://cache:6379/0?prefix=app:'   # rows as hashes\n\nEngines: any source with any target among SQLite, PostgreSQL and MySQL/MariaDB (MySQL 8: as a target; MariaDB 10.6+: both); Redis as a target (redis://host:port/db?prefix=…&format=hash|json, password from REDISCLI_AUTH).\nExit codes: 0 caught up (--stop-when-caught-up) or stopped cleanly, 2 error (what was applied is kept: run the same command to resume), 130 stopped by a second Ctrl-C."
     )]
     Sync(sync::SyncArgs),
     /// Prove source and target equal by checksum bisection (only digests cross the network
     /// until a range differs); list and record every difference; exit 0 equal, 1 different.
     #[command(
-        after_help = "Examples:\n  cutover verify --source postgres://app@old/app --target postgres://app@new/app\n  cutover verify --live --source \"$OLD\" --target \"$NEW\"    # while sync runs: re-checks what the applier has not passed\n  cutover verify --source sqlite://app.db --target postgres://app@new/app --json\n  cutover verify --repair --source \"$OLD\" --target \"$NEW\"  # rewrite the differing rows from the source\n\nEngines: any pair of SQLite, PostgreSQL and MySQL/MariaDB (--live: PostgreSQL sources).\nExit codes: 0 equal, 1 different (each difference listed with table and key), 2 error."
+        after_help = "Examples:\n  cutover verify --source postgres://app@old/app --target postgres://app@new/app\n  cutover verify --live --source \"$OLD\" --target \"$NEW\"    # while sync runs: re-checks what the applier has not passed\n  cutover verify --source sqlite://app.db --target postgres://app@new/app --json\n  cutover verify --repair --source \"$OLD\" --target \"$NEW\"  # rewrite the differing rows from the source\n\nEngines: any pair of SQLite, PostgreSQL and MySQL/MariaDB, and Redis as a target side (hashed client-side) (--live: PostgreSQL sources).\nExit codes: 0 equal, 1 different (each difference listed with table and key), 2 error."
     )]
     Verify(verify::VerifyArgs),
     /// Move the application's writes to the target: check lag, fence the source, drain the last
@@ -105,14 +105,14 @@ enum Command {
     /// Show a migration's phase, copy progress per table, replication lag (bytes and seconds),
     /// applied position, changes/s, and warnings (slot retaining WAL, sync not running).
     #[command(
-        after_help = "Examples:\n  cutover status --target postgres://app@new/app\n  cutover status --target sqlite://copy.db --json\n  cutover status --target \"$NEW\" --source \"$OLD\"   # also whether the source refuses writes\n\nEngines: PostgreSQL, SQLite and MySQL/MariaDB targets (their control stores).\nExit codes: 0 shown, 2 error (no migration there, unreachable)."
+        after_help = "Examples:\n  cutover status --target postgres://app@new/app\n  cutover status --target sqlite://copy.db --json\n  cutover status --target \"$NEW\" --source \"$OLD\"   # also whether the source refuses writes\n\nEngines: PostgreSQL, SQLite, MySQL/MariaDB and Redis targets (their control stores).\nExit codes: 0 shown, 2 error (no migration there, unreachable)."
     )]
     Status(sync::StatusArgs),
     /// Remove what cutover installed: capture triggers and change log (SQLite) or replication
     /// slot and publication (PostgreSQL) on the source, the control store on the target.
     /// Migrated data stays.
     #[command(
-        after_help = "Examples:\n  cutover cleanup --source postgres://app@old/app --target postgres://app@new/app\n  cutover cleanup --source sqlite://app.db --target postgres://app@new/app\n\nEngines: any pair of SQLite, PostgreSQL and MySQL/MariaDB.\nExit codes: 0 removed, 2 error."
+        after_help = "Examples:\n  cutover cleanup --source postgres://app@old/app --target postgres://app@new/app\n  cutover cleanup --source sqlite://app.db --target postgres://app@new/app\n\nEngines: any pair of SQLite, PostgreSQL and MySQL/MariaDB; Redis targets (the state's keys; rows stay).\nExit codes: 0 removed, 2 error."
     )]
     Cleanup(sync::CleanupArgs),
 }

@@ -25,6 +25,9 @@ mod pagila;
 #[cfg(all(feature = "parquet", feature = "failpoints"))]
 #[path = "it/parquet.rs"]
 mod parquet;
+#[cfg(feature = "redis")]
+#[path = "it/redis.rs"]
+mod redis_target;
 #[path = "it/refusals.rs"]
 mod refusals;
 #[cfg(feature = "failpoints")]

@@ -11,7 +11,7 @@ use cutover_pipeline::{Control, Progress, SyncOptions};
 use crate::fixture::{insert_items, item, positions, table, CaptureGuard, DDL};
 use crate::sink::{delete, named, prepared, update, upsert};
 use crate::source::assert_same_rows;
-use crate::Engine;
+use crate::TargetEngine;
 
 /// Configures failpoint `name` for as long as the guard lives.
 fn failpoint(name: &'static str, actions: &str) -> cutover_testkit::OnDrop<impl FnOnce()> {
@@ -22,7 +22,9 @@ fn failpoint(name: &'static str, actions: &str) -> cutover_testkit::OnDrop<impl 
 /// A sink that fails (panics, as a crash would, or returns an error) between writing a batch
 /// and committing it: reopened, it shows the old checkpoint and none of the batch; applying the
 /// batch again gives exactly one copy of it.
-pub fn a_crash_before_commit_keeps_the_old_checkpoint_and_none_of_the_batch<E: Engine>(e: &E) {
+pub fn a_crash_before_commit_keeps_the_old_checkpoint_and_none_of_the_batch<E: TargetEngine>(
+    e: &E,
+) {
     let m = e.migration("crash", DDL);
     let (p, _capture) = positions(e, &m, 2);
     let (tables, mut sink) = prepared(&m);
@@ -75,7 +77,7 @@ pub fn a_crash_before_commit_keeps_the_old_checkpoint_and_none_of_the_batch<E: E
 
 /// `cutover_pipeline::run` stopped by the sink's failpoint in the middle of a sync, with a
 /// writer busy on the source, then run again: the target ends equal to the source.
-pub fn sync_resumes_after_a_failure_mid_sync_and_ends_equal<E: Engine>(e: &E) {
+pub fn sync_resumes_after_a_failure_mid_sync_and_ends_equal<E: TargetEngine>(e: &E) {
     let m = e.migration("resume", DDL);
     e.execute(&m.source_db, &insert_items(0..3000)).unwrap();
     e.execute(

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use cutover_connector::{Connect, PositionOrderExt, Source};
+use cutover_connector::{PositionOrderExt, Source, SourceFactory};
 use cutover_model::{Change, Position, Row, TableSchema, Transaction, Value};
 
 /// Tables of the suite, in SQL every engine takes. `items` has a single-column key and a NOT
@@ -99,12 +99,12 @@ pub fn changes_until<S: Source>(
 
 /// Removes change capture from the source when dropped, also when the test panics (a
 /// replication slot left behind would hold the server's WAL and one of its few slots).
-pub struct CaptureGuard<C: Connect> {
+pub struct CaptureGuard<C: SourceFactory> {
     connect: C,
     tables: Vec<TableSchema>,
 }
 
-impl<C: Connect> CaptureGuard<C> {
+impl<C: SourceFactory> CaptureGuard<C> {
     pub fn new(connect: &C, tables: &[TableSchema]) -> CaptureGuard<C>
     where
         C: Clone,
@@ -116,7 +116,7 @@ impl<C: Connect> CaptureGuard<C> {
     }
 }
 
-impl<C: Connect> Drop for CaptureGuard<C> {
+impl<C: SourceFactory> Drop for CaptureGuard<C> {
     fn drop(&mut self) {
         if let Ok(mut source) = self.connect.source() {
             if let Err(e) = source.stop_capture(&self.tables) {
@@ -128,11 +128,11 @@ impl<C: Connect> Drop for CaptureGuard<C> {
 
 /// Positions of `n` transactions committed one after the other on the source (writes to
 /// `ticks`), ascending: checkpoints for the sink tests, in the engine's own kind.
-pub fn positions<C: Connect + Clone>(
-    engine: &impl crate::Engine,
-    m: &crate::Migration<C>,
+pub fn positions<E: crate::TargetEngine>(
+    engine: &E,
+    m: &crate::Migration<E::Source, E::Target>,
     n: usize,
-) -> (Vec<Position>, CaptureGuard<C>) {
+) -> (Vec<Position>, CaptureGuard<E::Source>) {
     let mut source = m.source.source().expect("opening the source");
     let tables = source.tables().expect("listing the source's tables");
     let guard = CaptureGuard::new(&m.source, &tables);

@@ -25,19 +25,21 @@ pub mod fixture;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod target;
 pub mod verify;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use cutover_connector::Connect;
+use cutover_connector::{Connect, RangeChecksum, SourceFactory, TargetFactory};
 use cutover_model::Row;
 
-/// One source database and one empty target database, and the engine's connectors to them.
+/// One source database and one empty target database, and the connectors to them (of one
+/// engine for [`Engine`]; a source engine's and the target engine's for [`TargetEngine`]).
 #[derive(Debug, Clone)]
-pub struct Migration<C> {
-    pub source: C,
-    pub target: C,
+pub struct Migration<S, T = S> {
+    pub source: S,
+    pub target: T,
     /// The engine's name of each database (a path, a database name), for [`Engine`]'s calls.
     pub source_db: String,
     pub target_db: String,
@@ -76,6 +78,93 @@ pub trait Engine: Sync {
     fn type_table(&self) -> TypeTable;
 }
 
+/// What the target half of the suite needs: a target engine, fed by a source engine (SQLite or
+/// PostgreSQL) whose rows and SQL go through that source's own driver, and whose own "rows"
+/// are read back by the target's own driver (for Redis: the `redis` crate, decoded by the
+/// test), never through cutover's reader. Every [`Engine`] is one (source and target of the
+/// same engine); a target-only engine (Redis; next NATS JetStream) implements it directly and
+/// expands [`target_conformance_tests!`].
+pub trait TargetEngine: Sync {
+    type Source: SourceFactory + Clone + Send + Sync + 'static;
+    type Target: TargetFactory + Clone + Send + Sync + 'static;
+
+    /// A fresh source database with `ddl` run on it, and a fresh empty target.
+    fn migration(&self, name: &str, ddl: &str) -> Migration<Self::Source, Self::Target>;
+
+    /// Runs SQL on the **source** database `db` through the source's own driver.
+    fn execute(&self, db: &str, sql: &str) -> Result<(), String>;
+
+    /// Every row of `table` ordered by `order_by` (the key columns, comma-separated), read by
+    /// the source's driver on the source database and by the target's own driver on the
+    /// target (`Migration::target_db`), as model values typed by the table's columns.
+    fn rows(&self, db: &str, table: &str, order_by: &str) -> Vec<Row>;
+
+    /// The verify side on database `db` (for a target-only engine: the target's).
+    fn verifier(&self, db: &str) -> Box<dyn RangeChecksum + Send>;
+
+    /// The name of the failpoint between the target's writes and its commit.
+    fn sink_before_commit(&self) -> &'static str;
+
+    /// Records `version` as the target's state-store version (a store written by a newer
+    /// cutover), through the target's own driver.
+    fn plant_store_version(&self, db: &str, version: u32) -> Result<(), String>;
+
+    /// Checks, through the target's own driver, what `prepare` made of the suite's tables
+    /// (SQL targets: that the primary keys and NOT NULL were created). Nothing by default.
+    fn check_prepared(&self, db: &str) {
+        let _ = db;
+    }
+
+    /// A table with every type of the source engine (on the source), to sync to the target.
+    fn type_table(&self) -> TypeTable;
+}
+
+impl<E: Engine> TargetEngine for E {
+    type Source = E::Connect;
+    type Target = E::Connect;
+
+    fn migration(&self, name: &str, ddl: &str) -> Migration<E::Connect> {
+        Engine::migration(self, name, ddl)
+    }
+    fn execute(&self, db: &str, sql: &str) -> Result<(), String> {
+        Engine::execute(self, db, sql)
+    }
+    fn rows(&self, db: &str, table: &str, order_by: &str) -> Vec<Row> {
+        Engine::rows(self, db, table, order_by)
+    }
+    fn verifier(&self, db: &str) -> Box<dyn RangeChecksum + Send> {
+        Engine::verifier(self, db)
+    }
+    fn sink_before_commit(&self) -> &'static str {
+        Engine::sink_before_commit(self)
+    }
+    fn plant_store_version(&self, db: &str, version: u32) -> Result<(), String> {
+        Engine::execute(self, db, &self.store_version_sql(version))
+    }
+    /// A SQL target took the primary keys and NOT NULL (the suite's DDL: `items`, `pairs`).
+    fn check_prepared(&self, db: &str) {
+        let insert_items = crate::fixture::insert_items;
+        Engine::execute(self, db, &insert_items([1])).unwrap();
+        assert!(
+            Engine::execute(self, db, &insert_items([1])).is_err(),
+            "the primary key was created"
+        );
+        assert!(
+            Engine::execute(self, db, "INSERT INTO items (id, n) VALUES (2, 2)").is_err(),
+            "NOT NULL was carried"
+        );
+        assert!(
+            Engine::execute(self, db, "INSERT INTO pairs (a, b, v) VALUES (1, 'x', 1); INSERT INTO pairs (a, b, v) VALUES (1, 'x', 2)")
+                .is_err(),
+            "the composite primary key was created"
+        );
+        Engine::execute(self, db, "DELETE FROM items").unwrap();
+    }
+    fn type_table(&self) -> TypeTable {
+        Engine::type_table(self)
+    }
+}
+
 /// See [`Engine::type_table`].
 #[derive(Debug, Clone)]
 pub struct TypeTable {
@@ -95,6 +184,26 @@ pub const TESTS: &[&str] = &[
     "rollbacks_never_appear",
     "release_then_restart_loses_nothing_not_released",
     "types_round_trip_through_chunks_and_change_capture",
+    "prepare_creates_tables_from_the_schema",
+    "apply_commits_all_or_nothing_with_its_checkpoint",
+    "replaying_a_batch_leaves_the_target_as_once",
+    "checkpoint_survives_reopening",
+    "chunk_plan_returns_the_stored_plan_unchanged",
+    "changes_applied_in_commit_order_give_the_source_state",
+    "watch_and_record_recent_do_not_error",
+    "a_crash_before_commit_keeps_the_old_checkpoint_and_none_of_the_batch",
+    "sync_resumes_after_a_failure_mid_sync_and_ends_equal",
+    "checksum_buckets_are_the_canonical_rows_hashes",
+    "split_returns_ascending_keys_inside_the_range",
+    "canonical_rows_are_the_specs_text_of_the_drivers_values",
+    "scan_pages_through_every_row_once_in_key_order",
+    "state_store_migrates_once_and_refuses_a_newer_store",
+    "state_store_reads_what_the_sink_wrote",
+    "swap_phase_is_a_compare_and_swap",
+];
+
+/// Every test of the target half of the suite ([`target_conformance_tests!`]), by name.
+pub const TARGET_TESTS: &[&str] = &[
     "prepare_creates_tables_from_the_schema",
     "apply_commits_all_or_nothing_with_its_checkpoint",
     "replaying_a_batch_leaves_the_target_as_once",
@@ -145,7 +254,7 @@ fn turn(name: &str) -> Turn {
 
 /// Runs test `name` against `engine` (what [`conformance_tests!`] expands to). A test listed in
 /// `known_failures` must fail: it passes while it does, and panics once it passes.
-pub fn check<E: Engine>(engine: &E, name: &str, known_failures: &[(&str, &str)], test: fn(&E)) {
+pub fn check<E>(engine: &E, name: &str, known_failures: &[(&str, &str)], test: fn(&E)) {
     cutover_testkit::time_limit();
     let _turn = turn(name);
     let Some((_, why)) = known_failures.iter().find(|(n, _)| *n == name) else {
@@ -169,9 +278,14 @@ pub fn check<E: Engine>(engine: &E, name: &str, known_failures: &[(&str, &str)],
 
 /// Checks that every name in a `known_failures` list is a test of the suite.
 pub fn check_known_failures(known_failures: &[(&str, &str)]) {
+    check_known_in(TESTS, known_failures)
+}
+
+/// Checks that every name in a `known_failures` list is one of `tests`.
+pub fn check_known_in(tests: &[&str], known_failures: &[(&str, &str)]) {
     for (name, _) in known_failures {
         assert!(
-            TESTS.contains(name),
+            tests.contains(name),
             "known failure {name} is not a test of the conformance suite"
         );
     }
@@ -222,5 +336,40 @@ macro_rules! conformance_tests {
                 $crate::check(&$engine, stringify!($name), &$known, $crate::$module::$name);
             }
         )*
+    };
+}
+
+/// One `#[test]` per sentence of the target contracts (`Sink`, `StateStore`, `RangeChecksum`,
+/// `TableReader`) for a [`TargetEngine`]:
+///
+/// ```text
+/// cutover_conformance::target_conformance_tests! { engine: MyTarget::new(), known_failures: [] }
+/// ```
+#[macro_export]
+macro_rules! target_conformance_tests {
+    (engine: $engine:expr, known_failures: [$(($known:ident, $why:literal)),* $(,)?] $(,)?) => {
+        $crate::conformance_tests!(@tests $engine, [$((stringify!($known), $why)),*];
+            sink::prepare_creates_tables_from_the_schema,
+            sink::apply_commits_all_or_nothing_with_its_checkpoint,
+            sink::replaying_a_batch_leaves_the_target_as_once,
+            sink::checkpoint_survives_reopening,
+            sink::chunk_plan_returns_the_stored_plan_unchanged,
+            sink::changes_applied_in_commit_order_give_the_source_state,
+            sink::watch_and_record_recent_do_not_error,
+            crash::a_crash_before_commit_keeps_the_old_checkpoint_and_none_of_the_batch,
+            crash::sync_resumes_after_a_failure_mid_sync_and_ends_equal,
+            target::checksum_buckets_are_the_canonical_rows_hashes,
+            target::split_returns_ascending_keys_inside_the_range,
+            target::canonical_rows_are_the_specs_text_of_the_drivers_values,
+            target::scan_pages_through_every_row_once_in_key_order,
+            state::state_store_migrates_once_and_refuses_a_newer_store,
+            state::state_store_reads_what_the_sink_wrote,
+            state::swap_phase_is_a_compare_and_swap,
+        );
+
+        #[test]
+        fn known_failures_are_tests_of_the_target_suite() {
+            $crate::check_known_in($crate::TARGET_TESTS, &[$((stringify!($known), $why)),*]);
+        }
     };
 }

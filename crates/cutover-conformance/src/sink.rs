@@ -1,18 +1,18 @@
 //! The [`Sink`] contract, sentence by sentence.
 
-use cutover_connector::{
-    ApplyOp, Connect, PlannedChunk, Sink, Source, SourceFactory, TargetFactory,
-};
+use cutover_connector::{ApplyOp, PlannedChunk, Sink, Source, SourceFactory, TargetFactory};
 use cutover_model::{Change, Row, TableName, TableSchema, Value};
 
 use crate::fixture::{
     changes_until, insert_items, item, positions, ranges_between, table, CaptureGuard, DDL,
 };
 use crate::source::assert_same_rows;
-use crate::{Engine, Migration};
+use crate::{Migration, TargetEngine};
 
 /// The source's tables, and a sink prepared with them.
-pub(crate) fn prepared<C: Connect>(m: &Migration<C>) -> (Vec<TableSchema>, Box<dyn Sink + Send>) {
+pub(crate) fn prepared<S: SourceFactory, T: TargetFactory>(
+    m: &Migration<S, T>,
+) -> (Vec<TableSchema>, Box<dyn Sink + Send>) {
     let tables = m.source.source().unwrap().tables().unwrap();
     let mut sink = m.target.sink().unwrap();
     sink.prepare(&tables).unwrap();
@@ -51,7 +51,7 @@ pub(crate) fn named(id: i64, name: &str) -> Row {
 }
 
 /// `prepare` creates the tables (columns, NOT NULL, primary key), empty, and can run again.
-pub fn prepare_creates_tables_from_the_schema<E: Engine>(e: &E) {
+pub fn prepare_creates_tables_from_the_schema<E: TargetEngine>(e: &E) {
     let m = e.migration("prepare", DDL);
     let (tables, mut sink) = prepared(&m);
     for t in &tables {
@@ -66,29 +66,14 @@ pub fn prepare_creates_tables_from_the_schema<E: Engine>(e: &E) {
     }
     assert!(e.rows(&m.target_db, "items", "id").is_empty());
     assert!(e.rows(&m.target_db, "pairs", "a, b").is_empty());
-    e.execute(&m.target_db, &insert_items([1])).unwrap();
-    assert!(
-        e.execute(&m.target_db, &insert_items([1])).is_err(),
-        "the primary key was created"
-    );
-    assert!(
-        e.execute(&m.target_db, "INSERT INTO items (id, n) VALUES (2, 2)")
-            .is_err(),
-        "NOT NULL was carried"
-    );
-    assert!(
-        e.execute(&m.target_db, "INSERT INTO pairs (a, b, v) VALUES (1, 'x', 1); INSERT INTO pairs (a, b, v) VALUES (1, 'x', 2)")
-            .is_err(),
-        "the composite primary key was created"
-    );
-    e.execute(&m.target_db, "DELETE FROM items").unwrap();
+    e.check_prepared(&m.target_db);
     drop(sink);
     m.target.sink().unwrap().prepare(&tables).unwrap();
 }
 
 /// `apply` commits all of `ops` and the checkpoint in one transaction, or nothing: a batch
 /// that fails in the middle (a row breaking NOT NULL) moves neither rows nor checkpoint.
-pub fn apply_commits_all_or_nothing_with_its_checkpoint<E: Engine>(e: &E) {
+pub fn apply_commits_all_or_nothing_with_its_checkpoint<E: TargetEngine>(e: &E) {
     let m = e.migration("atomic", DDL);
     let (p, _capture) = positions(e, &m, 2);
     let (tables, mut sink) = prepared(&m);
@@ -134,7 +119,7 @@ pub fn apply_commits_all_or_nothing_with_its_checkpoint<E: Engine>(e: &E) {
 
 /// Replaying a batch leaves the target as applying it once: upserts overwrite, inserts of an
 /// existing key overwrite, deletes of a missing key do nothing.
-pub fn replaying_a_batch_leaves_the_target_as_once<E: Engine>(e: &E) {
+pub fn replaying_a_batch_leaves_the_target_as_once<E: TargetEngine>(e: &E) {
     let m = e.migration("replay", DDL);
     let (p, _capture) = positions(e, &m, 2);
     let (tables, mut sink) = prepared(&m);
@@ -195,7 +180,7 @@ pub fn replaying_a_batch_leaves_the_target_as_once<E: Engine>(e: &E) {
 }
 
 /// `checkpoint` returns the position of the last committed `apply`, surviving restarts.
-pub fn checkpoint_survives_reopening<E: Engine>(e: &E) {
+pub fn checkpoint_survives_reopening<E: TargetEngine>(e: &E) {
     let m = e.migration("checkpoint", DDL);
     let (p, _capture) = positions(e, &m, 3);
     let (tables, mut sink) = prepared(&m);
@@ -222,7 +207,7 @@ pub fn checkpoint_survives_reopening<E: Engine>(e: &E) {
 
 /// `chunk_plan` records the plan once; later calls return the stored plan unchanged, with the
 /// same typed keys (an integer key comes back as `Value::Int`).
-pub fn chunk_plan_returns_the_stored_plan_unchanged<E: Engine>(e: &E) {
+pub fn chunk_plan_returns_the_stored_plan_unchanged<E: TargetEngine>(e: &E) {
     let m = e.migration("plan", DDL);
     let (tables, mut sink) = prepared(&m);
     let cases = [
@@ -278,7 +263,7 @@ pub fn chunk_plan_returns_the_stored_plan_unchanged<E: Engine>(e: &E) {
 
 /// Changes applied in commit order, in batches of any size, give the source's final state
 /// (compared with the engine's own driver on both sides).
-pub fn changes_applied_in_commit_order_give_the_source_state<E: Engine>(e: &E) {
+pub fn changes_applied_in_commit_order_give_the_source_state<E: TargetEngine>(e: &E) {
     let m = e.migration("order", DDL);
     let mut source = m.source.source().unwrap();
     let tables = source.tables().unwrap();
@@ -340,7 +325,7 @@ pub fn changes_applied_in_commit_order_give_the_source_state<E: Engine>(e: &E) {
 
 /// `Watch` operations and `record_recent` are accepted (a sink without a control store may
 /// ignore them), and change no rows.
-pub fn watch_and_record_recent_do_not_error<E: Engine>(e: &E) {
+pub fn watch_and_record_recent_do_not_error<E: TargetEngine>(e: &E) {
     let m = e.migration("watch", DDL);
     let (p, _capture) = positions(e, &m, 1);
     let (tables, mut sink) = prepared(&m);

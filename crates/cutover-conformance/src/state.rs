@@ -8,7 +8,7 @@ use cutover_model::{Position, Value};
 
 use crate::fixture::{table, DDL};
 use crate::sink::prepared;
-use crate::Engine;
+use crate::TargetEngine;
 
 fn store<T: TargetFactory>(target: &T) -> Box<dyn StateStore> {
     target
@@ -20,7 +20,7 @@ fn store<T: TargetFactory>(target: &T) -> Box<dyn StateStore> {
 /// Where no store exists nothing reads as state, and reading creates none; `migrate` creates
 /// the newest version, a second call changes nothing, and a store written by a newer cutover is
 /// refused naming both versions and left as it is.
-pub fn state_store_migrates_once_and_refuses_a_newer_store<E: Engine>(e: &E) {
+pub fn state_store_migrates_once_and_refuses_a_newer_store<E: TargetEngine>(e: &E) {
     let m = e.migration("state_migrate", DDL);
     let mut s = store(&m.target);
     assert_eq!(s.version().unwrap(), None, "a fresh target holds no store");
@@ -37,8 +37,7 @@ pub fn state_store_migrates_once_and_refuses_a_newer_store<E: Engine>(e: &E) {
     assert_eq!(s.migrate().unwrap(), v, "a second migrate");
     assert_eq!(s.version().unwrap(), Some(v));
 
-    e.execute(&m.target_db, &e.store_version_sql(v + 7))
-        .unwrap();
+    e.plant_store_version(&m.target_db, v + 7).unwrap();
     let err = s.migrate().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
     let text = err.to_string();
@@ -56,7 +55,7 @@ pub fn state_store_migrates_once_and_refuses_a_newer_store<E: Engine>(e: &E) {
 /// What the sink writes in its transactions reads back through the store: the checkpoint, the
 /// chunk plan with typed keys ordered by table and index and which chunks are done, a phase,
 /// and the store at the newest version after the sink prepared it.
-pub fn state_store_reads_what_the_sink_wrote<E: Engine>(e: &E) {
+pub fn state_store_reads_what_the_sink_wrote<E: TargetEngine>(e: &E) {
     let m = e.migration("state_reads", DDL);
     let (tables, mut sink) = prepared(&m);
     let items = table(&tables, "items");
@@ -110,7 +109,7 @@ pub fn state_store_reads_what_the_sink_wrote<E: Engine>(e: &E) {
 
 /// `swap_phase` moves the phase only from the phase it is now, and of two stores swapping from
 /// the same phase at once exactly one wins.
-pub fn swap_phase_is_a_compare_and_swap<E: Engine>(e: &E) {
+pub fn swap_phase_is_a_compare_and_swap<E: TargetEngine>(e: &E) {
     let m = e.migration("state_swap", DDL);
     let _ = prepared(&m);
     let mut s = store(&m.target);

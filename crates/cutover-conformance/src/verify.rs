@@ -39,7 +39,14 @@ fn items<E: Engine>(e: &E, name: &str) -> (Box<dyn RangeChecksum + Send>, TableS
 /// `checksum` returns `bounds.len() + 1` digests; each is the row count and the wrapping sum of
 /// the row hashes of the canonical rows of its range; together they are the whole range's.
 pub fn checksum_buckets_are_the_canonical_rows_hashes<E: Engine>(e: &E) {
-    let (mut v, t) = items(e, "checksum");
+    let (v, t) = items(e, "checksum");
+    checksum_buckets(v, &t);
+}
+
+/// [`checksum_buckets_are_the_canonical_rows_hashes`] on a verifier of `items` with rows
+/// 1..=2,000.
+pub(crate) fn checksum_buckets(mut v: Box<dyn RangeChecksum + Send>, t: &TableSchema) {
+    let t = t.clone();
     let all = KeyRange::all();
     let whole = v.checksum(&t, &all, &[], Slice::WHOLE).unwrap();
     assert_eq!(whole.len(), 1, "one digest without bounds");
@@ -81,7 +88,14 @@ pub fn checksum_buckets_are_the_canonical_rows_hashes<E: Engine>(e: &E) {
 /// `split(range, parts)` returns at most `parts - 1` keys of rows in the range, strictly
 /// ascending, after the range's start; none for a range too small to split.
 pub fn split_returns_ascending_keys_inside_the_range<E: Engine>(e: &E) {
-    let (mut v, t) = items(e, "split");
+    let (v, t) = items(e, "split");
+    split_inside(v, &t);
+}
+
+/// [`split_returns_ascending_keys_inside_the_range`] on a verifier of `items` with rows
+/// 1..=2,000.
+pub(crate) fn split_inside(mut v: Box<dyn RangeChecksum + Send>, t: &TableSchema) {
+    let t = t.clone();
     let key = |i: i64| vec![cutover_model::Value::Int(i)];
     let r = range(Some(&key(500)), Some(&key(1_500)));
     let bounds = v.split(&t, &r, 4).unwrap();
@@ -114,11 +128,19 @@ pub fn canonical_rows_are_the_specs_text_of_the_drivers_values<E: Engine>(e: &E)
     e.execute(&m.source_db, &types.insert).unwrap();
     let tables = m.source.source().unwrap().tables().unwrap();
     let t = table(&tables, "types");
-    let mut v = e.verifier(&m.source_db);
-    let rows = v.canonical_rows(&t, &KeyRange::all()).unwrap();
     let direct = e.rows(&m.source_db, "types", "id");
+    canonical_of_driver(e.verifier(&m.source_db), &t, &direct);
+}
+
+/// The verifier's canonical rows of `t` are the spec's text of `direct` (the driver's rows).
+pub(crate) fn canonical_of_driver(
+    mut v: Box<dyn RangeChecksum + Send>,
+    t: &TableSchema,
+    direct: &[cutover_model::Row],
+) {
+    let rows = v.canonical_rows(t, &KeyRange::all()).unwrap();
     assert_eq!(rows.len(), direct.len(), "row count");
-    for (got, want) in rows.iter().zip(&direct) {
+    for (got, want) in rows.iter().zip(direct) {
         let key = t.key_of(want);
         let key_text: Vec<_> = key.iter().map(|k| value_text(k).unwrap()).collect();
         let got_key: Vec<_> = got.key.iter().map(|k| value_text(k).unwrap()).collect();
@@ -149,9 +171,21 @@ pub fn scan_pages_through_every_row_once_in_key_order<E: Engine>(e: &E) {
     )
     .unwrap();
     let tables = m.source.source().unwrap().tables().unwrap();
-    let mut reader = SourceFactory::reader(&m.source).unwrap();
+    let reader = SourceFactory::reader(&m.source).unwrap();
+    scan_pages(reader, &tables, |name, order| {
+        e.rows(&m.source_db, name, order)
+    });
+}
+
+/// [`scan_pages_through_every_row_once_in_key_order`] on a reader of `items` (1..=1,000) and
+/// `pairs` (300 rows), `direct` reading a table through the engine's own driver.
+pub(crate) fn scan_pages(
+    mut reader: Box<dyn TableReader + Send>,
+    tables: &[TableSchema],
+    direct: impl Fn(&str, &str) -> Vec<cutover_model::Row>,
+) {
     for (name, order) in [("items", "id"), ("pairs", "a, b")] {
-        let t = table(&tables, name);
+        let t = table(tables, name);
         let mut all = Vec::new();
         let mut after: Option<Key> = None;
         loop {
@@ -166,7 +200,7 @@ pub fn scan_pages_through_every_row_once_in_key_order<E: Engine>(e: &E) {
             after = page.last().map(|r| t.key_of(r));
             all.extend(page);
         }
-        let direct = e.rows(&m.source_db, name, order);
+        let direct = direct(name, order);
         let keys = |rows: &[cutover_model::Row]| -> Vec<Key> {
             rows.iter().map(|r| t.key_of(r)).collect()
         };

@@ -4,5 +4,7 @@
 mod mariadb;
 #[path = "it/postgres.rs"]
 mod postgres;
+#[path = "it/redis.rs"]
+mod redis_target;
 #[path = "it/sqlite.rs"]
 mod sqlite;

@@ -380,27 +380,6 @@ impl Engines {
     }
 }
 
-/// Decodes a URL part's `%XX` escapes; `Err` says what is wrong (a bad escape, not UTF-8).
-pub fn percent_decode(s: &str) -> Result<String, &'static str> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("a bad percent-escape")?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "not UTF-8 once decoded")
-}
-
 /// `name` as a file name: letters, digits, `-`, `_` and `.` kept, anything else `_`.
 fn sanitize_file_name(name: &str) -> String {
     name.chars()
@@ -415,6 +394,38 @@ fn sanitize_file_name(name: &str) -> String {
 }
 
 /// The lower-case scheme of `url` (`postgres` of `postgres://…`), `None` for a plain path.
+/// A URL part with its `%XX` escapes decoded; `what` names the part in the error (`user`,
+/// `password`, a parameter).
+pub fn percent_decode(s: &str, what: &str) -> Result<String, ConnectorError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    ConnectorError::new(
+                        ErrorKind::InvalidInput,
+                        format!("bad percent-escape in the URL's {what}"),
+                    )
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| {
+        ConnectorError::new(
+            ErrorKind::InvalidInput,
+            format!("the URL's {what} is not UTF-8"),
+        )
+    })
+}
+
 pub fn scheme_of(url: &str) -> Option<String> {
     let (scheme, _) = url.split_once("://")?;
     let ok = !scheme.is_empty()

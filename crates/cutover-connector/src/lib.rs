@@ -25,7 +25,7 @@ pub use engine::{
 };
 pub use error::{ConnectorError, ErrorKind};
 pub use positions::{Counter, Distance, PositionOrder, PositionOrderExt};
-pub use progress::{Phase, Progress, TableProgress};
+pub use progress::{epoch_secs, Phase, Progress, TableProgress};
 pub use retry::{RetryPolicy, Side};
 pub use state::{StateStore, StoredChunk, StoredMismatch, StoredStatus};
 pub use stateful::{AttachedState, StatefulSink, Writer, Written};

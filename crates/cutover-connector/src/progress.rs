@@ -8,6 +8,12 @@ use cutover_model::{Position, TableName};
 
 use crate::{Distance, PositionOrder};
 
+/// Seconds since the Unix epoch (0 before it), as the state stores keep times.
+pub fn epoch_secs(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Phase {
@@ -136,6 +142,48 @@ impl Progress {
     /// The change stream has passed `p` with nothing to apply since the applied position.
     pub fn set_passed(&self, p: Position) {
         *self.passed.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+    }
+
+    /// What a sink records for `cutover status` (`Sink::note`), as (name, text) pairs: the
+    /// source's position, lag in bytes and changes, when the last applied transaction committed,
+    /// changes applied and their rate since the previous call (`last`: when and how many, kept
+    /// by the caller), and now. `None`: not known (the store clears it).
+    pub fn status_fields(
+        &self,
+        last: &mut Option<(std::time::Instant, u64)>,
+    ) -> [(&'static str, Option<String>); 7] {
+        let now = std::time::Instant::now();
+        let applied = self.changes_applied.load(Ordering::Relaxed);
+        let rate = last.and_then(|(at, n)| {
+            let secs = now.duration_since(at).as_secs_f64();
+            (secs > 0.0).then(|| applied.saturating_sub(n) as f64 / secs)
+        });
+        *last = Some((now, applied));
+        let lag = self.lag();
+        [
+            (
+                "source_position",
+                self.source_position().map(|p| p.to_string()),
+            ),
+            (
+                "lag_bytes",
+                lag.and_then(|l| l.bytes).map(|b| b.to_string()),
+            ),
+            (
+                "lag_changes",
+                lag.and_then(|l| l.changes).map(|c| c.to_string()),
+            ),
+            (
+                "committed_at",
+                self.committed_at().map(|t| epoch_secs(t).to_string()),
+            ),
+            ("changes_applied", Some(applied.to_string())),
+            ("changes_per_sec", rate.map(|r| format!("{r:.1}"))),
+            (
+                "updated_at",
+                Some(epoch_secs(std::time::SystemTime::now()).to_string()),
+            ),
+        ]
     }
 
     /// How far the applier is behind the source, in the source's units (bytes of WAL for

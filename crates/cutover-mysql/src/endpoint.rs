@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cutover_connector::{ConnectorError, ErrorKind, OpenOptions};
+use cutover_connector::{percent_decode, ConnectorError, ErrorKind, OpenOptions};
 use mysql_async::{Opts, OptsBuilder, SslOpts};
 
 /// The URL's query parameters cutover understands.
@@ -60,10 +60,6 @@ pub(crate) enum SslMode {
 
 fn invalid(msg: impl Into<String>) -> ConnectorError {
     ConnectorError::new(ErrorKind::InvalidInput, msg)
-}
-
-fn percent_decode(s: &str, what: &str) -> Result<String, ConnectorError> {
-    cutover_connector::percent_decode(s).map_err(|why| invalid(format!("the URL's {what}: {why}")))
 }
 
 impl MySqlEndpoint {

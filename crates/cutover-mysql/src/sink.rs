@@ -11,7 +11,7 @@
 //!   replica` does the same) and READ COMMITTED.
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use cutover_connector::{
     key_text, ApplyOp, ConnectorError, ErrorKind, KeyRange, PlannedChunk, Progress, Sink,
@@ -521,11 +521,6 @@ fn lookup<'a>(
     })
 }
 
-fn epoch_secs(t: SystemTime) -> f64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 impl Sink for MySqlSink {
     fn check(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {
         self.live()?;
@@ -731,40 +726,7 @@ impl Sink for MySqlSink {
     }
 
     fn note(&mut self, progress: &Progress) -> Result<(), ConnectorError> {
-        let now = Instant::now();
-        let applied = progress
-            .changes_applied
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let rate = self.last_note.and_then(|(at, n)| {
-            let secs = now.duration_since(at).as_secs_f64();
-            (secs > 0.0).then(|| applied.saturating_sub(n) as f64 / secs)
-        });
-        self.last_note = Some((now, applied));
-        let lag = progress.lag();
-        let values: [(&str, Option<String>); 7] = [
-            (
-                "source_position",
-                progress.source_position().map(|p| p.to_string()),
-            ),
-            (
-                "lag_bytes",
-                lag.and_then(|l| l.bytes).map(|b| b.to_string()),
-            ),
-            (
-                "lag_changes",
-                lag.and_then(|l| l.changes).map(|c| c.to_string()),
-            ),
-            (
-                "committed_at",
-                progress.committed_at().map(|t| epoch_secs(t).to_string()),
-            ),
-            ("changes_applied", Some(applied.to_string())),
-            ("changes_per_sec", rate.map(|r| format!("{r:.1}"))),
-            (
-                "updated_at",
-                Some(epoch_secs(SystemTime::now()).to_string()),
-            ),
-        ];
+        let values = progress.status_fields(&mut self.last_note);
         let c = self.live()?;
         for (k, v) in values {
             match v {

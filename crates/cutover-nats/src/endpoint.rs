@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cutover_connector::{ConnectorError, ErrorKind};
+use cutover_connector::{percent_decode, ConnectorError, ErrorKind};
 
 /// A NATS JetStream target as the user named it.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,10 +37,6 @@ pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(30 * 60);
 
 fn invalid(msg: impl Into<String>) -> ConnectorError {
     ConnectorError::new(ErrorKind::InvalidInput, msg)
-}
-
-fn percent_decode(s: &str) -> Result<String, ConnectorError> {
-    cutover_connector::percent_decode(s).map_err(|why| invalid(format!("{s:?}: {why}")))
 }
 
 impl NatsEndpoint {
@@ -90,11 +86,11 @@ impl NatsEndpoint {
         if let Some(u) = userinfo {
             match u.split_once(':') {
                 Some((user, pass)) => {
-                    e.user = Some(percent_decode(user)?);
-                    e.password = Some(percent_decode(pass)?);
+                    e.user = Some(percent_decode(user, "user")?);
+                    e.password = Some(percent_decode(pass, "password")?);
                 }
                 // A lone user part is a token, as the NATS clients read it.
-                None => e.token = Some(percent_decode(u)?),
+                None => e.token = Some(percent_decode(u, "token")?),
             }
         }
         for h in hosts.split(',').filter(|h| !h.is_empty()) {
@@ -110,7 +106,7 @@ impl NatsEndpoint {
         }
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_decode(v)?;
+            let v = percent_decode(v, "parameters")?;
             let secs = |what: &str| -> Result<Duration, ConnectorError> {
                 v.parse::<u64>()
                     .map(Duration::from_secs)

@@ -32,7 +32,7 @@ impl ParquetEndpoint {
             )));
         };
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let path = percent_decode(path).map_err(|why| invalid(format!("{url:?}: {why}")))?;
+        let path = percent_decode(path, "path")?;
         if path.is_empty() {
             return Err(invalid(format!(
                 "{url:?}: name a directory: parquet:///path/to/lake"

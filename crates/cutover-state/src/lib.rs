@@ -324,3 +324,23 @@ mod tests {
         }
     }
 }
+
+/// Redis: keys under `{prefix}_cutover:` (no DDL: a version records which keys a store has and
+/// how they are laid out; `cutover-redis`'s `layout` module lists them). The sink writes them in
+/// the same `MULTI`/`EXEC` as the rows.
+pub mod redis {
+    use super::Migration;
+
+    /// The key (after the prefix) that holds the store's version.
+    pub const VERSION_KEY: &str = "_cutover:store_version";
+
+    /// Every version, oldest first. `sql` is empty: a Redis store has no statements to run,
+    /// only the version to record (a later layout adds its conversion here).
+    pub const MIGRATIONS: &[Migration] = &[Migration {
+        version: 1,
+        summary: "the control keys: store_version, migration (phase), checkpoint, tables, \
+                  schema:{table}, chunks:{table} and done:{table} (typed keys), status, \
+                  watch:{table}, recent, mismatches",
+        sql: "",
+    }];
+}

@@ -1,4 +1,5 @@
-//! Throwaway PostgreSQL and MariaDB servers for cutover's integration tests.
+//! Throwaway PostgreSQL, MariaDB and Redis servers for cutover's integration tests
+//! ([`Redis`]: one server per test, started from `redis-server`, killed on drop).
 //!
 //! [`Postgres::shared`] and [`MariaDb::shared`] start one server of each kind per
 //! test process, on first use, from the locally installed binaries:
@@ -100,6 +101,7 @@ mod mariadb;
 mod nats;
 mod pki;
 mod postgres;
+mod redis;
 mod sys;
 
 pub use error::HarnessError;
@@ -109,3 +111,4 @@ pub use mariadb::MariaDb;
 pub use nats::Nats;
 pub use pki::{CertPair, Pki};
 pub use postgres::{Postgres, ServerSetup};
+pub use redis::Redis;

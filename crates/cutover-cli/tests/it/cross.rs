@@ -16,6 +16,34 @@ use super::{
     verify_json, write_load,
 };
 
+/// `sync --jobs 2` from `s` to `t` while `writer` writes to the source (until the flag it is
+/// given is set, counting its writes in the counter), killed with SIGKILL `rounds` times at
+/// random moments (`seed`), then drained with `--stop-when-caught-up`; returns the writes.
+pub(crate) fn sync_killed_under_writes(
+    s: &str,
+    t: &str,
+    rounds: usize,
+    seed: u64,
+    writer: impl FnOnce(&AtomicBool, &AtomicU64) + Send,
+) -> u64 {
+    let stop = AtomicBool::new(false);
+    let writes = AtomicU64::new(0);
+    std::thread::scope(|sc| {
+        let _stop_writer = cutover_testkit::stop_on_drop(&stop);
+        let w = sc.spawn(|| writer(&stop, &writes));
+        kill_and_resume(
+            &["sync", "--source", s, "--target", t, "--jobs", "2"],
+            rounds,
+            || {
+                stop.store(true, Ordering::Relaxed);
+                w.join().unwrap();
+            },
+            seed,
+        );
+    });
+    writes.load(Ordering::Relaxed)
+}
+
 /// Runs `sync ARGS` `rounds` times, each killed with SIGKILL after a random 0.3–2.5 s, then
 /// once more with `--stop-when-caught-up` after `stop` ended the writer.
 pub(crate) fn kill_and_resume(args: &[&str], rounds: usize, stop: impl FnOnce(), seed: u64) {

@@ -11,11 +11,11 @@ use cutover_testkit::Postgres;
 use postgres::types::Type;
 use postgres::{Client, NoTls};
 
-struct Pg {
+pub(crate) struct Pg {
     server: &'static Postgres,
 }
 
-fn pg() -> Pg {
+pub(crate) fn pg() -> Pg {
     Pg {
         server: Postgres::shared().expect("a throwaway PostgreSQL server"),
     }
