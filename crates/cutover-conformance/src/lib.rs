@@ -119,6 +119,14 @@ pub trait TargetEngine: Sync {
     fn type_table(&self) -> TypeTable;
 }
 
+/// A target that is not idempotent by key (a stream, files) reports what it holds: one
+/// entry per captured row change delivered, named as the target names it (a stream's message
+/// id without its per-event part, a change file's position and index), read with the target's
+/// own driver. `rows` on such a target is what it holds folded by key.
+pub trait Deliveries: TargetEngine {
+    fn deliveries(&self, db: &str) -> Vec<String>;
+}
+
 impl<E: Engine> TargetEngine for E {
     type Source = E::Connect;
     type Target = E::Connect;
@@ -226,6 +234,7 @@ pub const TARGET_TESTS: &[&str] = &[
 const ALONE: &[&str] = &[
     "a_crash_before_commit_keeps_the_old_checkpoint_and_none_of_the_batch",
     "sync_resumes_after_a_failure_mid_sync_and_ends_equal",
+    "each_change_is_delivered_once_across_crashes",
 ];
 
 /// Failpoints are process-wide: a test that sets one holds this exclusively.
@@ -345,6 +354,25 @@ macro_rules! conformance_tests {
 /// ```text
 /// cutover_conformance::target_conformance_tests! { engine: MyTarget::new(), known_failures: [] }
 /// ```
+/// The target half of the suite plus delivery counts, for targets that are not idempotent by
+/// key ([`Deliveries`]).
+#[macro_export]
+macro_rules! stream_target_conformance_tests {
+    (engine: $engine:expr, known_failures: [$(($known:ident, $why:literal)),* $(,)?] $(,)?) => {
+        $crate::target_conformance_tests!(engine: $engine, known_failures: [$(($known, $why)),*]);
+
+        #[test]
+        fn each_change_is_delivered_once_across_crashes() {
+            $crate::check(
+                &$engine,
+                "each_change_is_delivered_once_across_crashes",
+                &[],
+                $crate::crash::each_change_is_delivered_once_across_crashes,
+            );
+        }
+    };
+}
+
 #[macro_export]
 macro_rules! target_conformance_tests {
     (engine: $engine:expr, known_failures: [$(($known:ident, $why:literal)),* $(,)?] $(,)?) => {

@@ -1,7 +1,7 @@
 //! The [`Sink`] contract, sentence by sentence.
 
 use cutover_connector::{ApplyOp, PlannedChunk, Sink, Source, SourceFactory, TargetFactory};
-use cutover_model::{Change, Row, TableName, TableSchema, Value};
+use cutover_model::{Change, Position, Row, TableName, TableSchema, Value};
 
 use crate::fixture::{
     changes_until, insert_items, item, positions, ranges_between, table, CaptureGuard, DDL,
@@ -17,6 +17,34 @@ pub(crate) fn prepared<S: SourceFactory, T: TargetFactory>(
     let mut sink = m.target.sink().unwrap();
     sink.prepare(&tables).unwrap();
     (tables, sink)
+}
+
+/// Applies `ops` as the pipeline hands them over: to a sink that wants them, each change after
+/// its [`ApplyOp::Origin`] (here: at `checkpoint`, numbered in the batch's order, so the same
+/// batch fed again names its changes the same way).
+pub(crate) fn feed(
+    sink: &mut (dyn Sink + Send),
+    ops: &[ApplyOp],
+    checkpoint: Position,
+) -> Result<(), cutover_connector::ConnectorError> {
+    if !sink.wants_origins() {
+        return sink.apply(ops, checkpoint);
+    }
+    let mut fed = Vec::with_capacity(ops.len() * 2);
+    let mut index = 0u32;
+    for op in ops {
+        if matches!(op, ApplyOp::Change(_)) {
+            fed.push(ApplyOp::Origin {
+                position: checkpoint.clone(),
+                index,
+                committed_at: None,
+                tag: None,
+            });
+            index += 1;
+        }
+        fed.push(op.clone());
+    }
+    sink.apply(&fed, checkpoint)
 }
 
 pub(crate) fn upsert(t: &TableName, row: Row) -> ApplyOp {
@@ -78,7 +106,8 @@ pub fn apply_commits_all_or_nothing_with_its_checkpoint<E: TargetEngine>(e: &E) 
     let (p, _capture) = positions(e, &m, 2);
     let (tables, mut sink) = prepared(&m);
     let items = table(&tables, "items").name;
-    sink.apply(
+    feed(
+        &mut *sink,
         &[upsert(&items, item(1)), upsert(&items, item(2))],
         p[0].clone(),
     )
@@ -93,7 +122,7 @@ pub fn apply_commits_all_or_nothing_with_its_checkpoint<E: TargetEngine>(e: &E) 
         upsert(&items, item(5)),
     ];
     assert!(
-        sink.apply(&batch, p[1].clone()).is_err(),
+        feed(&mut *sink, &batch, p[1].clone()).is_err(),
         "a NULL in a NOT NULL column fails the batch"
     );
     assert_eq!(e.rows(&m.target_db, "items", "id"), before, "no row moved");
@@ -107,9 +136,7 @@ pub fn apply_commits_all_or_nothing_with_its_checkpoint<E: TargetEngine>(e: &E) 
     assert_eq!(reopened.checkpoint().unwrap(), Some(p[0].clone()));
     // The sink goes on after a failed batch.
     reopened.prepare(&tables).unwrap();
-    reopened
-        .apply(&batch[..3], p[1].clone())
-        .expect("the batch without its bad row");
+    feed(&mut *reopened, &batch[..3], p[1].clone()).expect("the batch without its bad row");
     assert_eq!(reopened.checkpoint().unwrap(), Some(p[1].clone()));
     assert_eq!(
         e.rows(&m.target_db, "items", "id"),
@@ -125,7 +152,8 @@ pub fn replaying_a_batch_leaves_the_target_as_once<E: TargetEngine>(e: &E) {
     let (tables, mut sink) = prepared(&m);
     let items = table(&tables, "items").name;
     let pairs = table(&tables, "pairs").name;
-    sink.apply(
+    feed(
+        &mut *sink,
         &[upsert(&items, item(1)), upsert(&items, item(2))],
         p[0].clone(),
     )
@@ -151,7 +179,7 @@ pub fn replaying_a_batch_leaves_the_target_as_once<E: TargetEngine>(e: &E) {
             vec![Value::Int(1), Value::Text("x".into()), Value::Int(1)],
         ),
     ];
-    sink.apply(&batch, p[1].clone()).unwrap();
+    feed(&mut *sink, &batch, p[1].clone()).unwrap();
     let once = (
         e.rows(&m.target_db, "items", "id"),
         e.rows(&m.target_db, "pairs", "a, b"),
@@ -164,13 +192,10 @@ pub fn replaying_a_batch_leaves_the_target_as_once<E: TargetEngine>(e: &E) {
             named(4, "moved")
         ]
     );
-    sink.apply(&batch, p[1].clone())
-        .expect("the same batch again");
+    feed(&mut *sink, &batch, p[1].clone()).expect("the same batch again");
     drop(sink);
     let (_, mut again) = prepared(&m);
-    again
-        .apply(&batch, p[1].clone())
-        .expect("again, after reopening");
+    feed(&mut *again, &batch, p[1].clone()).expect("again, after reopening");
     let twice = (
         e.rows(&m.target_db, "items", "id"),
         e.rows(&m.target_db, "pairs", "a, b"),
@@ -186,9 +211,8 @@ pub fn checkpoint_survives_reopening<E: TargetEngine>(e: &E) {
     let (tables, mut sink) = prepared(&m);
     assert_eq!(sink.checkpoint().unwrap(), None, "nothing applied yet");
     let items = table(&tables, "items").name;
-    sink.apply(&[upsert(&items, item(1))], p[0].clone())
-        .unwrap();
-    sink.apply(&[], p[1].clone()).unwrap();
+    feed(&mut *sink, &[upsert(&items, item(1))], p[0].clone()).unwrap();
+    feed(&mut *sink, &[], p[1].clone()).unwrap();
     assert_eq!(sink.checkpoint().unwrap(), Some(p[1].clone()));
     drop(sink);
     let mut reopened = m.target.sink().unwrap();
@@ -311,7 +335,7 @@ pub fn changes_applied_in_commit_order_give_the_source_state<E: TargetEngine>(e:
             .last()
             .map(|t| t.position.clone())
             .unwrap_or_else(|| start.clone());
-        sink.apply(&ops, last).unwrap();
+        feed(&mut *sink, &ops, last).unwrap();
         rest = after;
         n += 1;
     }
@@ -331,7 +355,8 @@ pub fn watch_and_record_recent_do_not_error<E: TargetEngine>(e: &E) {
     let (tables, mut sink) = prepared(&m);
     let items = table(&tables, "items").name;
     let pairs = table(&tables, "pairs").name;
-    sink.apply(
+    feed(
+        &mut *sink,
         &[
             upsert(&items, item(1)),
             ApplyOp::Watch {

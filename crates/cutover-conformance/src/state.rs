@@ -69,7 +69,8 @@ pub fn state_store_reads_what_the_sink_wrote<E: TargetEngine>(e: &E) {
     // A real position of the source's engine: the store keeps what it is given.
     let (positions, _capture) = crate::fixture::positions(e, &m, 1);
     let at: Position = positions[0].clone();
-    sink.apply(
+    crate::sink::feed(
+        &mut *sink,
         &[ApplyOp::ChunkDone {
             table: items.name.clone(),
             chunk: 1,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cutover_connector::{Sink, Source, SourceFactory, TargetFactory};
+use cutover_connector::{Source, SourceFactory, TargetFactory};
 use cutover_model::{Row, TableSchema, Value};
 use cutover_pipeline::{Control, Progress, SyncOptions};
 
@@ -27,7 +27,7 @@ fn filled<E: TargetEngine>(
         let t = table(&tables, t).name;
         for batch in rows.chunks(500) {
             let ops: Vec<_> = batch.iter().map(|r| upsert(&t, r.clone())).collect();
-            sink.apply(&ops, p[0].clone()).unwrap();
+            crate::sink::feed(&mut *sink, &ops, p[0].clone()).unwrap();
         }
     }
     (m, tables)

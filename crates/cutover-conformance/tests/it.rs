@@ -2,6 +2,8 @@
 
 #[path = "it/mariadb.rs"]
 mod mariadb;
+#[path = "it/nats.rs"]
+mod nats_target;
 #[path = "it/postgres.rs"]
 mod postgres;
 #[path = "it/redis.rs"]

@@ -133,11 +133,14 @@ impl NatsWriter {
             0 => 1 << 20,
             n => n,
         };
-        let js = jetstream::ContextBuilder::new()
-            .timeout(std::time::Duration::from_secs(30))
-            .max_ack_inflight(IN_FLIGHT)
-            .backpressure_on_inflight(true)
-            .build(client);
+        // The context spawns its acknowledgement task: built on the process's runtime.
+        let js = runtime::block_on(async move {
+            jetstream::ContextBuilder::new()
+                .timeout(std::time::Duration::from_secs(30))
+                .max_ack_inflight(IN_FLIGHT)
+                .backpressure_on_inflight(true)
+                .build(client)
+        });
         Ok(NatsWriter {
             js,
             endpoint: endpoint.clone(),
