@@ -46,9 +46,11 @@ impl DynamoEndpoint {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<DynamoEndpoint, ConnectorError> {
         let bad = |m: String| ConnectorError::new(ErrorKind::InvalidInput, m);
-        let rest = url
-            .strip_prefix("dynamodb://")
-            .ok_or_else(|| bad(format!("a DynamoDB URL starts with dynamodb:// ({EXAMPLE})")))?;
+        let rest = url.strip_prefix("dynamodb://").ok_or_else(|| {
+            bad(format!(
+                "a DynamoDB URL starts with dynamodb:// ({EXAMPLE})"
+            ))
+        })?;
         let (prefix, query) = rest.split_once('?').unwrap_or((rest, ""));
         let prefix = percent_decode(prefix.trim_end_matches('/'))
             .map_err(|e| bad(format!("the table prefix of {url}: {e}")))?;
@@ -97,9 +99,15 @@ impl DynamoEndpoint {
                     })?)
                 }
                 "parallel" => {
-                    e.parallel = v.parse().ok().filter(|&n| (1..=64).contains(&n)).ok_or_else(
-                        || bad(format!("parallel={v}: expected a whole number from 1 to 64")),
-                    )?
+                    e.parallel = v
+                        .parse()
+                        .ok()
+                        .filter(|&n| (1..=64).contains(&n))
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "parallel={v}: expected a whole number from 1 to 64"
+                            ))
+                        })?
                 }
                 other => {
                     return Err(bad(format!(

@@ -19,8 +19,8 @@ use std::any::Any;
 use std::sync::Arc;
 
 use cutover_connector::{
-    ConnectorError, Engine, ErrorKind, OpenOptions, RangeChecksum, Sink, StatefulSink,
-    TableReader, TargetFactory, VerifyFactory,
+    ConnectorError, Engine, ErrorKind, OpenOptions, RangeChecksum, Sink, StatefulSink, TableReader,
+    TargetFactory, VerifyFactory,
 };
 use cutover_model::TableSchema;
 

@@ -317,8 +317,7 @@ pub fn fit(
         item.insert(name.clone(), AttributeValue::B(Blob::new(out)));
         compressed.push(name);
         // The marker's own size: the names and its attribute name.
-        if size + COMPRESSED.len() + compressed.iter().map(String::len).sum::<usize>() <= MAX_ITEM
-        {
+        if size + COMPRESSED.len() + compressed.iter().map(String::len).sum::<usize>() <= MAX_ITEM {
             break;
         }
     }
@@ -392,10 +391,13 @@ mod tests {
                     },
                 ),
                 col("k", ColumnType::Text { max_len: None }),
-                col("z", ColumnType::Int {
-                    bits: 32,
-                    unsigned: false,
-                }),
+                col(
+                    "z",
+                    ColumnType::Int {
+                        bits: 32,
+                        unsigned: false,
+                    },
+                ),
                 col("body", ColumnType::Text { max_len: None }),
             ],
             primary_key: key,
@@ -415,7 +417,11 @@ mod tests {
         );
         let l = Layout::new("p_", &schema(vec![0, 1, 2])).unwrap();
         let item = l
-            .key_item(&vec![Value::Int(1), Value::Text("a b".into()), Value::Int(2)])
+            .key_item(&vec![
+                Value::Int(1),
+                Value::Text("a b".into()),
+                Value::Int(2),
+            ])
             .unwrap();
         assert_eq!(
             item.get(COMPOSITE),
@@ -427,10 +433,13 @@ mod tests {
             name: "x".into(),
         };
         assert_eq!(table_name("", &other).unwrap(), "sales.x");
-        assert!(table_name("", &TableName {
-            schema: None,
-            name: "ab".into()
-        })
+        assert!(table_name(
+            "",
+            &TableName {
+                schema: None,
+                name: "ab".into()
+            }
+        )
         .is_err());
     }
 
@@ -447,7 +456,10 @@ mod tests {
         ];
         let e = l.item(&cols, &row, &[], Oversize::Error).unwrap_err();
         let m = e.to_string();
-        assert!(m.contains("public.docs") && m.contains("(7)") && m.contains("560"), "{m}");
+        assert!(
+            m.contains("public.docs") && m.contains("(7)") && m.contains("560"),
+            "{m}"
+        );
         let item = l.item(&cols, &row, &[], Oversize::Compress).unwrap();
         assert!(item_size(&item) <= MAX_ITEM);
         assert!(matches!(item.get("body"), Some(AttributeValue::B(_))));

@@ -433,7 +433,10 @@ mod tests {
         }
         round_trip(ColumnType::Float { bits: 32 }, Value::Float32(1.234_567e6));
         round_trip(ColumnType::Float { bits: 32 }, Value::Float32(0.1));
-        round_trip(ColumnType::Text { max_len: None }, Value::Text(String::new()));
+        round_trip(
+            ColumnType::Text { max_len: None },
+            Value::Text(String::new()),
+        );
         round_trip(
             ColumnType::Text { max_len: None },
             Value::Text("a b \"c\" ☃".into()),
@@ -444,7 +447,10 @@ mod tests {
             Value::Bytes(vec![0, 255, 7]),
         );
         round_trip(ColumnType::Uuid, Value::Uuid([0xab; 16]));
-        round_trip(ColumnType::Date, Value::Date("2024-02-29".parse::<Date>().unwrap()));
+        round_trip(
+            ColumnType::Date,
+            Value::Date("2024-02-29".parse::<Date>().unwrap()),
+        );
         round_trip(
             ColumnType::Time { zoned: false },
             Value::Time("23:59:59.5".parse::<Time>().unwrap()),

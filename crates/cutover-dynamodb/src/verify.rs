@@ -8,8 +8,8 @@ use std::cmp::Ordering;
 
 use aws_sdk_dynamodb::Client;
 use cutover_connector::{
-    canonical, runtime, CanonicalRow, ConnectorError, ErrorKind, KeyRange, Mismatch,
-    RangeChecksum, RangeDigest, Slice, TableReader,
+    canonical, runtime, CanonicalRow, ConnectorError, ErrorKind, KeyRange, Mismatch, RangeChecksum,
+    RangeDigest, Slice, TableReader,
 };
 use cutover_model::{Key, Position, Row, TableSchema};
 
@@ -166,8 +166,7 @@ impl RangeChecksum for DynamoReader {
                 .send()
                 .await
                 .map_err(|e| map(format!("describing the DynamoDB table {}", layout.name), e))?;
-            Ok(d
-                .table()
+            Ok(d.table()
                 .and_then(|t| t.item_count())
                 .and_then(|n| u64::try_from(n).ok())
                 .unwrap_or(0))

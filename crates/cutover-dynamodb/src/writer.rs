@@ -16,9 +16,7 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
-use cutover_connector::{
-    runtime, ApplyOp, ConnectorError, ErrorKind, PositionOrder, Writer,
-};
+use cutover_connector::{runtime, ApplyOp, ConnectorError, ErrorKind, PositionOrder, Writer};
 use cutover_model::{Change, Key, Position, TableName, TableSchema};
 use tokio::task::JoinSet;
 
@@ -36,7 +34,10 @@ struct Table {
 enum Action {
     Put(Item),
     /// Set these attributes, leave the others (an update without its unchanged TOAST values).
-    Update { key: Item, set: Item },
+    Update {
+        key: Item,
+        set: Item,
+    },
     Delete(Item),
 }
 
@@ -51,7 +52,10 @@ struct CondWrite {
 
 enum Run {
     Rows(Vec<(String, String, Item)>),
-    Changes { writes: Vec<CondWrite>, ordered: bool },
+    Changes {
+        writes: Vec<CondWrite>,
+        ordered: bool,
+    },
     /// Every item of a DynamoDB table deleted (a truncate).
     Empty(Layout),
 }
@@ -195,7 +199,12 @@ impl DynamoWriter {
                             writes.push(CondWrite {
                                 table: t.layout.name.clone(),
                                 key_id: t.layout.key_id(&key),
-                                action: Action::Put(t.layout.item(&t.columns, row, &[], oversize)?),
+                                action: Action::Put(t.layout.item(
+                                    &t.columns,
+                                    row,
+                                    &[],
+                                    oversize,
+                                )?),
                                 pos: pos.clone(),
                             });
                         }
@@ -474,7 +483,10 @@ async fn conditional(
                 let mut item = item.clone();
                 let mut r = client.put_item().table_name(&w.table);
                 if let Some(p) = &w.pos {
-                    item.insert(POS.to_owned(), aws_sdk_dynamodb::types::AttributeValue::S(p.clone()));
+                    item.insert(
+                        POS.to_owned(),
+                        aws_sdk_dynamodb::types::AttributeValue::S(p.clone()),
+                    );
                     r = r
                         .condition_expression(NEWER)
                         .expression_attribute_names("#p", POS)
@@ -483,14 +495,21 @@ async fn conditional(
                             aws_sdk_dynamodb::types::AttributeValue::S(p.clone()),
                         );
                 }
-                r.set_item(Some(item)).send().await.map(|_| ()).map_err(|e| {
-                    let c = is_condition(&e);
-                    (c, map(format!("writing an item of {}", w.table), e))
-                })
+                r.set_item(Some(item))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| {
+                        let c = is_condition(&e);
+                        (c, map(format!("writing an item of {}", w.table), e))
+                    })
             }
             Action::Update { key, set } => {
                 limiter.take(units(set)).await;
-                let mut r = client.update_item().table_name(&w.table).set_key(Some(key.clone()));
+                let mut r = client
+                    .update_item()
+                    .table_name(&w.table)
+                    .set_key(Some(key.clone()));
                 let mut parts = Vec::new();
                 for (i, (name, v)) in set.iter().enumerate() {
                     r = r
@@ -522,7 +541,10 @@ async fn conditional(
             }
             Action::Delete(key) => {
                 limiter.take(1).await;
-                let mut r = client.delete_item().table_name(&w.table).set_key(Some(key.clone()));
+                let mut r = client
+                    .delete_item()
+                    .table_name(&w.table)
+                    .set_key(Some(key.clone()));
                 if let Some(p) = &w.pos {
                     r = r
                         .condition_expression(NEWER)
@@ -669,7 +691,11 @@ pub fn ensure_table(client: &Client, layout: &Layout) -> Result<(), ConnectorErr
                         .key_schema(
                             KeySchemaElement::builder()
                                 .attribute_name(attr)
-                                .key_type(if i == 0 { KeyType::Hash } else { KeyType::Range })
+                                .key_type(if i == 0 {
+                                    KeyType::Hash
+                                } else {
+                                    KeyType::Range
+                                })
                                 .build()
                                 .map_err(build)?,
                         );
