@@ -292,7 +292,7 @@ pub fn fit(
         .filter(|(_, v)| matches!(v, AttributeValue::S(_) | AttributeValue::B(_)))
         .map(|(k, v)| (k.clone(), value::attribute_size(k, v)))
         .collect();
-    candidates.sort_by(|a, b| b.1.cmp(&a.1));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.1));
     let mut compressed = Vec::new();
     let mut size = size;
     for (name, _) in candidates {

@@ -13,8 +13,6 @@
 //!
 //! Key attributes: numbers as `N`, bytes as `B`, everything else as `S` of its canonical text.
 
-use std::cmp::Ordering;
-
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use cutover_connector::canonical::{self, CanonicalError};
@@ -312,38 +310,6 @@ fn parse_uuid(s: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// The order of keys as the other side of verify orders them: integers as numbers, text and
-/// bytes bytewise, UUIDs by bytes, anything else by canonical text.
-pub fn cmp_values(a: &Value, b: &Value) -> Ordering {
-    match (a, b) {
-        (Value::Int(x), Value::Int(y)) => x.cmp(y),
-        (Value::UInt(x), Value::UInt(y)) => x.cmp(y),
-        (Value::Int(x), Value::UInt(y)) => i128::from(*x).cmp(&i128::from(*y)),
-        (Value::UInt(x), Value::Int(y)) => i128::from(*x).cmp(&i128::from(*y)),
-        (Value::Text(x), Value::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
-        (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
-        (Value::Uuid(x), Value::Uuid(y)) => x.cmp(y),
-        (Value::Float64(x), Value::Float64(y)) => x.total_cmp(y),
-        (Value::Decimal(x), Value::Decimal(y)) => {
-            let f = |d: &Decimal| d.to_string().parse::<f64>().unwrap_or(f64::NAN);
-            f(x).total_cmp(&f(y))
-        }
-        _ => {
-            let t = |v: &Value| canonical::value_text(v).ok().flatten().unwrap_or_default();
-            t(a).cmp(&t(b))
-        }
-    }
-}
-
-/// Keys compared column by column.
-pub fn cmp_keys(a: &[Value], b: &[Value]) -> Ordering {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| cmp_values(x, y))
-        .find(|o| o.is_ne())
-        .unwrap_or(Ordering::Equal)
-}
-
 /// The size DynamoDB counts for an attribute (its name and value), in bytes: strings and
 /// binaries by length, numbers about one byte per two significant digits plus one, booleans
 /// and NULL one byte, lists and maps three bytes plus their elements.
@@ -550,22 +516,6 @@ mod tests {
         assert_eq!(
             parse_number("1.25E-59").unwrap().plain(),
             format!("0.{}125", "0".repeat(58))
-        );
-    }
-
-    #[test]
-    fn keys_order_like_the_source() {
-        assert_eq!(cmp_values(&Value::Int(2), &Value::Int(10)), Ordering::Less);
-        assert_eq!(
-            cmp_values(&Value::Text("B".into()), &Value::Text("a".into())),
-            Ordering::Less
-        );
-        assert_eq!(
-            cmp_keys(
-                &[Value::Int(1), Value::Text("b".into())],
-                &[Value::Int(1), Value::Text("a".into())]
-            ),
-            Ordering::Greater
         );
     }
 }

@@ -8,14 +8,13 @@ use std::cmp::Ordering;
 
 use aws_sdk_dynamodb::Client;
 use cutover_connector::{
-    canonical, runtime, CanonicalRow, ConnectorError, ErrorKind, KeyRange, Mismatch, RangeChecksum,
-    RangeDigest, Slice, TableReader,
+    canonical, cmp_keys, runtime, CanonicalRow, ConnectorError, ErrorKind, KeyRange, Mismatch,
+    RangeChecksum, RangeDigest, Slice, TableReader,
 };
 use cutover_model::{Key, Position, Row, TableSchema};
 
 use crate::endpoint::{map, DynamoEndpoint};
 use crate::table::{Item, Layout};
-use crate::value::cmp_keys;
 
 /// Every item of one scan segment (`segment` of `total`), strongly consistent.
 pub fn scan_all(
@@ -75,6 +74,9 @@ fn in_range(key: &Key, range: &KeyRange) -> bool {
             .is_none_or(|e| cmp_keys(key, e) == Ordering::Less)
 }
 
+/// A row's key and its columns' canonical texts.
+type Canonical = (Key, Vec<Option<String>>);
+
 /// Verify's and reads' side on DynamoDB.
 pub struct DynamoReader {
     client: Client,
@@ -99,7 +101,7 @@ impl DynamoReader {
         layout: &Layout,
         range: &KeyRange,
         slice: Slice,
-    ) -> Result<Vec<(Key, Vec<Option<String>>)>, ConnectorError> {
+    ) -> Result<Vec<Canonical>, ConnectorError> {
         let items = scan_all(&self.client, &layout.name, slice.index, slice.of)?;
         let mut out = Vec::with_capacity(items.len());
         for item in &items {

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, DeleteRequest, KeySchemaElement, KeyType, PutRequest,
-    ScalarAttributeType, TableStatus, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, DeleteRequest, KeySchemaElement, KeyType,
+    PutRequest, ScalarAttributeType, TableStatus, WriteRequest,
 };
 use aws_sdk_dynamodb::Client;
 use cutover_connector::{runtime, ApplyOp, ConnectorError, ErrorKind, PositionOrder, Writer};
-use cutover_model::{Change, Key, Position, TableName, TableSchema};
+use cutover_model::{Change, Position, TableName, TableSchema};
 use tokio::task::JoinSet;
 
 use crate::endpoint::{map, DynamoEndpoint};
@@ -141,17 +141,7 @@ impl DynamoWriter {
 
     /// The sort key of a change: its position's, then its index (fixed width).
     fn origin_key(&mut self, position: &Position, index: u32) -> Option<String> {
-        let offset = match &self.last {
-            Some((p, last, offset)) if p == position => {
-                if index <= *last {
-                    offset + u64::from(*last) + 1
-                } else {
-                    *offset
-                }
-            }
-            _ => 0,
-        };
-        self.last = Some((position.clone(), index, offset));
+        let index = ordinal(&mut self.last, position, index);
         let key = self.order.and_then(|o| o.sort_key(position));
         if key.is_none() && !self.warned {
             self.warned = true;
@@ -162,7 +152,7 @@ impl DynamoWriter {
                  older state of an item until the replay reaches its newer change"
             );
         }
-        Some(format!("{}.{:012x}", key?, offset + u64::from(index)))
+        Some(format!("{}.{index:012x}", key?))
     }
 
     fn runs(&mut self, ops: &[ApplyOp]) -> Result<Vec<Run>, ConnectorError> {
@@ -392,6 +382,26 @@ impl DynamoWriter {
     }
 }
 
+/// A change's ordinal in its transaction: its index, plus an offset when the source hands a
+/// large transaction over in pieces at one position, each piece restarting its index at 0
+/// (`last` remembers the previous origin). Within one process a transaction is only sent
+/// again after a failed write, which forgets `last`; a new process starts without it, and the
+/// source then sends a pieced transaction again from its first piece.
+fn ordinal(last: &mut Option<(Position, u32, u64)>, position: &Position, index: u32) -> u64 {
+    let offset = match last {
+        Some((p, prev, offset)) if p == position => {
+            if index <= *prev {
+                *offset + u64::from(*prev) + 1
+            } else {
+                *offset
+            }
+        }
+        _ => 0,
+    };
+    *last = Some((position.clone(), index, offset));
+    offset + u64::from(index)
+}
+
 fn join_error(e: tokio::task::JoinError) -> ConnectorError {
     ConnectorError::new(ErrorKind::Database, format!("a DynamoDB request task: {e}"))
 }
@@ -467,6 +477,21 @@ async fn send_batch(
     Ok(())
 }
 
+/// Sends a request conditioned by [`newer`]; on failure, whether the condition failed (the
+/// item holds a newer change) and the error.
+macro_rules! conditioned {
+    ($req:expr, $pos:expr, $names:expr, $values:expr, $what:expr) => {{
+        let (cond, names, values) = newer($pos, $names, $values);
+        $req.set_condition_expression(cond)
+            .set_expression_attribute_names(names)
+            .set_expression_attribute_values(values)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| (is_condition(&e), map($what, e)))
+    }};
+}
+
 /// One change's write, conditioned on the position the item holds. `false`: the item holds a
 /// newer change (this one is a replay), nothing written.
 async fn conditional(
@@ -474,90 +499,63 @@ async fn conditional(
     limiter: &Limiter,
     w: &CondWrite,
 ) -> Result<bool, ConnectorError> {
-    const NEWER: &str = "attribute_not_exists(#p) OR #p < :p";
     let mut attempt = 0;
     loop {
         let sent = match &w.action {
             Action::Put(item) => {
                 limiter.take(units(item)).await;
                 let mut item = item.clone();
-                let mut r = client.put_item().table_name(&w.table);
                 if let Some(p) = &w.pos {
-                    item.insert(
-                        POS.to_owned(),
-                        aws_sdk_dynamodb::types::AttributeValue::S(p.clone()),
-                    );
-                    r = r
-                        .condition_expression(NEWER)
-                        .expression_attribute_names("#p", POS)
-                        .expression_attribute_values(
-                            ":p",
-                            aws_sdk_dynamodb::types::AttributeValue::S(p.clone()),
-                        );
+                    item.insert(POS.to_owned(), AttributeValue::S(p.clone()));
                 }
-                r.set_item(Some(item))
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        let c = is_condition(&e);
-                        (c, map(format!("writing an item of {}", w.table), e))
-                    })
+                conditioned!(
+                    client.put_item().table_name(&w.table).set_item(Some(item)),
+                    &w.pos,
+                    HashMap::new(),
+                    HashMap::new(),
+                    format!("writing an item of {}", w.table)
+                )
             }
             Action::Update { key, set } => {
                 limiter.take(units(set)).await;
-                let mut r = client
-                    .update_item()
-                    .table_name(&w.table)
-                    .set_key(Some(key.clone()));
+                let mut names = HashMap::new();
+                let mut values = HashMap::new();
                 let mut parts = Vec::new();
                 for (i, (name, v)) in set.iter().enumerate() {
-                    r = r
-                        .expression_attribute_names(format!("#c{i}"), name)
-                        .expression_attribute_values(format!(":c{i}"), v.clone());
+                    names.insert(format!("#c{i}"), name.clone());
+                    values.insert(format!(":c{i}"), v.clone());
                     parts.push(format!("#c{i} = :c{i}"));
-                }
-                if let Some(p) = &w.pos {
-                    parts.push("#p = :p".to_owned());
-                    r = r
-                        .condition_expression(NEWER)
-                        .expression_attribute_names("#p", POS)
-                        .expression_attribute_values(
-                            ":p",
-                            aws_sdk_dynamodb::types::AttributeValue::S(p.clone()),
-                        );
                 }
                 if parts.is_empty() {
                     return Ok(true);
                 }
-                r.update_expression(format!("SET {}", parts.join(", ")))
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| {
-                        let c = is_condition(&e);
-                        (c, map(format!("updating an item of {}", w.table), e))
-                    })
+                if w.pos.is_some() {
+                    parts.push("#p = :p".to_owned());
+                }
+                conditioned!(
+                    client
+                        .update_item()
+                        .table_name(&w.table)
+                        .set_key(Some(key.clone()))
+                        .update_expression(format!("SET {}", parts.join(", "))),
+                    &w.pos,
+                    names,
+                    values,
+                    format!("updating an item of {}", w.table)
+                )
             }
             Action::Delete(key) => {
                 limiter.take(1).await;
-                let mut r = client
-                    .delete_item()
-                    .table_name(&w.table)
-                    .set_key(Some(key.clone()));
-                if let Some(p) = &w.pos {
-                    r = r
-                        .condition_expression(NEWER)
-                        .expression_attribute_names("#p", POS)
-                        .expression_attribute_values(
-                            ":p",
-                            aws_sdk_dynamodb::types::AttributeValue::S(p.clone()),
-                        );
-                }
-                r.send().await.map(|_| ()).map_err(|e| {
-                    let c = is_condition(&e);
-                    (c, map(format!("deleting an item of {}", w.table), e))
-                })
+                conditioned!(
+                    client
+                        .delete_item()
+                        .table_name(&w.table)
+                        .set_key(Some(key.clone())),
+                    &w.pos,
+                    HashMap::new(),
+                    HashMap::new(),
+                    format!("deleting an item of {}", w.table)
+                )
             }
         };
         match sent {
@@ -572,6 +570,30 @@ async fn conditional(
             }
         }
     }
+}
+
+/// The condition that the item holds no newer change than `pos` (none without a position),
+/// with the names and values the expressions use.
+#[allow(clippy::type_complexity)]
+fn newer(
+    pos: &Option<String>,
+    mut names: HashMap<String, String>,
+    mut values: Item,
+) -> (
+    Option<String>,
+    Option<HashMap<String, String>>,
+    Option<Item>,
+) {
+    let cond = pos.as_ref().map(|p| {
+        names.insert("#p".to_owned(), POS.to_owned());
+        values.insert(":p".to_owned(), AttributeValue::S(p.clone()));
+        "attribute_not_exists(#p) OR #p < :p".to_owned()
+    });
+    (
+        cond,
+        (!names.is_empty()).then_some(names),
+        (!values.is_empty()).then_some(values),
+    )
 }
 
 fn is_condition<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
@@ -606,14 +628,22 @@ impl Writer for DynamoWriter {
     }
 
     fn write(&mut self, ops: &[ApplyOp], _upto: &Position) -> Result<(), ConnectorError> {
-        let runs = self.runs(ops)?;
-        for run in runs {
-            match run {
-                Run::Rows(rows) => self.run_rows(rows)?,
-                Run::Changes { writes, ordered } => self.run_changes(writes, ordered)?,
-                Run::Empty(layout) => self.empty(&layout)?,
+        let done = self.runs(ops).and_then(|runs| {
+            for run in runs {
+                match run {
+                    Run::Rows(rows) => self.run_rows(rows)?,
+                    Run::Changes { writes, ordered } => self.run_changes(writes, ordered)?,
+                    Run::Empty(layout) => self.empty(&layout)?,
+                }
             }
+            Ok(())
+        });
+        if done.is_err() {
+            // The caller retries from its checkpoint: a transaction sent again then is a
+            // redelivery, not the next piece of one.
+            self.last = None;
         }
+        done?;
         #[cfg(feature = "failpoints")]
         fail::fail_point!("dynamodb::writer::after-write", |_| {
             Err(ConnectorError::new(
@@ -732,7 +762,23 @@ pub fn ensure_table(client: &Client, layout: &Layout) -> Result<(), ConnectorErr
     })
 }
 
-/// The key attributes of a key, for callers outside the writer.
-pub fn key_of(layout: &Layout, key: &Key) -> Result<Item, ConnectorError> {
-    layout.key_item(key)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_of_one_transaction_keep_ordering_their_changes() {
+        let (p, q): (Position, Position) =
+            ("lsn:0/10".parse().unwrap(), "lsn:0/20".parse().unwrap());
+        let mut last = None;
+        // Piece 1: indexes 0..=2; piece 2 at the same position restarts at 0.
+        let got: Vec<u64> = [0, 1, 2, 0, 1]
+            .iter()
+            .map(|&i| ordinal(&mut last, &p, i))
+            .collect();
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        // A new position starts over.
+        assert_eq!(ordinal(&mut last, &q, 0), 0);
+        assert_eq!(ordinal(&mut last, &q, 5), 5);
+    }
 }
