@@ -16,6 +16,8 @@ pub fn engines() -> Engines {
         cutover_mysql::engine(),
         #[cfg(feature = "nats")]
         cutover_nats::engine(),
+        #[cfg(feature = "dynamodb")]
+        cutover_dynamodb::engine(),
     ])
 }
 

@@ -121,32 +121,14 @@ fn postgres_to_nats_killed_under_writes_delivers_every_change_exactly_once() {
             },
         );
         let writer = sc.spawn(|| writer(&s, &stop, &committed));
-        let mut rng = fastrand::Rng::with_seed(1313);
-        for round in 0..4 {
-            if round > 0 {
-                child = spawn_cutover(&args, log.path());
-            }
-            std::thread::sleep(Duration::from_millis(rng.u64(400..2_000)));
-            if let Err(e) = still_running(&mut child, &format!("sync (round {round})"), log.path())
-            {
-                panic!("{e}");
-            }
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-        }
-        // A crash right after a batch is in the stream, before its checkpoint is stored: the
-        // next run publishes that batch again, and the stream must drop it.
-        let o = super::command(&args)
-            .env("FAILPOINTS", "nats::writer::after-publish=2*off->panic")
-            .output()
-            .unwrap();
-        let (out, err) = text(&o);
-        assert_ne!(
-            o.status.code(),
-            Some(0),
-            "the failpoint ended it: {out}\n{err}"
+        super::crash_sync_repeatedly(
+            &args,
+            log.path(),
+            child,
+            1313,
+            4,
+            "nats::writer::after-publish=2*off->panic",
         );
-        assert!(err.contains("after-publish"), "{err}");
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
     });
