@@ -767,6 +767,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_limiter_spreads_write_units_over_time() {
+        let limiter = Limiter {
+            per_sec: Some(100),
+            next: Arc::new(Mutex::new(Instant::now())),
+        };
+        let t0 = Instant::now();
+        runtime::block_on(async {
+            limiter.take(50).await; // at once
+            limiter.take(50).await; // after 0.5 s
+            limiter.take(1).await; // after 1 s
+        });
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(950) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        let free = Limiter {
+            per_sec: None,
+            next: Arc::new(Mutex::new(Instant::now())),
+        };
+        let t0 = Instant::now();
+        runtime::block_on(free.take(1_000_000));
+        assert!(t0.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
     fn pieces_of_one_transaction_keep_ordering_their_changes() {
         let (p, q): (Position, Position) =
             ("lsn:0/10".parse().unwrap(), "lsn:0/20".parse().unwrap());
