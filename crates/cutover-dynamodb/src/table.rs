@@ -444,6 +444,37 @@ mod tests {
     }
 
     #[test]
+    fn a_value_dynamodb_cannot_hold_is_refused_naming_table_column_and_key() {
+        let mut s = schema(vec![0]);
+        s.columns[2].ty = ColumnType::Decimal {
+            precision: None,
+            scale: None,
+        };
+        s.columns[2].name = "amount".into();
+        let l = Layout::new("p_", &s).unwrap();
+        let cols: Vec<String> = l.schema.columns.iter().map(|c| c.name.clone()).collect();
+        for bad in [
+            "NaN",
+            "Infinity",
+            "1234567890123456789012345678901234567890",
+        ] {
+            let row = vec![
+                Value::Int(42),
+                Value::Null,
+                Value::Decimal(bad.parse().unwrap()),
+                Value::Null,
+            ];
+            let e = l.item(&cols, &row, &[], Oversize::Compress).unwrap_err();
+            let m = e.to_string();
+            assert_eq!(e.kind(), ErrorKind::LossyConversion, "{m}");
+            assert!(
+                m.contains("public.docs") && m.contains("amount") && m.contains("(42)"),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
     fn oversize_items_are_refused_or_compressed_and_read_back_whole() {
         let l = Layout::new("p_", &schema(vec![0])).unwrap();
         let cols: Vec<String> = l.schema.columns.iter().map(|c| c.name.clone()).collect();
