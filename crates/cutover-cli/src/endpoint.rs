@@ -20,6 +20,8 @@ pub fn engines() -> Engines {
         cutover_parquet::engine(),
         #[cfg(feature = "redis")]
         cutover_redis::engine(),
+        #[cfg(feature = "dynamodb")]
+        cutover_dynamodb::engine(),
     ])
 }
 

@@ -12,6 +12,9 @@ use rusqlite::Connection;
 mod campaign;
 #[path = "it/cross.rs"]
 mod cross;
+#[cfg(all(feature = "dynamodb", feature = "failpoints"))]
+#[path = "it/dynamodb.rs"]
+mod dynamodb;
 #[path = "it/libpq.rs"]
 mod libpq;
 #[cfg(feature = "mysql")]
@@ -264,6 +267,42 @@ pub(crate) fn acct_rows(
             (a.parse().unwrap(), b.parse().unwrap())
         })
         .collect()
+}
+
+/// Ends a running `sync` (`child`, started with `args`) with SIGKILL at random moments,
+/// `rounds` times (each run after the first started anew), then runs it once more with
+/// `failpoint` (`name=2*off->panic`) set, which must end it naming the failpoint.
+#[cfg(all(feature = "failpoints", feature = "dynamodb"))]
+fn crash_sync_repeatedly(
+    args: &[&str],
+    log: &Path,
+    mut child: KillOnDrop,
+    seed: u64,
+    rounds: usize,
+    failpoint: &str,
+) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for round in 0..rounds {
+        if round > 0 {
+            child = spawn_cutover(args, log);
+        }
+        std::thread::sleep(Duration::from_millis(rng.u64(400..2_500)));
+        if let Err(e) = still_running(&mut child, &format!("sync (round {round})"), log) {
+            panic!("{e}");
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let o = command(args).env("FAILPOINTS", failpoint).output().unwrap();
+    let (out, err) = text(&o);
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "the failpoint ended it: {out}\n{err}"
+    );
+    let name = failpoint.split('=').next().unwrap_or(failpoint);
+    let short = name.rsplit("::").next().unwrap_or(name);
+    assert!(err.contains(short), "{err}");
 }
 
 /// How many replication slots the source database `db` has (as psql prints it).

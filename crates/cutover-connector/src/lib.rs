@@ -33,6 +33,7 @@ pub use switch::{Direction, Fence, Journal, Observation, SwitchControl, SwitchSt
 /// How every long operation is asked to stop: cancelled once, seen by every task at once.
 pub use tokio_util::sync::CancellationToken;
 
+use std::cmp::Ordering;
 use std::sync::Arc;
 
 use cutover_model::{Change, Column, Key, Position, Row, TableName, TableSchema, Transaction};
@@ -354,4 +355,53 @@ pub fn key_text(key: &[cutover_model::Value]) -> String {
         })
         .collect();
     format!("({})", parts.join(", "))
+}
+
+/// Orders two values of one key column as SQLite and PostgreSQL order them within a type:
+/// NULL first, numbers numerically, text by bytes (binary collation), blobs by bytes.
+pub fn cmp_values(a: &cutover_model::Value, b: &cutover_model::Value) -> Ordering {
+    use cutover_model::Value;
+    fn rank(v: &Value) -> u8 {
+        match v {
+            Value::Null => 0,
+            Value::Int(_) | Value::UInt(_) | Value::Float32(_) | Value::Float64(_) => 1,
+            Value::Text(_) => 2,
+            Value::Bytes(_) => 3,
+            _ => 4,
+        }
+    }
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => x.cmp(y),
+        (Value::UInt(x), Value::UInt(y)) => x.cmp(y),
+        (Value::Int(x), Value::UInt(y)) => i128::from(*x).cmp(&i128::from(*y)),
+        (Value::UInt(x), Value::Int(y)) => i128::from(*x).cmp(&i128::from(*y)),
+        (Value::Text(x), Value::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (Value::Bytes(x), Value::Bytes(y)) => x.cmp(y),
+        (Value::Uuid(x), Value::Uuid(y)) => x.cmp(y),
+        (Value::Date(x), Value::Date(y)) => x.cmp(y),
+        (Value::Timestamp(x), Value::Timestamp(y))
+        | (Value::TimestampTz(x), Value::TimestampTz(y)) => x.cmp(y),
+        _ if rank(a) == 1 && rank(b) == 1 => {
+            let f = |v: &Value| match v {
+                Value::Int(i) => *i as f64,
+                Value::UInt(u) => *u as f64,
+                Value::Float32(x) => f64::from(*x),
+                Value::Float64(x) => *x,
+                _ => 0.0,
+            };
+            f(a).total_cmp(&f(b))
+        }
+        _ => rank(a)
+            .cmp(&rank(b))
+            .then_with(|| format!("{a:?}").cmp(&format!("{b:?}"))),
+    }
+}
+
+/// Orders two keys column by column ([`cmp_values`]).
+pub fn cmp_keys(a: &[cutover_model::Value], b: &[cutover_model::Value]) -> Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| cmp_values(x, y))
+        .find(|o| o.is_ne())
+        .unwrap_or(Ordering::Equal)
 }

@@ -37,6 +37,15 @@ impl Distance {
 pub trait PositionOrder: Send + Sync + fmt::Debug {
     fn compare(&self, a: &Position, b: &Position) -> Option<Ordering>;
     fn distance(&self, behind: &Position, ahead: &Position) -> Distance;
+    /// A text for `p` whose bytewise order is this order: for any two positions `a`, `b` this
+    /// engine wrote that `compare` orders, `sort_key(a).cmp(&sort_key(b)) == compare(a, b)`.
+    /// For targets that can only compare strings (DynamoDB's condition on the position an
+    /// item holds). `None` (the default) where the engine has no such text, or for text it did
+    /// not write.
+    fn sort_key(&self, p: &Position) -> Option<String> {
+        let _ = p;
+        None
+    }
 }
 
 /// Helpers every caller of a [`PositionOrder`] needs.
@@ -106,6 +115,10 @@ impl PositionOrder for Counter {
             },
         }
     }
+    /// The counter in 20 decimal digits (`u64::MAX` has 20).
+    fn sort_key(&self, p: &Position) -> Option<String> {
+        Some(format!("{:020}", self.value(p)?))
+    }
 }
 
 #[cfg(test)]
@@ -129,5 +142,21 @@ mod tests {
         assert!(!SEQ.reached(&lsn, &a));
         assert_eq!(SEQ.value(&"seq:12".parse().unwrap()), Some(12));
         assert_eq!(SEQ.value(&"seq:x".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn counter_sort_keys_order_like_compare() {
+        let values = [0, 1, 9, 10, 99, 100, 12_345, u64::MAX - 1, u64::MAX];
+        for a in values {
+            for b in values {
+                let (pa, pb) = (SEQ.position(a), SEQ.position(b));
+                assert_eq!(
+                    SEQ.sort_key(&pa).cmp(&SEQ.sort_key(&pb)),
+                    SEQ.compare(&pa, &pb).unwrap(),
+                    "{a} vs {b}"
+                );
+            }
+        }
+        assert_eq!(SEQ.sort_key(&"lsn:0/0".parse().unwrap()), None);
     }
 }

@@ -106,6 +106,14 @@ impl PositionOrder for BinlogPositions {
             changes: None,
         }
     }
+
+    /// `BASE.SEQUENCE/OFFSET` with the file's number and the offset in 20 decimal digits:
+    /// positions of one server's binlog (one base name) sort as `compare` orders them.
+    fn sort_key(&self, p: &Position) -> Option<String> {
+        let pos = BinlogPos::parse(p)?;
+        let (base, n) = pos.key()?;
+        Some(format!("{base}.{n:020}/{:020}", pos.offset))
+    }
 }
 
 #[cfg(test)]
@@ -139,5 +147,29 @@ mod tests {
         assert_eq!(o.compare(&a, &"lsn:0/0".parse().unwrap()), None);
         assert!(BinlogPos::parse(&"binlog:nofile/3".parse().unwrap()).is_none());
         assert!(BinlogPos::of(&"seq:3".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn binlog_sort_keys_order_like_compare() {
+        let ps = [
+            p("binlog.000009", 900),
+            p("binlog.000009", 4),
+            p("binlog.000010", 4),
+            p("binlog.000010", 120),
+            p("binlog.000010", 1_000_000),
+            p("binlog.1000000", 4),
+            p("binlog.999999", 99_999_999),
+        ];
+        let o = &BINLOG_POSITIONS;
+        for a in &ps {
+            for b in &ps {
+                assert_eq!(
+                    o.sort_key(a).cmp(&o.sort_key(b)),
+                    o.compare(a, b).unwrap(),
+                    "{a} vs {b}"
+                );
+            }
+        }
+        assert_eq!(o.sort_key(&"lsn:0/0".parse().unwrap()), None);
     }
 }

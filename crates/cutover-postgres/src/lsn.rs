@@ -64,6 +64,12 @@ impl PositionOrder for Lsns {
             changes: None,
         }
     }
+
+    /// The WAL location as 16 upper-case hex digits: fixed width, so bytewise order is
+    /// numeric order.
+    fn sort_key(&self, p: &Position) -> Option<String> {
+        Some(format!("{:016X}", parse(p)?))
+    }
 }
 
 /// A set of visible transactions, as PostgreSQL describes a snapshot: every transaction id below
@@ -148,5 +154,36 @@ mod tests {
         );
         assert!(TxSnapshot::parse("7:x:").is_none());
         assert!(TxSnapshot::parse("7").is_none());
+    }
+
+    #[test]
+    fn lsn_sort_keys_order_like_compare() {
+        let lsns = [
+            0u64,
+            1,
+            0xF,
+            0x10,
+            0x16B_3748,
+            0xFFFF_FFFF,
+            0x1_0000_0000,
+            0x1_0000_0001,
+            0xA_0000_0000,
+            u64::MAX,
+        ];
+        for a in lsns {
+            for b in lsns {
+                let (pa, pb) = (position(a), position(b));
+                assert_eq!(
+                    LSNS.sort_key(&pa).cmp(&LSNS.sort_key(&pb)),
+                    LSNS.compare(&pa, &pb).unwrap(),
+                    "{pa} vs {pb}"
+                );
+            }
+        }
+        assert_eq!(
+            LSNS.sort_key(&position(0x16B_3748)).unwrap(),
+            "00000000016B3748"
+        );
+        assert_eq!(LSNS.sort_key(&"seq:1".parse().unwrap()), None);
     }
 }

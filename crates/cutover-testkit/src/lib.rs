@@ -94,6 +94,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod dynamodb;
 mod error;
 mod guard;
 mod limit;
@@ -104,6 +105,7 @@ mod postgres;
 mod redis;
 mod sys;
 
+pub use dynamodb::DynamoLocal;
 pub use error::HarnessError;
 pub use guard::{end_with_test, on_drop, stop_on_drop, KillOnDrop, OnDrop};
 pub use limit::{time_limit, DEFAULT_TIMEOUT, TIMEOUT_ENV};
