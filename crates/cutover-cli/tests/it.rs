@@ -108,9 +108,11 @@ fn still_running(child: &mut KillOnDrop, what: &str, log: &Path) -> Result<(), S
     ))
 }
 
+#[cfg(all(feature = "failpoints", any(feature = "nats", feature = "parquet")))]
 /// One change the writer committed: (id, op, v after it; for a delete the v it had).
 pub(crate) type Committed = (i64, char, i64);
 
+#[cfg(all(feature = "failpoints", any(feature = "nats", feature = "parquet")))]
 /// A writer on table `acct (id bigint PRIMARY KEY, v int, note text)` with ids 1..=3000 to start
 /// with: inserts (v = 0), updates (v + 1) and deletes, each its own transaction, every one
 /// logged as (id, op, v) once committed: what a stream or a lake target must hold exactly once.
@@ -160,6 +162,7 @@ pub(crate) fn logging_writer(
     }
 }
 
+#[cfg(all(feature = "failpoints", any(feature = "nats", feature = "parquet")))]
 /// Runs `args` (a `sync` from PostgreSQL database `src`) under [`logging_writer`]: started once
 /// the slot exists, SIGKILLed `kills` times at random moments (seeded), then once ended by the
 /// failpoint `failpoint` (`name=…->panic`, whose name its stderr must show), the writer
@@ -226,6 +229,7 @@ pub(crate) fn sync_under_logged_writes(
     committed
 }
 
+#[cfg(all(feature = "failpoints", any(feature = "nats", feature = "parquet")))]
 /// Delivery counts: the change events a target holds, per id in its order as (op, v; -1 for a
 /// delete), are exactly what the writer committed, each once, in the writer's order per id.
 pub(crate) fn assert_each_change_once(
@@ -254,6 +258,7 @@ pub(crate) fn assert_each_change_once(
     );
 }
 
+#[cfg(all(feature = "failpoints", any(feature = "nats", feature = "parquet")))]
 /// `SELECT id, v FROM acct` on the source, by id.
 pub(crate) fn acct_rows(
     pg: &cutover_testkit::Postgres,
