@@ -183,12 +183,21 @@ pub(crate) fn sync_under_logged_writes(
     std::thread::scope(|sc| {
         let _stop_writer = cutover_testkit::stop_on_drop(&stop);
         let mut child = spawn_cutover(args, log.path());
+        // Changes are captured from the slot's consistent point on: a slot still being created
+        // (waiting for running transactions) shows with no confirmed position yet, and what
+        // commits meanwhile arrives as copied rows, not as changes.
         wait_for(
-            "the replication slot",
+            "a consistent replication slot",
             Duration::from_secs(60),
             || still_running(&mut child, "sync", log.path()),
             |seen| {
-                let n = slots(pg, src);
+                let n = pg
+                    .psql(
+                        src,
+                        "SELECT count(*) FROM pg_replication_slots \
+                         WHERE database = current_database() AND confirmed_flush_lsn IS NOT NULL",
+                    )
+                    .unwrap_or_default();
                 *seen = n.clone();
                 (n.trim() == "1").then_some(())
             },
