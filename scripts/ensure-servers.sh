@@ -75,4 +75,4 @@ run() {
 run "${as_root[@]}" apt-get update
 run "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql mariadb-server nats-server redis-server
 
-echo "ensure-servers: installed postgresql and mariadb-server" >&2
+echo "ensure-servers: installed postgresql, mariadb-server, nats-server and redis-server" >&2
