@@ -4,6 +4,8 @@
 mod mariadb;
 #[path = "it/nats.rs"]
 mod nats_target;
+#[path = "it/parquet.rs"]
+mod parquet_target;
 #[path = "it/postgres.rs"]
 mod postgres;
 #[path = "it/redis.rs"]

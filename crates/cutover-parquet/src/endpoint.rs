@@ -48,12 +48,18 @@ impl ParquetEndpoint {
             let n = v
                 .parse::<u64>()
                 .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| invalid(format!("{k}={v}: give a positive whole number")));
+                .ok_or_else(|| invalid(format!("{k}={v}: give a whole number")));
             match k {
                 "roll-mb" | "roll_mb" => {
-                    e.roll_bytes = usize::try_from(n?.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+                    let n = n?;
+                    if n == 0 {
+                        return Err(invalid(format!(
+                            "{k}=0: give a positive size, or roll-seconds=0 for a file per batch"
+                        )));
+                    }
+                    e.roll_bytes = usize::try_from(n.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
                 }
+                // 0: every batch is written out at once (many small files, nothing held).
                 "roll-seconds" | "roll_seconds" => e.roll_after = Duration::from_secs(n?),
                 other => {
                     return Err(invalid(format!(
@@ -79,10 +85,13 @@ mod tests {
         let d = ParquetEndpoint::parse("parquet+file:///a%20b").unwrap();
         assert_eq!(d.dir, PathBuf::from("/a b"));
         assert_eq!(d.roll_after, Duration::from_secs(60));
+        let each = ParquetEndpoint::parse("parquet:///x?roll-seconds=0").unwrap();
+        assert_eq!(each.roll_after, Duration::ZERO);
         for (url, says) in [
             ("s3://bucket/x", "parquet:///path"),
             ("parquet://", "name a directory"),
             ("parquet:///x?roll-mb=0", "positive"),
+            ("parquet:///x?roll-seconds=soon", "whole number"),
             ("parquet:///x?color=red", "not a setting"),
         ] {
             let e = ParquetEndpoint::parse(url).unwrap_err().to_string();

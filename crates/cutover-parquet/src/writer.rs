@@ -96,7 +96,8 @@ impl ParquetWriter {
     }
 
     fn due(&self) -> bool {
-        self.held_bytes >= self.endpoint.roll_bytes
+        self.endpoint.roll_after.is_zero()
+            || self.held_bytes >= self.endpoint.roll_bytes
             || self
                 .held_since
                 .is_some_and(|t| t.elapsed() >= self.endpoint.roll_after)
