@@ -12,3 +12,5 @@ mod postgres;
 mod redis_target;
 #[path = "it/sqlite.rs"]
 mod sqlite;
+#[path = "it/stateful.rs"]
+mod stateful;

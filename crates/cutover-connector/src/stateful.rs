@@ -9,7 +9,7 @@
 //! upsert), or by naming each write so that the target drops what it already holds (a change
 //! stream's message ids, see [`ApplyOp::Origin`]).
 
-use cutover_model::{Column, Key, Position, TableName, TableSchema};
+use cutover_model::{Key, Position, TableName, TableSchema};
 
 use crate::{
     ApplyOp, ConnectorError, ErrorKind, KeyRange, PlannedChunk, PositionOrder, Progress, Sink,
@@ -99,10 +99,6 @@ impl<W: Writer> StatefulSink<W> {
         }
         Ok(())
     }
-
-    pub fn writer(&mut self) -> &mut W {
-        &mut self.writer
-    }
 }
 
 impl<W: Writer> Sink for StatefulSink<W> {
@@ -149,10 +145,6 @@ impl<W: Writer> Sink for StatefulSink<W> {
 
     fn checkpoint(&mut self) -> Result<Option<Position>, ConnectorError> {
         self.state.checkpoint()
-    }
-
-    fn columns(&mut self, table: &TableSchema) -> Result<Vec<Column>, ConnectorError> {
-        Ok(table.columns.clone())
     }
 
     fn finish_tables(&mut self, tables: &[TableSchema]) -> Result<(), ConnectorError> {

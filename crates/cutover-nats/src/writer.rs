@@ -48,9 +48,6 @@ pub struct NatsWriter {
     tables: HashMap<TableName, Table>,
     /// The largest message the server takes (its `max_payload`).
     max_payload: usize,
-    /// Messages the stream reported as duplicates (a replayed batch), for the log.
-    pub duplicates: u64,
-    pub published: u64,
 }
 
 fn map(context: impl std::fmt::Display, e: impl std::fmt::Display) -> ConnectorError {
@@ -149,8 +146,6 @@ impl NatsWriter {
             subject,
             tables: HashMap::new(),
             max_payload,
-            duplicates: 0,
-            published: 0,
         })
     }
 
@@ -392,9 +387,9 @@ impl NatsWriter {
     fn publish(&mut self, messages: Vec<Message>) -> Result<(), ConnectorError> {
         let js = self.js.clone();
         let stream = self.stream.clone();
-        let (published, duplicates) = runtime::block_on(async move {
+        let duplicates = runtime::block_on(async move {
             let mut acks = VecDeque::with_capacity(IN_FLIGHT);
-            let (mut published, mut duplicates) = (0u64, 0u64);
+            let mut duplicates = 0u64;
             let wait = |ack: jetstream::context::PublishAckFuture| {
                 let stream = stream.clone();
                 async move {
@@ -417,16 +412,13 @@ impl NatsWriter {
                     .await
                     .map_err(|e| map(format!("publishing to {}", m.subject), e))?;
                 acks.push_back(ack);
-                published += 1;
             }
             while let Some(a) = acks.pop_front() {
                 let ack = wait(a).await?;
                 duplicates += u64::from(ack.duplicate);
             }
-            Ok::<_, ConnectorError>((published, duplicates))
+            Ok::<_, ConnectorError>(duplicates)
         })?;
-        self.published += published;
-        self.duplicates += duplicates;
         if duplicates > 0 {
             tracing::info!(
                 duplicates,

@@ -94,15 +94,11 @@ fn int(v: &Value) -> Result<Option<i128>, String> {
     })
 }
 
-fn ints<T: TryFrom<i128>>(values: &[&Value]) -> Result<Vec<Option<T>>, String> {
-    values
-        .iter()
-        .map(|v| {
-            int(v)?
-                .map(|i| T::try_from(i).map_err(|_| format!("{i} is out of the column's range")))
-                .transpose()
-        })
-        .collect()
+/// `v` as an integer of the column's width, if it fits.
+fn int_of<T: TryFrom<i128>>(v: &Value) -> Result<Option<T>, String> {
+    int(v)?
+        .map(|i| T::try_from(i).map_err(|_| format!("{i} is out of the column's range")))
+        .transpose()
 }
 
 fn float(v: &Value) -> Result<Option<f64>, String> {
@@ -148,6 +144,10 @@ fn decimal128(d: &Decimal, precision: u8, scale: i8) -> Result<i128, String> {
         return Err(format!("{d} has more than {precision} digits"));
     }
     Ok(if negative { -m } else { m })
+}
+
+fn parse_decimal(text: &str) -> Result<Decimal, String> {
+    text.parse::<Decimal>().map_err(|e| e.to_string())
 }
 
 fn date(v: &Value) -> Result<Option<i32>, String> {
@@ -243,14 +243,14 @@ pub fn array(ty: &DataType, values: &[&Value]) -> Result<ArrayRef, (usize, Strin
             Value::Int(1) => Ok(Some(true)),
             other => Err(mismatch(other, ty)),
         })?)),
-        DataType::Int8 => Arc::new(Int8Array::from(per_row(values, ints::<i8>)?)),
-        DataType::Int16 => Arc::new(Int16Array::from(per_row(values, ints::<i16>)?)),
-        DataType::Int32 => Arc::new(Int32Array::from(per_row(values, ints::<i32>)?)),
-        DataType::Int64 => Arc::new(Int64Array::from(per_row(values, ints::<i64>)?)),
-        DataType::UInt8 => Arc::new(UInt8Array::from(per_row(values, ints::<u8>)?)),
-        DataType::UInt16 => Arc::new(UInt16Array::from(per_row(values, ints::<u16>)?)),
-        DataType::UInt32 => Arc::new(UInt32Array::from(per_row(values, ints::<u32>)?)),
-        DataType::UInt64 => Arc::new(UInt64Array::from(per_row(values, ints::<u64>)?)),
+        DataType::Int8 => Arc::new(Int8Array::from(each(values, int_of::<i8>)?)),
+        DataType::Int16 => Arc::new(Int16Array::from(each(values, int_of::<i16>)?)),
+        DataType::Int32 => Arc::new(Int32Array::from(each(values, int_of::<i32>)?)),
+        DataType::Int64 => Arc::new(Int64Array::from(each(values, int_of::<i64>)?)),
+        DataType::UInt8 => Arc::new(UInt8Array::from(each(values, int_of::<u8>)?)),
+        DataType::UInt16 => Arc::new(UInt16Array::from(each(values, int_of::<u16>)?)),
+        DataType::UInt32 => Arc::new(UInt32Array::from(each(values, int_of::<u32>)?)),
+        DataType::UInt64 => Arc::new(UInt64Array::from(each(values, int_of::<u64>)?)),
         DataType::Float32 => Arc::new(Float32Array::from(each(values, |v| match v {
             Value::Float32(f) => Ok(Some(*f)),
             other => float(other).and_then(|f| match f {
@@ -266,11 +266,9 @@ pub fn array(ty: &DataType, values: &[&Value]) -> Result<ArrayRef, (usize, Strin
             let v = each(values, |v| match v {
                 Value::Null => Ok(None),
                 Value::Decimal(d) => decimal128(d, p, s).map(Some),
-                Value::Int(i) => {
-                    decimal128(&Decimal::from_str_exact(&i.to_string())?, p, s).map(Some)
-                }
+                Value::Int(i) => decimal128(&parse_decimal(&i.to_string())?, p, s).map(Some),
                 Value::Text(t) | Value::Raw { text: t, .. } => {
-                    decimal128(&Decimal::from_str_exact(t)?, p, s).map(Some)
+                    decimal128(&parse_decimal(t)?, p, s).map(Some)
                 }
                 other => Err(mismatch(other, ty)),
             })?;
@@ -309,28 +307,6 @@ pub fn array(ty: &DataType, values: &[&Value]) -> Result<ArrayRef, (usize, Strin
         }
         _ => Arc::new(StringArray::from(each(values, text_of)?)),
     })
-}
-
-fn per_row<T>(
-    values: &[&Value],
-    f: impl Fn(&[&Value]) -> Result<Vec<Option<T>>, String>,
-) -> Result<Vec<Option<T>>, (usize, String)> {
-    let mut out = Vec::with_capacity(values.len());
-    for (i, v) in values.iter().enumerate() {
-        let one = f(std::slice::from_ref(v)).map_err(|e| (i, e))?;
-        out.extend(one);
-    }
-    Ok(out)
-}
-
-trait FromStrExact: Sized {
-    fn from_str_exact(text: &str) -> Result<Self, String>;
-}
-
-impl FromStrExact for Decimal {
-    fn from_str_exact(text: &str) -> Result<Decimal, String> {
-        text.parse::<Decimal>().map_err(|e| e.to_string())
-    }
 }
 
 #[cfg(test)]

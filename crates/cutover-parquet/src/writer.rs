@@ -14,7 +14,7 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
@@ -58,8 +58,6 @@ pub struct ParquetWriter {
     order: Option<&'static dyn PositionOrder>,
     held_bytes: usize,
     held_since: Option<Instant>,
-    /// Files written, for the log and tests.
-    pub files: u64,
 }
 
 impl ParquetWriter {
@@ -70,7 +68,6 @@ impl ParquetWriter {
             order: None,
             held_bytes: 0,
             held_since: None,
-            files: 0,
         }
     }
 
@@ -123,7 +120,6 @@ impl ParquetWriter {
             let batch = row_batch(&t.schema, &[], rows.iter().map(|r| r.as_slice()))?;
             let n = rows.len();
             write_file(t, "copy", &batch, n, None)?;
-            self.files += 1;
         }
         if !t.changes.is_empty() {
             let held = std::mem::take(&mut t.changes);
@@ -183,7 +179,6 @@ impl ParquetWriter {
             if last.is_some() {
                 t.last = last;
             }
-            self.files += 1;
         }
         Ok(())
     }
@@ -548,11 +543,4 @@ fn change_rows(
             .collect(),
         Change::Schema { .. } => Vec::new(),
     })
-}
-
-impl ParquetWriter {
-    /// How long rows may be held before they are written out, for messages.
-    pub fn roll_after(&self) -> Duration {
-        self.endpoint.roll_after
-    }
 }

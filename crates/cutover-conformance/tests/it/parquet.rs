@@ -126,9 +126,7 @@ impl TargetEngine for ParquetEngine {
             &OpenOptions::default(),
         )
         .unwrap();
-        let open_state = cutover_sqlite::engine().target.expect("a target");
-        t.attach_state(open_state(state.to_str().unwrap(), &OpenOptions::default()).unwrap())
-            .unwrap();
+        crate::stateful::attach_sqlite_state(t.as_mut(), &state);
         let target = t
             .as_any()
             .downcast_ref::<ParquetTarget>()
@@ -174,23 +172,8 @@ impl TargetEngine for ParquetEngine {
                 }
             }
         }
-        let by: Vec<usize> = order_by
-            .split(',')
-            .map(|c| schema.column_index(c.trim()).expect("an order column"))
-            .collect();
         let mut rows: Vec<Row> = fold.into_values().collect();
-        rows.sort_by(|a, b| {
-            for &i in &by {
-                let o = match (&a[i], &b[i]) {
-                    (Value::Int(x), Value::Int(y)) => x.cmp(y),
-                    (x, y) => format!("{x:?}").cmp(&format!("{y:?}")),
-                };
-                if o.is_ne() {
-                    return o;
-                }
-            }
-            std::cmp::Ordering::Equal
-        });
+        crate::stateful::sort_rows(&mut rows, &schema, order_by);
         rows
     }
 
@@ -209,13 +192,7 @@ impl TargetEngine for ParquetEngine {
     fn plant_store_version(&self, db: &str, version: u32) -> Result<(), String> {
         let state = self.targets.lock().unwrap().get(db).map(|t| t.1.clone());
         let state = state.ok_or_else(|| format!("{db} is not a target of this suite"))?;
-        rusqlite::Connection::open(state)
-            .and_then(|c| {
-                c.execute_batch(&format!(
-                    "INSERT OR REPLACE INTO _cutover_state (key, value) VALUES ('store_version', '{version}')"
-                ))
-            })
-            .map_err(|e| e.to_string())
+        crate::stateful::plant_state_version(&state, version)
     }
 
     fn type_table(&self) -> TypeTable {
