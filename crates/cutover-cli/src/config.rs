@@ -17,6 +17,7 @@
 //! skip_foreign_keys = true # --skip-foreign-keys
 //! grants = true            # --grants
 //! state = "sqlite://school.state.db"   # targets without transactions: --state
+//! copy_method = "rows"     # sync: --copy-method (auto: the pair's bulk path where it has one)
 //! ```
 
 use std::path::Path;
@@ -45,6 +46,7 @@ pub struct FileConfig {
     pub skip_foreign_keys: Option<bool>,
     pub grants: Option<bool>,
     pub state: Option<String>,
+    pub copy_method: Option<crate::sync::CopyMethod>,
 }
 
 pub fn load(path: &Path) -> anyhow::Result<FileConfig> {

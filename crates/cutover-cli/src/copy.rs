@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use cutover_connector::Progress;
-use cutover_postgres::copy::{copy, CopyOptions, CopyReport};
-use cutover_postgres::schema::Selection;
+use cutover_connector::{BulkCopyOptions, BulkCopyReport as CopyReport, Progress};
 
 use crate::{ui, Endpoints, EXIT_ERROR};
 
@@ -55,45 +53,33 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
         .tables
         .open_options(&file, args.name.as_ref(), Default::default());
     let (s, t) = crate::endpoint::engines().pair(&source, &target, &open, &ends.env)?;
-    // The copy on its own is the bulk path two PostgreSQL databases share (binary COPY, one
-    // exported snapshot); other pairs copy and catch up in one go with sync.
-    let Some((s, t)) = crate::endpoint::pg_pair(s.as_ref(), t.as_ref()) else {
+    // The copy on its own is a bulk path two engines share (PostgreSQL → PostgreSQL: binary
+    // COPY, one exported snapshot); other pairs copy and catch up in one go with sync.
+    let Some(bulk) = t.bulk_copy(s.as_ref()) else {
         bail!(
-            "`cutover copy` on its own is the PostgreSQL → PostgreSQL bulk path; for {} → {} use \
-             `cutover sync --stop-when-caught-up` with the same --source and --target: it copies \
-             and catches up in one go",
+            "`cutover copy` on its own is the bulk path two engines share (PostgreSQL → \
+             PostgreSQL so far); for {} → {} use `cutover sync --stop-when-caught-up` with the \
+             same --source and --target: it copies and catches up in one go",
             s.describe(),
             t.describe()
         );
     };
-    let (source, target) = (s.endpoint.clone(), t.endpoint.clone());
-    let mut opts = CopyOptions {
+    let mut opts = BulkCopyOptions {
         truncate: args.truncate || file.truncate.unwrap_or(false),
         consistent_snapshot: !args.no_snapshot && file.snapshot.unwrap_or(true),
-        chunk_bytes: args.chunk_mb.or(file.chunk_mb).unwrap_or(64).max(1) << 20,
-        selection: Selection {
-            tables: open.tables.clone(),
-            exclude: open.exclude.clone(),
-            skip_foreign_keys: open.skip_foreign_keys,
-            grants: open.grants,
-        },
+        chunk_bytes: Some(args.chunk_mb.or(file.chunk_mb).unwrap_or(64).max(1) << 20),
         max_rows_per_sec: args
             .max_rows_per_sec
             .or(file.max_rows_per_sec)
             .and_then(NonZeroU32::new),
-        ..CopyOptions::default()
+        ..BulkCopyOptions::default()
     };
     if let Some(j) = args.jobs.or(file.jobs) {
         opts.jobs = j.max(1);
     }
-    let capture = args.capture || file.capture.unwrap_or(false);
-    if capture {
-        if !opts.consistent_snapshot {
-            bail!("--capture copies in the replication slot's snapshot; it cannot be combined with --no-snapshot");
-        }
-        opts.capture = Some(cutover_postgres::CaptureNames::for_migration(
-            open.name.as_deref().unwrap_or(target.dbname()),
-        ));
+    opts.capture = args.capture || file.capture.unwrap_or(false);
+    if opts.capture && !opts.consistent_snapshot {
+        bail!("--capture copies in the replication slot's snapshot; it cannot be combined with --no-snapshot");
     }
     let stop = crate::signals::install_saying(
         std::time::Duration::from_secs(10),
@@ -105,29 +91,24 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
     );
     let progress = Progress::default();
     let ui_done = AtomicBool::new(false);
-    let result = std::thread::scope(|s| {
+    let result = std::thread::scope(|sc| {
         let ui =
-            (!args.json || ui::is_terminal()).then(|| s.spawn(|| ui::follow(&progress, &ui_done)));
-        let r = copy(&source, &target, &opts, &progress, &stop);
+            (!args.json || ui::is_terminal()).then(|| sc.spawn(|| ui::follow(&progress, &ui_done)));
+        let r = bulk.run(&opts, &progress, &stop);
         ui_done.store(true, Ordering::Relaxed);
         if let Some(ui) = ui {
             let _ = ui.join();
         }
         r
     });
-    let report = result.with_context(|| {
-        format!(
-            "copy from {} to {} failed",
-            source.redacted(),
-            target.redacted()
-        )
-    })?;
+    let report =
+        result.with_context(|| format!("copy from {} to {} failed", s.describe(), t.describe()))?;
     if args.json {
         println!("{}", json(&report));
     } else {
         print_report(&report);
     }
-    if let (Some(names), false, false) = (&opts.capture, args.json, report.interrupted) {
+    if let (Some(capture), false, false) = (&report.capture, args.json, report.interrupted) {
         let again = match report.outside_snapshot {
             Some((0, _)) | None => "nothing is copied again".to_owned(),
             Some((chunks, rows)) => format!(
@@ -136,10 +117,9 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<u8> {
             ),
         };
         eprintln!(
-            "change capture runs since the copy's snapshot: slot {} keeps WAL on the source from now on. \
+            "change capture runs since the copy's snapshot: {capture} on the source from now on. \
              Run `cutover sync` with the same --source/--target to follow the changes ({again}), \
-             or `cutover cleanup` to drop the slot",
-            names.slot
+             or `cutover cleanup` to drop it"
         );
     }
     if report.interrupted {

@@ -3,8 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use cutover_connector::{Engines, SourceFactory, TargetFactory};
-use cutover_postgres::PgConnect;
+use cutover_connector::Engines;
 
 /// Every engine this build knows: the one list of connectors. Any source composes with any
 /// target through their factories; an engine may offer only some sides.
@@ -23,18 +22,6 @@ pub fn engines() -> Engines {
         #[cfg(feature = "dynamodb")]
         cutover_dynamodb::engine(),
     ])
-}
-
-/// The two sides when both are PostgreSQL: what switch, rollback and the switch journal need
-/// (a capability of this pair of engines so far).
-pub fn pg_pair<'a>(
-    source: &'a dyn SourceFactory,
-    target: &'a dyn TargetFactory,
-) -> Option<(&'a PgConnect, &'a PgConnect)> {
-    Some((
-        source.as_any().downcast_ref::<PgConnect>()?,
-        target.as_any().downcast_ref::<PgConnect>()?,
-    ))
 }
 
 /// Removes a database file and its WAL/SHM companions, if present.

@@ -79,7 +79,7 @@ enum Command {
     /// target has caught up. PostgreSQL: logical replication (slot and publication cutover_NAME
     /// on the source; needs wal_level=logical).
     #[command(
-        after_help = "Examples:\n  cutover sync --source postgres://app@old/app --target postgres://app@new/app &\n  cutover sync --source sqlite://app.db --target postgres://app@new/app --stop-when-caught-up\n  cutover sync --source mysql://repl@old/shop --target postgres://app@new/shop   # MariaDB's binlog\n  cutover sync --source postgres://app@old/app --target sqlite://copy.db --tables students,sessions\n  cutover sync --source postgres://app@old/app --target 'redis://cache:6379/0?prefix=app:'   # rows as hashes\n\nEngines: any source with any target among SQLite, PostgreSQL and MySQL/MariaDB (MySQL 8: as a target; MariaDB 10.6+: both); Redis as a target (redis://host:port/db?prefix=…&format=hash|json, password from REDISCLI_AUTH).\nExit codes: 0 caught up (--stop-when-caught-up) or stopped cleanly, 2 error (what was applied is kept: run the same command to resume), 130 stopped by a second Ctrl-C."
+        after_help = "Examples:\n  cutover sync --source postgres://app@old/app --target postgres://app@new/app &\n  cutover sync --source sqlite://app.db --target postgres://app@new/app --stop-when-caught-up\n  cutover sync --source mysql://repl@old/shop --target postgres://app@new/shop   # MariaDB's binlog\n  cutover sync --source postgres://app@old/app --target sqlite://copy.db --tables students,sessions\n  cutover sync --source postgres://app@old/app --target 'redis://cache:6379/0?prefix=app:'   # rows as hashes\n\nCopy: PostgreSQL → PostgreSQL copies with binary COPY in the replication slot's snapshot, then follows the changes from there; every other pair (or --copy-method rows) copies chunk by chunk beside the change stream through the applier.\nEngines: any source with any target among SQLite, PostgreSQL and MySQL/MariaDB (MySQL 8: as a target; MariaDB 10.6+: both); Redis as a target (redis://host:port/db?prefix=…&format=hash|json, password from REDISCLI_AUTH).\nExit codes: 0 caught up (--stop-when-caught-up) or stopped cleanly, 2 error (what was applied is kept: run the same command to resume), 130 stopped by a second Ctrl-C."
     )]
     Sync(sync::SyncArgs),
     /// Prove source and target equal by checksum bisection (only digests cross the network
@@ -141,8 +141,8 @@ struct Endpoints {
     target_env_prefix: Option<String>,
     /// Read settings from a TOML file (source, target, source_env_prefix, target_env_prefix,
     /// tables, exclude_tables, jobs, max_rows_per_sec, truncate, snapshot, name, capture,
-    /// chunk_mb, ddl, retry_for, skip_foreign_keys, grants, state); flags and CUTOVER_*
-    /// variables override it.
+    /// chunk_mb, ddl, retry_for, skip_foreign_keys, grants, state, copy_method); flags and
+    /// CUTOVER_* variables override it.
     #[arg(long, env = "CUTOVER_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
     /// Targets without transactions (nats://, parquet://): where the migration's state (checkpoint, chunk

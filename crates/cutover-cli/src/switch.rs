@@ -4,9 +4,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
-use cutover_connector::{Direction, Fence};
-use cutover_postgres::schema::Selection;
-use cutover_postgres::{reverse_names, Orientation, PgConnect, PgEndpoint, PgSwitch};
+use cutover_connector::{Direction, Fence, Orientation, Switchover};
 use cutover_switch::{Step, SwitchError, SwitchOptions, SwitchReport};
 
 use crate::{Endpoints, EXIT_ERROR};
@@ -76,69 +74,37 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
     let open = args
         .tables
         .open_options(&file, args.name.as_ref(), Default::default());
-    let (ps, pt) = crate::endpoint::engines().pair(&source, &target, &open, &ends.env)?;
-    let Some((ps, pt)) = crate::endpoint::pg_pair(ps.as_ref(), pt.as_ref()) else {
+    let (s, t) = crate::endpoint::engines().pair(&source, &target, &open, &ends.env)?;
+    let Some(pair) = t.switchover(s.as_ref()) else {
         bail!(
-            "switch and rollback work between two PostgreSQL databases (postgres://…) so far, \
-             not {} → {}; the demo shows the SQLite switch",
-            ps.describe(),
-            pt.describe()
+            "{} → {}: these two engines cannot trade places as primary (a switch needs change \
+             capture both ways and a fence on the old primary); switch and rollback work between \
+             two PostgreSQL databases so far. The demo shows the SQLite switch",
+            s.describe(),
+            t.describe()
         );
     };
-    let (s, t) = (ps.endpoint.clone(), pt.endpoint.clone());
-    let selection = ps.selection.clone();
-    let names = ps.names.clone();
     let mut sync = cutover_pipeline::SyncOptions::default();
     if let Some(j) = file.jobs {
         sync.jobs = j.max(1);
     }
-    let side =
-        |endpoint: &PgEndpoint, peer: &PgEndpoint, names: &cutover_postgres::CaptureNames| {
-            PgConnect {
-                endpoint: endpoint.clone(),
-                peer: Some(peer.clone()),
-                selection: selection.clone(),
-                names: names.clone(),
-                truncate: false,
-                jobs: sync.jobs,
-            }
-        };
-    let (want, primary, follower, new_primary) = match orientation {
-        Orientation::Switch => (
-            Direction::Reverse,
-            side(&s, &t, &names),
-            side(&t, &s, &names),
-            &t,
-        ),
-        Orientation::Rollback => {
-            let rev = reverse_names(&names);
-            (
-                Direction::Forward,
-                side(&t, &s, &rev),
-                side(&s, &t, &rev),
-                &s,
-            )
-        }
+    let want = match orientation {
+        Orientation::Switch => Direction::Reverse,
+        Orientation::Rollback => Direction::Forward,
     };
-    let mut control = PgSwitch::open(orientation, &s, &t, &selection, &names)?;
+    let new_primary = pair.new_primary(orientation);
     let mut opts = SwitchOptions::new(want);
     opts.fence = args.fence.clone();
     opts.on_switch = args.on_switch.clone();
     opts.on_switch_env = vec![
         ("CUTOVER_DIRECTION".into(), want.to_string()),
-        (
-            "CUTOVER_NEW_PRIMARY".into(),
-            new_primary.redacted().to_owned(),
-        ),
+        ("CUTOVER_NEW_PRIMARY".into(), new_primary.clone()),
     ];
     opts.max_pause = Some(Duration::from_millis(args.max_pause_ms));
     opts.max_lag = args.max_lag;
     opts.verify_recent = args.verify_recent;
     opts.allow_missing_objects = args.allow_missing_objects;
-    let verb = match orientation {
-        Orientation::Switch => "switch",
-        Orientation::Rollback => "rollback",
-    };
+    let verb = orientation.verb();
     let json = args.json;
     let mut on_step = |step: &Step| {
         if !json {
@@ -152,8 +118,7 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
         }
     };
     if args.abort {
-        drop(control);
-        return match recover(&s, &t, &selection, &names) {
+        return match recover(pair.as_ref()) {
             Ok(Some(done)) => {
                 println!("{done}");
                 Ok(0)
@@ -168,6 +133,8 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
             }
         };
     }
+    let (primary, follower) = pair.sides(orientation)?;
+    let mut control = pair.control(orientation)?;
     if orientation == Orientation::Switch {
         control.record_fence(&args.fence)?;
     }
@@ -177,16 +144,16 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
         "The switch is journaled: `cutover switch --abort` (or `cutover sync`) finishes or undoes it.",
     );
     match cutover_switch::run(
-        &primary,
-        &follower,
-        &mut control,
+        primary.as_ref(),
+        follower.as_ref(),
+        control.as_mut(),
         &opts,
         &sync,
         &cancel,
         &mut on_step,
     ) {
         Ok(report) => {
-            print_report(verb, &report, json, new_primary);
+            print_report(verb, &report, json, &new_primary);
             Ok(0)
         }
         Err(SwitchError::Refused(why)) => {
@@ -214,23 +181,17 @@ fn run(args: &SwitchArgs, orientation: Orientation) -> anyhow::Result<u8> {
 
 /// Finishes or undoes an interrupted switch or rollback of the migration (see
 /// [`cutover_switch::recover`]), whichever way it was going.
-pub fn recover(
-    s: &PgEndpoint,
-    t: &PgEndpoint,
-    selection: &Selection,
-    names: &cutover_postgres::CaptureNames,
-) -> Result<Option<String>, SwitchError> {
+pub fn recover(pair: &dyn Switchover) -> Result<Option<String>, SwitchError> {
     let refused = |e: cutover_connector::ConnectorError| SwitchError::Refused(e.to_string());
-    let mut probe = PgSwitch::open(Orientation::Switch, s, t, selection, names).map_err(refused)?;
-    let orientation =
-        match cutover_connector::SwitchControl::journal(&mut probe).map_err(refused)? {
-            None => return Ok(None),
-            Some(j) if j.want == Direction::Forward => Orientation::Rollback,
-            Some(_) => Orientation::Switch,
-        };
+    let mut probe = pair.control(Orientation::Switch).map_err(refused)?;
+    let orientation = match probe.journal().map_err(refused)? {
+        None => return Ok(None),
+        Some(j) if j.want == Direction::Forward => Orientation::Rollback,
+        Some(_) => Orientation::Switch,
+    };
     drop(probe);
-    let mut control = PgSwitch::open(orientation, s, t, selection, names).map_err(refused)?;
-    cutover_switch::recover(&mut control)
+    let mut control = pair.control(orientation).map_err(refused)?;
+    cutover_switch::recover(control.as_mut())
 }
 
 /// Milliseconds since the Unix epoch (with microseconds), for lining steps up with other clocks.
@@ -239,7 +200,7 @@ fn epoch_ms(t: std::time::SystemTime) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-fn print_report(verb: &str, r: &SwitchReport, json: bool, new_primary: &PgEndpoint) {
+fn print_report(verb: &str, r: &SwitchReport, json: bool, new_primary: &str) {
     let ms = |d: Duration| (d.as_secs_f64() * 1e4).round() / 10.0;
     if json {
         let steps: Vec<serde_json::Value> = r
@@ -260,7 +221,7 @@ fn print_report(verb: &str, r: &SwitchReport, json: bool, new_primary: &PgEndpoi
             serde_json::json!({
                 "switched": true,
                 "direction": r.direction.to_string(),
-                "new_primary": new_primary.redacted(),
+                "new_primary": new_primary,
                 "write_pause_ms": ms(r.write_pause),
                 "writes_refused_ms": ms(r.writes_refused),
                 "paused_sessions_ended": r.paused_sessions_ended,
@@ -276,7 +237,7 @@ fn print_report(verb: &str, r: &SwitchReport, json: bool, new_primary: &PgEndpoi
     }
     println!(
         "{verb} done: writes now go to {} (write pause {} ms; every session takes writes after {} ms, {} begun during the pause ended; drain {} ms, {} recently changed rows verified in the pause, {} rows changed during the copy verified before it, {} sessions ended)",
-        new_primary.redacted(),
+        new_primary,
         ms(r.write_pause),
         ms(r.writes_refused),
         r.paused_sessions_ended,

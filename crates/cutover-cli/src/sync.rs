@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use cutover_connector::{CancellationToken, OpenOptions, SourceFactory, TargetFactory};
+use cutover_connector::{CancellationToken, OpenOptions, SourceFactory, Switchover, TargetFactory};
 use cutover_postgres::{PgConnect, PgEndpoint};
 
 use crate::endpoint;
@@ -46,6 +46,28 @@ pub struct SyncArgs {
     /// stopping with an error [default: 300].
     #[arg(long, value_name = "SECONDS")]
     retry_for: Option<u64>,
+    /// How the existing rows are copied. `auto`: with the two engines' own bulk path where the
+    /// pair has one (PostgreSQL → PostgreSQL: binary COPY in the replication slot's snapshot,
+    /// then the changes from there), else chunk by chunk through the change applier; `rows`:
+    /// always through the applier (chunks read beside the change stream, as for any pair).
+    /// [default: auto]
+    #[arg(long, value_enum, value_name = "auto|rows")]
+    copy_method: Option<CopyMethod>,
+    /// Chunk size of the copy, in MB of table data [default: 64 on the bulk path, 4 through
+    /// the applier].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    chunk_mb: Option<u64>,
+    /// Cap the copy's rate, in rows per second across all readers, to spare a busy source
+    /// (changes are never held back).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_rows_per_sec: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyMethod {
+    Auto,
+    Rows,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum, serde::Deserialize)]
@@ -97,27 +119,6 @@ pub struct CleanupArgs {
     name: Option<String>,
 }
 
-/// The two sides of a PostgreSQL migration in the direction its changes flow now: after a
-/// switch, from the target back to the source.
-fn pg_direction(s: &PgConnect, t: &PgConnect) -> anyhow::Result<(PgConnect, PgConnect)> {
-    if cutover_postgres::direction(&t.endpoint)? != cutover_connector::Direction::Reverse {
-        return Ok((s.clone(), t.clone()));
-    }
-    eprintln!(
-        "the migration is switched: following changes back from {} to {}",
-        t.endpoint.redacted(),
-        s.endpoint.redacted()
-    );
-    let names = cutover_postgres::reverse_names(&s.names);
-    let side = |from: &PgConnect, peer: &PgConnect| PgConnect {
-        endpoint: from.endpoint.clone(),
-        peer: Some(peer.endpoint.clone()),
-        names: names.clone(),
-        ..from.clone()
-    };
-    Ok((side(t, s), side(s, t)))
-}
-
 pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
     let (ends, file) = args.endpoints.resolve()?;
     let (source, target) = (ends.source.clone(), ends.target.clone());
@@ -134,6 +135,13 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
     };
     if let Some(j) = args.jobs.or(file.jobs) {
         opts.jobs = j.max(1);
+    }
+    opts.max_rows_per_sec = args
+        .max_rows_per_sec
+        .or(file.max_rows_per_sec)
+        .and_then(std::num::NonZeroU32::new);
+    if let Some(mb) = args.chunk_mb.or(file.chunk_mb) {
+        opts.chunk_bytes = mb.max(1) << 20;
     }
     let (tables, exclude) = args.tables.resolve(&file);
     let stop = signals::install(
@@ -156,19 +164,42 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
         let (s, t) = engines
             .pair(&source, &target, &open, &ends.env)
             .context("opening the migration's two sides")?;
-        let report = match endpoint::pg_pair(s.as_ref(), t.as_ref()) {
-            Some((ps, pt)) => {
-                // A switch that was interrupted (crash, kill) is finished or undone first,
-                // so that exactly one side takes writes; one running elsewhere is waited for.
-                settle_switch(ps, pt, &stop)?;
+        // After a switch, changes flow back from the new primary.
+        let mut back = None;
+        if let Some(pair) = t.switchover(s.as_ref()) {
+            // A switch that was interrupted (crash, kill) is finished or undone first, so that
+            // exactly one side takes writes; one running elsewhere is waited for.
+            settle_switch(pair.as_ref(), &stop)?;
+            if stop.is_cancelled() {
+                println!("stopped before following changes; nothing to resume");
+                return Ok(0);
+            }
+            if pair.direction()? == cutover_connector::Direction::Reverse {
+                back = Some(pair.sides(cutover_connector::Orientation::Rollback)?);
+            }
+        }
+        let report = match back {
+            Some((from, to)) => {
+                eprintln!(
+                    "the migration is switched: following changes back from {} to {}",
+                    SourceFactory::describe(from.as_ref()),
+                    TargetFactory::describe(to.as_ref())
+                );
+                run(from.as_ref(), to.as_ref(), &opts, &control)?
+            }
+            None => {
+                let copied = bulk_copy(s.as_ref(), t.as_ref(), args, &file, &opts, &stop)?;
                 if stop.is_cancelled() {
-                    println!("stopped before following changes; nothing to resume");
+                    print_bulk_stop(copied.as_ref());
                     return Ok(0);
                 }
-                let (ps, pt) = pg_direction(ps, pt)?;
-                run(&ps, &pt, &opts, &control)?
+                let mut report = run(s.as_ref(), t.as_ref(), &opts, &control)?;
+                if let Some(c) = copied {
+                    report.rows_copied += c.rows;
+                    report.bytes_copied += c.bytes;
+                }
+                report
             }
-            None => run(s.as_ref(), t.as_ref(), &opts, &control)?,
         };
         if report.handed_over && !stop.is_cancelled() {
             eprintln!(
@@ -185,10 +216,10 @@ pub fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
 /// Finishes or undoes a switch of this migration that a crash or kill interrupted; waits while
 /// one runs in another process (a sync that handed over waits here for the switch it handed
 /// over to).
-fn settle_switch(s: &PgConnect, t: &PgConnect, stop: &CancellationToken) -> anyhow::Result<()> {
+fn settle_switch(pair: &dyn Switchover, stop: &CancellationToken) -> anyhow::Result<()> {
     let mut waiting = false;
     loop {
-        match crate::switch::recover(&s.endpoint, &t.endpoint, &s.selection, &s.names) {
+        match crate::switch::recover(pair) {
             Ok(Some(done)) => {
                 eprintln!("{done}");
                 return Ok(());
@@ -212,6 +243,84 @@ fn settle_switch(s: &PgConnect, t: &PgConnect, stop: &CancellationToken) -> anyh
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// The pair's bulk copy, when it has one and the migration still needs it (a new migration, or
+/// a bulk copy a stop or crash interrupted): the rows copied with the engines' own bulk path
+/// and change capture started in its snapshot, so that the pipeline then only follows changes.
+/// `None`: nothing to do here (the pipeline copies, or the copy is done).
+fn bulk_copy(
+    s: &dyn SourceFactory,
+    t: &dyn TargetFactory,
+    args: &SyncArgs,
+    file: &crate::config::FileConfig,
+    opts: &cutover_pipeline::SyncOptions,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<cutover_connector::BulkCopyReport>> {
+    if args.copy_method.or(file.copy_method) == Some(CopyMethod::Rows) {
+        return Ok(None);
+    }
+    let Some(bulk) = t.bulk_copy(s) else {
+        return Ok(None);
+    };
+    if !bulk.pending_for_sync()? {
+        return Ok(None);
+    }
+    eprintln!(
+        "copying with {} in change capture's snapshot, then following changes from there",
+        bulk.describe()
+    );
+    let copy_opts = cutover_connector::BulkCopyOptions {
+        jobs: opts.jobs,
+        chunk_bytes: args.chunk_mb.or(file.chunk_mb).map(|mb| mb.max(1) << 20),
+        max_rows_per_sec: opts.max_rows_per_sec,
+        truncate: args.truncate || file.truncate.unwrap_or(false),
+        consistent_snapshot: true,
+        capture: true,
+    };
+    let progress = cutover_connector::Progress::default();
+    let ui_done = AtomicBool::new(false);
+    let report = std::thread::scope(|sc| {
+        let ui = sc.spawn(|| ui::follow(&progress, &ui_done));
+        let r = bulk.run(&copy_opts, &progress, stop);
+        ui_done.store(true, Ordering::Relaxed);
+        let _ = ui.join();
+        r
+    })
+    .with_context(|| {
+        format!(
+            "the copy from {} to {} stopped; chunks copied are kept, run the same command to resume",
+            s.describe(),
+            t.describe()
+        )
+    })?;
+    if !report.interrupted {
+        eprintln!(
+            "copied {} rows ({}) in {:.1}s{}; following changes",
+            report.rows,
+            ui::bytes(report.bytes),
+            report.elapsed.as_secs_f64(),
+            if report.resumed { ", resumed" } else { "" }
+        );
+        if !report.not_copied.is_empty() {
+            eprintln!(
+                "not created on the target (create them by hand; switch refuses while they are missing): {}",
+                report.not_copied.join(", ")
+            );
+        }
+    }
+    Ok(Some(report))
+}
+
+fn print_bulk_stop(copied: Option<&cutover_connector::BulkCopyReport>) {
+    match copied {
+        Some(c) => println!(
+            "stopped: {} rows copied ({}) before the stop; chunks copied are kept, run the same command to resume",
+            c.rows,
+            ui::bytes(c.bytes)
+        ),
+        None => println!("stopped before following changes; nothing to resume"),
     }
 }
 
@@ -264,10 +373,9 @@ pub fn cleanup(args: &CleanupArgs) -> anyhow::Result<u8> {
         OpenOptions::default(),
     ));
     let (s, t) = endpoint::engines().pair(&source, &target, &open, &ends.env)?;
-    if let Some((ps, pt)) = endpoint::pg_pair(s.as_ref(), t.as_ref()) {
+    if let Some(pair) = t.switchover(s.as_ref()) {
         // Both directions, the fences and the switch's state too.
-        let done = cutover_postgres::cleanup(&ps.endpoint, &pt.endpoint, &ps.names)?;
-        println!("{done}");
+        println!("{}", pair.cleanup()?);
         return Ok(0);
     }
     let mut src = s.source()?;

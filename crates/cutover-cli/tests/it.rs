@@ -1002,11 +1002,24 @@ fn pg_writer(url: String, stop: &AtomicBool, writes: &AtomicU64) {
     }
 }
 
+/// Sync's default for two PostgreSQL databases: the bulk path (binary COPY in the slot's
+/// snapshot), then the changes from the slot.
+#[test]
+fn pg_sync_killed_with_sigkill_in_bulk_copy_and_apply_resumes_to_equal() {
+    pg_sync_killed_in_copy_and_apply("auto", "e2e_sync_kill_bulk");
+}
+
+/// The path every other pair takes: chunks read beside the change stream, written by the
+/// applier.
 #[test]
 fn pg_sync_killed_with_sigkill_in_copy_and_apply_resumes_to_equal() {
+    pg_sync_killed_in_copy_and_apply("rows", "e2e_sync_kill");
+}
+
+fn pg_sync_killed_in_copy_and_apply(method: &str, db: &str) {
     let pg = cutover_testkit::Postgres::shared().unwrap();
     let src = pg_source(pg);
-    let dst = pg.fresh_database("e2e_sync_kill").unwrap();
+    let dst = pg.fresh_database(db).unwrap();
     let (s, t) = (pg.url(&src), pg.url(&dst));
     let log = tempfile::NamedTempFile::new().unwrap();
     let stop = AtomicBool::new(false);
@@ -1020,20 +1033,45 @@ fn pg_sync_killed_with_sigkill_in_copy_and_apply_resumes_to_equal() {
         for round in 0..6 {
             wait_gone("the killed sync's WAL sender", || slot_active(pg, &src));
             let mut child = spawn_cutover(
-                &["sync", "--source", &s, "--target", &t, "--jobs", "2"],
+                &[
+                    "sync",
+                    "--source",
+                    &s,
+                    "--target",
+                    &t,
+                    "--jobs",
+                    "2",
+                    "--copy-method",
+                    method,
+                    // The bulk path's chunks are 64 MB by default (the source would be 3),
+                    // and it copies this source in well under a second: slowed down, the
+                    // kills land inside it.
+                    "--chunk-mb",
+                    if method == "rows" { "4" } else { "1" },
+                    "--max-rows-per-sec",
+                    if method == "rows" {
+                        "10000000"
+                    } else {
+                        "40000"
+                    },
+                ],
                 log.path(),
             );
             let what = format!("sync (round {round})");
             let (phase, done, total) = if round < 3 {
-                // In the copy, once this run follows the source's changes. It holds at most
-                // 2 × jobs chunks read ahead.
+                // In the copy, once this run is at work on the source: the applier's path
+                // follows the source's changes as it copies (it holds at most 2 × jobs chunks
+                // read ahead); the bulk path streams COPY out of the source.
                 kill_in_copy(
                     pg,
                     &dst,
                     &mut child,
                     &what,
                     log.path(),
-                    || slot_active(pg, &src),
+                    || match method {
+                        "rows" => slot_active(pg, &src),
+                        _ => copy_streaming(pg, &src),
+                    },
                     1_500,
                     5,
                     &mut rng,
@@ -1058,6 +1096,12 @@ fn pg_sync_killed_with_sigkill_in_copy_and_apply_resumes_to_equal() {
                 let (done, total) = pg_chunks(pg, &dst);
                 (pg_phase(pg, &dst), done, total)
             };
+            if round == 0 {
+                // Which path copies: the run's own words.
+                let said = std::fs::read_to_string(log.path()).unwrap();
+                let bulk = said.contains("copying with binary COPY");
+                assert_eq!(bulk, method == "auto", "{said}");
+            }
             killed_in.push(match (phase.as_str(), done < total) {
                 ("copying", true) | ("replicating", false) => phase,
                 _ => format!("{phase} ({done} of {total} chunks done)"),
@@ -1094,12 +1138,13 @@ fn pg_sync_killed_with_sigkill_in_copy_and_apply_resumes_to_equal() {
         "--target",
         &t,
         "--stop-when-caught-up",
+        "--copy-method",
+        method,
     ]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
     assert!(out.contains("caught up"), "{out}");
     assert_eq!(pg_dump_all(pg, &src), pg_dump_all(pg, &dst));
-
     let o = cutover(&["status", "--target", &t, "--json"]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}\n{err}");

@@ -6,8 +6,8 @@
 //! The binary lists engines in an [`Engines`] registry and opens each side by its URL. Where
 //! two particular engines can do better together (PostgreSQL → PostgreSQL copies its DDL
 //! natively and hashes rows with a cheaper function), the factories find out by looking at each
-//! other ([`TargetFactory::pair`], [`VerifyFactory::negotiate`]); nothing outside the two engine
-//! crates knows.
+//! other ([`TargetFactory::pair`], [`VerifyFactory::negotiate`], [`TargetFactory::bulk_copy`],
+//! [`TargetFactory::switchover`]); nothing outside the two engine crates knows.
 
 use std::any::Any;
 
@@ -111,6 +111,21 @@ pub trait TargetFactory: Send + Sync {
                 self.describe()
             ),
         ))
+    }
+    /// The bulk copy this target shares with `source`'s engine, if any (PostgreSQL →
+    /// PostgreSQL: binary `COPY` in one snapshot): `cutover copy` runs it, and `cutover sync`
+    /// runs it before following changes (see [`crate::BulkCopy`]). `None` by default: the
+    /// pair copies through the change applier, as any pair can.
+    fn bulk_copy(&self, source: &dyn SourceFactory) -> Option<Box<dyn crate::BulkCopy + '_>> {
+        let _ = source;
+        None
+    }
+    /// The switch this target can make with `source` (the two trade places as primary, and
+    /// changes flow back), if any (see [`crate::Switchover`]). `None` by default: `switch` and
+    /// `rollback` are refused for the pair, naming it.
+    fn switchover(&self, source: &dyn SourceFactory) -> Option<Box<dyn crate::Switchover + '_>> {
+        let _ = source;
+        None
     }
     /// For capabilities two particular engines share (a switch between them).
     fn as_any(&self) -> &dyn Any;

@@ -6,6 +6,7 @@
 //! only ever see these traits. The traits are synchronous: each value owns one connection and
 //! is used from one thread; parallel work opens more of them through the factories.
 
+mod bulk;
 pub mod canonical;
 mod checksum;
 mod engine;
@@ -18,6 +19,7 @@ mod state;
 mod stateful;
 mod switch;
 
+pub use bulk::{BulkCopy, BulkCopyOptions, BulkCopyReport, BulkTable};
 pub use checksum::{CanonicalRow, Mismatch, RangeChecksum, RangeDigest, Slice};
 pub use engine::{
     percent_decode, scheme_of, Connect, Engine, Engines, EnvPrefixes, OpenOptions, Role, Sides,
@@ -29,7 +31,10 @@ pub use progress::{epoch_secs, Phase, Progress, TableProgress};
 pub use retry::{RetryPolicy, Side};
 pub use state::{StateStore, StoredChunk, StoredMismatch, StoredStatus};
 pub use stateful::{AttachedState, StatefulSink, Writer, Written};
-pub use switch::{Direction, Fence, Journal, Observation, SwitchControl, SwitchStep};
+pub use switch::{
+    Direction, Fence, Journal, Observation, Orientation, SwitchControl, SwitchSides, SwitchStep,
+    Switchover,
+};
 /// How every long operation is asked to stop: cancelled once, seen by every task at once.
 pub use tokio_util::sync::CancellationToken;
 

@@ -57,6 +57,10 @@ pub struct Progress {
     /// Change history the source keeps for this migration, plus one; 0 while unknown.
     history_bytes: AtomicU64,
     order: Mutex<Option<&'static dyn PositionOrder>>,
+    /// Counts moves of the applied or passed position (and [`Progress::nudge`]s), so that a
+    /// waiter ([`Progress::wait_for_move`]) wakes when one happens instead of polling.
+    moves: Mutex<u64>,
+    moved: std::sync::Condvar,
 }
 
 impl Progress {
@@ -85,6 +89,29 @@ impl Progress {
 
     pub fn set_applied(&self, p: Position) {
         *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+        self.nudge();
+    }
+
+    /// Wakes every [`Progress::wait_for_move`] (a follower that stopped says so this way).
+    pub fn nudge(&self) {
+        *self.moves.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.moved.notify_all();
+    }
+
+    /// How many moves there have been so far (for [`Progress::wait_for_move`]).
+    pub fn moves(&self) -> u64 {
+        *self.moves.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the applied or passed position moved (or a [`Progress::nudge`]) after the
+    /// `seen`-th move, or `timeout` passed; returns the moves counted now.
+    pub fn wait_for_move(&self, seen: u64, timeout: std::time::Duration) -> u64 {
+        let guard = self.moves.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = self
+            .moved
+            .wait_timeout_while(guard, timeout, |n| *n == seen)
+            .unwrap_or_else(|p| p.into_inner());
+        *guard
     }
 
     /// The newest source position seen.
@@ -142,6 +169,7 @@ impl Progress {
     /// The change stream has passed `p` with nothing to apply since the applied position.
     pub fn set_passed(&self, p: Position) {
         *self.passed.lock().unwrap_or_else(|p| p.into_inner()) = Some(p);
+        self.nudge();
     }
 
     /// What a sink records for `cutover status` (`Sink::note`), as (name, text) pairs: the

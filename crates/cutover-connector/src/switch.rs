@@ -7,7 +7,60 @@ use std::time::Duration;
 
 use cutover_model::{Key, Position, TableName};
 
-use crate::ConnectorError;
+use crate::{Connect, ConnectorError};
+
+/// Which way a switch goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Orientation {
+    /// Source → target (`cutover switch`).
+    Switch,
+    /// Target → source (`cutover rollback`).
+    Rollback,
+}
+
+impl Orientation {
+    /// The command's verb: `switch` or `rollback`.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Orientation::Switch => "switch",
+            Orientation::Rollback => "rollback",
+        }
+    }
+}
+
+/// The two sides of a switch in one orientation: (primary, follower).
+pub type SwitchSides = (Box<dyn Connect>, Box<dyn Connect>);
+
+/// A switch between two particular engines: what `cutover switch`, `rollback` and `cleanup`,
+/// and a `sync` of a switched migration, need beyond the sides any pair has. The target's
+/// factory offers it for a source it can trade places with ([`crate::TargetFactory::switchover`]);
+/// the switch's steps, pause clock and undo (`cutover-switch`) run on the sides and the
+/// [`SwitchControl`] it hands out, so nothing outside the engine crate knows which engines
+/// these are.
+///
+/// Contract: `sides(Switch)` is (the source, the target) as the migration was opened;
+/// `sides(Rollback)` is (the target, the source), with the way back's change capture. Both
+/// sides of one orientation hand out sources and sinks that follow each other with
+/// `cutover-pipeline`, exactly as the forward sync does. `control(o)` acts on `sides(o)`.
+pub trait Switchover: Send + Sync {
+    /// (primary, follower) of a switch in `orientation`: the database writes leave and the one
+    /// they go to.
+    fn sides(&self, orientation: Orientation) -> Result<SwitchSides, ConnectorError>;
+    /// The engine's side of a switch in `orientation`.
+    fn control(
+        &self,
+        orientation: Orientation,
+    ) -> Result<Box<dyn SwitchControl + Send>, ConnectorError>;
+    /// Where writes go after a switch in `orientation`, for messages and `--on-switch` (never a
+    /// password).
+    fn new_primary(&self, orientation: Orientation) -> String;
+    /// Which way the migration's changes flow now: [`Direction::Reverse`] once switched, so
+    /// that a `sync` follows the way back ([`Switchover::sides`] of [`Orientation::Rollback`]).
+    fn direction(&self) -> Result<Direction, ConnectorError>;
+    /// Removes what both directions created: change capture, fences, the switch's state.
+    /// Returns what was done, for the user.
+    fn cleanup(&self) -> Result<String, ConnectorError>;
+}
 
 /// How writes on the old primary are stopped. Whatever the fence, the switch checks after
 /// the drain that no change reached the migrated tables past the fence, and is undone if one
@@ -155,6 +208,12 @@ pub trait SwitchControl {
     /// `kind name`: the application would break on them after the flip. None by default.
     fn missing_objects(&mut self) -> Result<Vec<String>, ConnectorError> {
         Ok(Vec::new())
+    }
+    /// Remembers the fence a switch puts up, so that a rollback lifts it on the old primary.
+    /// Nothing by default.
+    fn record_fence(&mut self, fence: &Fence) -> Result<(), ConnectorError> {
+        let _ = fence;
+        Ok(())
     }
     /// Asks a follower running elsewhere to stop, and waits (at most `wait`) until it has.
     fn request_handover(&mut self, wait: Duration) -> Result<(), ConnectorError>;

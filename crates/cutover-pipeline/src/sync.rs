@@ -45,6 +45,9 @@ pub struct SyncOptions {
     /// broken or refused, a server restarting, a lock or statement timeout) before sync gives
     /// up: connections are replaced and the operation tried again with backoff meanwhile.
     pub retry_budget: Duration,
+    /// Cap on the rows the chunk readers read per second, together (`None`: as fast as the
+    /// source gives them), to spare a busy source. Changes are never held back.
+    pub max_rows_per_sec: Option<std::num::NonZeroU32>,
 }
 
 impl Default for SyncOptions {
@@ -57,6 +60,7 @@ impl Default for SyncOptions {
             batch_changes: 5_000,
             batch_bytes: 16 << 20,
             poll_interval: Duration::from_millis(5),
+            max_rows_per_sec: None,
             stop_when_caught_up: false,
             recent_keys: 0,
             recent_window: Duration::from_secs(120),
@@ -342,13 +346,14 @@ pub fn run(
     // Chunk readers are blocking (each owns one source connection) and borrow the factory and
     // the tables, so they are threads of this scope: the scope is their task set, joined
     // before `run` returns; a stop (the control's token) ends their waits.
+    let pace = opts.max_rows_per_sec.map(Pace::new);
     std::thread::scope(|scope| -> Result<SyncReport, SyncError> {
         let mut handles = Vec::new();
         // Readers start only if there is something to copy.
         for _ in 0..if queue.is_empty() { 0 } else { workers } {
             let res_tx = res_tx.clone();
-            let (tables, job_rx) = (&tables, &job_rx);
-            handles.push(scope.spawn(move || reader(source, tables, job_rx, &res_tx, retry)));
+            let (tables, job_rx, pace) = (&tables, &job_rx, pace.as_ref());
+            handles.push(scope.spawn(move || reader(source, tables, job_rx, &res_tx, retry, pace)));
         }
         drop(res_tx);
 
@@ -440,6 +445,7 @@ fn reader(
     jobs: &tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>,
     results: &tokio::sync::mpsc::Sender<Result<ReadChunk, ConnectorError>>,
     retry: Retry<'_>,
+    pace: Option<&Pace>,
 ) {
     let mut src = match retry.source("connecting a chunk reader to the source", || {
         source.source()
@@ -471,9 +477,48 @@ fn reader(
                 rows,
             });
         let failed = read.is_err();
+        if let (Some(pace), Ok(chunk)) = (pace, &read) {
+            if !pace.hold(chunk.rows.rows.len() as u64, retry.stop) {
+                return;
+            }
+        }
         if results.blocking_send(read).is_err() || failed {
             return;
         }
+    }
+}
+
+/// `--max-rows-per-sec` across every chunk reader: after each chunk, a reader waits until the
+/// rows read since the start are within the rate (the average over the whole copy, so a pause
+/// of the source is not made up for by a burst above it for longer than one chunk).
+struct Pace {
+    start: std::time::Instant,
+    rows: std::sync::atomic::AtomicU64,
+    per_sec: f64,
+}
+
+impl Pace {
+    fn new(per_sec: std::num::NonZeroU32) -> Pace {
+        Pace {
+            start: std::time::Instant::now(),
+            rows: std::sync::atomic::AtomicU64::new(0),
+            per_sec: f64::from(per_sec.get()),
+        }
+    }
+
+    /// Counts `rows` and waits until they are due; `false`: stopped while waiting.
+    fn hold(&self, rows: u64, stop: &CancellationToken) -> bool {
+        let total = self
+            .rows
+            .fetch_add(rows, std::sync::atomic::Ordering::Relaxed)
+            + rows;
+        let due = self.start + Duration::from_secs_f64(total as f64 / self.per_sec);
+        runtime::block_on(async {
+            tokio::select! {
+                () = stop.cancelled() => false,
+                () = tokio::time::sleep_until(due.into()) => true,
+            }
+        })
     }
 }
 
@@ -1256,5 +1301,31 @@ fn change_bytes(c: &Change) -> usize {
         }
         Change::Delete { old_key, .. } => old_key.iter().map(|v| v.payload_len()).sum(),
         Change::Truncate { .. } | Change::Schema { .. } => 8,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pace_holds_readers_to_the_rate_on_average() {
+        let pace = Pace::new(std::num::NonZeroU32::new(1_000).unwrap_or(std::num::NonZeroU32::MIN));
+        let stop = CancellationToken::new();
+        let t = Instant::now();
+        // 250 rows at 1,000 rows/s: due 250 ms after the start, whatever the chunking.
+        for _ in 0..5 {
+            assert!(pace.hold(50, &stop));
+        }
+        assert!(
+            t.elapsed() >= Duration::from_millis(249),
+            "{:?}",
+            t.elapsed()
+        );
+        // A stop ends the wait at once.
+        stop.cancel();
+        let t = Instant::now();
+        assert!(!pace.hold(100_000, &stop));
+        assert!(t.elapsed() < Duration::from_secs(5));
     }
 }

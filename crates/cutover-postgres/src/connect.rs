@@ -5,7 +5,8 @@
 use std::any::Any;
 
 use cutover_connector::{
-    ConnectorError, Engine, OpenOptions, RangeChecksum, Sink, Source, SourceFactory, TableReader,
+    BulkCopy, BulkCopyOptions, BulkCopyReport, CancellationToken, ConnectorError, Engine,
+    OpenOptions, Progress, RangeChecksum, Sink, Source, SourceFactory, Switchover, TableReader,
     TargetFactory, VerifyFactory,
 };
 
@@ -111,6 +112,24 @@ impl TargetFactory for PgConnect {
         Some(default_name(&self.endpoint))
     }
 
+    /// Binary `COPY` in one exported snapshot (the slot's, with capture), resumable by chunk.
+    fn bulk_copy(&self, source: &dyn SourceFactory) -> Option<Box<dyn BulkCopy + '_>> {
+        let source = source.as_any().downcast_ref::<PgConnect>()?;
+        Some(Box::new(PgBulkCopy {
+            source: source.clone(),
+            target: self,
+        }))
+    }
+
+    /// Two PostgreSQL databases trade places: fences, drain by LSN, the way back's slot.
+    fn switchover(&self, source: &dyn SourceFactory) -> Option<Box<dyn Switchover + '_>> {
+        let source = source.as_any().downcast_ref::<PgConnect>()?;
+        Some(Box::new(crate::PgSwitchover {
+            source: source.clone(),
+            target: self.clone(),
+        }))
+    }
+
     /// A PostgreSQL source becomes the peer whose catalog the target's tables are created
     /// from.
     fn pair(&mut self, source: &dyn SourceFactory) -> Result<(), ConnectorError> {
@@ -156,6 +175,78 @@ impl VerifyFactory for PgVerifySide {
 }
 
 /// The migration's name when none is given: the database's name in `url`.
+/// The PostgreSQL → PostgreSQL bulk copy ([`crate::copy::copy`]) as a capability of the pair.
+struct PgBulkCopy<'a> {
+    source: PgConnect,
+    target: &'a PgConnect,
+}
+
+impl BulkCopy for PgBulkCopy<'_> {
+    fn describe(&self) -> String {
+        "binary COPY between the two PostgreSQL databases".to_owned()
+    }
+
+    /// No control store on the target yet, or a `copy --capture` (of this migration's slot)
+    /// that has not reached its end.
+    fn pending_for_sync(&self) -> Result<bool, ConnectorError> {
+        let ctx = "reading the target's control store";
+        let mut c = self.target.endpoint.connect()?;
+        let (migration, replication): (bool, bool) = c
+            .query_one(
+                "SELECT to_regclass('_cutover.migration') IS NOT NULL, to_regclass('_cutover.replication') IS NOT NULL",
+                &[],
+            )
+            .and_then(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map_err(|e| crate::error::map(ctx, e))?;
+        if !migration {
+            return Ok(true);
+        }
+        if !replication {
+            return Ok(false);
+        }
+        let unfinished: Option<bool> = c
+            .query_opt(
+                "SELECT m.mode = 'copy' AND m.phase IS DISTINCT FROM 'copied'
+                        AND EXISTS (SELECT 1 FROM _cutover.replication r WHERE r.slot = $1 AND r.position IS NOT NULL)
+                   FROM _cutover.migration m",
+                &[&self.source.names.slot],
+            )
+            .map_err(|e| crate::error::map(ctx, e))?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(|e| crate::error::map(ctx, e))?;
+        // A store without a migration row is one a sync or copy began to create: its own
+        // preparation finishes it.
+        Ok(unfinished.unwrap_or(false))
+    }
+
+    fn run(
+        &self,
+        opts: &BulkCopyOptions,
+        progress: &Progress,
+        stop: &CancellationToken,
+    ) -> Result<BulkCopyReport, ConnectorError> {
+        let defaults = crate::copy::CopyOptions::default();
+        let copy = crate::copy::CopyOptions {
+            jobs: opts.jobs.max(1),
+            chunk_bytes: opts.chunk_bytes.unwrap_or(defaults.chunk_bytes).max(1),
+            max_rows_per_sec: opts.max_rows_per_sec,
+            truncate: opts.truncate,
+            selection: self.source.selection.clone(),
+            consistent_snapshot: opts.consistent_snapshot || opts.capture,
+            capture: opts.capture.then(|| self.source.names.clone()),
+            ..defaults
+        };
+        crate::copy::copy(
+            &self.source.endpoint,
+            &self.target.endpoint,
+            &copy,
+            progress,
+            stop,
+        )
+    }
+}
+
 fn default_name(endpoint: &PgEndpoint) -> String {
     endpoint.dbname().to_owned()
 }

@@ -70,32 +70,11 @@ impl Default for CopyOptions {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct TableReport {
-    pub name: TableName,
-    pub rows: u64,
-    pub bytes: u64,
-    pub chunks: u64,
-    /// Chunks found done from an earlier, interrupted run.
-    pub resumed_chunks: u64,
-}
+/// One table of a copy (the connector's bulk-copy report).
+pub type TableReport = cutover_connector::BulkTable;
 
-#[derive(Debug, Clone)]
-pub struct CopyReport {
-    pub tables: Vec<TableReport>,
-    pub rows: u64,
-    /// Bytes of COPY stream moved (what crossed the network).
-    pub bytes: u64,
-    pub elapsed: Duration,
-    pub resumed: bool,
-    pub interrupted: bool,
-    /// Objects of the source that copy does not carry (views, functions, triggers).
-    pub not_copied: Vec<String>,
-    pub post_data_steps: usize,
-    /// With change capture: the chunks (and their rows) read outside the slot's snapshot (those
-    /// copied before an interruption, or resumed), which `cutover sync` copies again.
-    pub outside_snapshot: Option<(u64, u64)>,
-}
+/// What a copy did (the connector's bulk-copy report).
+pub type CopyReport = cutover_connector::BulkCopyReport;
 
 struct Chunk {
     table: usize,
@@ -575,6 +554,12 @@ pub fn copy(
         not_copied: not_created(&mut tgt)?,
         post_data_steps,
         outside_snapshot,
+        capture: opts.capture.as_ref().map(|n| {
+            format!(
+                "replication slot {} (publication {}) keeps WAL",
+                n.slot, n.publication
+            )
+        }),
     })
 }
 

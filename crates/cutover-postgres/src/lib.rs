@@ -29,4 +29,6 @@ pub use endpoint::{redact, PgEndpoint, TlsMode};
 pub use sink::PgSink;
 pub use source::{retained_wal, CaptureNames, PgRows, PgSource, COMMITTED_POSITION_SQL};
 pub use state::PgState;
-pub use switch::{cleanup, direction, refuses_writes, reverse_names, Orientation, PgSwitch};
+pub use switch::{
+    cleanup, direction, refuses_writes, reverse_names, Orientation, PgSwitch, PgSwitchover,
+};

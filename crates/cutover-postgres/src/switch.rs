@@ -21,14 +21,7 @@ use crate::lsn;
 use crate::schema::{self, ident, qualified, Selection};
 use crate::source::{committed_position, CaptureNames};
 
-/// Which way the switch goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Orientation {
-    /// Source → target (`cutover switch`).
-    Switch,
-    /// Target → source (`cutover rollback`).
-    Rollback,
-}
+pub use cutover_connector::Orientation;
 
 /// The names of the reverse direction's capture, for migration `names`.
 pub fn reverse_names(names: &CaptureNames) -> CaptureNames {
@@ -425,6 +418,17 @@ impl PgSwitch {
 }
 
 impl SwitchControl for PgSwitch {
+    /// Remembers the fence used, so that a rollback lifts it on the old primary.
+    fn record_fence(&mut self, fence: &Fence) -> Result<(), ConnectorError> {
+        self.tgt
+            .execute(
+                "UPDATE _cutover.migration SET fence = $1",
+                &[&fence.to_string()],
+            )
+            .map_err(|e| map("recording the fence", e))
+            .map(|_| ())
+    }
+
     fn positions(&self) -> &'static dyn cutover_connector::PositionOrder {
         &lsn::LSNS
     }
@@ -853,16 +857,82 @@ impl SwitchControl for PgSwitch {
     }
 }
 
-impl PgSwitch {
-    /// Remembers the fence used, so that a rollback lifts it on the old primary.
-    pub fn record_fence(&mut self, fence: &Fence) -> Result<(), ConnectorError> {
-        self.tgt
-            .execute(
-                "UPDATE _cutover.migration SET fence = $1",
-                &[&fence.to_string()],
-            )
-            .map_err(|e| map("recording the fence", e))
-            .map(|_| ())
+/// The switch between two PostgreSQL databases, as [`crate::PgConnect`] offers it to a
+/// PostgreSQL source ([`cutover_connector::TargetFactory::switchover`]).
+pub struct PgSwitchover {
+    /// The migration's source and target as opened (forward capture names).
+    pub source: crate::PgConnect,
+    pub target: crate::PgConnect,
+}
+
+impl PgSwitchover {
+    /// `from` following nothing and `peer` taking its schema from it, with capture `names`.
+    fn side(
+        from: &crate::PgConnect,
+        peer: &crate::PgConnect,
+        names: &CaptureNames,
+    ) -> crate::PgConnect {
+        crate::PgConnect {
+            endpoint: from.endpoint.clone(),
+            peer: Some(peer.endpoint.clone()),
+            names: names.clone(),
+            truncate: false,
+            ..from.clone()
+        }
+    }
+}
+
+impl cutover_connector::Switchover for PgSwitchover {
+    fn sides(
+        &self,
+        orientation: Orientation,
+    ) -> Result<cutover_connector::SwitchSides, ConnectorError> {
+        let (s, t) = (&self.source, &self.target);
+        Ok(match orientation {
+            Orientation::Switch => (
+                Box::new(Self::side(s, t, &s.names)),
+                Box::new(Self::side(t, s, &s.names)),
+            ),
+            Orientation::Rollback => {
+                let rev = reverse_names(&s.names);
+                (
+                    Box::new(Self::side(t, s, &rev)),
+                    Box::new(Self::side(s, t, &rev)),
+                )
+            }
+        })
+    }
+
+    fn control(
+        &self,
+        orientation: Orientation,
+    ) -> Result<Box<dyn SwitchControl + Send>, ConnectorError> {
+        Ok(Box::new(PgSwitch::open(
+            orientation,
+            &self.source.endpoint,
+            &self.target.endpoint,
+            &self.source.selection,
+            &self.source.names,
+        )?))
+    }
+
+    fn new_primary(&self, orientation: Orientation) -> String {
+        match orientation {
+            Orientation::Switch => self.target.endpoint.redacted().to_owned(),
+            Orientation::Rollback => self.source.endpoint.redacted().to_owned(),
+        }
+    }
+
+    fn direction(&self) -> Result<Direction, ConnectorError> {
+        direction(&self.target.endpoint)
+    }
+
+    fn cleanup(&self) -> Result<String, ConnectorError> {
+        cleanup(
+            &self.source.endpoint,
+            &self.target.endpoint,
+            &self.source.names,
+        )
     }
 }
 

@@ -77,6 +77,10 @@ impl SwitchOptions {
     }
 }
 
+/// How long a wait on the follower's progress (close-in, drain) sleeps at most before it looks
+/// at the clock and at a stop again; the follower's moves wake it at once.
+const POLL: Duration = Duration::from_millis(5);
+
 /// One step, as it happened.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
@@ -151,9 +155,9 @@ impl SwitchError {
 /// the migration's switch lock, so a switch interrupted anywhere, even by `kill -9`, is
 /// completed (past the flip) or undone (before it) by the next switch, rollback, sync or
 /// `switch --abort` ([`recover`]).
-pub fn run<P: Connect, F: Connect, C: SwitchControl>(
-    primary: &P,
-    follower: &F,
+pub fn run<C: SwitchControl + ?Sized>(
+    primary: &dyn Connect,
+    follower: &dyn Connect,
     control: &mut C,
     opts: &SwitchOptions,
     sync: &SyncOptions,
@@ -168,16 +172,16 @@ pub fn run<P: Connect, F: Connect, C: SwitchControl>(
     result
 }
 
-fn lock<C: SwitchControl>(control: &mut C) -> Result<(), SwitchError> {
+fn lock<C: SwitchControl + ?Sized>(control: &mut C) -> Result<(), SwitchError> {
     control.lock().map_err(|e| match e.kind() {
         ErrorKind::Busy => SwitchError::Running(e.to_string()),
         _ => SwitchError::Refused(e.to_string()),
     })
 }
 
-fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
-    primary: &P,
-    follower: &F,
+fn run_locked<C: SwitchControl + ?Sized>(
+    primary: &dyn Connect,
+    follower: &dyn Connect,
     control: &mut C,
     opts: &SwitchOptions,
     sync: &SyncOptions,
@@ -346,6 +350,8 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
         let follow = scope.spawn(|| {
             let r = cutover_pipeline::run(primary, follower, &sync, &stop_follower, &progress);
             finished.store(true, Ordering::SeqCst);
+            // Wakes the close-in and the drain, which wait on the follower's progress.
+            progress.nudge();
             r
         });
         let stop = |follow: std::thread::ScopedJoinHandle<'_, _>| {
@@ -522,6 +528,7 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
             let goal = control.primary_position()?;
             let order = control.positions();
             let deadline = Instant::now() + opts.catch_up_timeout.min(Duration::from_secs(10));
+            let mut seen = progress.moves();
             loop {
                 let applied = progress.caught_up_to();
                 if applied.as_ref().is_some_and(|a| order.reached(a, &goal)) {
@@ -534,7 +541,9 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
                         applied.map_or("nothing".into(), |a| a.to_string())
                     ));
                 }
-                std::thread::sleep(Duration::from_millis(1));
+                // Woken by the follower's next applied position (or its end); the timeout
+                // bounds how late a stop or the deadline is seen.
+                seen = progress.wait_for_move(seen, POLL);
             }
         })();
         match closed_in {
@@ -671,6 +680,7 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
                 .map_err(|e| ("drain", e.to_string(), e.kind()))?;
             let order = control.positions();
             let goal = order.later(now, fenced_at.clone());
+            let mut seen = progress.moves();
             stop_follower.drain_to(goal.clone());
             while !finished.load(Ordering::SeqCst) {
                 if reached.is_none()
@@ -686,7 +696,9 @@ fn run_locked<P: Connect, F: Connect, C: SwitchControl>(
                 if cancelled() {
                     return Err(interrupted("the flip"));
                 }
-                std::thread::sleep(Duration::from_millis(1));
+                // Woken when the follower applies (or stops after the drain position); the
+                // timeout bounds how late the pause budget or a stop is seen.
+                seen = progress.wait_for_move(seen, POLL);
             }
             Ok(())
         })();
@@ -916,7 +928,7 @@ fn phase_after(want: Direction) -> &'static str {
 /// old direction retired), before it everything it began is undone (the fence lifted, the way
 /// back removed, the hand-over withdrawn). Takes the switch lock first: a switch still running
 /// elsewhere is refused. Returns what it did, or `None` when nothing was interrupted.
-pub fn recover<C: SwitchControl>(control: &mut C) -> Result<Option<String>, SwitchError> {
+pub fn recover<C: SwitchControl + ?Sized>(control: &mut C) -> Result<Option<String>, SwitchError> {
     lock(control)?;
     let result = recover_locked(control);
     if let Err(e) = control.unlock() {
@@ -925,7 +937,9 @@ pub fn recover<C: SwitchControl>(control: &mut C) -> Result<Option<String>, Swit
     result
 }
 
-fn recover_locked<C: SwitchControl>(control: &mut C) -> Result<Option<String>, SwitchError> {
+fn recover_locked<C: SwitchControl + ?Sized>(
+    control: &mut C,
+) -> Result<Option<String>, SwitchError> {
     let journal = control
         .journal()
         .map_err(|e| SwitchError::Refused(e.to_string()))?;
@@ -996,10 +1010,7 @@ type Readers = (
     HashMap<TableName, TableSchema>,
 );
 
-fn open_readers<P: Connect, F: Connect>(
-    primary: &P,
-    follower: &F,
-) -> Result<Readers, ConnectorError> {
+fn open_readers(primary: &dyn Connect, follower: &dyn Connect) -> Result<Readers, ConnectorError> {
     let mut a = primary.source()?;
     let tables = a
         .tables()?
@@ -1170,7 +1181,7 @@ fn run_hook(
 /// Undoes what a switch began before its flip, as its journal says (each undo is harmless when
 /// its step had not, or only partly, run); clears the journal when everything was undone.
 /// Returns what happened, for messages.
-fn undo<C: SwitchControl>(control: &mut C, journal: &Journal) -> String {
+fn undo<C: SwitchControl + ?Sized>(control: &mut C, journal: &Journal) -> String {
     let mut notes = Vec::new();
     let mut failed = false;
     if journal.step >= SwitchStep::Fence {

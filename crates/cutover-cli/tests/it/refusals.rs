@@ -189,8 +189,10 @@ fn a_transaction_open_on_the_source_is_named_while_change_capture_waits_for_it()
     while pg
         .psql(
             "",
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_create_logical_replication_slot%' \
-             AND state = 'active' AND pid <> pg_backend_pid()",
+            // The applier's path creates it with a function, the bulk path (sync's default
+            // between two PostgreSQL databases) with the replication command.
+            "SELECT count(*) FROM pg_stat_activity WHERE (query LIKE '%pg_create_logical_replication_slot%' \
+             OR query LIKE 'CREATE_REPLICATION_SLOT%') AND state = 'active' AND pid <> pg_backend_pid()",
         )
         .unwrap()
         == "0"
