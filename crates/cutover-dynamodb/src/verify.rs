@@ -81,6 +81,10 @@ type Canonical = (Key, Vec<Option<String>>);
 pub struct DynamoReader {
     client: Client,
     prefix: String,
+    /// The last table [`TableReader::scan`] read, whole and in key order: its pages are cut
+    /// from this instead of scanning the table again for each (a pass starts from `after =
+    /// None`, which scans afresh).
+    scanned: Option<(String, Vec<(Key, Row)>)>,
 }
 
 impl DynamoReader {
@@ -88,6 +92,7 @@ impl DynamoReader {
         Ok(DynamoReader {
             client: endpoint.client()?,
             prefix: endpoint.prefix.clone(),
+            scanned: None,
         })
     }
 
@@ -132,7 +137,8 @@ impl DynamoReader {
 }
 
 impl TableReader for DynamoReader {
-    /// A full scan per page, sorted here (DynamoDB's scans are not in key order).
+    /// One full scan per pass, sorted here (DynamoDB's scans are not in key order); the pages
+    /// after the first are cut from it.
     fn scan(
         &mut self,
         table: &TableSchema,
@@ -141,19 +147,30 @@ impl TableReader for DynamoReader {
         limit: usize,
     ) -> Result<Vec<Row>, ConnectorError> {
         let layout = self.layout(table)?;
-        let items = scan_all(&self.client, &layout.name, 0, 1)?;
-        let mut rows = Vec::new();
-        for item in &items {
-            let key = layout.key_of(item)?;
-            if after.is_some_and(|a| cmp_keys(&key, a) != Ordering::Greater)
-                || before.is_some_and(|b| cmp_keys(&key, b) != Ordering::Less)
-            {
-                continue;
+        let fresh = after.is_none()
+            || self
+                .scanned
+                .as_ref()
+                .is_none_or(|(name, _)| *name != layout.name);
+        if fresh {
+            let items = scan_all(&self.client, &layout.name, 0, 1)?;
+            let mut rows = Vec::with_capacity(items.len());
+            for item in &items {
+                rows.push((layout.key_of(item)?, layout.row(item)?));
             }
-            rows.push((key, layout.row(item)?));
+            rows.sort_by(|a, b| cmp_keys(&a.0, &b.0));
+            self.scanned = Some((layout.name.clone(), rows));
         }
-        rows.sort_by(|a, b| cmp_keys(&a.0, &b.0));
-        Ok(rows.into_iter().take(limit).map(|(_, r)| r).collect())
+        let rows = self.scanned.as_ref().map_or(&[][..], |(_, r)| &r[..]);
+        let from = after.map_or(0, |a| {
+            rows.partition_point(|(k, _)| cmp_keys(k, a) != Ordering::Greater)
+        });
+        Ok(rows[from..]
+            .iter()
+            .take_while(|(k, _)| before.is_none_or(|b| cmp_keys(k, b) == Ordering::Less))
+            .take(limit)
+            .map(|(_, r)| r.clone())
+            .collect())
     }
 }
 
