@@ -1,5 +1,8 @@
 //! The conformance suite, run for every engine (see the crate's documentation).
 
+#[cfg(feature = "dynamodb")]
+#[path = "it/dynamodb.rs"]
+mod dynamodb_target;
 #[path = "it/mariadb.rs"]
 mod mariadb;
 #[path = "it/nats.rs"]
