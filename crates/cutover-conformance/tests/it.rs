@@ -1,5 +1,7 @@
 //! The conformance suite, run for every engine (see the crate's documentation).
 
+#[path = "it/kafka.rs"]
+mod kafka_target;
 #[path = "it/mariadb.rs"]
 mod mariadb;
 #[path = "it/nats.rs"]

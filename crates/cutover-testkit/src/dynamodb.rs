@@ -31,13 +31,7 @@ static SHARED: OnceLock<Result<DynamoLocal, HarnessError>> = OnceLock::new();
 fn jar_dir() -> Result<PathBuf, HarnessError> {
     let dir = match std::env::var_os("CUTOVER_DYNAMODB_LOCAL") {
         Some(d) => PathBuf::from(d),
-        None => {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-                .unwrap_or_else(|| PathBuf::from("/tmp"));
-            cache.join("cutover-test-tools/dynamodb-local/package/emulator")
-        }
+        None => sys::tools_cache("dynamodb-local").join("package/emulator"),
     };
     if dir.join("DynamoDBLocal.jar").is_file() {
         Ok(dir)

@@ -536,6 +536,17 @@ pub(crate) fn report_pid(id: u64, pid: u32) {
     }
 }
 
+/// `~/.cache/cutover-test-tools/<tool>` (`$XDG_CACHE_HOME` first), where the scripts in
+/// `scripts/` install the test servers that are not Debian packages.
+pub(crate) fn tools_cache(tool: &str) -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("cutover-test-tools")
+        .join(tool)
+}
+
 /// Starts a server that writes no pid file of its own, on a free loopback port, for the
 /// registered server `id` (which it tears down on failure): `command(port)` builds the
 /// command, run in its own process group with stdout and stderr appended to `log` and its pid
