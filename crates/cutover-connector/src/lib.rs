@@ -30,7 +30,7 @@ pub use positions::{Counter, Distance, PositionOrder, PositionOrderExt};
 pub use progress::{epoch_secs, Phase, Progress, TableProgress};
 pub use retry::{RetryPolicy, Side};
 pub use state::{StateStore, StoredChunk, StoredMismatch, StoredStatus};
-pub use stateful::{AttachedState, StatefulSink, Writer, Written};
+pub use stateful::{ordinal, AttachedState, StatefulSink, Writer, Written};
 pub use switch::{
     Direction, Fence, Journal, Observation, Orientation, SwitchControl, SwitchSides, SwitchStep,
     Switchover,

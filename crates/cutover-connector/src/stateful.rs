@@ -70,6 +70,27 @@ pub trait Writer {
     }
 }
 
+/// A change's ordinal in its transaction: its index, plus an offset when the source hands a
+/// large transaction over in pieces at one position, each piece restarting its index at 0
+/// (`last` remembers the previous origin), for targets that name or order changes by it
+/// (DynamoDB, Kafka). Within one process a transaction is only sent
+/// again after a failed write, which forgets `last`; a new process starts without it, and the
+/// source then sends a pieced transaction again from its first piece.
+pub fn ordinal(last: &mut Option<(Position, u32, u64)>, position: &Position, index: u32) -> u64 {
+    let offset = match last {
+        Some((p, prev, offset)) if p == position => {
+            if index <= *prev {
+                *offset + u64::from(*prev) + 1
+            } else {
+                *offset
+            }
+        }
+        _ => 0,
+    };
+    *last = Some((position.clone(), index, offset));
+    offset + u64::from(index)
+}
+
 /// A [`Sink`] made of a [`Writer`] (the data) and another engine's sink that keeps only the
 /// migration's state (prepared with no tables).
 pub struct StatefulSink<W> {

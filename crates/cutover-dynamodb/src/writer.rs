@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use cutover_connector::{
-    runtime, ApplyOp, ConnectorError, ErrorKind, PositionOrder, Writer, Written,
+    ordinal, runtime, ApplyOp, ConnectorError, ErrorKind, PositionOrder, Writer, Written,
 };
 use cutover_model::{Change, Position, TableName, TableSchema};
 use tokio::task::JoinSet;
@@ -382,26 +382,6 @@ impl DynamoWriter {
         }
         Ok(())
     }
-}
-
-/// A change's ordinal in its transaction: its index, plus an offset when the source hands a
-/// large transaction over in pieces at one position, each piece restarting its index at 0
-/// (`last` remembers the previous origin). Within one process a transaction is only sent
-/// again after a failed write, which forgets `last`; a new process starts without it, and the
-/// source then sends a pieced transaction again from its first piece.
-fn ordinal(last: &mut Option<(Position, u32, u64)>, position: &Position, index: u32) -> u64 {
-    let offset = match last {
-        Some((p, prev, offset)) if p == position => {
-            if index <= *prev {
-                *offset + u64::from(*prev) + 1
-            } else {
-                *offset
-            }
-        }
-        _ => 0,
-    };
-    *last = Some((position.clone(), index, offset));
-    offset + u64::from(index)
 }
 
 fn join_error(e: tokio::task::JoinError) -> ConnectorError {

@@ -1,5 +1,5 @@
 //! NATS JetStream as a cutover target (`nats://host:4222?stream=…`): every row of the copy and
-//! every captured change becomes one message in Debezium's envelope ([`envelope`]) on the
+//! every captured change becomes one message in Debezium's envelope ([`cutover_debezium`]) on the
 //! subject `<subject>.<schema>.<table>`, so consumers written for Debezium read it unchanged.
 //!
 //! A stream is not transactional, so the migration's state (checkpoint, chunk plan, status)
@@ -10,7 +10,6 @@
 //! duplicates ([`writer`]).
 
 pub mod endpoint;
-pub mod envelope;
 pub mod writer;
 
 use std::any::Any;

@@ -13,23 +13,15 @@ use std::time::SystemTime;
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use cutover_connector::{canonical, runtime, ApplyOp, ConnectorError, ErrorKind, Writer, Written};
-use cutover_model::{Change, Key, Position, Row, TableName, TableSchema};
-use serde_json::Value as Json;
+use cutover_connector::{runtime, ApplyOp, ConnectorError, ErrorKind, Writer, Written};
+use cutover_debezium::{Event, Name, StreamTable};
+use cutover_model::{Position, TableName, TableSchema};
 
 use crate::endpoint::{check_stream_name, subject_token, NatsEndpoint};
-use crate::envelope::{self, Op, Source};
 
 /// Publishes not yet acknowledged, at most: the client holds one permit per publish until its
 /// acknowledgement is read.
 const IN_FLIGHT: usize = 2048;
-
-struct Table {
-    schema: TableSchema,
-    /// The columns rows of this table carry now ([`ApplyOp::Columns`]).
-    columns: Vec<String>,
-    subject: String,
-}
 
 /// One event to publish.
 struct Message {
@@ -45,7 +37,9 @@ pub struct NatsWriter {
     migration: String,
     stream: String,
     subject: String,
-    tables: HashMap<TableName, Table>,
+    tables: HashMap<TableName, StreamTable>,
+    /// Each prepared table's subject.
+    subjects: HashMap<TableName, String>,
     /// The largest message the server takes (its `max_payload`).
     max_payload: usize,
 }
@@ -145,6 +139,7 @@ impl NatsWriter {
             stream,
             subject,
             tables: HashMap::new(),
+            subjects: HashMap::new(),
             max_payload,
         })
     }
@@ -165,222 +160,52 @@ impl NatsWriter {
         }
     }
 
-    fn table(&self, name: &TableName) -> Result<&Table, ConnectorError> {
-        self.tables.get(name).ok_or_else(|| {
+    /// A message of `event`, refused naming its table and key when larger than the server
+    /// takes.
+    fn message(&self, event: Event) -> Result<Message, ConnectorError> {
+        let subject = self.subjects.get(&event.table).cloned().ok_or_else(|| {
             ConnectorError::new(
                 ErrorKind::SchemaMismatch,
-                format!("a change of {name}, a table the stream was not prepared for"),
+                format!(
+                    "a change of {}, a table the stream was not prepared for",
+                    event.table
+                ),
             )
-        })
-    }
-
-    fn event(
-        &self,
-        table: &TableName,
-        op: Op,
-        before: Json,
-        after: Json,
-        origin: Option<&Origin>,
-    ) -> Json {
-        envelope::event(
-            op,
-            before,
-            after,
-            &Source {
-                name: &self.migration,
-                table,
-                position: origin.map(|o| &o.position),
-                tx: origin.and_then(|o| o.tag),
-                committed_at: origin.and_then(|o| o.committed_at),
-                snapshot: op == Op::Read,
-            },
-            SystemTime::now(),
-        )
-    }
-
-    fn message(
-        &self,
-        t: &Table,
-        key: &Key,
-        id: String,
-        event: &Json,
-    ) -> Result<Message, ConnectorError> {
-        let key_json = envelope::key(&t.schema, key).map_err(|e| at(&t.schema.name, key, e))?;
-        let payload = serde_json::to_vec(event)
+        })?;
+        let id = match &event.name {
+            Name::Copy { key, row } => format!("{}:r:{subject}:{key:x}:{row:x}", self.stream),
+            Name::Change {
+                position,
+                index,
+                content,
+                part,
+            } => format!("{}:{position}:{index}:{content:x}:{part}", self.stream),
+        };
+        let payload = serde_json::to_vec(&event.envelope)
             .map_err(|e| ConnectorError::new(ErrorKind::Database, e.to_string()))?;
         // Headers and the subject count too; a little room for them.
         if payload.len() + id.len() + 1024 > self.max_payload {
+            let key = event.key.as_deref().unwrap_or_default();
             return Err(ConnectorError::new(
                 ErrorKind::InvalidInput,
                 format!(
                     "{} key {}: its event is {} bytes, more than the NATS server takes in one message \
                      (max_payload {} bytes). Raise max_payload in the server's configuration (up to 64 MB), \
                      or leave the table out (--exclude-tables {})",
-                    t.schema.name,
+                    event.table,
                     cutover_connector::key_text(key),
                     payload.len(),
                     self.max_payload,
-                    t.schema.name
+                    event.table
                 ),
             ));
         }
         Ok(Message {
-            subject: t.subject.clone(),
+            subject,
             id,
-            key: key_json.to_string(),
+            key: event.key_json.to_string(),
             payload,
         })
-    }
-
-    /// The messages of one batch, in order.
-    fn messages(&self, ops: &[ApplyOp]) -> Result<Vec<Message>, ConnectorError> {
-        let mut out = Vec::with_capacity(ops.len());
-        let mut origin: Option<Origin> = None;
-        let mut columns: HashMap<&TableName, &[String]> = HashMap::new();
-        for op in ops {
-            match op {
-                ApplyOp::Origin {
-                    position,
-                    index,
-                    committed_at,
-                    tag,
-                } => {
-                    origin = Some(Origin {
-                        position: position.clone(),
-                        index: *index,
-                        committed_at: *committed_at,
-                        tag: *tag,
-                    })
-                }
-                ApplyOp::Columns { table, columns: c } => {
-                    columns.insert(table, c.as_slice());
-                }
-                ApplyOp::Upsert { table, row } => {
-                    let t = self.table(table)?;
-                    let cols = columns.get(table).copied().unwrap_or(&t.columns);
-                    let key = t.schema.key_of(row);
-                    let after = envelope::row(cols, row, &[]).map_err(|e| at(table, &key, e))?;
-                    let id = format!(
-                        "{}:r:{}:{:x}:{:x}",
-                        self.stream,
-                        t.subject,
-                        hash_values(&key).map_err(|e| at(table, &key, e))?,
-                        hash_values(row).map_err(|e| at(table, &key, e))?
-                    );
-                    let event = self.event(table, Op::Read, Json::Null, after, None);
-                    out.push(self.message(t, &key, id, &event)?);
-                }
-                ApplyOp::Change(change) => {
-                    let Some(o) = &origin else {
-                        return Err(ConnectorError::new(
-                            ErrorKind::Database,
-                            "a change reached the NATS target without its origin (a bug in the applier)",
-                        ));
-                    };
-                    // The change's content too: pieces of one large transaction share a
-                    // position and restart their index.
-                    let content = change_hash(change).map_err(|e| {
-                        ConnectorError::new(
-                            ErrorKind::LossyConversion,
-                            format!("a change at {}: {e}", o.position),
-                        )
-                    })?;
-                    let id = |part: u32| {
-                        format!(
-                            "{}:{}:{}:{content:x}:{part}",
-                            self.stream, o.position, o.index
-                        )
-                    };
-                    match change {
-                        Change::Insert { table, row } => {
-                            let t = self.table(table)?;
-                            let cols = columns.get(table).copied().unwrap_or(&t.columns);
-                            let key = t.schema.key_of(row);
-                            let after =
-                                envelope::row(cols, row, &[]).map_err(|e| at(table, &key, e))?;
-                            let event = self.event(table, Op::Create, Json::Null, after, Some(o));
-                            out.push(self.message(t, &key, id(0), &event)?);
-                        }
-                        Change::Update {
-                            table,
-                            old_key,
-                            before,
-                            row,
-                            unchanged,
-                        } => {
-                            let t = self.table(table)?;
-                            let cols = columns.get(table).copied().unwrap_or(&t.columns);
-                            let key = t.schema.key_of(row);
-                            let before_json = match before {
-                                Some(b) => envelope::row(cols, b, &[]),
-                                None => Ok(Json::Null),
-                            }
-                            .map_err(|e| at(table, old_key, e))?;
-                            let after = envelope::row(cols, row, unchanged)
-                                .map_err(|e| at(table, &key, e))?;
-                            if &key != old_key {
-                                // Debezium's way with a key that changes: a delete of the old
-                                // key, then a create of the new one.
-                                let old = match before {
-                                    Some(_) => before_json,
-                                    None => envelope::key_row(&t.schema, cols, old_key)
-                                        .map_err(|e| at(table, old_key, e))?,
-                                };
-                                let del = self.event(table, Op::Delete, old, Json::Null, Some(o));
-                                out.push(self.message(t, old_key, id(0), &del)?);
-                                let ins = self.event(table, Op::Create, Json::Null, after, Some(o));
-                                out.push(self.message(t, &key, id(1), &ins)?);
-                            } else {
-                                let event =
-                                    self.event(table, Op::Update, before_json, after, Some(o));
-                                out.push(self.message(t, &key, id(0), &event)?);
-                            }
-                        }
-                        Change::Delete {
-                            table,
-                            old_key,
-                            before,
-                        } => {
-                            let t = self.table(table)?;
-                            let cols = columns.get(table).copied().unwrap_or(&t.columns);
-                            let before = match before {
-                                Some(b) => envelope::row(cols, b, &[]),
-                                None => envelope::key_row(&t.schema, cols, old_key),
-                            }
-                            .map_err(|e| at(table, old_key, e))?;
-                            let event = self.event(table, Op::Delete, before, Json::Null, Some(o));
-                            out.push(self.message(t, old_key, id(0), &event)?);
-                        }
-                        Change::Truncate { tables } => {
-                            for (i, table) in tables.iter().enumerate() {
-                                let Ok(t) = self.table(table) else { continue };
-                                let event = self.event(
-                                    table,
-                                    Op::Truncate,
-                                    Json::Null,
-                                    Json::Null,
-                                    Some(o),
-                                );
-                                let part = u32::try_from(i).unwrap_or(u32::MAX);
-                                out.push(Message {
-                                    subject: t.subject.clone(),
-                                    id: id(part),
-                                    key: "null".to_owned(),
-                                    payload: serde_json::to_vec(&event).map_err(|e| {
-                                        ConnectorError::new(ErrorKind::Database, e.to_string())
-                                    })?,
-                                });
-                            }
-                        }
-                        // Shapes are the applier's business; the events carry column names.
-                        Change::Schema { .. } => {}
-                    }
-                }
-                // A stream has no columns to alter; the state store keeps the control ops.
-                ApplyOp::Alter { .. } | ApplyOp::ChunkDone { .. } | ApplyOp::Watch { .. } => {}
-            }
-        }
-        Ok(out)
     }
 
     /// Publishes `messages` in order and waits for every acknowledgement.
@@ -428,64 +253,6 @@ impl NatsWriter {
         }
         Ok(())
     }
-}
-
-struct Origin {
-    position: Position,
-    index: u32,
-    committed_at: Option<SystemTime>,
-    tag: Option<u64>,
-}
-
-fn at(table: &TableName, key: &[cutover_model::Value], e: String) -> ConnectorError {
-    ConnectorError::new(
-        ErrorKind::LossyConversion,
-        format!(
-            "{table} key {}: {e}; the event cannot be written",
-            cutover_connector::key_text(key)
-        ),
-    )
-}
-
-/// The canonical row hash of `values` (`docs/CANONICAL.md`), as the id of a copied row.
-fn hash_values(values: &Row) -> Result<u64, String> {
-    let texts: Vec<Option<String>> = values
-        .iter()
-        .map(canonical::value_text)
-        .collect::<Result<_, _>>()
-        .map_err(|e| e.to_string())?;
-    let text = canonical::row_text(texts.iter().map(|t| t.as_deref()));
-    Ok(canonical::row_hash(&text) as u64)
-}
-
-/// A hash of a change's canonical content: its kind, table, old key and row.
-fn change_hash(change: &Change) -> Result<u64, String> {
-    let (kind, table, key, row): (&str, String, Option<&Key>, Option<&Row>) = match change {
-        Change::Insert { table, row } => ("c", table.to_string(), None, Some(row)),
-        Change::Update {
-            table,
-            old_key,
-            row,
-            ..
-        } => ("u", table.to_string(), Some(old_key), Some(row)),
-        Change::Delete { table, old_key, .. } => ("d", table.to_string(), Some(old_key), None),
-        Change::Truncate { tables } => (
-            "t",
-            tables
-                .iter()
-                .map(|t| t.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
-            None,
-            None,
-        ),
-        Change::Schema { table, .. } => ("s", table.to_string(), None, None),
-    };
-    let mut texts: Vec<Option<String>> = vec![Some(kind.to_owned()), Some(table)];
-    for v in key.into_iter().flatten().chain(row.into_iter().flatten()) {
-        texts.push(canonical::value_text(v).map_err(|e| e.to_string())?);
-    }
-    Ok(canonical::row_hash(&canonical::row_text(texts.iter().map(|t| t.as_deref()))) as u64)
 }
 
 impl Writer for NatsWriter {
@@ -550,28 +317,20 @@ impl Writer for NatsWriter {
             Ok(())
         })?;
         for t in tables {
-            self.tables.insert(
-                t.name.clone(),
-                Table {
-                    schema: t.clone(),
-                    columns: t.columns.iter().map(|c| c.name.clone()).collect(),
-                    subject: self.table_subject(&t.name),
-                },
-            );
+            self.tables.insert(t.name.clone(), StreamTable::new(t));
+            self.subjects
+                .insert(t.name.clone(), self.table_subject(&t.name));
         }
         Ok(())
     }
 
     fn write(&mut self, ops: &[ApplyOp], upto: &Position) -> Result<Written, ConnectorError> {
-        let messages = self.messages(ops)?;
-        // Columns announced in this batch hold for the batches after it.
-        for op in ops {
-            if let ApplyOp::Columns { table, columns } = op {
-                if let Some(t) = self.tables.get_mut(table) {
-                    t.columns = columns.clone();
-                }
-            }
-        }
+        let events =
+            cutover_debezium::events(&self.migration, &mut self.tables, ops, SystemTime::now())?;
+        let messages = events
+            .into_iter()
+            .map(|e| self.message(e))
+            .collect::<Result<Vec<_>, _>>()?;
         self.publish(messages)
             .map_err(|e| e.context(format!("writing the batch up to {upto}")))?;
         after_publish()?;

@@ -97,6 +97,7 @@
 mod dynamodb;
 mod error;
 mod guard;
+mod kafka;
 mod limit;
 mod mariadb;
 mod nats;
@@ -108,6 +109,7 @@ mod sys;
 pub use dynamodb::DynamoLocal;
 pub use error::HarnessError;
 pub use guard::{end_with_test, on_drop, stop_on_drop, KillOnDrop, OnDrop};
+pub use kafka::Kafka;
 pub use limit::{time_limit, DEFAULT_TIMEOUT, TIMEOUT_ENV};
 pub use mariadb::MariaDb;
 pub use nats::Nats;

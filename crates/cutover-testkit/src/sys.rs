@@ -536,6 +536,102 @@ pub(crate) fn report_pid(id: u64, pid: u32) {
     }
 }
 
+/// `~/.cache/cutover-test-tools/<tool>` (`$XDG_CACHE_HOME` first), where the scripts in
+/// `scripts/` install the test servers that are not Debian packages.
+pub(crate) fn tools_cache(tool: &str) -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("cutover-test-tools")
+        .join(tool)
+}
+
+/// Starts a server that writes no pid file of its own, on a free loopback port, for the
+/// registered server `id` (which it tears down on failure): `command(port)` builds the
+/// command, run in its own process group with stdout and stderr appended to `log` and its pid
+/// written to `pidfile`; ready once the port takes connections within `patience`. Tried again
+/// with a new port, up to 3 times, when the log shows `in_use` (the port was taken first).
+pub(crate) fn start_listening(
+    id: u64,
+    server: &'static str,
+    pidfile: &Path,
+    log: &Path,
+    patience: std::time::Duration,
+    in_use: &str,
+    mut command: impl FnMut(u16) -> Command,
+) -> Result<u16, HarnessError> {
+    use std::time::Instant;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = free_port()?;
+        let opened = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .and_then(|out| Ok((out.try_clone()?, out)));
+        let (out, err) = match opened {
+            Ok(o) => o,
+            Err(e) => {
+                teardown(id);
+                return Err(HarnessError::io(format!("opening the {server} log"), e));
+            }
+        };
+        let mut cmd = command(port);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let described = describe(&cmd, None);
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                teardown(id);
+                return Err(HarnessError::io(format!("spawning `{described}`"), e));
+            }
+        };
+        let _ = std::fs::write(pidfile, format!("{}\n", child.id()));
+        report_pid(id, child.id());
+        let deadline = Instant::now() + patience;
+        let outcome = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break Err(format!("it exited with {status}"));
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break Ok(());
+            }
+            if Instant::now() > deadline {
+                break Err(format!("not listening within {} s", patience.as_secs()));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        match outcome {
+            Ok(()) => {
+                set_stop(id, Stop::Child(child));
+                return Ok(port);
+            }
+            Err(reason) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                if text.contains(in_use) && attempt < 3 {
+                    continue;
+                }
+                teardown(id);
+                return Err(HarnessError::StartFailed {
+                    server,
+                    port,
+                    reason,
+                    command: described,
+                    log_tail: log_section(log, 20),
+                    fix: "see the log above".to_owned(),
+                });
+            }
+        }
+    }
+}
+
 /// Stops the server of `id` now and removes its directory (used when a start fails).
 pub(crate) fn teardown(id: u64) {
     let entry = {

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use cutover_conformance::{Deliveries, Engine, Migration, TargetEngine, TypeTable};
 use cutover_connector::{OpenOptions, Source, SourceFactory};
-use cutover_model::{ColumnType, Row, TableSchema, Value};
+use cutover_model::{Row, TableSchema};
 use cutover_nats::NatsTarget;
 use cutover_postgres::PgConnect;
 use cutover_testkit::Nats;
@@ -60,18 +60,6 @@ fn messages(stream: &str) -> Vec<(String, serde_json::Value)> {
         }
         out
     })
-}
-
-/// A value of the suite's tables as the envelope carries it, typed by its column.
-fn decode(ty: &ColumnType, v: &serde_json::Value) -> Value {
-    match (ty, v) {
-        (_, serde_json::Value::Null) => Value::Null,
-        (ColumnType::Int { .. }, serde_json::Value::Number(n)) => {
-            Value::Int(n.as_i64().expect("an integer"))
-        }
-        (_, serde_json::Value::String(s)) => Value::Text(s.clone()),
-        (ty, v) => panic!("a {ty:?} column holds {v} in the stream"),
-    }
 }
 
 impl TargetEngine for NatsEngine {
@@ -129,28 +117,8 @@ impl TargetEngine for NatsEngine {
             cutover_conformance::fixture::table(&tables, table)
         };
         let mut fold: BTreeMap<String, Row> = BTreeMap::new();
-        for (_, e) in messages(db) {
-            if e["source"]["table"].as_str() != Some(table) {
-                continue;
-            }
-            let op = e["op"].as_str().unwrap_or_default();
-            let image = if op == "d" { &e["before"] } else { &e["after"] };
-            let row: Row = schema
-                .columns
-                .iter()
-                .map(|c| decode(&c.ty, &image[&c.name]))
-                .collect();
-            let key = format!("{:?}", schema.key_of(&row));
-            match op {
-                "d" => {
-                    fold.remove(&key);
-                }
-                "t" => fold.clear(),
-                _ => {
-                    fold.insert(key, row);
-                }
-            }
-        }
+        let events = messages(db);
+        crate::stateful::fold_events(events.iter().map(|(_, e)| e), &schema, table, &mut fold);
         let mut rows: Vec<Row> = fold.into_values().collect();
         crate::stateful::sort_rows(&mut rows, &schema, order_by);
         rows

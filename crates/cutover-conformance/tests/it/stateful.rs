@@ -1,10 +1,12 @@
-//! What the fixtures of targets without transactions (NATS, Parquet) share: their state in a
-//! SQLite file of the test's own, and their rows folded by key and ordered here.
+//! What the fixtures of targets without transactions (NATS, Kafka, Parquet) share: their state
+//! in a SQLite file of the test's own, and their rows folded by key and ordered here.
 
 use std::path::Path;
 
 use cutover_connector::{OpenOptions, TargetFactory};
-use cutover_model::{Row, TableSchema, Value};
+use std::collections::BTreeMap;
+
+use cutover_model::{ColumnType, Row, TableSchema, Value};
 
 /// Gives `target` a SQLite state store at `state`, as `--state` would.
 pub(crate) fn attach_sqlite_state(target: &mut dyn TargetFactory, state: &Path) {
@@ -43,4 +45,49 @@ pub(crate) fn sort_rows(rows: &mut [Row], schema: &TableSchema, order_by: &str) 
         }
         std::cmp::Ordering::Equal
     });
+}
+
+/// Folds change events in Debezium's envelope (of one stream, or one partition) into `fold`,
+/// by key: the events of `table` only; copied rows (`r`), inserts and updates set the row,
+/// deletes remove it, a truncate empties `fold`. Values are decoded by `schema`'s column types.
+pub(crate) fn fold_events<'a>(
+    events: impl IntoIterator<Item = &'a serde_json::Value>,
+    schema: &TableSchema,
+    table: &str,
+    fold: &mut BTreeMap<String, Row>,
+) {
+    for e in events {
+        if e["source"]["table"].as_str() != Some(table) {
+            continue;
+        }
+        let op = e["op"].as_str().unwrap_or_default();
+        let image = if op == "d" { &e["before"] } else { &e["after"] };
+        let row: Row = schema
+            .columns
+            .iter()
+            .map(|c| decode(&c.ty, &image[&c.name]))
+            .collect();
+        let key = format!("{:?}", schema.key_of(&row));
+        match op {
+            "d" => {
+                fold.remove(&key);
+            }
+            "t" => fold.clear(),
+            _ => {
+                fold.insert(key, row);
+            }
+        }
+    }
+}
+
+/// A value of the suite's tables as the envelope carries it, typed by its column.
+fn decode(ty: &ColumnType, v: &serde_json::Value) -> Value {
+    match (ty, v) {
+        (_, serde_json::Value::Null) => Value::Null,
+        (ColumnType::Int { .. }, serde_json::Value::Number(n)) => {
+            Value::Int(n.as_i64().expect("an integer"))
+        }
+        (_, serde_json::Value::String(s)) => Value::Text(s.clone()),
+        (ty, v) => panic!("a {ty:?} column holds {v} in the stream"),
+    }
 }

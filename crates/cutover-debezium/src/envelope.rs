@@ -187,7 +187,7 @@ pub fn base64(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use cutover_model::{Column, ColumnType};
 
@@ -201,7 +201,8 @@ mod tests {
         }
     }
 
-    fn schema() -> TableSchema {
+    /// `public.students (id bigint PRIMARY KEY, name text)`.
+    pub(crate) fn schema() -> TableSchema {
         TableSchema {
             name: TableName::new(Some("public"), "students"),
             columns: vec![
