@@ -6,7 +6,6 @@
 //! source's column types, never by cutover's reader.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Mutex, Once};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -24,7 +23,7 @@ struct DynamoEngine {
     ddb: &'static DynamoLocal,
     /// Target URL → the source database (whose column types decode the items) and the state
     /// file.
-    targets: Mutex<HashMap<String, (PgConnect, PathBuf)>>,
+    targets: crate::stateful::Targets,
     dir: tempfile::TempDir,
 }
 
@@ -168,9 +167,7 @@ impl TargetEngine for DynamoEngine {
 
     /// The version goes to the state store (a SQLite file), through rusqlite.
     fn plant_store_version(&self, db: &str, version: u32) -> Result<(), String> {
-        let state = self.targets.lock().unwrap().get(db).map(|t| t.1.clone());
-        let state = state.ok_or_else(|| format!("{db} is not a target of this suite"))?;
-        crate::stateful::plant_state_version(&state, version)
+        crate::stateful::plant_target_version(&self.targets, db, version)
     }
 
     fn type_table(&self) -> TypeTable {

@@ -19,7 +19,7 @@ use crate::postgres::{pg, Pg};
 struct NatsEngine {
     pg: Pg,
     /// Target name (the stream) → the source database and the state file.
-    targets: Mutex<HashMap<String, (PgConnect, std::path::PathBuf)>>,
+    targets: crate::stateful::Targets,
     _dir: tempfile::TempDir,
 }
 
@@ -137,9 +137,7 @@ impl TargetEngine for NatsEngine {
 
     /// The version goes to the state store (a SQLite file), through rusqlite.
     fn plant_store_version(&self, db: &str, version: u32) -> Result<(), String> {
-        let state = self.targets.lock().unwrap().get(db).map(|t| t.1.clone());
-        let state = state.ok_or_else(|| format!("{db} is not a target of this suite"))?;
-        crate::stateful::plant_state_version(&state, version)
+        crate::stateful::plant_target_version(&self.targets, db, version)
     }
 
     fn type_table(&self) -> TypeTable {

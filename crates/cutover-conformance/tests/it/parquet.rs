@@ -5,7 +5,7 @@
 //! each table's manifest lists them and folded by key here, never through cutover.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use arrow_array::{Array, Int64Array, StringArray, UInt32Array};
@@ -21,7 +21,7 @@ use crate::postgres::{pg, Pg};
 struct ParquetEngine {
     pg: Pg,
     /// Lake directory → the source database and the state file.
-    targets: Mutex<HashMap<String, (PgConnect, PathBuf)>>,
+    targets: crate::stateful::Targets,
     dir: tempfile::TempDir,
 }
 
@@ -190,9 +190,7 @@ impl TargetEngine for ParquetEngine {
 
     /// The version goes to the state store (a SQLite file), through rusqlite.
     fn plant_store_version(&self, db: &str, version: u32) -> Result<(), String> {
-        let state = self.targets.lock().unwrap().get(db).map(|t| t.1.clone());
-        let state = state.ok_or_else(|| format!("{db} is not a target of this suite"))?;
-        crate::stateful::plant_state_version(&state, version)
+        crate::stateful::plant_target_version(&self.targets, db, version)
     }
 
     fn type_table(&self) -> TypeTable {

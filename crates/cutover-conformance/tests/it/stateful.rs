@@ -91,3 +91,24 @@ fn decode(ty: &ColumnType, v: &serde_json::Value) -> Value {
         (ty, v) => panic!("a {ty:?} column holds {v} in the stream"),
     }
 }
+
+/// The targets of a stateful fixture's tests: target name → the source database (whose column
+/// types decode what the target holds) and the SQLite state file.
+pub(crate) type Targets = std::sync::Mutex<
+    std::collections::HashMap<String, (cutover_postgres::PgConnect, std::path::PathBuf)>,
+>;
+
+/// Records `version` in the state file of target `db` (see [`plant_state_version`]).
+pub(crate) fn plant_target_version(
+    targets: &Targets,
+    db: &str,
+    version: u32,
+) -> Result<(), String> {
+    let state = targets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(db)
+        .map(|t| t.1.clone());
+    let state = state.ok_or_else(|| format!("{db} is not a target of this suite"))?;
+    plant_state_version(&state, version)
+}
